@@ -1,0 +1,33 @@
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from gateway.routing.router import NoRoute, Router
+from gateway.store.instance import load_or_create_instance_id
+
+
+@dataclass
+class R:
+    pattern: str
+    to: str
+    strip: int = 0
+    prepend: str = ""
+
+
+def test_first_matching_route_wins_and_rewrites_number() -> None:
+    router = Router([R(r"1\d\d", "local"), R(r"9(\d+)", "trunk:main", strip=1, prepend="+1")])
+    assert router.route("102").kind == "local"
+    d = router.route("95551234")
+    assert (d.kind, d.trunk, d.number) == ("trunk", "main", "+15551234")
+    with pytest.raises(NoRoute):
+        router.route("5")
+
+
+def test_instance_id_is_stable_across_restarts(tmp_path: Path) -> None:
+    first = load_or_create_instance_id(tmp_path)
+    assert first.startswith("urn:uuid:")
+    assert load_or_create_instance_id(tmp_path) == first
+    (tmp_path / "instance-id").write_text("garbage")
+    replaced = load_or_create_instance_id(tmp_path)
+    assert replaced != first and replaced.startswith("urn:uuid:")
