@@ -321,7 +321,7 @@ class NameAddr:
             gt = text.find(">", lt)
             if gt < 0:
                 raise SipParseError("Bad Header", f"unterminated <URI> in {value!r}")
-            uri_text = text[lt + 1 : gt].strip()
+            uri_text = text[lt + 1 : gt]  # no spaces allowed inside <> (RFC 4475 badaspec)
             rest = text[gt + 1 :].strip()
             if rest and not rest.startswith(";"):
                 raise SipParseError("Bad Header", f"junk after URI in {value!r}")

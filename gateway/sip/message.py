@@ -363,6 +363,19 @@ def _check_core_headers(msg: Request | Response) -> None:
                 raise SipParseError("Bad Contact", exc.detail) from None
 
 
+def _frame_body(headers: Headers, rest: bytes) -> bytes:
+    """Apply Content-Length: cut extra bytes, refuse a short body (RFC 3261 18.3)."""
+    cl_lines = headers.get_lines("Content-Length")
+    if not cl_lines:
+        return rest
+    if len(set(cl_lines)) != 1 or not cl_lines[0].isdigit() or not cl_lines[0].isascii():
+        raise SipParseError("Bad Content-Length", cl_lines[0][:20])
+    length = int(cl_lines[0])
+    if length > len(rest):
+        raise SipParseError("Bad Content-Length", f"{length} > {len(rest)} bytes present")
+    return rest[:length]
+
+
 def _parse(data: bytes) -> Request | Response:
     if len(data) > MAX_MESSAGE_BYTES:
         raise SipParseError("Message Too Large", f"{len(data)} bytes")
@@ -386,16 +399,20 @@ def _parse(data: bytes) -> Request | Response:
         if not colon or not _HEADER_NAME_RE.fullmatch(name):
             raise SipParseError("Bad Header", f"bad header line {line[:60]!r}")
         msg.headers.add(name, value)
-    cl_lines = msg.headers.get_lines("Content-Length")
-    if cl_lines:
-        if len(set(cl_lines)) != 1 or not cl_lines[0].isdigit() or not cl_lines[0].isascii():
-            raise SipParseError("Bad Content-Length", cl_lines[0][:20])
-        length = int(cl_lines[0])
-        if length > len(rest):
-            raise SipParseError("Bad Content-Length", f"{length} > {len(rest)} bytes present")
-        rest = rest[:length]
-    msg.body = rest
-    _check_core_headers(msg)
+    try:
+        if msg.version != "SIP/2.0":
+            raise SipParseError("Version Not Supported", msg.version, status=505)
+        msg.body = _frame_body(msg.headers, rest)
+        _check_core_headers(msg)
+        if isinstance(msg, Request):
+            scheme = msg.uri.partition(":")[0].lower()
+            if scheme in ("sip", "sips", "tel"):
+                uri = SipUri.parse(msg.uri)
+                if uri.headers:  # RFC 3261 19.1.5: not allowed in a Request-URI
+                    raise SipParseError("Bad Request-URI", "headers in Request-URI")
+    except SipParseError as exc:
+        exc.message = msg
+        raise
     return msg
 
 

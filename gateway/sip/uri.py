@@ -113,7 +113,7 @@ class SipUri:
                 raise SipParseError("Bad URI", f"bad telephone number in {text!r}")
             return cls("tel", None, None, number, None, _parse_params(ptext, text), {})
         if scheme not in _SIP_SCHEMES:
-            raise SipParseError("Unsupported URI Scheme", text)
+            raise SipParseError("Unsupported URI Scheme", text, status=416)
         user: str | None = None
         password: str | None = None
         at = rest.find("@")
