@@ -1,0 +1,85 @@
+"""Events the pure SIP user agent hands to the runtime.
+
+They are frozen dataclasses so the runtime can queue, log and compare them without
+worrying that the agent changes them later. `call_id` is the key for every call event.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class RegistrationStateChanged:
+    """An account became registered or stopped being registered; `reason` says why."""
+
+    account_id: str
+    registered: bool
+    reason: str
+    expires: int | None
+
+
+@dataclass(frozen=True)
+class IncomingCall:
+    """A new INVITE arrived; the runtime answers with ringing/answer/reject."""
+
+    call_id: str
+    from_uri: str
+    from_display: str | None
+    to_uri: str
+    request_uri: str
+    sdp: bytes
+    source: tuple[str, int]
+
+
+@dataclass(frozen=True)
+class CallProgress:
+    """The far end is ringing (180) or sent early media (183 with SDP)."""
+
+    call_id: str
+    status: int
+    sdp: bytes | None
+
+
+@dataclass(frozen=True)
+class CallAnswered:
+    """Our outgoing call was answered; `sdp` is the answer to our offer."""
+
+    call_id: str
+    sdp: bytes
+
+
+@dataclass(frozen=True)
+class CallUpdated:
+    """The peer sent a new offer (re-INVITE) or a late answer (ACK with SDP)."""
+
+    call_id: str
+    sdp: bytes
+
+
+@dataclass(frozen=True)
+class CallEnded:
+    """A call is over, whoever ended it; emitted exactly once per call."""
+
+    call_id: str
+    reason: str
+    status: int | None
+
+
+@dataclass(frozen=True)
+class MessageDropped:
+    """Input was unusable; counted in `UserAgent.stats` so admins can see abuse or bugs."""
+
+    reason: str
+    source: tuple[str, int]
+
+
+UaEvent = (
+    RegistrationStateChanged
+    | IncomingCall
+    | CallProgress
+    | CallAnswered
+    | CallUpdated
+    | CallEnded
+    | MessageDropped
+)
