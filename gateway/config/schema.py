@@ -1,0 +1,387 @@
+"""The configuration model: frozen dataclasses plus the constants that define what is valid.
+
+The loader (`loader.py`) and the JSON Schema export (`jsonschema.py`) both read the constants
+here, so the two can never disagree about a range, a choice or a key name.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+# --- choices, ranges and defaults -------------------------------------------------------
+
+COUNTRIES: tuple[str, ...] = ("US", "UK", "DE", "FR")
+LOG_LEVELS: tuple[str, ...] = ("debug", "info", "warning", "error")
+CODECS: tuple[str, ...] = ("PCMU", "PCMA")
+DTMF_MODES: tuple[str, ...] = ("rfc4733", "inband")
+TRANSPORTS: tuple[str, ...] = ("udp",)
+LINE_TYPES: tuple[str, ...] = ("fxs",)
+
+DEFAULT_NAME = "branchline"
+DEFAULT_COUNTRY = "US"
+DEFAULT_CONTROL_SOCKET = "/run/branchline/control.sock"
+DEFAULT_STATE_DIR = "/var/lib/branchline"
+DEFAULT_LOG_LEVEL = "info"
+DEFAULT_LISTEN = "0.0.0.0:5060"
+DEFAULT_SIP_PORT = 5060
+DEFAULT_RTP_PORTS = "10000-10999"
+DEFAULT_CODECS: tuple[str, ...] = ("PCMU", "PCMA")
+DEFAULT_DTMF = "rfc4733"
+DEFAULT_TRANSPORT = "udp"
+DEFAULT_LINE_TYPE = "fxs"
+DEFAULT_DIGIT_MAP = "(1xx|[2-9]xxxxxx|1[2-9]xxxxxxxxx|0|00|*xx|x.T)"
+DEFAULT_LOCAL_ROUTE = r"1\d\d"
+CATCH_ALL_ROUTE = ".+"
+
+EXPIRES_MIN, EXPIRES_MAX, DEFAULT_EXPIRES = 60, 86400, 600
+KEEPALIVE_MIN, KEEPALIVE_MAX, DEFAULT_KEEPALIVE = 1.0, 300.0, 5.0
+RTP_PORT_MIN, RTP_PORT_MAX = 1024, 65535
+
+#: Trunk names appear in route targets ("trunk:<name>"), logs and metrics labels.
+TRUNK_NAME_PATTERN = r"[a-z0-9_-]+"
+#: Line names are typed on the command line (`branchline phone LINE ...`).
+LINE_NAME_PATTERN = r"[A-Za-z0-9_.-]+"
+#: Backend names are hal registry keys such as "sim", "ag1171", "quectel-ec25".
+BACKEND_PATTERN = r"[a-z0-9_-]+"
+NUMBER_PATTERN = r"[0-9]+"
+PREPEND_PATTERN = r"[0-9*#+]*"
+#: SIP user part without the characters that would need escaping or change the URI.
+USERNAME_PATTERN = r"[^\s@:;?<>\"]+"
+RTP_PORTS_PATTERN = r"([0-9]+)-([0-9]+)"
+ROUTE_TARGET_PATTERN = r"local|trunk:[a-z0-9_-]+"
+
+#: Passwords refused outright: factory defaults that attackers try first.
+WEAK_PASSWORDS: frozenset[str] = frozenset(
+    {"password", "admin", "1234", "0000", "12345", "123456", "changeme", "secret", "default"}
+)
+#: Option keys (in `lines[].options`) whose values are secrets and are redacted like passwords.
+SECRET_OPTION_KEYS: frozenset[str] = frozenset(
+    {"password", "secret", "pin", "puk", "token", "passphrase"}
+)
+REDACTED = "***"
+
+#: sun_path is 108 bytes on Linux, including the terminating NUL.
+UNIX_SOCKET_PATH_MAX = 107
+
+# --- keys allowed in each mapping (unknown keys are errors) ----------------------------
+
+TOP_KEYS: tuple[str, ...] = ("gateway", "sip", "trunks", "lines", "dialplan")
+GATEWAY_KEYS: tuple[str, ...] = ("name", "country", "control_socket", "state_dir", "log_level")
+SIP_KEYS: tuple[str, ...] = ("listen", "public_host", "user_agent", "rtp_ports", "codecs", "dtmf")
+TRUNK_KEYS: tuple[str, ...] = (
+    "name",
+    "registrar",
+    "proxy",
+    "domain",
+    "transport",
+    "expires",
+    "keepalive_interval",
+    "codecs",
+)
+LINE_KEYS: tuple[str, ...] = (
+    "name",
+    "type",
+    "backend",
+    "number",
+    "display_name",
+    "options",
+    "trunk",
+)
+LINE_TRUNK_KEYS: tuple[str, ...] = ("name", "username", "password", "auth_username")
+DIALPLAN_KEYS: tuple[str, ...] = ("digit_map", "routes")
+ROUTE_KEYS: tuple[str, ...] = ("pattern", "to", "strip", "prepend")
+
+
+def default_user_agent() -> str:
+    """The User-Agent header value when none is configured, carrying the installed version."""
+    try:
+        from importlib.metadata import version
+
+        return f"Branchline/{version('branchline')}"
+    except Exception:  # not installed as a distribution (e.g. run from a source tree)
+        return "Branchline"
+
+
+# --- value types -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class HostPort:
+    """A host and port as written in `listen`, `registrar` and `proxy`."""
+
+    host: str
+    port: int
+
+    def __str__(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{host}:{self.port}"
+
+
+@dataclass(frozen=True)
+class PortRange:
+    """An inclusive UDP port range for RTP; `first` is even so RTP/RTCP pairs line up."""
+
+    first: int
+    last: int
+
+    def __str__(self) -> str:
+        return f"{self.first}-{self.last}"
+
+    def __contains__(self, port: object) -> bool:
+        return isinstance(port, int) and self.first <= port <= self.last
+
+    @property
+    def count(self) -> int:
+        """How many ports the range holds (each call needs an even/odd pair)."""
+        return self.last - self.first + 1
+
+
+# --- sections ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class GatewaySettings:
+    """Identity and process-level settings of the daemon."""
+
+    name: str = DEFAULT_NAME
+    country: str = DEFAULT_COUNTRY
+    control_socket: str = DEFAULT_CONTROL_SOCKET
+    state_dir: str = DEFAULT_STATE_DIR
+    log_level: str = DEFAULT_LOG_LEVEL
+
+
+@dataclass(frozen=True)
+class SipSettings:
+    """The SIP user agent's local side; `public_host` is already resolved by the loader."""
+
+    listen: HostPort
+    public_host: str
+    user_agent: str
+    rtp_ports: PortRange
+    codecs: tuple[str, ...] = DEFAULT_CODECS
+    dtmf: str = DEFAULT_DTMF
+
+
+@dataclass(frozen=True)
+class TrunkConfig:
+    """A SIP trunk or PBX the lines register on; `proxy` and `domain` have defaults applied."""
+
+    name: str
+    registrar: HostPort
+    proxy: HostPort
+    domain: str
+    transport: str = DEFAULT_TRANSPORT
+    expires: int = DEFAULT_EXPIRES
+    keepalive_interval: float = DEFAULT_KEEPALIVE
+    codecs: tuple[str, ...] | None = None
+
+    def effective_codecs(self, sip: SipSettings) -> tuple[str, ...]:
+        """Codecs offered on this trunk: its own override, else the global list."""
+        return self.codecs if self.codecs is not None else sip.codecs
+
+
+@dataclass(frozen=True)
+class LineTrunk:
+    """The account a line registers with; the password is kept out of repr() and logs."""
+
+    name: str
+    username: str
+    password: str = field(repr=False)
+    auth_username: str | None = None
+
+    @property
+    def auth_user(self) -> str:
+        """The user name for digest authentication (often equal to `username`)."""
+        return self.auth_username if self.auth_username is not None else self.username
+
+
+@dataclass(frozen=True)
+class LineConfig:
+    """One telephone port; `options` are passed to the hal backend untouched."""
+
+    name: str
+    backend: str
+    number: str
+    type: str = DEFAULT_LINE_TYPE
+    display_name: str | None = None
+    options: Mapping[str, Any] = field(default_factory=dict)
+    trunk: LineTrunk | None = None
+
+
+@dataclass(frozen=True)
+class Route:
+    """One dial-plan route: a full-match regex on the dialled digits and where it goes."""
+
+    pattern: str
+    to: str
+    strip: int = 0
+    prepend: str = ""
+    _regex: re.Pattern[str] = field(init=False, repr=False, compare=False, hash=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "_regex", re.compile(self.pattern))
+
+    @property
+    def trunk(self) -> str | None:
+        """The trunk name for "trunk:<name>" targets, None for local routes."""
+        return self.to.split(":", 1)[1] if self.to.startswith("trunk:") else None
+
+    def matches(self, digits: str) -> bool:
+        """True when the whole dialled string matches the pattern."""
+        return self._regex.fullmatch(digits) is not None
+
+    def rewrite(self, digits: str) -> str:
+        """The number sent on: `strip` leading digits removed, then `prepend` added."""
+        return self.prepend + digits[self.strip :]
+
+
+@dataclass(frozen=True)
+class DialPlan:
+    """When a dialled string is complete (digit map) and where it goes (routes, in order)."""
+
+    digit_map: str = DEFAULT_DIGIT_MAP
+    routes: tuple[Route, ...] = ()
+
+    def route_for(self, digits: str) -> Route | None:
+        """The first route whose pattern matches, or None."""
+        for route in self.routes:
+            if route.matches(digits):
+                return route
+        return None
+
+
+@dataclass(frozen=True)
+class Config:
+    """The whole validated configuration; build it with the loader, never by hand from YAML."""
+
+    gateway: GatewaySettings
+    sip: SipSettings
+    trunks: tuple[TrunkConfig, ...] = ()
+    lines: tuple[LineConfig, ...] = ()
+    dialplan: DialPlan = field(default_factory=DialPlan)
+    source: str = field(default="<default>", compare=False)
+
+    def trunk(self, name: str) -> TrunkConfig:
+        """The trunk called `name` (KeyError if there is none)."""
+        for trunk in self.trunks:
+            if trunk.name == name:
+                return trunk
+        raise KeyError(name)
+
+    def line(self, name: str) -> LineConfig:
+        """The line called `name` (KeyError if there is none)."""
+        for line in self.lines:
+            if line.name == name:
+                return line
+        raise KeyError(name)
+
+    def line_by_number(self, number: str) -> LineConfig | None:
+        """The line whose local extension is `number`, for local routing."""
+        for line in self.lines:
+            if line.number == number:
+                return line
+        return None
+
+    def aor(self, line: LineConfig) -> str | None:
+        """The address-of-record "sip:user@domain" a line registers, None if it has no trunk."""
+        if line.trunk is None:
+            return None
+        return f"sip:{line.trunk.username}@{self.trunk(line.trunk.name).domain}"
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain data in the YAML file's shape (secrets included): loading it gives this Config."""
+        return _config_dict(self, redact=False)
+
+    def redacted(self) -> dict[str, Any]:
+        """Plain data for status output and logs, with every password and secret as "***"."""
+        return _config_dict(self, redact=True)
+
+
+def _redact_options(value: Any) -> Any:
+    if isinstance(value, Mapping):
+        return {
+            str(k): (REDACTED if _is_secret_key(str(k)) else _redact_options(v))
+            for k, v in value.items()
+        }
+    if isinstance(value, list | tuple):
+        return [_redact_options(v) for v in value]
+    return value
+
+
+def _is_secret_key(key: str) -> bool:
+    key = key.lower()
+    return key in SECRET_OPTION_KEYS or key.endswith(("_password", "_secret", "_token"))
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, Mapping):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    return value
+
+
+def _config_dict(config: Config, *, redact: bool) -> dict[str, Any]:
+    g, s = config.gateway, config.sip
+    lines: list[dict[str, Any]] = []
+    for line in config.lines:
+        account: dict[str, Any] | None = None
+        if line.trunk is not None:
+            account = {
+                "name": line.trunk.name,
+                "username": line.trunk.username,
+                "password": REDACTED if redact else line.trunk.password,
+                "auth_username": line.trunk.auth_username,
+            }
+        lines.append(
+            {
+                "name": line.name,
+                "type": line.type,
+                "backend": line.backend,
+                "number": line.number,
+                "display_name": line.display_name,
+                "options": _redact_options(line.options) if redact else _plain(line.options),
+                "trunk": account,
+            }
+        )
+    return {
+        "gateway": {
+            "name": g.name,
+            "country": g.country,
+            "control_socket": g.control_socket,
+            "state_dir": g.state_dir,
+            "log_level": g.log_level,
+        },
+        "sip": {
+            "listen": str(s.listen),
+            "public_host": s.public_host,
+            "user_agent": s.user_agent,
+            "rtp_ports": str(s.rtp_ports),
+            "codecs": list(s.codecs),
+            "dtmf": s.dtmf,
+        },
+        "trunks": [
+            {
+                "name": t.name,
+                "registrar": str(t.registrar),
+                "proxy": str(t.proxy),
+                "domain": t.domain,
+                "transport": t.transport,
+                "expires": t.expires,
+                "keepalive_interval": t.keepalive_interval,
+                "codecs": list(t.codecs) if t.codecs is not None else None,
+            }
+            for t in config.trunks
+        ],
+        "lines": lines,
+        "dialplan": {
+            "digit_map": config.dialplan.digit_map,
+            "routes": [
+                {"pattern": r.pattern, "to": r.to, "strip": r.strip, "prepend": r.prepend}
+                for r in config.dialplan.routes
+            ],
+        },
+    }
