@@ -1,0 +1,418 @@
+"""The call state machine of one FXS port (an analog phone on a SLIC).
+
+Pure and sans-IO: the runtime feeds it hook edges, detected digits and SIP call events,
+each with `now`, drains the actions it asks for (tones, ringing, SIP requests, audio
+bridging) and re-arms a single timer from `get_timer()`.
+
+Everything that changes the state lives in `FxsLine._handle`, one ``match`` over
+(state, input) pairs; the helpers below it only emit actions. Inputs that make no sense in
+the current state (a late 180 after the user hung up, a digit while ringing) are ignored,
+because the network and the handset race each other all the time.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+
+from gateway.dsp.pulse import Flash, HookDecoder, HookSettings, OffHook, OnHook, PulseDigit
+from gateway.lines.events import (
+    Action,
+    AnswerCall,
+    CallAnswered,
+    CallEnded,
+    CallProgress,
+    CancelCall,
+    ConnectAudio,
+    DisconnectAudio,
+    DtmfDigit,
+    FlashHook,
+    HangUp,
+    IncomingCall,
+    IncomingCancelled,
+    IncomingResult,
+    LineInput,
+    LineState,
+    LineUsageError,
+    PlaceCall,
+    PlayTone,
+    RejectCall,
+    SendCallerId,
+    SendDigit,
+    SetRinging,
+    StateChanged,
+    StopTone,
+    TimerFired,
+    TimerKind,
+    ToneName,
+)
+from gateway.routing.dialplan import DigitMap, MatchResult
+
+__all__ = ["BUSY_STATUSES", "DTMF_DIGITS", "FxsLine"]
+
+DTMF_DIGITS = frozenset("0123456789*#ABCD")
+"""Digits `FxsLine.dtmf_digit` accepts."""
+
+BUSY_STATUSES = frozenset({486, 600, 603})
+"""Failure statuses answered with busy tone; every other failure gets reorder."""
+
+S = LineState
+_OUTGOING = (S.CALLING, S.RINGBACK, S.EARLY_MEDIA)
+
+
+class FxsLine:
+    """One analog port's call state machine, driven with `now` so it is testable without a clock."""
+
+    def __init__(
+        self,
+        name: str,
+        *,
+        digit_map: DigitMap,
+        first_digit_timeout: float = 10.0,
+        inter_digit_timeout: float = 5.0,
+        short_inter_digit_timeout: float = 2.0,
+        ring_cadence: tuple[float, ...] = (2.0, 4.0),
+        no_answer_timeout: float = 120.0,
+        offhook_warning_timeout: float = 30.0,
+        hook_settings: HookSettings | None = None,
+    ) -> None:
+        for label, value in (
+            ("first_digit_timeout", first_digit_timeout),
+            ("inter_digit_timeout", inter_digit_timeout),
+            ("short_inter_digit_timeout", short_inter_digit_timeout),
+            ("no_answer_timeout", no_answer_timeout),
+            ("offhook_warning_timeout", offhook_warning_timeout),
+        ):
+            if not value > 0:
+                raise ValueError(f"line {name!r}: {label} must be > 0 seconds, got {value!r}")
+        if not ring_cadence or len(ring_cadence) % 2 or not all(t > 0 for t in ring_cadence):
+            raise ValueError(
+                f"line {name!r}: ring_cadence must be on/off pairs of positive seconds, "
+                f"got {ring_cadence!r}"
+            )
+        self.name = name
+        self.digit_map = digit_map
+        self.first_digit_timeout = first_digit_timeout
+        self.inter_digit_timeout = inter_digit_timeout
+        self.short_inter_digit_timeout = short_inter_digit_timeout
+        self.ring_cadence = tuple(ring_cadence)
+        self.no_answer_timeout = no_answer_timeout
+        self.offhook_warning_timeout = offhook_warning_timeout
+
+        self._hook = HookDecoder(hook_settings)
+        self._state = S.IDLE
+        self._actions: deque[Action] = deque()
+        self._timers: dict[TimerKind, float] = {}
+        self._digits = ""
+        self._call_id: str | None = None
+        self._caller: tuple[str, str | None] | None = None
+        self._callerid_sent = False
+        self._cadence_index = 0
+        self._tone: ToneName | None = None
+        self._ringing = False
+        self._audio = False
+        self._message_waiting = False
+
+    # ------------------------------------------------------------------ read-only view
+
+    @property
+    def state(self) -> LineState:
+        """Current state, for the control socket and tests."""
+        return self._state
+
+    @property
+    def digits(self) -> str:
+        """Digits collected so far (or the number last placed), for logs and call records."""
+        return self._digits
+
+    @property
+    def call_id(self) -> str | None:
+        """Id of the call this line is on, if any."""
+        return self._call_id
+
+    # --------------------------------------------------------------------------- inputs
+
+    def hook(self, offhook: bool, now: float) -> None:
+        """Feed a raw hook-switch edge; flashes and rotary digits are decoded from these."""
+        self._advance(now)
+        for event in self._hook.hook(offhook, now):
+            self._handle(event, now)
+
+    def dtmf_digit(self, digit: str, now: float) -> None:
+        """A DTMF digit detected in the handset's audio."""
+        if digit not in DTMF_DIGITS:
+            raise ValueError(f"line {self.name!r}: DTMF digit must be one of 0-9*#A-D, got {digit!r}")
+        self._advance(now)
+        self._handle(DtmfDigit(digit), now)
+
+    def call_progress(self, status: int, now: float, early_media: bool = False) -> None:
+        """A provisional response to our call; `early_media` when it carried SDP to play."""
+        if not 100 <= status <= 199:
+            raise ValueError(f"line {self.name!r}: call_progress needs a 1xx status, got {status}")
+        self._advance(now)
+        self._handle(CallProgress(status, early_media), now)
+
+    def call_answered(self, now: float) -> None:
+        """Our outgoing call was answered."""
+        self._advance(now)
+        self._handle(CallAnswered(), now)
+
+    def call_ended(self, reason: str, status: int | None, now: float) -> None:
+        """The network ended the call: BYE (status None), a failure response or a timeout."""
+        self._advance(now)
+        self._handle(CallEnded(reason, status), now)
+
+    def incoming_call(
+        self, call_id: str, caller: str, caller_name: str | None, now: float
+    ) -> IncomingResult:
+        """Offer an incoming call; BUSY means the line already emitted RejectCall(call_id, 486)."""
+        self._advance(now)
+        self._handle(IncomingCall(call_id, caller, caller_name), now)
+        if self._state is S.RINGING and self._call_id == call_id:
+            return IncomingResult.ACCEPTED
+        return IncomingResult.BUSY
+
+    def incoming_cancelled(self, now: float) -> None:
+        """The caller gave up before the phone was answered."""
+        self._advance(now)
+        self._handle(IncomingCancelled(), now)
+
+    def set_call_id(self, call_id: str) -> None:
+        """Tell the line the id of the call its last PlaceCall created.
+
+        Ignored when the line no longer waits for it (the user hung up first and the line
+        emitted ``CancelCall(None)``).
+        """
+        if self._state in _OUTGOING and self._call_id is None:
+            self._call_id = call_id
+
+    def set_message_waiting(self, waiting: bool) -> None:
+        """Voicemail is waiting: dial tone becomes stutter tone."""
+        self._message_waiting = waiting
+
+    def get_timer(self) -> float | None:
+        """Earliest time handle_timer must be called, or None."""
+        deadlines = list(self._timers.values())
+        hook_deadline = self._hook.get_timer()
+        if hook_deadline is not None:
+            deadlines.append(hook_deadline)
+        return min(deadlines) if deadlines else None
+
+    def handle_timer(self, now: float) -> None:
+        """Run every timer due at or before `now`, in time order."""
+        self._advance(now)
+
+    # -------------------------------------------------------------------------- outputs
+
+    def next_action(self) -> Action | None:
+        """Pop the oldest pending action, or None."""
+        return self._actions.popleft() if self._actions else None
+
+    def actions(self) -> list[Action]:
+        """Drain every pending action, oldest first."""
+        out = list(self._actions)
+        self._actions.clear()
+        return out
+
+    # ----------------------------------------------------------------- state machine
+
+    def _handle(self, event: LineInput, now: float) -> None:
+        match (self._state, event):
+            # Handset lifted.
+            case (S.IDLE, OffHook()):
+                self._start_dial_tone(now)
+            case (S.RINGING, OffHook()):
+                call_id = self._require_call_id("answer")
+                self._set_ringing(False)
+                self._emit(AnswerCall(call_id))
+                self._connect_audio()
+                self._goto(S.CONNECTED)
+
+            # Handset put down.
+            case (S.DIAL_TONE | S.COLLECTING | S.WAIT_ONHOOK | S.HOWLER, OnHook()):
+                self._go_idle()
+            case (S.CALLING | S.RINGBACK | S.EARLY_MEDIA, OnHook()):
+                self._quiesce()
+                self._emit(CancelCall(self._call_id))
+                self._go_idle()
+            case (S.CONNECTED, OnHook()):
+                call_id = self._require_call_id("hang up")
+                self._quiesce()
+                self._emit(HangUp(call_id))
+                self._go_idle()
+
+            # Hook flash: a feature request in a call, a fresh dial tone outside one.
+            case (S.CONNECTED | S.EARLY_MEDIA, Flash()):
+                self._emit(FlashHook(self._require_call_id("flash")))
+            case (S.DIAL_TONE | S.COLLECTING | S.WAIT_ONHOOK | S.HOWLER, Flash()):
+                self._start_dial_tone(now)
+
+            # Digits, pulse or DTMF alike.
+            case (S.DIAL_TONE | S.COLLECTING, PulseDigit(digit=d) | DtmfDigit(digit=d)):
+                self._collect(d, now)
+            case (S.CONNECTED | S.EARLY_MEDIA, PulseDigit(digit=d) | DtmfDigit(digit=d)):
+                self._emit(SendDigit(self._require_call_id("send a digit"), d))
+
+            # Outgoing call progress.
+            case (S.CALLING | S.RINGBACK, CallProgress(early_media=True)):
+                self._stop_tone()
+                self._connect_audio()
+                self._goto(S.EARLY_MEDIA)
+            case (S.CALLING, CallProgress(status=180)):
+                self._goto(S.RINGBACK)
+                self._play("ringback")
+            case (S.CALLING | S.RINGBACK | S.EARLY_MEDIA, CallAnswered()):
+                self._stop_tone()
+                self._connect_audio()
+                self._goto(S.CONNECTED)
+            case (S.CALLING | S.RINGBACK | S.EARLY_MEDIA | S.CONNECTED, CallEnded(status=status)):
+                busy = status is None or status < 300 or status in BUSY_STATUSES
+                self._quiesce()
+                self._fail("busy" if busy else "reorder", now)
+
+            # Incoming calls.
+            case (S.IDLE, IncomingCall(call_id=call_id, caller=caller, caller_name=name)):
+                self._call_id = call_id
+                self._caller = (caller, name)
+                self._callerid_sent = False
+                self._cadence_index = 0
+                self._goto(S.RINGING)
+                self._set_ringing(True)
+                self._timers[TimerKind.RING_CADENCE] = now + self.ring_cadence[0]
+                self._timers[TimerKind.NO_ANSWER] = now + self.no_answer_timeout
+            case (_, IncomingCall(call_id=call_id)):
+                self._emit(RejectCall(call_id, 486))
+            case (S.RINGING, IncomingCancelled() | CallEnded()):
+                self._go_idle()
+
+            # Timers.
+            case (S.DIAL_TONE, TimerFired(kind=TimerKind.FIRST_DIGIT)):
+                self._fail("reorder", now)
+            case (S.COLLECTING, TimerFired(kind=TimerKind.INTER_DIGIT)):
+                if self.digit_map.matches_on_timeout(self._digits):
+                    self._place_call()
+                else:
+                    self._fail("reorder", now)
+            case (S.WAIT_ONHOOK, TimerFired(kind=TimerKind.OFFHOOK_WARNING)):
+                self._goto(S.HOWLER)
+                self._play("howler")
+            case (S.RINGING, TimerFired(kind=TimerKind.RING_CADENCE)):
+                self._next_ring_period(now)
+            case (S.RINGING, TimerFired(kind=TimerKind.NO_ANSWER)):
+                call_id = self._require_call_id("reject")
+                self._set_ringing(False)
+                self._emit(RejectCall(call_id, 480))
+                self._go_idle()
+
+            case _:
+                pass  # stale or meaningless here: the network and the handset race
+
+    # ------------------------------------------------------------------------ helpers
+
+    def _advance(self, now: float) -> None:
+        """Fire hook-decoder and line timers due by `now`, each at its own deadline."""
+        while True:
+            hook_due = self._hook.get_timer()
+            line_due = min(self._timers.items(), key=lambda kv: kv[1], default=None)
+            if hook_due is not None and hook_due <= now and (
+                line_due is None or hook_due <= line_due[1]
+            ):
+                for event in self._hook.handle_timer(hook_due):
+                    self._handle(event, hook_due)
+            elif line_due is not None and line_due[1] <= now:
+                kind, at = line_due
+                del self._timers[kind]
+                self._handle(TimerFired(kind), at)
+            else:
+                return
+
+    def _emit(self, action: Action) -> None:
+        self._actions.append(action)
+
+    def _goto(self, state: LineState) -> None:
+        self._timers.clear()
+        self._state = state
+        self._emit(StateChanged(state))
+
+    def _go_idle(self) -> None:
+        self._quiesce()
+        self._digits = ""
+        self._call_id = None
+        self._caller = None
+        self._goto(S.IDLE)
+
+    def _require_call_id(self, what: str) -> str:
+        if self._call_id is None:
+            raise LineUsageError(
+                f"line {self.name!r}: cannot {what} in state {self._state.value}: "
+                "no call id (call set_call_id after PlaceCall)"
+            )
+        return self._call_id
+
+    def _play(self, tone: ToneName) -> None:
+        self._tone = tone
+        self._emit(PlayTone(tone))
+
+    def _stop_tone(self) -> None:
+        if self._tone is not None:
+            self._tone = None
+            self._emit(StopTone())
+
+    def _set_ringing(self, on: bool) -> None:
+        self._ringing = on
+        self._emit(SetRinging(on))
+
+    def _connect_audio(self) -> None:
+        if not self._audio:
+            self._audio = True
+            self._emit(ConnectAudio(self._require_call_id("connect audio")))
+
+    def _quiesce(self) -> None:
+        """Undo whatever the port is doing to the handset: tone, bell, audio bridge."""
+        self._stop_tone()
+        if self._ringing or self._state is S.RINGING:
+            self._set_ringing(False)
+        if self._audio:
+            self._audio = False
+            if self._call_id is not None:
+                self._emit(DisconnectAudio(self._call_id))
+
+    def _start_dial_tone(self, now: float) -> None:
+        self._digits = ""
+        self._goto(S.DIAL_TONE)
+        self._play("stutter" if self._message_waiting else "dial")
+        self._timers[TimerKind.FIRST_DIGIT] = now + self.first_digit_timeout
+
+    def _collect(self, digit: str, now: float) -> None:
+        if self._state is S.DIAL_TONE:
+            self._stop_tone()
+            self._goto(S.COLLECTING)
+        self._digits += digit
+        self._timers.pop(TimerKind.INTER_DIGIT, None)
+        match self.digit_map.match(self._digits):
+            case MatchResult.FULL:
+                self._place_call()
+            case MatchResult.FULL_MAY_EXTEND:
+                self._timers[TimerKind.INTER_DIGIT] = now + self.short_inter_digit_timeout
+            case MatchResult.PARTIAL:
+                self._timers[TimerKind.INTER_DIGIT] = now + self.inter_digit_timeout
+            case MatchResult.NO_MATCH:
+                self._fail("reorder", now)
+
+    def _place_call(self) -> None:
+        self._call_id = None
+        self._emit(PlaceCall(self._digits))
+        self._goto(S.CALLING)
+
+    def _fail(self, tone: ToneName, now: float) -> None:
+        self._goto(S.WAIT_ONHOOK)
+        self._play(tone)
+        self._timers[TimerKind.OFFHOOK_WARNING] = now + self.offhook_warning_timeout
+
+    def _next_ring_period(self, now: float) -> None:
+        self._cadence_index = (self._cadence_index + 1) % len(self.ring_cadence)
+        ring = self._cadence_index % 2 == 0
+        self._set_ringing(ring)
+        if not ring and not self._callerid_sent and self._caller is not None:
+            self._callerid_sent = True
+            self._emit(SendCallerId(*self._caller))
+        self._timers[TimerKind.RING_CADENCE] = now + self.ring_cadence[self._cadence_index]
