@@ -1,0 +1,233 @@
+"""JSON Schema (draft 2020-12) of the config file, so editors can complete and check it.
+
+Built from the same constants as the loader. The loader stays the authority: cross-field rules
+(trunk references, unique numbers, weak passwords, strip lengths) are beyond JSON Schema.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from gateway.config import schema as s
+
+
+def _obj(
+    properties: dict[str, Any],
+    keys: tuple[str, ...],
+    required: tuple[str, ...] = (),
+    description: str = "",
+) -> dict[str, Any]:
+    """An object with exactly `keys` (the loader refuses unknown keys too)."""
+    assert set(properties) == set(keys), sorted(set(properties) ^ set(keys))
+    out: dict[str, Any] = {
+        "type": "object",
+        "properties": properties,
+        "additionalProperties": False,
+    }
+    if required:
+        out["required"] = list(required)
+    if description:
+        out["description"] = description
+    return out
+
+
+def _string(description: str, **extra: Any) -> dict[str, Any]:
+    return {"type": "string", "description": description, **extra}
+
+
+def _word(description: str, **extra: Any) -> dict[str, Any]:
+    """A string the loader also accepts as a bare YAML number (`name: 1`, `username: 1001`)."""
+    return {"type": ["string", "integer"], "description": description, **extra}
+
+
+def _nullable(schema: dict[str, Any]) -> dict[str, Any]:
+    return {"anyOf": [schema, {"type": "null"}]}
+
+
+def _enum(choices: tuple[str, ...], default: str, description: str) -> dict[str, Any]:
+    return {"enum": list(choices), "default": default, "description": description}
+
+
+_HOST_PORT = r"^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]+)(:[0-9]{1,5})?$"
+_CODECS: dict[str, Any] = {
+    "type": "array",
+    "items": {"enum": list(s.CODECS)},
+    "minItems": 1,
+    "uniqueItems": True,
+    "description": "Codecs offered, in order of preference.",
+}
+
+
+def export_json_schema() -> dict[str, Any]:
+    """The config file's JSON Schema, for editor completion and quick checks."""
+    gateway = _obj(
+        {
+            "name": _string(
+                "Gateway name shown in status and logs.", default=s.DEFAULT_NAME, minLength=1
+            ),
+            "country": _enum(s.COUNTRIES, s.DEFAULT_COUNTRY, "Tone and ring-cadence profile."),
+            "control_socket": _string(
+                "Unix socket for the `branchline` admin commands.",
+                default=s.DEFAULT_CONTROL_SOCKET,
+                pattern="^/",
+                maxLength=s.UNIX_SOCKET_PATH_MAX,
+            ),
+            "state_dir": _string(
+                "Directory for call records and the SIP instance id.",
+                default=s.DEFAULT_STATE_DIR,
+                pattern="^/",
+            ),
+            "log_level": _enum(s.LOG_LEVELS, s.DEFAULT_LOG_LEVEL, "Lowest level logged."),
+        },
+        s.GATEWAY_KEYS,
+    )
+    sip = _obj(
+        {
+            "listen": _string(
+                "Local SIP address as IP:port.",
+                default=s.DEFAULT_LISTEN,
+                pattern=r"^(\[[0-9A-Fa-f:.]+\]|[0-9.]+):[0-9]{1,5}$",
+            ),
+            "public_host": _nullable(
+                _string("Address put in Contact, Via and SDP; derived from `listen` when unset.")
+            ),
+            "user_agent": _string("User-Agent header value.", minLength=1),
+            "rtp_ports": _string(
+                "RTP port range first-last; first must be even.",
+                default=s.DEFAULT_RTP_PORTS,
+                pattern=r"^[0-9]+-[0-9]+$",
+            ),
+            "codecs": {**_CODECS, "default": list(s.DEFAULT_CODECS)},
+            "dtmf": _enum(s.DTMF_MODES, s.DEFAULT_DTMF, "How digits are sent to the trunk."),
+        },
+        s.SIP_KEYS,
+    )
+    trunk = _obj(
+        {
+            "name": _string(
+                "Trunk name, used in routes as trunk:<name>.", pattern=f"^{s.TRUNK_NAME_PATTERN}$"
+            ),
+            "registrar": _string("Registrar host[:port].", pattern=_HOST_PORT),
+            "proxy": _nullable(
+                _string(
+                    "Outbound proxy host[:port]; defaults to the registrar.", pattern=_HOST_PORT
+                )
+            ),
+            "domain": _nullable(
+                _string("SIP domain of the accounts; defaults to the registrar host.")
+            ),
+            "transport": _enum(s.TRANSPORTS, s.DEFAULT_TRANSPORT, "Only UDP for now."),
+            "expires": {
+                "type": "integer",
+                "minimum": s.EXPIRES_MIN,
+                "maximum": s.EXPIRES_MAX,
+                "default": s.DEFAULT_EXPIRES,
+                "description": "Registration lifetime, s.",
+            },
+            "keepalive_interval": {
+                "type": "number",
+                "minimum": s.KEEPALIVE_MIN,
+                "maximum": s.KEEPALIVE_MAX,
+                "default": s.DEFAULT_KEEPALIVE,
+                "description": "Seconds between keep-alives (NAT bindings).",
+            },
+            "codecs": _nullable(_CODECS),
+        },
+        s.TRUNK_KEYS,
+        required=("name", "registrar"),
+    )
+    account = _obj(
+        {
+            "name": _string("Name of a trunk from `trunks`.", minLength=1),
+            "username": _word(
+                "SIP user; the line registers username@domain.", pattern=f"^{s.USERNAME_PATTERN}$"
+            ),
+            "password": _word(
+                "Digest password; empty and factory defaults are refused.",
+                minLength=1,
+                writeOnly=True,
+            ),
+            "auth_username": _nullable(
+                _word(
+                    "Digest user when it differs from username.", pattern=f"^{s.USERNAME_PATTERN}$"
+                )
+            ),
+        },
+        s.LINE_TRUNK_KEYS,
+        required=("name", "username", "password"),
+    )
+    line = _obj(
+        {
+            "name": _word(
+                "Line name, as typed in `branchline phone LINE`.",
+                pattern=f"^{s.LINE_NAME_PATTERN}$",
+            ),
+            "type": _enum(s.LINE_TYPES, s.DEFAULT_LINE_TYPE, "Port type."),
+            "backend": _string(
+                "hal backend name, e.g. sim or ag1171.", pattern=f"^{s.BACKEND_PATTERN}$"
+            ),
+            "number": _word(
+                "Local extension (digits; quote it to keep leading 0s).",
+                pattern=f"^{s.NUMBER_PATTERN}$",
+            ),
+            "display_name": _nullable(_string("Caller name sent with calls.")),
+            "options": _nullable(
+                {"type": "object", "description": "Passed to the backend unchanged (e.g. pins)."}
+            ),
+            "trunk": _nullable(account),
+        },
+        s.LINE_KEYS,
+        required=("name", "backend", "number"),
+    )
+    route = _obj(
+        {
+            "pattern": _string(
+                "Regular expression, full match on the dialled digits.", minLength=1
+            ),
+            "to": _string("local, or trunk:<name>.", pattern=f"^({s.ROUTE_TARGET_PATTERN})$"),
+            "strip": {
+                "type": "integer",
+                "minimum": 0,
+                "default": 0,
+                "description": "Leading digits removed before sending.",
+            },
+            "prepend": _string(
+                "Digits added in front after stripping.",
+                default="",
+                pattern=f"^{s.PREPEND_PATTERN}$",
+            ),
+        },
+        s.ROUTE_KEYS,
+        required=("pattern", "to"),
+    )
+    dialplan = _obj(
+        {
+            "digit_map": _string(
+                "When dialling is complete.", default=s.DEFAULT_DIGIT_MAP, minLength=1
+            ),
+            "routes": _nullable(
+                {
+                    "type": "array",
+                    "items": route,
+                    "description": "Tried in order; the first match wins.",
+                }
+            ),
+        },
+        s.DIALPLAN_KEYS,
+    )
+    top = _obj(
+        {
+            "gateway": gateway,
+            "sip": sip,
+            "trunks": _nullable({"type": "array", "items": trunk}),
+            "lines": _nullable({"type": "array", "items": line}),
+            "dialplan": dialplan,
+        },
+        s.TOP_KEYS,
+        description="Branchline gateway configuration.",
+    )
+    return {
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "title": "Branchline configuration",
+        **top,
+    }
