@@ -152,6 +152,7 @@ class KamailioTrunk:
         user_lines = "\n".join(
             f'    $sht(users=>{user}) = "{password}";' for user, password in self.users.items()
         )
+        alias = "" if self.domain == "127.0.0.1" else f'alias="{self.domain}"\n'
         rr = "    record_route();\n" if self.record_route else ""
         invite_auth = "    if (is_method(\"INVITE\")) { route(AUTH_INVITE); }\n" if (
             self.auth_invite
@@ -171,8 +172,7 @@ rev_dns=no
 use_dns_cache=off
 dns_try_ipv6=no
 listen=udp:127.0.0.1:{self.port}
-alias="{realm}"
-server_header="Server: branchline-test-trunk"
+{alias}server_header="Server: branchline-test-trunk"
 user_agent_header="User-Agent: branchline-test-trunk"
 
 mpath="{_module_dir()}"
@@ -244,7 +244,12 @@ request_route {{
 }}
 
 route[REGISTRAR] {{
-    if ($au != $null && $sht(users=>$au) == $null) {{
+    if ($au == $null) {{
+        xlog("L_NOTICE", "BLTRUNK reply code=401 method=REGISTER user=$tU au=$au callid=$ci\\n");
+        www_challenge("{realm}", "{flags}");
+        exit;
+    }}
+    if ($sht(users=>$au) == $null) {{
         {_reply(403, "Unknown User", "REGISTER")}
         exit;
     }}
@@ -263,12 +268,17 @@ route[REGISTRAR] {{
         sl_reply_error();
         exit;
     }}
-    xlog("L_NOTICE", "BLTRUNK reply code=200 method=REGISTER user=$tU au=$au callid=$ci expires=$hdr(Expires)\\n");
+    xlog("L_NOTICE", "BLTRUNK reply code=200 method=REGISTER user=$tU au=$au callid=$ci\\n");
     exit;
 }}
 
 route[AUTH_INVITE] {{
-    if ($au != $null && $sht(users=>$au) == $null) {{
+    if ($au == $null) {{
+        xlog("L_NOTICE", "BLTRUNK reply code=407 method=INVITE user=$tU au=$au callid=$ci\\n");
+        proxy_challenge("{realm}", "{flags}");
+        exit;
+    }}
+    if ($sht(users=>$au) == $null) {{
         {_reply(403, "Unknown User", "INVITE")}
         exit;
     }}
