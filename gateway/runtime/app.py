@@ -1,0 +1,688 @@
+"""The Branchline daemon: wires the pure cores to sockets, ports, clocks and the control socket.
+
+Everything with protocol logic lives in the pure packages; this module only moves inputs
+into them with `now = loop.time()` (the monotonic clock) and carries out what they return.
+After every input `_pump()` drains the user agent and the lines until nothing is left to do,
+sends what is queued and re-arms the single protocol timer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+import signal
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from gateway.config.schema import Config, LineConfig, TrunkConfig
+from gateway.dsp import SILENCE_FRAME
+from gateway.dsp.tones import get_profile
+from gateway.lines import events as lev
+from gateway.lines.fxs import FxsLine
+from gateway.media.stream import MediaStream
+from gateway.routing.dialplan import DigitMap
+from gateway.routing.router import NoRoute, Router
+from gateway.runtime.clock import AudioClock
+from gateway.runtime.control import ControlServer
+from gateway.runtime.ports import LinePort
+from gateway.runtime.rtp import RtpEndpoint
+from gateway.runtime.sip_transport import SipUdpTransport
+from gateway.sip import events as sev
+from gateway.sip.errors import SdpError
+from gateway.sip.sdp import (
+    MediaParams,
+    SessionDescription,
+    answer_offer,
+    build_offer,
+    params_from_answer,
+)
+from gateway.sip.ua import UserAgent
+from gateway.store.instance import load_or_create_instance_id
+from hal.registry import create_fxs
+
+log = logging.getLogger("branchline")
+
+SHUTDOWN_GRACE = 3.0
+
+
+@dataclass
+class Call:
+    """One leg of a call on one line: a SIP dialog with its RTP, or a local line-to-line leg."""
+
+    call_id: str
+    line: LinePort
+    direction: str  # "in" | "out"
+    remote: str
+    kind: str  # "sip" | "local"
+    started: float
+    state: str = "setup"
+    peer: Call | None = None
+    rtp: RtpEndpoint | None = None
+    media: MediaStream | None = None
+    offer: SessionDescription | None = None
+    answer_sdp: bytes | None = None
+    params: MediaParams | None = None
+    audio: bool = False
+    answered_at: float | None = None
+    codecs: tuple[str, ...] = ()
+
+    def describe(self, now: float) -> dict[str, Any]:
+        return {
+            "call_id": self.call_id,
+            "line": self.line.name,
+            "direction": self.direction,
+            "remote": self.remote,
+            "kind": self.kind,
+            "state": self.state,
+            "codec": self.params.codec if self.params else None,
+            "duration": round(now - self.answered_at, 1) if self.answered_at else 0.0,
+            "stats": self.media.stats() if self.media else {},
+        }
+
+
+@dataclass
+class Registration:
+    account_id: str
+    trunk: str
+    aor: str
+    registered: bool = False
+    reason: str = "starting"
+    expires: int | None = None
+
+
+@dataclass
+class Gateway:
+    """The running gateway. Construct, `await start()`, and `await stop()`."""
+
+    config: Config
+    loop: asyncio.AbstractEventLoop = field(default_factory=asyncio.get_running_loop)
+
+    def __post_init__(self) -> None:
+        self.lines: dict[str, LinePort] = {}
+        self.calls: dict[str, Call] = {}
+        self.registrations: dict[str, Registration] = {}
+        self.trunks: dict[str, TrunkConfig] = {t.name: t for t in self.config.trunks}
+        self.router = Router(self.config.dialplan.routes)
+        self.ua: UserAgent | None = None
+        self.sip: SipUdpTransport | None = None
+        self.clock = AudioClock(self.loop)
+        self.control: ControlServer | None = None
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_at: float | None = None
+        self._pumping = False
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self.stopped = asyncio.Event()
+
+    # ------------------------------------------------------------------ life cycle
+
+    async def start(self) -> None:
+        cfg = self.config
+        state_dir = Path(cfg.gateway.state_dir)
+        instance_id = self.instance_id = load_or_create_instance_id(state_dir)
+        listen = cfg.sip.listen
+        self.ua = UserAgent(
+            local_host=cfg.sip.public_host,
+            local_port=listen.port,
+            user_agent=cfg.sip.user_agent,
+            instance_id=instance_id,
+        )
+        ua = self.ua
+        _, proto = await self.loop.create_datagram_endpoint(
+            lambda: SipUdpTransport(ua, self.loop, self._pump),
+            local_addr=(listen.host, listen.port),
+        )
+        self.sip = proto
+        if listen.port == 0 and proto.transport is not None:
+            # Tests bind port 0: tell the agent which port it actually got.
+            ua.local_port = proto.transport.get_extra_info("sockname")[1]
+        profile = get_profile(cfg.gateway.country)
+        digit_map = DigitMap(cfg.dialplan.digit_map)
+        for lc in cfg.lines:
+            self._add_line(lc, profile, digit_map)
+        now = self.loop.time()
+        for lc in cfg.lines:
+            if lc.trunk is not None:
+                self._add_account(lc, now)
+        self.clock.add(self._tick)
+        self.clock.start()
+        self.control = ControlServer(cfg.gateway.control_socket, self._control)
+        await self.control.start()
+        log.info(
+            "branchline started: SIP on %s:%s, %d line(s), %d trunk(s), control %s",
+            cfg.sip.public_host, ua.local_port, len(self.lines), len(self.trunks),
+            cfg.gateway.control_socket,
+        )
+        self._pump()
+
+    def _add_line(self, lc: LineConfig, profile: Any, digit_map: DigitMap) -> None:
+        port = create_fxs(lc.backend, lc.name, dict(lc.options))
+        line = FxsLine(lc.name, digit_map=digit_map, ring_cadence=tuple(profile.ring_cadence))
+        lp = LinePort(lc.name, lc.number, lc, port, line, profile)
+        self.lines[lc.name] = lp
+
+        def on_hook(offhook: bool, t: float, lp: LinePort = lp) -> None:
+            self.loop.call_soon_threadsafe(self._hook_edge, lp, offhook, t)
+
+        port.start(on_hook)
+
+    def _account_settings(self, lc: LineConfig) -> Any:
+        from gateway.sip.registration import AccountSettings
+
+        assert lc.trunk is not None and self.ua is not None
+        trunk = self.trunks[lc.trunk.name]
+        return AccountSettings(
+            aor=f"sip:{lc.trunk.username}@{trunk.domain}",
+            registrar_host=trunk.registrar.host,
+            registrar_port=trunk.registrar.port,
+            username=lc.trunk.username,
+            password=lc.trunk.password,
+            auth_username=lc.trunk.auth_username,
+            expires=trunk.expires,
+            contact=f"sip:{lc.trunk.username}@{self.config.sip.public_host}:{self.ua.local_port}",
+            instance_id=self.instance_id,
+            probe_interval=trunk.keepalive_interval,
+        )
+
+    def _add_account(self, lc: LineConfig, now: float) -> None:
+        assert lc.trunk is not None and self.ua is not None
+        trunk = self.trunks[lc.trunk.name]
+        settings = self._account_settings(lc)
+        self.registrations[lc.name] = Registration(lc.name, trunk.name, settings.aor)
+        self.ua.add_account(lc.name, settings, now)
+
+    async def stop(self) -> None:
+        """Hang up every call, un-register, then close everything."""
+        if self.ua is None:
+            return
+        now = self.loop.time()
+        for call in list(self.calls.values()):
+            self._end_call_locally(call, now)
+        for account_id in list(self.registrations):
+            self.ua.remove_account(account_id, now)
+        self._pump()
+        deadline = self.loop.time() + SHUTDOWN_GRACE
+        while self.loop.time() < deadline and any(
+            r.registered for r in self.registrations.values()
+        ):
+            await asyncio.sleep(0.05)
+        self.clock.stop()
+        if self.control is not None:
+            await self.control.close()
+        for call in list(self.calls.values()):
+            self._release_media(call)
+        for lp in self.lines.values():
+            lp.port.close()
+        if self._timer is not None:
+            self._timer.cancel()
+        if self.sip is not None:
+            self.sip.close()
+        self.stopped.set()
+        log.info("branchline stopped")
+
+    def _spawn(self, coro: Any) -> None:
+        task = self.loop.create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._task_done)
+
+    def _task_done(self, task: asyncio.Task[Any]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("task failed", exc_info=task.exception())
+
+    # ------------------------------------------------------------------ pump and timers
+
+    def _pump(self) -> None:
+        """Drain the user agent and the lines until quiet; send; re-arm the timer."""
+        if self._pumping or self.ua is None:
+            return
+        self._pumping = True
+        try:
+            for _ in range(1000):
+                busy = False
+                while (ev := self.ua.next_event()) is not None:
+                    busy = True
+                    self._on_sip_event(ev)
+                for lp in self.lines.values():
+                    for action in lp.line.actions():
+                        busy = True
+                        self._on_line_action(lp, action)
+                if not busy:
+                    break
+            if self.sip is not None:
+                self.sip.flush()
+        finally:
+            self._pumping = False
+        self._arm_timer()
+
+    def _arm_timer(self) -> None:
+        assert self.ua is not None
+        deadlines = [d for d in (self.ua.get_timer(), *(lp.line.get_timer() for lp in self.lines.values())) if d is not None]
+        when = min(deadlines) if deadlines else None
+        if when == self._timer_at:
+            return
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        self._timer_at = when
+        if when is not None:
+            self._timer = self.loop.call_at(when, self._on_timer)
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        self._timer_at = None
+        now = self.loop.time()
+        assert self.ua is not None
+        t = self.ua.get_timer()
+        if t is not None and t <= now:
+            self.ua.handle_timer(now)
+        for lp in self.lines.values():
+            t = lp.line.get_timer()
+            if t is not None and t <= now:
+                lp.line.handle_timer(now)
+        self._pump()
+
+    # ------------------------------------------------------------------ hook and audio
+
+    def _hook_edge(self, lp: LinePort, offhook: bool, t: float) -> None:
+        log.debug("line %s: %s", lp.name, "off-hook" if offhook else "on-hook")
+        lp.line.hook(offhook, min(t, self.loop.time()))
+        self._pump()
+
+    def _tick(self, now: float) -> None:
+        """Every 20 ms: read every mouthpiece, then feed every earpiece and RTP stream."""
+        digits_seen = False
+        for lp in self.lines.values():
+            mic = lp.port.read_frame() or SILENCE_FRAME
+            lp.mic = mic
+            for digit in lp.detector.feed(mic):
+                log.debug("line %s: DTMF %s", lp.name, digit)
+                lp.line.dtmf_digit(digit, now)
+                digits_seen = True
+        for lp in self.lines.values():
+            ear = SILENCE_FRAME
+            call = self.calls.get(lp.call_id) if lp.call_id else None
+            if call is not None and call.media is not None and call.rtp is not None:
+                call.media.push_frame(lp.mic)
+                packets = call.media.send_due(now)
+                if packets:
+                    call.rtp.send(packets)
+            if lp.tone is not None:
+                ear = lp.tone.next_frame()
+            elif call is not None and call.audio:
+                if call.media is not None:
+                    ear = call.media.pull_frame(now)
+                elif call.peer is not None:
+                    ear = call.peer.line.mic
+            lp.port.write_frame(ear)
+        if digits_seen:
+            self._pump()
+
+    # ------------------------------------------------------------------ line actions
+
+    def _on_line_action(self, lp: LinePort, action: lev.Action) -> None:
+        now = self.loop.time()
+        match action:
+            case lev.PlayTone(name=name):
+                lp.play_tone(name)
+            case lev.StopTone():
+                lp.stop_tone()
+            case lev.SetRinging(on=on):
+                lp.set_ringing(on)
+            case lev.PlaceCall(number=number):
+                self._place_call(lp, number, now)
+            case lev.CancelCall(call_id=call_id):
+                call = self.calls.get(call_id or lp.call_id or "")
+                if call is not None:
+                    self._end_call_locally(call, now)
+            case lev.HangUp(call_id=call_id):
+                call = self.calls.get(call_id)
+                if call is not None:
+                    self._end_call_locally(call, now)
+            case lev.AnswerCall(call_id=call_id):
+                self._answer(call_id, now)
+            case lev.RejectCall(call_id=call_id, status=status):
+                self._reject(call_id, status, now)
+            case lev.ConnectAudio(call_id=call_id):
+                call = self.calls.get(call_id)
+                if call is not None:
+                    call.audio = True
+            case lev.DisconnectAudio(call_id=call_id):
+                call = self.calls.get(call_id)
+                if call is not None:
+                    call.audio = False
+            case lev.SendDigit(call_id=call_id, digit=digit):
+                call = self.calls.get(call_id)
+                if call is not None and call.media is not None:
+                    call.media.send_dtmf(digit, now)
+            case lev.StateChanged(state=state):
+                log.info("line %s: %s", lp.name, state.value)
+                if state is lev.LineState.IDLE:
+                    lp.call_id = None
+            case _:
+                log.debug("line %s: %s not handled", lp.name, action)
+
+    def _place_call(self, lp: LinePort, number: str, now: float) -> None:
+        try:
+            decision = self.router.route(number)
+        except NoRoute:
+            log.info("line %s: no route for %s", lp.name, number)
+            lp.line.call_ended("no route", 404, now)
+            return
+        if decision.kind == "local":
+            self._place_local_call(lp, decision.number, now)
+        else:
+            assert decision.trunk is not None
+            self._spawn(self._place_sip_call(lp, decision.number, decision.trunk))
+
+    def _place_local_call(self, lp: LinePort, number: str, now: float) -> None:
+        target = next((t for t in self.lines.values() if t.number == number), None)
+        if target is None:
+            lp.line.call_ended("not found", 404, now)
+            return
+        a = Call(f"local-{secrets.token_hex(8)}", lp, "out", target.number, "local", now)
+        b = Call(f"local-{secrets.token_hex(8)}", target, "in", lp.number, "local", now)
+        a.peer, b.peer = b, a
+        self.calls[a.call_id] = a
+        lp.call_id = a.call_id
+        lp.line.set_call_id(a.call_id)
+        if target is lp:
+            lp.line.call_ended("busy", 486, now)
+            del self.calls[a.call_id]
+            return
+        self.calls[b.call_id] = b
+        result = target.line.incoming_call(b.call_id, lp.number, lp.config.display_name, now)
+        if result is lev.IncomingResult.ACCEPTED:
+            target.call_id = b.call_id
+            a.state = b.state = "ringing"
+            lp.line.call_progress(180, now, early_media=False)
+
+    async def _place_sip_call(self, lp: LinePort, number: str, trunk_name: str) -> None:
+        cfg = self.config
+        trunk = self.trunks[trunk_name]
+        rtp = await RtpEndpoint.open(cfg.sip.listen.host, (cfg.sip.rtp_ports.first, cfg.sip.rtp_ports.last))
+        now = self.loop.time()
+        if lp.line.state not in (lev.LineState.CALLING,) or lp.line.call_id is not None:
+            rtp.close()  # the user hung up while the socket was being opened
+            return
+        assert self.ua is not None
+        codecs = list(trunk.codecs or cfg.sip.codecs)
+        offer = build_offer(
+            address=cfg.sip.public_host, port=rtp.port, codecs=codecs,
+            session_id=secrets.randbits(32), session_version=1,
+        )
+        account = lp.name if lp.config.trunk is not None and lp.config.trunk.name == trunk_name else None
+        user = lp.config.trunk.username if account and lp.config.trunk else lp.number
+        call_id = self.ua.invite(
+            target_uri=f"sip:{number}@{trunk.domain}",
+            from_uri=f"sip:{user}@{trunk.domain}",
+            dest=(trunk.proxy.host, trunk.proxy.port),
+            sdp=bytes(offer),
+            account_id=account,
+            display_name=lp.config.display_name,
+            now=now,
+        )
+        call = Call(call_id, lp, "out", f"sip:{number}@{trunk.domain}", "sip", now, rtp=rtp, offer=offer)
+        self.calls[call_id] = call
+        lp.call_id = call_id
+        lp.line.set_call_id(call_id)
+        self._attach_rtp(call)
+        log.info("line %s: calling %s via %s (%s)", lp.name, number, trunk_name, call_id)
+        self._pump()
+
+    def _attach_rtp(self, call: Call) -> None:
+        if call.rtp is not None:
+            call.rtp.on_event = lambda ev, c=call: self._on_media_event(c, ev)
+
+    def _on_media_event(self, call: Call, ev: Any) -> None:
+        log.debug("call %s: media event %s", call.call_id, ev)
+
+    def _answer(self, call_id: str, now: float) -> None:
+        call = self.calls.get(call_id)
+        if call is None:
+            return
+        call.state = "connected"
+        call.answered_at = now
+        if call.kind == "local":
+            peer = call.peer
+            if peer is not None:
+                peer.state = "connected"
+                peer.answered_at = now
+                peer.line.line.call_answered(now)
+            return
+        assert self.ua is not None and call.answer_sdp is not None and call.params is not None
+        self.ua.answer(call_id, call.answer_sdp, now)
+        self._start_media(call, call.params, now)
+
+    def _reject(self, call_id: str, status: int, now: float) -> None:
+        call = self.calls.pop(call_id, None)
+        if call is None:
+            return
+        if call.kind == "local":
+            if call.peer is not None and call.peer.call_id in self.calls:
+                reason = "busy" if status == 486 else "no answer"
+                self.calls.pop(call.peer.call_id, None)
+                call.peer.line.line.call_ended(reason, status, now)
+            return
+        assert self.ua is not None
+        self.ua.reject(call_id, status, now)
+        self._release_media(call)
+
+    def _end_call_locally(self, call: Call, now: float) -> None:
+        """Our side hung up or gave up on `call`."""
+        self.calls.pop(call.call_id, None)
+        if call.line.call_id == call.call_id:
+            call.line.call_id = None
+        if call.kind == "local":
+            peer = call.peer
+            if peer is not None and self.calls.pop(peer.call_id, None) is not None:
+                if peer.state == "ringing" and peer.direction == "in":
+                    peer.line.line.incoming_cancelled(now)
+                else:
+                    peer.line.line.call_ended("remote hangup", None, now)
+            return
+        assert self.ua is not None
+        if call.state == "connected":
+            self.ua.bye(call.call_id, now)
+        elif call.direction == "out":
+            self.ua.cancel(call.call_id, now)
+        else:
+            self.ua.reject(call.call_id, 480, now)
+        self._release_media(call)
+
+    # ------------------------------------------------------------------ media
+
+    def _start_media(self, call: Call, params: MediaParams, now: float) -> None:
+        call.params = params
+        if call.media is None:
+            call.media = MediaStream(
+                codec=params.codec,
+                payload_type=params.payload_type,
+                dtmf_pt=params.telephone_event_pt,
+                remote_addr=params.remote_addr,
+                ssrc=secrets.randbits(32),
+                seq=secrets.randbits(16),
+                timestamp=secrets.randbits(32),
+                now=now,
+            )
+            if call.rtp is not None:
+                call.rtp.attach(call.media)
+        else:
+            call.media.update_remote(params.remote_addr, params.codec, params.payload_type,
+                                     params.telephone_event_pt)
+        call.media.set_direction(params.direction)
+        log.info("call %s: media %s/%s to %s:%s (%s)", call.call_id, params.codec,
+                 params.payload_type, *params.remote_addr, params.direction)
+
+    def _release_media(self, call: Call) -> None:
+        if call.rtp is not None:
+            call.rtp.close()
+            call.rtp = None
+        call.media = None
+
+    # ------------------------------------------------------------------ SIP events
+
+    def _on_sip_event(self, ev: Any) -> None:
+        now = self.loop.time()
+        match ev:
+            case sev.RegistrationStateChanged():
+                reg = self.registrations.get(ev.account_id)
+                if reg is not None:
+                    reg.registered, reg.reason, reg.expires = ev.registered, ev.reason, ev.expires
+                log.info("registration %s: %s (%s)", ev.account_id,
+                         "registered" if ev.registered else "not registered", ev.reason)
+            case sev.IncomingCall():
+                self._spawn(self._incoming_call(ev))
+            case sev.CallProgress():
+                call = self.calls.get(ev.call_id)
+                if call is None:
+                    return
+                early = False
+                if ev.sdp and call.offer is not None:
+                    early = self._apply_answer(call, ev.sdp, now)
+                call.state = "early" if early else "ringing"
+                call.line.line.call_progress(ev.status, now, early_media=early)
+            case sev.CallAnswered():
+                call = self.calls.get(ev.call_id)
+                if call is None:
+                    return
+                if call.offer is not None and ev.sdp:
+                    self._apply_answer(call, ev.sdp, now)
+                call.state = "connected"
+                call.answered_at = now
+                call.line.line.call_answered(now)
+            case sev.CallUpdated():
+                self._reinvite(ev, now)
+            case sev.CallEnded():
+                call = self.calls.pop(ev.call_id, None)
+                if call is None:
+                    return
+                log.info("call %s ended: %s (%s)", ev.call_id, ev.reason, ev.status)
+                lp = call.line
+                if call.direction == "in" and call.state != "connected":
+                    lp.line.incoming_cancelled(now)
+                else:
+                    lp.line.call_ended(ev.reason, ev.status, now)
+                if lp.call_id == call.call_id:
+                    lp.call_id = None
+                self._release_media(call)
+            case sev.MessageDropped():
+                log.debug("dropped SIP message from %s: %s", ev.source, ev.reason)
+
+    def _apply_answer(self, call: Call, sdp: bytes, now: float) -> bool:
+        assert call.offer is not None
+        try:
+            params = params_from_answer(call.offer, SessionDescription.parse(sdp))
+        except SdpError as exc:
+            log.warning("call %s: unusable SDP answer: %s", call.call_id, exc)
+            return False
+        self._start_media(call, params, now)
+        return True
+
+    def _find_line_for(self, ev: sev.IncomingCall) -> LinePort | None:
+        from gateway.sip.uri import SipUri
+
+        users = set()
+        for text in (ev.request_uri, ev.to_uri):
+            try:
+                users.add(SipUri.parse(text).user)
+            except Exception:
+                continue
+        for lp in self.lines.values():
+            names = {lp.number}
+            if lp.config.trunk is not None:
+                names.add(lp.config.trunk.username)
+            if names & users:
+                return lp
+        return None
+
+    async def _incoming_call(self, ev: sev.IncomingCall) -> None:
+        assert self.ua is not None
+        cfg = self.config
+        lp = self._find_line_for(ev)
+        now = self.loop.time()
+        if lp is None:
+            self.ua.reject(ev.call_id, 404, now)
+            self._pump()
+            return
+        try:
+            offer = SessionDescription.parse(ev.sdp)
+        except SdpError:
+            self.ua.reject(ev.call_id, 488, now)
+            self._pump()
+            return
+        rtp = await RtpEndpoint.open(cfg.sip.listen.host, (cfg.sip.rtp_ports.first, cfg.sip.rtp_ports.last))
+        now = self.loop.time()
+        try:
+            answer, params = answer_offer(
+                offer, address=cfg.sip.public_host, port=rtp.port, codecs=list(cfg.sip.codecs),
+                session_id=secrets.randbits(32), session_version=1,
+            )
+        except SdpError as exc:
+            log.info("call %s: no usable media (%s): 488", ev.call_id, exc)
+            rtp.close()
+            self.ua.reject(ev.call_id, 488, now)
+            self._pump()
+            return
+        call = Call(ev.call_id, lp, "in", ev.from_uri, "sip", now, rtp=rtp,
+                    answer_sdp=bytes(answer), params=params)
+        self.calls[ev.call_id] = call
+        self._attach_rtp(call)
+        result = lp.line.incoming_call(ev.call_id, ev.from_uri, ev.from_display, now)
+        if result is lev.IncomingResult.ACCEPTED:
+            lp.call_id = ev.call_id
+            call.state = "ringing"
+            self.ua.ringing(ev.call_id, now)
+        self._pump()
+
+    def _reinvite(self, ev: sev.CallUpdated, now: float) -> None:
+        assert self.ua is not None
+        call = self.calls.get(ev.call_id)
+        if call is None or call.rtp is None:
+            return
+        try:
+            answer, params = answer_offer(
+                SessionDescription.parse(ev.sdp), address=self.config.sip.public_host,
+                port=call.rtp.port, codecs=list(self.config.sip.codecs),
+                session_id=secrets.randbits(32), session_version=2,
+            )
+        except SdpError as exc:
+            log.info("call %s: re-INVITE refused: %s", call.call_id, exc)
+            self.ua.reject(ev.call_id, 488, now)
+            return
+        self.ua.answer_reinvite(ev.call_id, bytes(answer), now)
+        self._start_media(call, params, now)
+
+    # ------------------------------------------------------------------ control socket
+
+    async def _control(self, request: dict[str, Any]) -> dict[str, Any]:
+        from gateway.runtime.control_handlers import handle
+
+        return await handle(self, request)
+
+
+def run(config: Config) -> int:
+    """Run the gateway in the foreground until SIGTERM or SIGINT; returns the exit code."""
+    logging.basicConfig(
+        level=getattr(logging, config.gateway.log_level.upper(), logging.INFO),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+
+    async def main() -> int:
+        gw = Gateway(config)
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        try:
+            await gw.start()
+        except OSError as exc:
+            log.error("cannot start: %s", exc)
+            return 1
+        await stop.wait()
+        log.info("stopping")
+        await gw.stop()
+        return 0
+
+    return asyncio.run(main())

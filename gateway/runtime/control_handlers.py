@@ -1,0 +1,175 @@
+"""Control-socket commands: what `branchline status` and `branchline phone …` ask the daemon.
+
+Each handler returns a JSON-able dict; a ControlCommandError becomes {"ok": false, "error": …}
+with a message an admin can act on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import enum
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from gateway.runtime.control import ControlError
+
+if TYPE_CHECKING:
+    from gateway.runtime.app import Gateway, LinePort
+
+
+class ControlCommandError(ControlError):
+    """A control request that cannot be carried out; the message goes back to the CLI."""
+
+
+def _jsonable(value: Any) -> Any:
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {k: _jsonable(v) for k, v in dataclasses.asdict(value).items()}
+    if isinstance(value, enum.Enum):
+        return value.value
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, float):
+        return round(value, 2)
+    return value
+
+
+def status(gw: Gateway) -> dict[str, Any]:
+    now = gw.loop.time()
+    return {
+        "registrations": [
+            {
+                "account": r.account_id,
+                "trunk": r.trunk,
+                "aor": r.aor,
+                "registered": r.registered,
+                "reason": r.reason,
+                "expires": r.expires,
+            }
+            for r in gw.registrations.values()
+        ],
+        "lines": [
+            {
+                "name": lp.name,
+                "number": lp.number,
+                "backend": lp.config.backend,
+                "hook": "off" if lp.port.is_off_hook() else "on",
+                "state": lp.line.state.value,
+                "ringing": lp.ringing,
+                "tone": lp.tone_name,
+                "call_id": lp.call_id,
+            }
+            for lp in gw.lines.values()
+        ],
+        "calls": [c.describe(now) for c in gw.calls.values()],
+    }
+
+
+def _line(gw: Gateway, name: Any) -> LinePort:
+    lp = gw.lines.get(str(name))
+    if lp is None:
+        lp = next((x for x in gw.lines.values() if x.number == str(name)), None)
+    if lp is None:
+        known = ", ".join(gw.lines) or "none"
+        raise ControlCommandError(f"no line {name!r} (lines: {known})")
+    return lp
+
+
+def _phone(lp: LinePort) -> Any:
+    phone = lp.simulated_phone
+    if phone is None:
+        raise ControlCommandError(
+            f"line {lp.name} uses backend {lp.config.backend!r}: only simulated lines have a "
+            "virtual handset to drive"
+        )
+    return phone
+
+
+def line_state(gw: Gateway, lp: LinePort) -> dict[str, Any]:
+    call = gw.calls.get(lp.call_id) if lp.call_id else None
+    return {
+        "line": lp.name,
+        "number": lp.number,
+        "hook": "off" if lp.port.is_off_hook() else "on",
+        "ringing": lp.ringing,
+        "state": lp.line.state.value,
+        "tone": lp.tone_name,
+        "digits": lp.line.digits,
+        "call": call.describe(gw.loop.time()) if call is not None else None,
+    }
+
+
+async def phone(gw: Gateway, request: dict[str, Any]) -> dict[str, Any]:
+    lp = _line(gw, request.get("line"))
+    action = request.get("action")
+    if action == "state":
+        return line_state(gw, lp)
+    ph = _phone(lp)
+    if action == "offhook":
+        ph.off_hook()
+    elif action == "onhook":
+        ph.on_hook()
+    elif action == "flash":
+        ph.flash()
+    elif action == "dial":
+        digits = str(request.get("digits", ""))
+        bad = [c for c in digits if c not in "0123456789*#ABCD"]
+        if not digits or bad:
+            raise ControlCommandError(f"cannot dial {digits!r}: digits are 0-9, *, #, A-D")
+        mode = "pulse" if request.get("mode") == "pulse" else "dtmf"
+        if mode == "pulse" and any(c not in "0123456789" for c in digits):
+            raise ControlCommandError("pulse dialling sends digits 0-9 only")
+        ph.dial(digits, mode=mode)
+    elif action == "hears":
+        report = _jsonable(ph.hears())
+        return {"line": lp.name, **report}
+    elif action == "play":
+        path = Path(str(request.get("path", "")))
+        if not path.is_file():
+            raise ControlCommandError(f"no such WAV file: {path}")
+        try:
+            ph.play(str(path), loop=not request.get("once", False))
+        except (ValueError, OSError) as exc:
+            raise ControlCommandError(f"cannot play {path}: {exc}") from exc
+    elif action == "stop":
+        ph.stop_play()
+    elif action == "record":
+        path = Path(str(request.get("path", "")))
+        seconds = float(request.get("seconds", 0))
+        if not 0 < seconds <= 600:
+            raise ControlCommandError("record needs 0 < SECONDS <= 600")
+        if not path.parent.is_dir():
+            raise ControlCommandError(f"directory {path.parent} does not exist")
+        ph.record(str(path), seconds)
+        # The recording is made of the next SECONDS of earpiece frames; wait for it.
+        deadline = gw.loop.time() + seconds + 5.0
+        await asyncio.sleep(seconds)
+        while not path.exists() and gw.loop.time() < deadline:
+            await asyncio.sleep(0.05)
+        if not path.exists():
+            raise ControlCommandError(f"recording {path} did not complete")
+        return {"line": lp.name, "path": str(path), "seconds": seconds}
+    else:
+        raise ControlCommandError(
+            f"unknown phone action {action!r}: offhook, onhook, flash, dial, hears, play, "
+            "stop, record, state"
+        )
+    gw._pump()
+    return line_state(gw, lp)
+
+
+async def handle(gw: Gateway, request: dict[str, Any]) -> dict[str, Any]:
+    """Dispatch one control request."""
+    cmd = request.get("cmd")
+    try:
+        if cmd == "status":
+            return status(gw)
+        if cmd == "phone":
+            return await phone(gw, request)
+        raise ControlCommandError(f"unknown command {cmd!r}: status, phone")
+    except ControlCommandError:
+        raise
+    except Exception as exc:  # report, don't kill the daemon
+        raise ControlCommandError(f"{cmd}: {exc}") from exc
