@@ -282,6 +282,7 @@ class FxsLine:
             case (_, IncomingCall(call_id=call_id)):
                 self._emit(RejectCall(call_id, 486))
             case (S.RINGING, IncomingCancelled() | CallEnded()):
+                self._set_ringing(False)  # even in a silent interval: leave the bell off
                 self._go_idle()
 
             # Timers.
@@ -369,7 +370,7 @@ class FxsLine:
     def _quiesce(self) -> None:
         """Undo whatever the port is doing to the handset: tone, bell, audio bridge."""
         self._stop_tone()
-        if self._ringing or self._state is S.RINGING:
+        if self._ringing:
             self._set_ringing(False)
         if self._audio:
             self._audio = False
