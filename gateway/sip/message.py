@@ -388,7 +388,16 @@ def _parse(data: bytes) -> Request | Response:
     except UnicodeDecodeError:
         raise SipParseError("Bad Encoding", "headers are not UTF-8") from None
     lines = _logical_lines(head)
-    msg = _parse_start_line(lines[0])
+    start_error: SipParseError | None = None
+    try:
+        msg = _parse_start_line(lines[0])
+    except SipParseError as exc:
+        if lines[0][:4].upper() == "SIP/":
+            raise  # a broken response is dropped; nothing to answer
+        # Keep reading the headers so the caller can still answer 400 to a bad request line.
+        start_error = exc
+        words = lines[0].split()
+        msg = Request(words[0] if words else "", " ".join(words[1:-1]), Headers(), b"")
     if len(lines) - 1 > MAX_HEADERS:
         raise SipParseError("Too Many Headers", f"{len(lines) - 1} headers")
     for line in lines[1:]:
@@ -399,6 +408,9 @@ def _parse(data: bytes) -> Request | Response:
         if not colon or not _HEADER_NAME_RE.fullmatch(name):
             raise SipParseError("Bad Header", f"bad header line {line[:60]!r}")
         msg.headers.add(name, value)
+    if start_error is not None:
+        start_error.message = msg
+        raise start_error
     try:
         if msg.version != "SIP/2.0":
             raise SipParseError("Version Not Supported", msg.version, status=505)
