@@ -28,7 +28,6 @@ What was found to work headless with Debian 12's baresip 1.0.0:
 from __future__ import annotations
 
 import json
-import math
 import os
 import re
 import secrets
@@ -85,24 +84,17 @@ def _write_silence_wav(path: Path, seconds: float) -> None:
         w.writeframes(bytes(frames * _SOURCE_CHANNELS * 2))
 
 
-def _write_tone_wav(path: Path, freq: float, seconds: float, level: float = 0.5) -> None:
-    """A 48 kHz stereo sine WAV (used for frequencies ausine cannot do, e.g. 1004.5 Hz)."""
-    t = np.arange(int(_SOURCE_RATE * seconds)) / _SOURCE_RATE
-    mono = np.round(level * 32767 * np.sin(2 * math.pi * freq * t)).astype("<i2")
-    stereo = np.repeat(mono, _SOURCE_CHANNELS)
-    with wave.open(str(path), "wb") as w:
-        w.setnchannels(_SOURCE_CHANNELS)
-        w.setsampwidth(2)
-        w.setframerate(_SOURCE_RATE)
-        w.writeframes(stereo.tobytes())
-
-
 class Baresip:
     """A baresip phone on 127.0.0.1 driven over ctrl_tcp; one SIP account per process.
 
     With `registrar` set, the account registers as `sip:<user>@<registrar>` with digest
     credentials (`user`, `password`, defaulting to `name`). Without it, nothing is
     registered and the phone is called directly at `sip:<name>@127.0.0.1:<sip_port>`.
+
+    Sound sent: `tone` Hz from ausine (default 1000), or `source_wav` (any format sox
+    reads), or silence with `tone=None`. aufile ends the call (AUDIO_ERROR, then
+    CALL_CLOSED) when its file runs out, so WAV sources are padded with silence, or
+    repeated with `loop_source=True`, to `source_seconds`.
     """
 
     def __init__(
@@ -119,6 +111,8 @@ class Baresip:
         codecs: Sequence[str] = ("PCMU",),
         tone: int | None = 1000,
         source_wav: Path | str | None = None,
+        loop_source: bool = False,
+        source_seconds: float = 60.0,
         answer_mode: AnswerMode = "manual",
         record: bool = True,
         ptime: int = 20,
@@ -147,6 +141,8 @@ class Baresip:
         self.codecs = list(codecs)
         self.tone = tone
         self.source_wav = Path(source_wav) if source_wav is not None else None
+        self.loop_source = loop_source
+        self.source_seconds = source_seconds
         self.answer_mode = answer_mode
         self.record = record
         self.ptime = ptime
@@ -186,17 +182,31 @@ class Baresip:
             return f"ausine,{int(self.tone)}"
         target = self.confdir / "source.wav"
         if self.source_wav is None:
-            _write_silence_wav(target, 30.0)
-        else:
-            sox = shutil.which("sox")
-            if sox is None:
-                raise BaresipError("source_wav needs sox to convert to 48 kHz stereo")
-            subprocess.run(
-                [sox, str(self.source_wav), "-r", str(_SOURCE_RATE), "-c",
-                 str(_SOURCE_CHANNELS), "-b", "16", "-e", "signed-integer", str(target)],
-                check=True,
-                capture_output=True,
-            )
+            _write_silence_wav(target, self.source_seconds)
+            return f"aufile,{target}"
+        sox = shutil.which("sox")
+        if sox is None:
+            raise BaresipError("source_wav needs sox to convert to 48 kHz stereo")
+        converted = self.confdir / "source-converted.wav"
+        subprocess.run(
+            [sox, str(self.source_wav), "-r", str(_SOURCE_RATE), "-c", str(_SOURCE_CHANNELS),
+             "-b", "16", "-e", "signed-integer", str(converted)],
+            check=True,
+            capture_output=True,
+        )
+        with wave.open(str(converted), "rb") as r:
+            pcm = np.frombuffer(r.readframes(r.getnframes()), "<i2")
+        need = int(self.source_seconds * _SOURCE_RATE) * _SOURCE_CHANNELS
+        if len(pcm) < need and len(pcm) > 0:
+            if self.loop_source:
+                pcm = np.tile(pcm, -(-need // len(pcm)))[:need]
+            else:
+                pcm = np.concatenate([pcm, np.zeros(need - len(pcm), "<i2")])
+        with wave.open(str(target), "wb") as w:
+            w.setnchannels(_SOURCE_CHANNELS)
+            w.setsampwidth(2)
+            w.setframerate(_SOURCE_RATE)
+            w.writeframes(pcm.astype("<i2").tobytes())
         return f"aufile,{target}"
 
     def config_text(self) -> str:
@@ -545,6 +555,30 @@ snd_path\t\t{self.recdir}
     def recordings(self, kind: Literal["dec", "enc"] = "dec") -> list[Path]:
         """WAV files sndfile wrote, oldest first: "dec" is what this phone heard."""
         return sorted(self.recdir.glob(f"dump-*-{kind}.wav"))
+
+    def wait_recordings_closed(self, timeout: float = 5.0) -> list[Path]:
+        """Wait until every call's WAV is finalised, then return the "dec" recordings.
+
+        sndfile closes its files when a call's audio object is destroyed, which baresip
+        logs as "audio: destroyed"; one such line per recorded call means all are done.
+        """
+        deadline = time.monotonic() + timeout
+        while True:
+            files = self.recordings("dec")
+            if self.log_text().count("audio: destroyed") >= len(files) or not self.is_running:
+                return files
+            if time.monotonic() >= deadline:
+                raise BaresipError(
+                    f"baresip {self.name}: {len(files)} recordings still open after {timeout} s"
+                )
+            time.sleep(0.05)
+
+    def last_heard(self, timeout: float = 5.0) -> Path:
+        """The finalised "dec" WAV of the newest call: what this phone heard last."""
+        files = self.wait_recordings_closed(timeout)
+        if not files:
+            raise BaresipError(f"baresip {self.name}: no recordings in {self.recdir}")
+        return files[-1]
 
     def log_text(self) -> str:
         """baresip's combined stdout/stderr so far (verbose)."""
