@@ -279,6 +279,8 @@ class FxsLine:
                 self._set_ringing(True)
                 self._timers[TimerKind.RING_CADENCE] = now + self.ring_cadence[0]
                 self._timers[TimerKind.NO_ANSWER] = now + self.no_answer_timeout
+            case (_, IncomingCall(call_id=call_id)) if call_id == self._call_id:
+                pass  # the same call offered again: not a second call
             case (_, IncomingCall(call_id=call_id)):
                 self._emit(RejectCall(call_id, 486))
             case (S.RINGING, IncomingCancelled() | CallEnded()):

@@ -497,6 +497,14 @@ def test_second_incoming_call_while_ringing_gets_486() -> None:
     assert line.call_id == "in-1"
 
 
+def test_same_call_offered_twice_is_not_rejected() -> None:
+    line = make_line()
+    line.incoming_call("in-1", "100", None, 0.0)
+    line.actions()
+    assert line.incoming_call("in-1", "100", None, 0.2) is IncomingResult.ACCEPTED
+    assert line.actions() == []
+
+
 def test_incoming_call_while_hearing_dial_tone_gets_486() -> None:
     line = make_line()
     lift(line, 0.0)
