@@ -151,11 +151,14 @@ def load_default() -> Config:
 class _Bad(Exception):
     """A value is wrong; raised by converters and turned into a ConfigIssue by the caller."""
 
-    def __init__(self, message: str, expected: str = "", node: Node | None = None) -> None:
+    def __init__(
+        self, message: str, expected: str = "", node: Node | None = None, offset: int | None = None
+    ) -> None:
         super().__init__(message)
         self.message = message
         self.expected = expected
         self.node = node
+        self.offset = offset  # character offset inside a scalar's value, when known
 
 
 def _join(path: str, key: str) -> str:
@@ -225,20 +228,6 @@ def _min_match_length(pattern: str) -> int | None:
         return None
 
 
-def _digit_map_problem(text: str) -> str | None:
-    """The dial-plan module's complaint about a digit map, or None when it accepts it."""
-    try:
-        from gateway.routing.dialplan import DialPlanError, DigitMap
-    except ImportError:
-        # TODO: gateway.routing.dialplan is being written; drop this branch once it lands.
-        return None
-    try:
-        DigitMap(text)
-    except DialPlanError as exc:
-        return str(exc)
-    return None
-
-
 class _Fields:
     """The keys of one mapping node that passed the unknown/duplicate-key checks."""
 
@@ -279,13 +268,18 @@ class _Reader:
 
     # -- issue bookkeeping
 
-    def issue(self, node: Node, path: str, message: str, expected: str = "") -> None:
-        """Record a problem at `node`'s position."""
+    def issue(
+        self, node: Node, path: str, message: str, expected: str = "", offset: int | None = None
+    ) -> None:
+        """Record a problem at `node`'s position (or `offset` characters into its value)."""
         mark = node.start_mark
         if mark is None:
             self.issues.append(ConfigIssue(0, 0, path, message, expected))
-        else:
-            self.issues.append(ConfigIssue(mark.line + 1, mark.column + 1, path, message, expected))
+            return
+        line, column = mark.line + 1, mark.column + 1
+        if offset is not None and isinstance(node, ScalarNode):
+            column += _value_column_offset(node, offset)
+        self.issues.append(ConfigIssue(line, column, path, message, expected))
 
     def sorted_issues(self) -> list[ConfigIssue]:
         """Issues in file order, without repeats (aliases can visit a node twice)."""
@@ -370,7 +364,7 @@ class _Reader:
         try:
             return convert(node)
         except _Bad as bad:
-            self.issue(bad.node or node, fields.child(key), bad.message, bad.expected)
+            self.issue(bad.node or node, fields.child(key), bad.message, bad.expected, bad.offset)
             return default
 
     def require(
@@ -725,16 +719,7 @@ class _Reader:
         if f is None:
             return None
         before = len(self.issues)
-        digit_map = self.take(f, "digit_map", _text(nonempty=True), s.DEFAULT_DIGIT_MAP)
-        if f.has("digit_map") and len(self.issues) == before:
-            problem = _digit_map_problem(digit_map)
-            if problem:
-                self.issue(
-                    f.node_of("digit_map"),
-                    f.child("digit_map"),
-                    f"invalid digit map: {problem}",
-                    "a digit map such as '(1xx|x.T)'",
-                )
+        digit_map = self.take(f, "digit_map", _digit_map, s.DEFAULT_DIGIT_MAP)
         items = self.sequence(f.values.get("routes"), f.child("routes"))
         routes: list[Route] = []
         for index, item in enumerate(items):
@@ -986,12 +971,43 @@ def _regex(node: Node) -> str:
     try:
         re.compile(value)
     except re.error as exc:
-        where = f" at position {exc.pos}" if exc.pos is not None else ""
         raise _Bad(
-            f"invalid regular expression: {exc.msg}{where}",
+            f"invalid regular expression: {exc.msg}",
             "a regular expression (full match on the dialled digits)",
+            offset=exc.pos,
         ) from exc
     return value
+
+
+def _digit_map(node: Node) -> str:
+    from gateway.routing.dialplan import DialPlanError, DigitMap
+
+    value = _text(nonempty=True)(node)
+    try:
+        DigitMap(value)
+    except DialPlanError as exc:
+        raise _Bad(
+            f"invalid digit map: {exc.message}",
+            "a digit map such as '(1xx|[2-9]xxxxxx|x.T)'",
+            offset=exc.position,
+        ) from exc
+    return value
+
+
+def _value_column_offset(node: ScalarNode, offset: int) -> int:
+    """Columns from a scalar's start to character `offset` of its value.
+
+    Exact for one-line plain and quoted scalars without escapes; otherwise 0, so the issue
+    points at the start of the value rather than at a wrong character.
+    """
+    start, end = node.start_mark, node.end_mark
+    if start is None or end is None or start.buffer is None or start.line != end.line:
+        return 0
+    raw = start.buffer[start.index : end.index]
+    quote = 1 if node.style in ("'", '"') else 0
+    if raw[quote : len(raw) - quote] != node.value or not 0 <= offset <= len(node.value):
+        return 0
+    return quote + offset
 
 
 def _password_problem(password: str, username: str, auth_username: str | None) -> str | None:
