@@ -146,6 +146,34 @@ def test_direct_call_without_registrar_negotiates_pcma(
 
 @pytest.mark.peers
 @pytest.mark.timeout(60)
+def test_short_wav_source_is_looped_and_keeps_the_call_up(
+    baresip_factory: BaresipFactory, sox_binary: str, tmp_path: Path
+) -> None:
+    # A 0.5 s, 22.05 kHz mono file: aufile alone would hit its end and drop the call.
+    wav = tmp_path / "short-600.wav"
+    rate = 22050
+    t = np.arange(rate // 2) / rate
+    _write_wav(wav, 0.4 * np.sin(2 * math.pi * 600.0 * t), rate, channels=1)
+    caller = baresip_factory("caller", tone=None, source_wav=wav, loop_source=True)
+    callee = baresip_factory("callee", tone=None, answer_mode="auto")
+    caller.dial(callee.direct_uri)
+    callee.wait_for_event("CALL_ESTABLISHED", timeout=10)
+    time.sleep(TALK_SECONDS)
+    assert "CALL_CLOSED" not in caller.event_types()
+    assert "AUDIO_ERROR" not in caller.event_types()
+    caller.hangup()
+    callee.wait_for_event("CALL_CLOSED", timeout=10)
+    samples, rate_heard = read_wav(callee.last_heard())
+    active = active_segment(samples, rate_heard, threshold=-40.0)
+    assert len(active) >= rate_heard  # well past the 0.5 s the file holds
+    assert dominant_frequency(active, rate_heard) == pytest.approx(600.0, rel=0.02)
+    # The silent caller really sent silence.
+    caller_heard, caller_rate = read_wav(caller.last_heard())
+    assert len(active_segment(caller_heard, caller_rate, threshold=-40.0)) == 0
+
+
+@pytest.mark.peers
+@pytest.mark.timeout(60)
 def test_kamailio_stop_start_cycle_on_same_port(
     kamailio_factory: KamailioFactory, baresip_factory: BaresipFactory
 ) -> None:
