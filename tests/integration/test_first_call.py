@@ -56,7 +56,7 @@ lines:
     backend: sim
     number: "102"
 dialplan:
-  digit_map: "(1xx|bob|[2-9]xx|x.T)"
+  digit_map: "(1xx|[2-9]xx)"
   routes:
     - pattern: "1\\\\d\\\\d"
       to: local
