@@ -312,6 +312,8 @@ class NameAddr:
                 raise SipParseError("Bad Header", f"expected <URI> after display name in {value!r}")
             text = rest
         lt = text.find("<")
+        if lt >= 0 and (":" in text[:lt] or ";" in text[:lt]):
+            lt = -1  # bare addr-spec whose quoted parameter value contains '<'
         if lt >= 0:
             if lt > 0:
                 words = text[:lt].strip()

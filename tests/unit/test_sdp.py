@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from gateway.sip.errors import SdpError
 from gateway.sip.sdp import (
@@ -198,3 +200,19 @@ def test_params_from_answer_checks_codec_and_direction() -> None:
         params_from_answer(offer, SessionDescription.parse(base + b"m=audio 6000 RTP/AVP 8\r\n"))
     with pytest.raises(SdpError):
         params_from_answer(offer, SessionDescription.parse(base + b"m=audio 0 RTP/AVP 0\r\n"))
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.integers(min_value=0, max_value=len(OFFER) - 1),
+    st.integers(min_value=0, max_value=30),
+    st.binary(max_size=10),
+)
+def test_fuzz_only_sdp_error(pos: int, cut: int, insert: bytes) -> None:
+    data = OFFER[:pos] + insert + OFFER[pos + cut :]
+    try:
+        sdp = SessionDescription.parse(data)
+        assert SessionDescription.parse(bytes(sdp)) == sdp
+        _answer(data)
+    except SdpError:
+        pass
