@@ -101,4 +101,10 @@ for pkg in "${missing[@]}"; do
     exit 1
   fi
 done
+# On a systemd host, installing kamailio enables and starts the system-wide kamailio
+# on port 5060. Tests run their own instances, so stop the one this run just installed.
+if printf '%s\n' "${missing[@]}" | grep -qx kamailio && [ -d /run/systemd/system ]; then
+  echo "install-test-deps: systemctl disable --now kamailio (tests start their own)"
+  systemctl disable --now kamailio || true
+fi
 echo "install-test-deps: done"
