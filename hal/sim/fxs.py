@@ -1,0 +1,74 @@
+"""The "sim" FXS backend: the real AG1171 driver on mock pins, with a virtual phone attached.
+
+Nothing here imitates the driver; the driver under test is :class:`Ag1171Fxs` itself. The
+phone drives the SHK pin and watches RM and F/R, and audio flows through a
+:class:`MemoryAudio` whose far end is the phone. Hook callbacks fire synchronously when
+the phone changes the pin.
+
+Options (all optional):
+
+- ``country``: tone profile the phone listens with (default "US");
+- ``ring_hz``: ring frequency (default 20);
+- ``clock``: "monotonic" (default; edge times are time.monotonic(), as on hardware) or
+  "frames" (edge times are the phone's frame clock: exact and deterministic, for tests);
+- ``time_origin``: start of the frame clock (default 0.0);
+- ``shk_pin``, ``rm_pin``, ``fr_pin``: mock pin numbers (default 17, 27, 22).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from gateway.dsp.tones import get_profile
+from hal.base import HalError
+from hal.gpio.mock import ObservableMockPin, mock_factory
+from hal.sim.phone import VirtualPhone
+from hal.slic.ag1171 import Ag1171Fxs
+
+_KNOWN = {"country", "ring_hz", "clock", "time_origin", "shk_pin", "rm_pin", "fr_pin"}
+
+
+class SimFxs(Ag1171Fxs):
+    """An FXS port with a simulated phone on it; ``.phone`` is that phone."""
+
+    def __init__(self, name: str, options: Mapping[str, Any] | None = None) -> None:
+        opts = dict(options or {})
+        unknown = set(opts) - _KNOWN
+        if unknown:
+            raise HalError(
+                f"sim FXS {name}: unknown option(s) {', '.join(sorted(unknown))}; "
+                f"known: {', '.join(sorted(_KNOWN))}"
+            )
+        try:
+            profile = get_profile(str(opts.get("country", "US")))
+        except ValueError as exc:
+            raise HalError(f"sim FXS {name}: {exc}") from exc
+        clock_kind = opts.get("clock", "monotonic")
+        if clock_kind not in ("monotonic", "frames"):
+            raise HalError(f"sim FXS {name}: clock {clock_kind!r}, expected monotonic or frames")
+        self.pin_factory = mock_factory()
+        pins = {k: opts.get(k, d) for k, d in (("shk_pin", 17), ("rm_pin", 27), ("fr_pin", 22))}
+        shk, rm, fr = (self._pin(pins[k]) for k in ("shk_pin", "rm_pin", "fr_pin"))
+        phone = VirtualPhone(
+            shk=shk, rm=rm, fr=fr, profile=profile, time_origin=float(opts.get("time_origin", 0.0))
+        )
+        self.phone = phone
+        """The virtual handset on this port."""
+        clock: Callable[[], float] = phone.clock if clock_kind == "frames" else time.monotonic
+        super().__init__(
+            name,
+            shk_pin=pins["shk_pin"],
+            rm_pin=pins["rm_pin"],
+            fr_pin=pins["fr_pin"],
+            audio=phone.line_audio,
+            pin_factory=self.pin_factory,
+            ring_hz=float(opts.get("ring_hz", profile.ring_hz if "country" in opts else 20)),
+            clock=clock,
+        )
+
+    def _pin(self, number: int | str) -> ObservableMockPin:
+        pin = self.pin_factory.pin(number)
+        assert isinstance(pin, ObservableMockPin)
+        return pin

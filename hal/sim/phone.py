@@ -1,0 +1,333 @@
+"""A simulated analog handset that hears and speaks through the frames hardware would.
+
+The phone sits on the far side of a real SLIC driver: lifting the handset drives the
+mock SHK pin high, ringing is seen on the RM and F/R pins the driver sets, the
+mouthpiece and earpiece are the driver's audio frames.
+
+Time in the phone advances only with audio frames: each 20 ms frame read from the
+mouthpiece or written to the earpiece is 20 ms (reads and writes in lock-step count
+once), so pulse dialling, flashes and recordings are deterministic. Scheduled hook
+changes (pulse digits, flash) fire at their exact times as the clock passes them.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+from collections import deque
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, Literal
+
+from gateway.dsp import FRAME_BYTES, FRAME_MS, SILENCE_FRAME
+from gateway.dsp import dtmf as dtmf_mod
+from gateway.dsp.analysis import ListenReport, ToneClassifier
+from gateway.dsp.tones import ToneGenerator, ToneProfile, ToneSpec, get_profile
+from hal.audio.memory import MemoryAudio
+from hal.audio.wav import read_wav_8k, write_wav
+from hal.gpio.mock import ObservableMockPin
+
+_FRAME_S = FRAME_MS / 1000.0
+PULSE_BREAK_MS = 60
+PULSE_MAKE_MS = 40
+PULSE_INTERDIGIT_MS = 600
+HISTORY_S = 30.0
+"""How much earpiece audio :meth:`VirtualPhone.heard` can return."""
+
+
+class PhoneError(Exception):
+    """The handset cannot do that now (e.g. dialling while on-hook)."""
+
+
+class VirtualPhone:
+    """An analog phone wired to mock SLIC pins; see the module docstring for timing."""
+
+    def __init__(
+        self,
+        *,
+        shk: ObservableMockPin,
+        rm: ObservableMockPin,
+        fr: ObservableMockPin,
+        profile: ToneProfile | None = None,
+        time_origin: float = 0.0,
+    ) -> None:
+        self._shk = shk
+        self._rm = rm
+        self._fr = fr
+        self.profile = profile or get_profile("US")
+        self.time_origin = time_origin
+        self._t = 0.0  # seconds since origin
+        self._mouth_n = 0
+        self._ear_n = 0
+        self._events: list[tuple[float, int, Callable[[], None]]] = []
+        self._seq = itertools.count()
+        self._dial_pcm = bytearray()
+        self._pulse_until = 0.0
+        self._player: Callable[[], bytes | None] | None = None
+        self._record: tuple[Path, int, list[bytes]] | None = None
+        self._history: deque[bytes] = deque(maxlen=int(HISTORY_S / _FRAME_S))
+        self._classifier = ToneClassifier(self.profile)
+        self._ringing = False
+        self.ring_count = 0
+        """Ring bursts since the handset was last hung up."""
+        self.rings: list[tuple[float, float | None]] = []
+        """(start, end) of every ring burst seen, in phone time."""
+        self.hook_log: list[tuple[bool, float]] = []
+        """(off_hook, t) of every hook change the phone made."""
+        self.line_audio = MemoryAudio(sink=self._hear, source=self._speak)
+        """The AudioPort to give the SLIC driver: its far end is this phone."""
+        rm.listeners.append(self._pins_changed)
+        fr.listeners.append(self._pins_changed)
+        self._pins_changed(rm)
+
+    # -- time ---------------------------------------------------------------------------
+
+    @property
+    def now(self) -> float:
+        """Phone time: ``time_origin`` plus frames elapsed (exact at scheduled events)."""
+        return self.time_origin + self._t
+
+    def clock(self) -> float:
+        """:attr:`now` as a callable, to hand to a driver as its clock."""
+        return self.now
+
+    def _advance_to(self, t: float) -> None:
+        while self._events and self._events[0][0] <= t + 1e-9:
+            at, _, action = heapq.heappop(self._events)
+            self._t = max(self._t, at)
+            action()
+        self._t = max(self._t, t)
+
+    def _schedule(self, at: float, action: Callable[[], None]) -> None:
+        heapq.heappush(self._events, (at, next(self._seq), action))
+
+    def advance(self, seconds: float) -> None:
+        """Let time pass without anyone reading audio (mouthpiece frames are dropped)."""
+        for _ in range(round(seconds / _FRAME_S)):
+            self._speak()
+        self._ear_n = max(self._ear_n, self._mouth_n)
+
+    # -- hook ---------------------------------------------------------------------------
+
+    @property
+    def off_hook_now(self) -> bool:
+        """True while the handset is lifted."""
+        return bool(self._shk.state)
+
+    def _set_hook(self, off: bool) -> None:
+        if bool(self._shk.state) == off:
+            return
+        self.hook_log.append((off, self.now))
+        if off:
+            self._shk.drive_high()
+        else:
+            self._shk.drive_low()
+
+    def off_hook(self) -> None:
+        """Lift the handset (answer, or get dial tone)."""
+        if self.off_hook_now:
+            return
+        self._classifier.reset()
+        self._set_hook(True)
+
+    def on_hook(self) -> None:
+        """Hang up: drop pending dialling and playback."""
+        self._events.clear()
+        self._dial_pcm.clear()
+        self._pulse_until = 0.0
+        self._player = None
+        self._set_hook(False)
+        self.ring_count = 0
+
+    def flash(self, duration_ms: float = 300) -> None:
+        """A hook flick: on-hook for ``duration_ms``, then off-hook again."""
+        self._require_off_hook("flash")
+        start = max(self._t, self._pulse_until)
+        self._schedule(start, lambda: self._set_hook(False))
+        self._schedule(start + duration_ms / 1000.0, lambda: self._set_hook(True))
+        self._pulse_until = start + duration_ms / 1000.0
+        if start <= self._t:
+            self._advance_to(self._t)
+
+    def _require_off_hook(self, what: str) -> None:
+        if not self.off_hook_now and not self._events:
+            raise PhoneError(f"cannot {what}: the handset is on-hook")
+
+    # -- dialling -----------------------------------------------------------------------
+
+    def dial(
+        self,
+        digits: str,
+        mode: Literal["dtmf", "pulse"] = "dtmf",
+        on_ms: float = 100,
+        off_ms: float = 100,
+        *,
+        break_ms: float = PULSE_BREAK_MS,
+        make_ms: float = PULSE_MAKE_MS,
+        interdigit_ms: float = PULSE_INTERDIGIT_MS,
+    ) -> None:
+        """Dial: DTMF digits are played into the mouthpiece; pulse digits are hook flicks
+        (``break_ms``/``make_ms`` per pulse, ``interdigit_ms`` between digits)."""
+        self._require_off_hook("dial")
+        if mode == "dtmf":
+            for d in digits:
+                dtmf_mod.tone_frequencies(d)  # validates
+            self._dial_pcm += dtmf_mod.generate_sequence(digits, on_ms, off_ms)
+            return
+        if mode != "pulse":
+            raise ValueError(f"dial mode {mode!r}: expected 'dtmf' or 'pulse'")
+        bad = [d for d in digits if not d.isdigit()]
+        if bad:
+            raise ValueError(f"pulse dialling sends 0-9 only, got {''.join(bad)!r}")
+        t = self._t
+        if self._pulse_until > t:
+            t = self._pulse_until + interdigit_ms / 1000.0
+        for i, d in enumerate(digits):
+            if i:
+                t += interdigit_ms / 1000.0
+            for _ in range(10 if d == "0" else int(d)):
+                self._schedule(t, lambda: self._set_hook(False))
+                t += break_ms / 1000.0
+                self._schedule(t, lambda: self._set_hook(True))
+                t += make_ms / 1000.0
+            t -= make_ms / 1000.0  # the gap runs from the last make
+        self._pulse_until = t
+
+    @property
+    def dialing(self) -> bool:
+        """True while DTMF audio or hook flicks are still to come."""
+        return bool(self._dial_pcm) or bool(self._events)
+
+    # -- mouthpiece ---------------------------------------------------------------------
+
+    def play(self, source: str | Path | bytes, loop: bool = True) -> None:
+        """Speak a WAV file (or raw 8 kHz S16LE PCM) into the mouthpiece."""
+        pcm = bytes(source) if isinstance(source, bytes | bytearray) else read_wav_8k(source)
+        if not pcm:
+            raise ValueError("play: no audio")
+        pcm += bytes(-len(pcm) % FRAME_BYTES) if not loop else b""
+        pos = 0
+
+        def next_frame() -> bytes | None:
+            nonlocal pos
+            out = bytearray()
+            while len(out) < FRAME_BYTES:
+                if pos >= len(pcm):
+                    if not loop:
+                        break
+                    pos = 0
+                take = pcm[pos : pos + FRAME_BYTES - len(out)]
+                out += take
+                pos += len(take)
+            if not out:
+                return None
+            return bytes(out.ljust(FRAME_BYTES, b"\0"))
+
+        self._player = next_frame
+
+    def play_tone(self, freq_hz: float, level_dbfs: float = -16.0) -> None:
+        """Hold a steady sine into the mouthpiece (e.g. a test tone)."""
+        gen = ToneGenerator(ToneSpec((freq_hz,), level_dbfs=level_dbfs))
+        self._player = gen.next_frame
+
+    def stop_play(self) -> None:
+        """Silence the mouthpiece (dialling continues)."""
+        self._player = None
+
+    def _speak(self) -> bytes:
+        self._mouth_n += 1
+        self._advance_to(max(self._mouth_n, self._ear_n) * _FRAME_S)
+        if not self.off_hook_now:
+            return SILENCE_FRAME
+        if self._dial_pcm:
+            frame = bytes(self._dial_pcm[:FRAME_BYTES]).ljust(FRAME_BYTES, b"\0")
+            del self._dial_pcm[:FRAME_BYTES]
+            return frame
+        if self._player is not None:
+            frame_or_none = self._player()
+            if frame_or_none is None:
+                self._player = None
+                return SILENCE_FRAME
+            return frame_or_none
+        return SILENCE_FRAME
+
+    # -- earpiece -----------------------------------------------------------------------
+
+    def _hear(self, frame: bytes) -> None:
+        self._ear_n += 1
+        self._advance_to(max(self._mouth_n, self._ear_n) * _FRAME_S)
+        self._history.append(frame)
+        self._classifier.feed(frame if self.off_hook_now else SILENCE_FRAME)
+        if self._record is not None:
+            path, need, frames = self._record
+            frames.append(frame)
+            if len(frames) >= need:
+                self.stop_record()
+
+    def hears(self) -> ListenReport:
+        """What the earpiece carries now: tone class, pitch, level and DTMF digits heard."""
+        return self._classifier.report()
+
+    def heard(self, seconds: float) -> bytes:
+        """The last ``seconds`` of earpiece audio (on-hook too, e.g. for caller ID)."""
+        n = min(len(self._history), round(seconds / _FRAME_S))
+        return b"".join(list(self._history)[len(self._history) - n :])
+
+    def set_profile(self, profile: ToneProfile) -> None:
+        """Listen for another country's tones from now on."""
+        self.profile = profile
+        self._classifier = ToneClassifier(profile)
+
+    def record(self, path: str | Path, seconds: float) -> None:
+        """Record the next ``seconds`` of earpiece audio; the WAV is written when done."""
+        if seconds <= 0:
+            raise ValueError(f"record seconds: {seconds}, expected > 0")
+        self._record = (Path(path), max(1, round(seconds / _FRAME_S)), [])
+
+    def stop_record(self) -> Path | None:
+        """Write what has been recorded so far; returns the path, or None if idle."""
+        if self._record is None:
+            return None
+        path, _, frames = self._record
+        self._record = None
+        write_wav(path, b"".join(frames))
+        return path
+
+    # -- ringing ------------------------------------------------------------------------
+
+    def _pins_changed(self, _pin: ObservableMockPin) -> None:
+        rm_high = bool(self._rm.state)
+        fr = float(self._fr.state)
+        toggling = self._fr.frequency is not None and 0.0 < fr < 1.0
+        ringing = rm_high and toggling
+        if ringing == self._ringing:
+            return
+        self._ringing = ringing
+        if ringing:
+            self.ring_count += 1
+            self.rings.append((self.now, None))
+        elif self.rings and self.rings[-1][1] is None:
+            self.rings[-1] = (self.rings[-1][0], self.now)
+
+    def is_ringing(self) -> bool:
+        """Ring voltage present: RM high and F/R toggling."""
+        return self._ringing
+
+    @property
+    def polarity(self) -> Literal["normal", "reversed"]:
+        """Loop polarity from the F/R level (meaningful while not ringing)."""
+        return "normal" if float(self._fr.state) >= 0.5 else "reversed"
+
+    def state(self) -> dict[str, Any]:
+        """A snapshot for control commands and tests."""
+        return {
+            "hook": "off" if self.off_hook_now else "on",
+            "ringing": self._ringing,
+            "ring_count": self.ring_count,
+            "ring_hz": self._fr.frequency if self._ringing else None,
+            "polarity": self.polarity,
+            "dialing": self.dialing,
+            "playing": self._player is not None,
+            "recording": self._record is not None,
+            "now": self.now,
+        }
