@@ -190,8 +190,8 @@ def test_unreachable_registrar_detected_by_probes_then_recovery_on_any_answer() 
                 register_sends.setdefault(req.cseq.number, now)
         down_events.extend((now, ev) for ev in rc.events())
     # probes at 5 and 10 s, 2 s timeout each: down at 12 s, reported once
-    assert [(t, ev.registered, ev.reason) for t, ev in down_events] == [
-        (pytest.approx(12.0), False, "registrar unreachable")]
+    assert [(round(t, 3), ev.registered, ev.reason) for t, ev in down_events] == [
+        (12.0, False, "registrar unreachable")]
     assert not rc.registered and rc.phase is RegPhase.RECOVERING
     times = sorted(register_sends.values())
     gaps = [round(b - a, 2) for a, b in zip(times, times[1:], strict=False)]
@@ -213,7 +213,7 @@ def test_unreachable_registrar_detected_by_probes_then_recovery_on_any_answer() 
     rc.receive_response(reply(reg, 200, expires=300), now + 0.01)
     (ev,) = rc.events()
     assert ev.registered and ev.expires == 300
-    assert rc.phase is RegPhase.REGISTERED
+    assert rc.state()["phase"] == "registered"
 
 
 def test_probe_success_keeps_registration_and_single_failure_tolerated() -> None:
