@@ -1,0 +1,348 @@
+"""One call's audio as a pure object: PCM frames and datagrams in, datagrams and PCM out.
+
+The runtime feeds it mouthpiece frames and received datagrams, asks it every 20 ms which
+packets are due, and pulls earpiece frames; it never touches a socket or a clock. This is
+what makes a whole call's media path testable with a list of `now` values.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass
+from typing import Final, Literal, get_args
+
+from gateway.dsp import FRAME_BYTES, FRAME_SAMPLES, SAMPLE_RATE, SILENCE_FRAME, g711
+from gateway.media.jitterbuffer import JitterBuffer
+from gateway.media.quality import ReceiveStats, mos, r_factor
+from gateway.media.rtp import RtpError, RtpPacket, is_rtcp
+from gateway.media.session import PacingSchedule, RtpSender
+from gateway.media.telephone_event import DigitReceived, DtmfReceiver, DtmfSender
+
+__all__ = ["DIRECTIONS", "Direction", "MediaEvent", "MediaStream", "RemoteLatched"]
+
+Direction = Literal["sendrecv", "sendonly", "recvonly", "inactive"]
+DIRECTIONS: Final[tuple[str, ...]] = get_args(Direction)
+FRAME_INTERVAL: Final = FRAME_SAMPLES / SAMPLE_RATE
+MAX_QUEUED_FRAMES: Final = 5  # 100 ms of mouthpiece audio waiting for send slots
+LATCH_PROBATION: Final = 3  # packets in sequence a new source must send to take over
+
+
+@dataclass(frozen=True)
+class RemoteLatched:
+    """Media now goes to where the peer's RTP really comes from (NAT), not where SDP said."""
+
+    old: tuple[str, int]
+    new: tuple[str, int]
+
+
+MediaEvent = DigitReceived | RemoteLatched
+
+
+def _check_codec(codec: str) -> str:
+    name = codec.upper()
+    if name not in g711.CODECS:
+        raise ValueError(f"codec {codec!r} is not supported; expected one of {g711.CODECS}")
+    return name
+
+
+def _check_direction(direction: str) -> Direction:
+    if direction not in DIRECTIONS:
+        raise ValueError(f"media direction must be one of {DIRECTIONS}, got {direction!r}")
+    return direction  # type: ignore[return-value]
+
+
+class MediaStream:
+    """The audio of one call: G.711 over RTP, RFC 4733 DTMF, jitter buffer and statistics."""
+
+    def __init__(
+        self,
+        *,
+        codec: str,
+        payload_type: int,
+        dtmf_pt: int | None,
+        remote_addr: tuple[str, int],
+        ssrc: int,
+        seq: int,
+        timestamp: int,
+        now: float,
+        latch: bool = True,
+    ) -> None:
+        self._codec = _check_codec(codec)
+        self._sender = RtpSender(ssrc, payload_type, seq=seq, timestamp=timestamp)
+        self._schedule = PacingSchedule(now, FRAME_INTERVAL)
+        self._dtmf_pt = dtmf_pt
+        self._dtmf_tx = self._make_dtmf_sender(dtmf_pt)
+        self._dtmf_rx = DtmfReceiver(clock_rate=SAMPLE_RATE)
+        self._jitter = JitterBuffer(frame_interval=FRAME_INTERVAL, clock_rate=SAMPLE_RATE)
+        self._rx_stats = ReceiveStats(SAMPLE_RATE)
+        self._remote = remote_addr
+        self._latch = latch
+        self._latched = False  # a first packet has fixed (or confirmed) the peer's address
+        self._candidate: tuple[tuple[str, int], int, int] | None = None  # addr, seq, count
+        self._direction: Direction = "sendrecv"
+        self._frames: deque[bytes] = deque()
+        self._marker_next = True
+        self._silence_payload = g711.encode(SILENCE_FRAME, self._codec)
+        self.packets_sent = 0
+        self.bytes_sent = 0
+        self.packets_received = 0
+        self.bytes_received = 0
+        self.dropped_malformed = 0
+        self.wrong_payload_type = 0
+        self.dropped_direction = 0
+        self.dropped_foreign = 0
+        self.rtcp_received = 0
+        self.frames_dropped = 0
+        self.frames_missing = 0
+        self.frames_resized = 0
+        self.remote_changes = 0
+        self.dtmf_received = 0
+        self._dtmf_sent_before = 0
+
+    # ----------------------------------------------------------------- state
+
+    @property
+    def remote_addr(self) -> tuple[str, int]:
+        """Where packets go: the SDP address until the peer's real source is latched."""
+        return self._remote
+
+    @property
+    def direction(self) -> Direction:
+        """The negotiated direction from our side (sendonly = we send, they do not)."""
+        return self._direction
+
+    @property
+    def codec(self) -> str:
+        """The negotiated G.711 flavour, "PCMU" or "PCMA"."""
+        return self._codec
+
+    @property
+    def ssrc(self) -> int:
+        """Our SSRC, for RTCP and the call record."""
+        return self._sender.ssrc
+
+    @property
+    def can_send_dtmf(self) -> bool:
+        """False when the peer took no telephone-event; then digits must go in-band."""
+        return self._dtmf_tx is not None
+
+    def _sending(self) -> bool:
+        return self._direction in ("sendrecv", "sendonly")
+
+    def _receiving(self) -> bool:
+        return self._direction in ("sendrecv", "recvonly")
+
+    def _make_dtmf_sender(self, dtmf_pt: int | None) -> DtmfSender | None:
+        if dtmf_pt is None:
+            return None
+        return DtmfSender(
+            self._sender, dtmf_pt, slot_samples=FRAME_SAMPLES, clock_rate=SAMPLE_RATE
+        )
+
+    def set_direction(self, direction: str) -> None:
+        """Apply an SDP direction (hold and resume); a stream that may not send stays quiet."""
+        self._direction = _check_direction(direction)
+        if not self._sending():
+            self._frames.clear()
+            if self._dtmf_tx is not None:
+                self._dtmf_tx.cancel()
+
+    def update_remote(
+        self, remote_addr: tuple[str, int], codec: str, payload_type: int, dtmf_pt: int | None
+    ) -> None:
+        """Apply a re-INVITE's answer; SSRC and numbering carry on, latching starts afresh."""
+        new_codec = _check_codec(codec)
+        if new_codec != self._codec or payload_type != self._sender.payload_type:
+            self._jitter.reset()  # buffered audio belongs to the old codec
+        self._codec = new_codec
+        self._silence_payload = g711.encode(SILENCE_FRAME, self._codec)
+        self._sender.payload_type = payload_type
+        if dtmf_pt != self._dtmf_pt:
+            if self._dtmf_tx is not None:
+                self._dtmf_sent_before += self._dtmf_tx.events_sent
+            self._dtmf_pt = dtmf_pt
+            self._dtmf_tx = self._make_dtmf_sender(dtmf_pt)
+        self._remote = remote_addr
+        self._latched = False
+        self._candidate = None
+
+    # ----------------------------------------------------------------- sending
+
+    def push_frame(self, pcm: bytes) -> None:
+        """Queue a 20 ms mouthpiece frame for the next free send slot."""
+        if len(pcm) != FRAME_BYTES:
+            raise ValueError(f"audio frame must be {FRAME_BYTES} bytes, got {len(pcm)}")
+        if not self._sending():
+            return
+        self._frames.append(pcm)
+        while len(self._frames) > MAX_QUEUED_FRAMES:
+            self._frames.popleft()  # the producer runs ahead of the clock: keep the newest
+            self.frames_dropped += 1
+
+    def send_dtmf(self, digit: str, now: float, duration_ms: int = 100) -> None:
+        """Send a digit as RFC 4733 events; the audio for those slots is left out."""
+        if self._dtmf_tx is None:
+            raise RuntimeError("the peer did not accept telephone-event; send the digit in-band")
+        self._dtmf_tx.start(digit, now, duration_ms)
+
+    def send_due(self, now: float) -> list[bytes]:
+        """Datagrams for every send slot that has come due (none while we may not send)."""
+        slots = self._schedule.due(now)
+        skipped = self._schedule.last_skipped
+        if skipped:
+            # the caller stalled: let media time pass rather than send stale audio in a burst
+            self._sender.skip(skipped * FRAME_SAMPLES)
+            for _ in range(min(skipped, len(self._frames))):
+                self._frames.popleft()
+            self._marker_next = True
+        out: list[bytes] = []
+        for _ in range(slots):
+            frame = self._frames.popleft() if self._frames else None
+            if not self._sending():
+                self._sender.skip(FRAME_SAMPLES)
+                self._marker_next = True
+                continue
+            audio = True
+            if self._dtmf_tx is not None:
+                events, audio = self._dtmf_tx.on_slot(now)
+                out.extend(events)
+            if not audio:
+                self._sender.skip(FRAME_SAMPLES)
+                continue
+            if frame is None:
+                self.frames_missing += 1
+                payload = self._silence_payload
+            else:
+                payload = g711.encode(frame, self._codec)
+            out.append(self._sender.packetize(payload, FRAME_SAMPLES, marker=self._marker_next))
+            self._marker_next = False
+        self.packets_sent += len(out)
+        self.bytes_sent += sum(len(p) for p in out)
+        return out
+
+    def next_deadline(self) -> float:
+        """When send_due() (or poll()) next has work: the next 20 ms slot at the latest."""
+        deadline = self._schedule.next_deadline()
+        dtmf = self._dtmf_rx.next_deadline()
+        return deadline if dtmf is None else min(deadline, dtmf)
+
+    # ----------------------------------------------------------------- receiving
+
+    def receive(self, data: bytes, addr: tuple[str, int], now: float) -> list[MediaEvent]:
+        """Take one datagram from the RTP port; returns digits and address changes."""
+        events: list[MediaEvent] = list(self.poll(now))
+        if is_rtcp(data):
+            self.rtcp_received += 1
+            return events
+        try:
+            packet = RtpPacket.parse(data)
+        except RtpError:
+            self.dropped_malformed += 1
+            return events
+        is_audio = packet.payload_type == self._sender.payload_type
+        is_event = self._dtmf_pt is not None and packet.payload_type == self._dtmf_pt
+        if not (is_audio or is_event):
+            self.wrong_payload_type += 1
+            return events
+        if not self._accept_source(packet, addr, events):
+            self.dropped_foreign += 1
+            return events
+        if not self._receiving():
+            self.dropped_direction += 1
+            return events
+        self.packets_received += 1
+        self.bytes_received += len(data)
+        self._rx_stats.update(packet, now, timing=is_audio)
+        if is_audio:
+            self._jitter.put(packet, now)
+        else:
+            digits = self._dtmf_rx.feed(packet, now)
+            self.dtmf_received += len(digits)
+            events.extend(digits)
+        return events
+
+    def _accept_source(
+        self, packet: RtpPacket, addr: tuple[str, int], events: list[MediaEvent]
+    ) -> bool:
+        """Symmetric RTP: follow the peer's real source, but make a newcomer prove itself."""
+        if not self._latch or addr == self._remote:
+            if addr == self._remote:
+                self._latched = True
+                self._candidate = None
+            return True
+        if not self._latched:
+            self._switch_remote(addr, events)
+            return True
+        cand = self._candidate
+        if cand is not None and cand[0] == addr and packet.sequence == (cand[1] + 1) & 0xFFFF:
+            count = cand[2] + 1
+        else:
+            count = 1
+        self._candidate = (addr, packet.sequence, count)
+        if count >= LATCH_PROBATION:
+            self._switch_remote(addr, events)
+            return True
+        return False
+
+    def _switch_remote(self, addr: tuple[str, int], events: list[MediaEvent]) -> None:
+        events.append(RemoteLatched(self._remote, addr))
+        self._remote = addr
+        self._latched = True
+        self._candidate = None
+        self.remote_changes += 1
+
+    def poll(self, now: float) -> list[MediaEvent]:
+        """Digits whose end packets never came; call it from the 20 ms tick."""
+        digits = self._dtmf_rx.poll(now)
+        self.dtmf_received += len(digits)
+        return list(digits)
+
+    def pull_frame(self, now: float) -> bytes:
+        """The 20 ms earpiece frame for this slot; silence when nothing arrived in time."""
+        packet = self._jitter.get_packet(now)
+        if packet is None or not self._receiving():
+            return SILENCE_FRAME
+        pcm = g711.decode(packet.payload, self._codec)
+        if len(pcm) != FRAME_BYTES:
+            # the peer packetises at another ptime; keep the frame size the rest of us expect
+            self.frames_resized += 1
+            pcm = pcm[:FRAME_BYTES].ljust(FRAME_BYTES, b"\x00")
+        return pcm
+
+    # ----------------------------------------------------------------- figures
+
+    def stats(self) -> dict[str, float | int]:
+        """Counters and quality figures for the call record, `branchline status` and metrics."""
+        rx = self._rx_stats
+        jb = self._jitter
+        # one-way delay we can see locally: packetisation plus playout buffering
+        delay_ms = 1000 * (FRAME_INTERVAL + jb.target_delay)
+        r = r_factor(delay_ms, rx.jitter_ms, 100 * rx.loss_fraction)
+        return {
+            "packets_sent": self.packets_sent,
+            "bytes_sent": self.bytes_sent,
+            "packets_received": self.packets_received,
+            "bytes_received": self.bytes_received,
+            "expected": rx.expected,
+            "lost": rx.lost,
+            "loss_fraction": rx.loss_fraction,
+            "duplicates": rx.duplicates,
+            "late": jb.late,
+            "jitter_ms": rx.jitter_ms,
+            "r_factor": r,
+            "mos": mos(r),
+            "playout_delay_ms": 1000 * jb.target_delay,
+            "concealed_frames": jb.concealed,
+            "dropped_malformed": self.dropped_malformed,
+            "wrong_payload_type": self.wrong_payload_type,
+            "dropped_direction": self.dropped_direction,
+            "dropped_foreign": self.dropped_foreign,
+            "rtcp_received": self.rtcp_received,
+            "frames_missing": self.frames_missing,
+            "frames_dropped": self.frames_dropped,
+            "skipped_slots": self._schedule.skipped,
+            "dtmf_sent": self._dtmf_sent_before
+            + (0 if self._dtmf_tx is None else self._dtmf_tx.events_sent),
+            "dtmf_received": self.dtmf_received,
+            "remote_changes": self.remote_changes,
+        }
