@@ -130,6 +130,8 @@ class SessionDescription:
         if origin is None:
             raise SdpError("SDP has no o= line")
         sdp.origin = origin
+        if not sdp.timing:
+            sdp.timing = ["0 0"]  # t= is mandatory; a missing one means an unbounded session
         for media in sdp.media:
             if media.direction == "":
                 media.direction = sdp.direction or "sendrecv"
@@ -160,7 +162,8 @@ class SessionDescription:
             if m.connection is not None:
                 out.append(f"c={_format_c(m.connection)}")
             out += [f"{k}={v}" for k, v in m.other_lines if k != "i"]
-            for pt in m.formats:
+            extra = [pt for pt in (*m.rtpmap, *m.fmtp) if pt not in m.formats]
+            for pt in dict.fromkeys([*m.formats, *extra]):
                 if pt in m.rtpmap:
                     name, rate, channels = m.rtpmap[pt]
                     suffix = f"/{channels}" if channels != 1 else ""
