@@ -11,6 +11,7 @@ import pytest
 import yaml
 
 from gateway.config import (
+    Config,
     ConfigError,
     ConfigIssue,
     HostPort,
@@ -49,7 +50,7 @@ lines:
 """
 
 
-def load(text: str, probe: Any = None) -> Any:
+def load(text: str, probe: Any = None) -> Config:
     return load_config_text(textwrap.dedent(text), "office.yaml",
                             route_probe=probe or (lambda toward: None))
 
@@ -109,8 +110,8 @@ def test_defaults_and_derived_values() -> None:
         (r"1\d\d", "local"),
         (".+", "trunk:main"),
     ]
-    assert config.dialplan.route_for("0044123") is not None
-    assert config.dialplan.route_for("0044123").trunk == "main"  # type: ignore[union-attr]
+    route = config.dialplan.route_for("0044123")
+    assert route is not None and route.trunk == "main" and route.rewrite("0044123") == "0044123"
 
 
 def test_public_host_probe_is_asked_toward_first_trunk_and_falls_back_to_loopback() -> None:
