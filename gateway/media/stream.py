@@ -97,6 +97,7 @@ class MediaStream:
         self.frames_resized = 0
         self.remote_changes = 0
         self.dtmf_received = 0
+        self.dtmf_inband = 0
         self._dtmf_sent_before = 0
 
     # ----------------------------------------------------------------- state
@@ -123,7 +124,7 @@ class MediaStream:
 
     @property
     def can_send_dtmf(self) -> bool:
-        """False when the peer took no telephone-event; then digits must go in-band."""
+        """False when the peer took no telephone-event; digits then travel in-band only."""
         return self._dtmf_tx is not None
 
     def _sending(self) -> bool:
@@ -180,10 +181,16 @@ class MediaStream:
             self.frames_dropped += 1
 
     def send_dtmf(self, digit: str, now: float, duration_ms: int = 100) -> None:
-        """Send a digit as RFC 4733 events; the audio for those slots is left out."""
+        """Send a digit as RFC 4733 events; the audio for those slots is left out.
+
+        Without a negotiated telephone-event the digit is only counted: the caller's tones
+        are then already in the audio, which is how such a peer expects them.
+        """
         if self._dtmf_tx is None:
-            raise RuntimeError("the peer did not accept telephone-event; send the digit in-band")
-        self._dtmf_tx.start(digit, now, duration_ms)
+            self.dtmf_inband += 1
+            return
+        if self._sending():
+            self._dtmf_tx.start(digit, now, duration_ms)
 
     def send_due(self, now: float) -> list[bytes]:
         """Datagrams for every send slot that has come due (none while we may not send)."""
@@ -344,5 +351,6 @@ class MediaStream:
             "dtmf_sent": self._dtmf_sent_before
             + (0 if self._dtmf_tx is None else self._dtmf_tx.events_sent),
             "dtmf_received": self.dtmf_received,
+            "dtmf_inband": self.dtmf_inband,
             "remote_changes": self.remote_changes,
         }

@@ -143,11 +143,17 @@ def test_dtmf_digit_arrives_once_and_replaces_the_audio() -> None:
     assert a.stats()["dtmf_sent"] == 2 and b.stats()["dtmf_received"] == 2
 
 
-def test_send_dtmf_without_telephone_event_is_refused() -> None:
-    a = make(dtmf_pt=None)
+def test_dtmf_without_telephone_event_leaves_the_audio_alone() -> None:
+    a = make(dtmf_pt=None, ts=0)
     assert not a.can_send_dtmf
-    with pytest.raises(RuntimeError, match="in-band"):
-        a.send_dtmf("1", 0.0)
+    a.send_dtmf("1", 0.0)
+    sent = []
+    for k in range(8):
+        a.push_frame(tone(697.0, 3000.0, 1)[0])
+        sent += [RtpPacket.parse(p) for p in a.send_due(k * SLOT)]
+    assert [p.payload_type for p in sent] == [0] * 8  # nothing suppressed, no events
+    assert [p.timestamp for p in sent] == [160 * k for k in range(8)]
+    assert a.stats()["dtmf_inband"] == 1 and a.stats()["dtmf_sent"] == 0
 
 
 def test_lost_dtmf_end_is_reported_by_poll() -> None:
