@@ -12,12 +12,16 @@ from typing import Protocol, Sequence
 
 
 class RouteSpec(Protocol):
-    """What the router needs of one configured route."""
+    """What the router needs of one configured route (read-only, so frozen configs fit)."""
 
-    pattern: str
-    to: str
-    strip: int
-    prepend: str
+    @property
+    def pattern(self) -> str: ...
+    @property
+    def to(self) -> str: ...
+    @property
+    def strip(self) -> int: ...
+    @property
+    def prepend(self) -> str: ...
 
 
 @dataclass(frozen=True)
