@@ -261,7 +261,8 @@ class UserAgent:
     # -- outgoing calls --------------------------------------------------------------
 
     def invite(self, *, target_uri: str, from_uri: str, dest: Address, sdp: bytes,
-               account_id: str | None, display_name: str | None, now: float) -> str:
+               account_id: str | None = None, display_name: str | None = None,
+               now: float) -> str:
         """Place a call; returns its Call-ID, the key of every later event and method."""
         call_id = generate_call_id(self.local_host)
         tag = generate_tag()

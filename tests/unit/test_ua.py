@@ -425,3 +425,21 @@ def test_account_registration_through_agent() -> None:
     a.receive_datagram(bytes(make_response(unreg, 200, to_tag="r")), dest, 1.1)
     assert events(a) == [RegistrationStateChanged("trunk", False, "unregistered", None)]
     assert a.registration_state("trunk")["phase"] == "unknown"
+
+
+def test_cancel_requested_early_is_sent_once_when_provisionals_arrive() -> None:
+    a = make_ua(A_ADDR)
+    wire = Wire(a)
+    call_id = start_call(wire, a)
+    (invite,) = wire.sent(A_ADDR, "INVITE")
+    assert isinstance(invite, Request)
+    a.cancel(call_id, 0.1)
+    assert a.datagrams_to_send() == []
+    for status in (100, 180, 183):
+        a.receive_datagram(bytes(make_response(invite, status, to_tag="b1")), B_ADDR, 0.2)
+    cancels = [m for d, _ in a.datagrams_to_send()
+               if isinstance(m := parse_message(d), Request) and m.method == "CANCEL"]
+    assert len(cancels) == 1
+    assert events(a) == []  # no CallProgress for a call being cancelled
+    a.receive_datagram(bytes(make_response(invite, 487, to_tag="b1")), B_ADDR, 0.3)
+    assert events(a) == [CallEnded(call_id, "cancelled", 487)]
