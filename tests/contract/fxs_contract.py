@@ -8,9 +8,9 @@ and override :meth:`FxsContract.pump` if time on the backend is not driven by fr
 from __future__ import annotations
 
 import math
-from contextlib import contextmanager
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import pytest

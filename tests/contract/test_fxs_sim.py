@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import pytest
-
 from collections.abc import Iterator
+
+import pytest
 
 from gateway.dsp.analysis import component_levels, level_dbfs
 from gateway.dsp.tones import ToneGenerator, get_profile
@@ -96,7 +96,10 @@ class TestVirtualPhone:
         self.pump(rig.port, 3.0, ear=ToneGenerator(profile.busy).next_frame)
         report = phone.hears()
         assert report.what == "busy"
-        assert report.dominant_hz in (pytest.approx(480.0, rel=0.01), pytest.approx(620.0, rel=0.01))
+        assert report.dominant_hz in (
+            pytest.approx(480.0, rel=0.01),
+            pytest.approx(620.0, rel=0.01),
+        )
         assert level_dbfs(phone.heard(1.0)) > -25.0
 
     def test_phone_counts_rings_with_their_times(self, rig: Rig) -> None:
