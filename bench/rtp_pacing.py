@@ -32,6 +32,8 @@ from typing import Any
 import numpy as np
 
 from bench.capture import (
+    PACKET_HOST,
+    PACKET_OUTGOING,
     LoopbackCapture,
     PacingStats,
     PortSpan,
@@ -61,6 +63,7 @@ class PacingReport:
     subject: PacingStats
     reference: PacingStats
     notes: list[str] = field(default_factory=list)
+    capture: dict[str, int] = field(default_factory=dict)
 
     def ratios(self) -> dict[str, float | None]:
         """subject/reference for each deviation figure and for |drift|; None if undefined."""
@@ -97,6 +100,7 @@ class PacingReport:
                 k: (round(v, 3) if v is not None else None) for k, v in self.ratios().items()
             },
             "targets": self.targets(),
+            "capture": self.capture,
             "notes": self.notes,
         }
         return json.dumps(doc, allow_nan=False)
@@ -190,6 +194,17 @@ def _capture_notes(cap: LoopbackCapture) -> list[str]:
     return notes
 
 
+def _capture_summary(cap: LoopbackCapture) -> dict[str, int]:
+    """What the capture saw, so a reader can tell that nothing was lost or counted twice."""
+    return {
+        "datagrams_kept": len(cap.datagrams),
+        "frames_outgoing": cap.seen_pkttypes.get(PACKET_OUTGOING, 0),
+        "frames_host": cap.seen_pkttypes.get(PACKET_HOST, 0),
+        "kernel_drops": cap.kernel_drops,
+        "overflow": cap.overflow,
+    }
+
+
 def _stream_stats(stream: RtpStream) -> PacingStats:
     return pacing_stats(stream.arrivals())
 
@@ -233,6 +248,7 @@ def run_peer_only(seconds: float, workdir: Path) -> PacingReport:
         subject=_stream_stats(a),
         reference=_stream_stats(b),
         notes=_capture_notes(cap),
+        capture=_capture_summary(cap),
     )
 
 
@@ -311,6 +327,7 @@ def run_gateway(seconds: float, workdir: Path) -> PacingReport:
         subject=_stream_stats(sent),
         reference=_stream_stats(received),
         notes=_capture_notes(cap),
+        capture=_capture_summary(cap),
     )
 
 
