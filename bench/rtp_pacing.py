@@ -205,14 +205,21 @@ def _capture_summary(cap: LoopbackCapture) -> dict[str, int]:
     }
 
 
-def _stream_stats(stream: RtpStream) -> PacingStats:
-    return pacing_stats(stream.arrivals())
+def _stream_stats(stream: RtpStream, dump_dir: Path | None, label: str) -> PacingStats:
+    arrivals = stream.arrivals()
+    if dump_dir is not None:
+        dump_dir.mkdir(parents=True, exist_ok=True)
+        name = label.replace(" ", "_").replace("->", "-to-")
+        with open(dump_dir / f"{name}.csv", "w") as f:
+            f.write("time_s,seq,timestamp\n")
+            f.writelines(f"{t:.9f},{seq},{ts}\n" for t, seq, ts in arrivals)
+    return pacing_stats(arrivals)
 
 
 # --------------------------------------------------------------------------- the two modes
 
 
-def run_peer_only(seconds: float, workdir: Path) -> PacingReport:
+def run_peer_only(seconds: float, workdir: Path, dump_dir: Path | None = None) -> PacingReport:
     """baresip calls baresip directly: the reference figures, and a check of the bench."""
     from tests.integration.peers.baresip import Baresip
     from tests.integration.peers.ports import free_port, free_sip_port
@@ -245,8 +252,8 @@ def run_peer_only(seconds: float, workdir: Path) -> PacingReport:
         seconds=seconds,
         subject_label="baresip caller->callee",
         reference_label="baresip callee->caller",
-        subject=_stream_stats(a),
-        reference=_stream_stats(b),
+        subject=_stream_stats(a, dump_dir, "baresip caller->callee"),
+        reference=_stream_stats(b, dump_dir, "baresip callee->caller"),
         notes=_capture_notes(cap),
         capture=_capture_summary(cap),
     )
@@ -281,7 +288,7 @@ dialplan:
 """
 
 
-def run_gateway(seconds: float, workdir: Path) -> PacingReport:
+def run_gateway(seconds: float, workdir: Path, dump_dir: Path | None = None) -> PacingReport:
     """The gateway's simulated line 1 calls baresip; both directions are measured."""
     from tests.integration.gateway_proc import GatewayProcess
     from tests.integration.peers.baresip import Baresip
@@ -324,8 +331,8 @@ def run_gateway(seconds: float, workdir: Path) -> PacingReport:
         seconds=seconds,
         subject_label="gateway->baresip",
         reference_label="baresip->gateway",
-        subject=_stream_stats(sent),
-        reference=_stream_stats(received),
+        subject=_stream_stats(sent, dump_dir, "gateway->baresip"),
+        reference=_stream_stats(received, dump_dir, "baresip->gateway"),
         notes=_capture_notes(cap),
         capture=_capture_summary(cap),
     )
@@ -341,15 +348,17 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="measure a baresip->baresip call instead of the gateway")
     parser.add_argument("--keep", action="store_true",
                         help="keep the working directory (configs, logs) and print its path")
+    parser.add_argument("--dump", type=Path, metavar="DIR",
+                        help="also write each stream's (time, seq, timestamp) as CSV into DIR")
     args = parser.parse_args(argv)
     if args.seconds < 2:
         parser.error("--seconds must be at least 2")
     workdir = Path(tempfile.mkdtemp(prefix="bench-rtp-"))
     try:
         if args.peer_only:
-            report = run_peer_only(args.seconds, workdir)
+            report = run_peer_only(args.seconds, workdir, args.dump)
         else:
-            report = run_gateway(args.seconds, workdir)
+            report = run_gateway(args.seconds, workdir, args.dump)
     finally:
         if args.keep:
             print(f"working directory kept: {workdir}", file=sys.stderr)
