@@ -125,17 +125,19 @@ def derive_session_key(
 
     ``kdr`` is the key derivation rate (0 or a power of two up to 2^24); with 0, as SDES
     uses by default, ``index`` plays no part and keys are derived once per session.
-    ``index`` is the 48-bit SRTP index for labels 0-2 and the 31-bit SRTCP index for the
-    SRTCP labels 3-5, whose r is 32 bits wide (RFC 3711 §4.3.2).
+    A non-zero rate is accepted for the SRTP labels 0-2 only: for the SRTCP labels the
+    placement of r (from the 31-bit SRTCP index) differs between published implementations,
+    and nothing we negotiate uses it.
     """
     _check_master(master_key, master_salt)
     if not 0 <= label <= 0xFF:
         raise ValueError(f"key derivation label must be 0..255, got {label}")
     if kdr and (kdr & (kdr - 1) or kdr > 1 << 24):
         raise ValueError(f"key derivation rate must be 0 or a power of two <= 2^24, got {kdr}")
-    r_bits = 32 if LABEL_RTCP_ENCRYPTION <= label <= LABEL_RTCP_SALT else 48
+    if kdr and LABEL_RTCP_ENCRYPTION <= label <= LABEL_RTCP_SALT:
+        raise ValueError(f"key derivation rate {kdr} is not supported for SRTCP label {label}")
     r = index // kdr if kdr else 0
-    key_id = (label << r_bits) | (r & ((1 << r_bits) - 1))
+    key_id = (label << 48) | (r & ((1 << 48) - 1))
     x = key_id ^ int.from_bytes(master_salt, "big")
     return aes_cm_keystream(master_key, (x << 16).to_bytes(16, "big"), length)
 
