@@ -20,7 +20,12 @@ TickCallback = Callable[[float], None]
 
 
 class AudioClock:
-    """Runs registered callbacks once per 20 ms slot with `now = loop.time()`."""
+    """Runs registered callbacks once per 20 ms slot with `now = loop.time()`.
+
+    After a short stall the missed slots are run back to back; each of those catch-up calls
+    gets its slot's deadline as `now` (never later than the loop time), so per-tick work
+    such as "push one frame, send what is due" stays one frame per packet.
+    """
 
     def __init__(
         self,
@@ -90,11 +95,15 @@ class AudioClock:
         self.skipped += schedule.last_skipped
         if slots > 1:
             self.late += slots - 1
-        for _ in range(slots):
+        first = schedule.slot - slots
+        for i in range(slots):
+            # Catch-up slots carry their own deadline as `now`, so a stream that gets one
+            # frame per call also sends one packet per call; the newest slot gets the loop time.
+            slot_now = now if i == slots - 1 else schedule.slot_time(first + i)
             self.ticks += 1
             for callback in tuple(self._callbacks):
                 try:
-                    callback(now)
+                    callback(slot_now)
                 except Exception:
                     self.errors += 1
                     log.exception("audio tick callback %r failed", callback)

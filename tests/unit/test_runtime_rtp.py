@@ -77,10 +77,31 @@ def test_clock_catches_up_short_stalls_and_skips_long_ones() -> None:
     loop.fire_next()  # slot 0 on time
     loop.fire_next(0.050)  # slot 1 fired at 70 ms: slots 1, 2, 3 are due
     assert len(calls) == 4 and clock.late == 2
+    # catch-up calls carry their own slot times; the newest gets the loop's time
+    assert calls[1:] == [pytest.approx(0.020), pytest.approx(0.040), pytest.approx(0.070)]
     assert loop.handles[-1].when == pytest.approx(0.080)
     loop.fire_next(1.0)  # slot 4 fired at 1.08 s: slots 4..54 are due; run one, skip 50
     assert len(calls) == 5 and clock.skipped == 50
     assert loop.handles[-1].when == pytest.approx(1.100)
+
+
+def test_stream_on_the_clock_keeps_one_frame_per_packet_through_a_stall() -> None:
+    loop = FakeLoop(0.0)
+    clock = AudioClock(loop)  # type: ignore[arg-type]
+    media = stream(("127.0.0.1", 9), 1)
+    sent: list[bytes] = []
+    voice = b"\x10\x00" * 160  # not silence, so a stand-in silence packet would show
+
+    def tick(now: float) -> None:
+        media.push_frame(voice)
+        sent.extend(media.send_due(now))
+
+    clock.add(tick)
+    clock.start()
+    for lateness in (0.0, 0.0, 0.065, 0.0, 0.031, 0.0, 0.0):
+        loop.fire_next(lateness)
+    assert len(sent) == clock.ticks
+    assert media.stats()["frames_missing"] == 0 and media.stats()["frames_dropped"] == 0
 
 
 def test_clock_survives_a_failing_callback_and_stops_cleanly() -> None:
