@@ -420,11 +420,13 @@ class ToneClassifier:
                 return label
             return "silence"
         # Collect the run of bursts with this label and the gaps between them.
+        # A finished blip too short to analyse (a click, the tail of call audio) ends the
+        # run too: it belongs to no cadence.
         run: list[_Segment] = []
         for seg in reversed(segs):
             if seg.on:
                 seg_label = self._label_of(seg)
-                if seg_label is not None and seg_label != label:
+                if seg_label != label and (seg_label is not None or seg is not cur):
                     break
             run.append(seg)
         run.reverse()

@@ -138,3 +138,12 @@ def test_nonprofile_frequency_with_dial_cadence_is_just_a_tone() -> None:
     cl = ToneClassifier(get_profile("DE"))
     seq = _feed(cl, ToneGenerator(ToneSpec((600.0,))).generate(2.0))
     assert seq[-1] == "tone"
+
+
+def test_click_before_a_cadenced_tone_does_not_hide_it() -> None:
+    profile = get_profile("US")
+    cl = ToneClassifier(profile)
+    click = _sine(1000.0, 0.04, 8000.0)  # two frames: too short to analyse
+    _feed(cl, bytes(1600) + click + bytes(2 * 8000 * 3 // 10))
+    seq = _feed(cl, ToneGenerator(profile.busy).generate(3.0))
+    assert seq[-1] == "busy"
