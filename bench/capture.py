@@ -217,11 +217,17 @@ class LoopbackCapture:
         assert sock is not None
         anc_size = socket.CMSG_SPACE(_TIMESPEC.size)
         try:
-            while not self._stop.is_set():
+            while True:
+                if self._stop.is_set():
+                    # Drain what is already queued, then end: on "lo" a datagram is queued
+                    # here before the sender's sendto() returns, so stop() misses nothing.
+                    sock.setblocking(False)
                 try:
                     frame, ancdata, _flags, addr = sock.recvmsg(65535, anc_size)
                 except TimeoutError:
                     continue
+                except BlockingIOError:
+                    break
                 pkttype = addr[2]
                 self.seen_pkttypes[pkttype] += 1
                 if pkttype != PACKET_OUTGOING:

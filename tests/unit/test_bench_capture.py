@@ -18,7 +18,10 @@ if _ROOT not in sys.path:
     sys.path.insert(0, _ROOT)
 
 from bench.capture import (  # noqa: E402
+    PACKET_HOST,
+    PACKET_OUTGOING,
     Arrival,
+    LoopbackCapture,
     UdpDatagram,
     group_rtp_streams,
     pacing_stats,
@@ -190,3 +193,39 @@ def test_sdp_audio_ports_only_from_the_given_sip_port() -> None:
     assert sdp_audio_ports(datagrams, 5070) == {20042}
     assert sdp_audio_ports(datagrams, 5080) == {20100}
     assert sdp_audio_ports(datagrams, 9999) == set()
+
+
+# ----------------------------------------------------------------------- live loopback
+
+
+def test_loopback_capture_keeps_each_datagram_once_with_kernel_times() -> None:
+    """Real AF_PACKET capture on "lo" (needs root): each datagram once, in order, filtered."""
+    try:
+        probe = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, 0)
+        probe.close()
+    except (PermissionError, AttributeError):
+        pytest.skip("AF_PACKET capture needs root or CAP_NET_RAW on Linux")
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as rx, \
+            socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as tx, \
+            socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as other:
+        rx.bind(("127.0.0.1", 0))
+        tx.bind(("127.0.0.1", 0))
+        other.bind(("127.0.0.1", 0))
+        rx_port = rx.getsockname()[1]
+        tx_port = tx.getsockname()[1]
+        cap = LoopbackCapture([(rx_port, rx_port)])
+        cap.start()
+        try:
+            for i in range(3):
+                tx.sendto(b"rtp-%d" % i, ("127.0.0.1", rx_port))
+            other.sendto(b"not-for-us", ("127.0.0.1", tx_port))  # neither port in range
+        finally:
+            cap.stop()
+    got = cap.datagrams
+    assert [d.payload for d in got] == [b"rtp-0", b"rtp-1", b"rtp-2"]
+    assert {(d.sport, d.dport) for d in got} == {(tx_port, rx_port)}
+    times = [d.time for d in got]
+    assert times == sorted(times) and times[0] >= 0.0
+    # Both copies of each datagram reach the packet socket on "lo"; one is kept.
+    assert cap.seen_pkttypes[PACKET_OUTGOING] >= 3 and cap.seen_pkttypes[PACKET_HOST] >= 3
+    assert cap.kernel_drops == 0 and cap.overflow == 0
