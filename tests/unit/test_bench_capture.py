@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 import socket
 import struct
@@ -22,12 +23,14 @@ from bench.capture import (  # noqa: E402
     PACKET_OUTGOING,
     Arrival,
     LoopbackCapture,
+    PacingStats,
     UdpDatagram,
     group_rtp_streams,
     pacing_stats,
     parse_udp_frame,
     sdp_audio_ports,
 )
+from bench.rtp_pacing import PacingReport  # noqa: E402
 from gateway.media.rtp import RtpPacket  # noqa: E402
 
 RATE = 8000
@@ -229,3 +232,34 @@ def test_loopback_capture_keeps_each_datagram_once_with_kernel_times() -> None:
     # Both copies of each datagram reach the packet socket on "lo"; one is kept.
     assert cap.seen_pkttypes[PACKET_OUTGOING] >= 3 and cap.seen_pkttypes[PACKET_HOST] >= 3
     assert cap.kernel_drops == 0 and cap.overflow == 0
+
+
+# ----------------------------------------------------------------------- the report
+
+
+def _stats(p99: float, drift: float, p50: float = 0.5) -> PacingStats:
+    return PacingStats(3000, 60.0, 2999, 0, p50, p99, p99 * 2, drift)
+
+
+def test_report_targets_ratios_and_json() -> None:
+    report = PacingReport("gateway", 60.0, "gateway->baresip", "baresip->gateway",
+                          _stats(2.0, -49.0), _stats(4.0, 10.0))
+    assert report.targets() == {"p99_not_worse_than_baresip": True, "drift_under_50ppm": True}
+    assert report.ratios()["p99"] == pytest.approx(0.5)
+    assert report.ratios()["drift"] == pytest.approx(4.9)
+    worse = PacingReport("gateway", 60.0, "g", "b", _stats(4.1, 51.0), _stats(4.0, 0.0))
+    assert worse.targets() == {"p99_not_worse_than_baresip": False, "drift_under_50ppm": False}
+    assert worse.ratios()["drift"] is None  # reference drift exactly 0: no ratio
+    assert "NOT met" in worse.table()
+    doc = json.loads(report.as_json())
+    assert doc["streams"]["gateway->baresip"]["p99_ms"] == 2.0
+    assert doc["ratio"]["p99"] == 0.5
+
+
+def test_report_without_intervals_prints_null_not_nan() -> None:
+    empty = PacingStats(2, 0.04, 0, 1, math.nan, math.nan, math.nan, 0.0)
+    report = PacingReport("peer-only", 60.0, "a", "b", empty, _stats(1.0, 1.0))
+    assert report.targets() is None
+    doc = json.loads(report.as_json())
+    assert doc["streams"]["a"]["p99_ms"] is None
+    assert doc["ratio"]["p99"] is None
