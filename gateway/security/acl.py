@@ -227,8 +227,7 @@ class SourceAcl:
         note = ""
         if wrong_port is not None:
             note = (
-                f"address of trunk {wrong_port.trunk} but from port {port}, "
-                f"not {wrong_port.port}; "
+                f"address of trunk {wrong_port.trunk} but from port {port}, not {wrong_port.port}; "
             )
         if self.local_networks is None:
             return AclDecision("authenticate", f"{note}not a trunk: local user must authenticate")

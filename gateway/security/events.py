@@ -139,8 +139,7 @@ def format_event(kind: str, src_ip: str, src_port: int, **fields: FieldValue) ->
             raise ValueError(f"field {key!r}: secrets must never be written to the log")
         if value is not None and not isinstance(value, str | int | float | bool):
             raise ValueError(
-                f"field {key!r}: expected str, int, float, bool or None, "
-                f"got {type(value).__name__}"
+                f"field {key!r}: expected str, int, float, bool or None, got {type(value).__name__}"
             )
         parts.append(_render(key, value))
     return " ".join(parts)

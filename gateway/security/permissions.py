@@ -137,8 +137,10 @@ class TargetPolicy:
     def __post_init__(self) -> None:
         if not self.target:
             raise ValueError("target: expected a route target name such as 'gsm'")
-        if isinstance(self.sources, str) or isinstance(self.allow, str) or isinstance(
-            self.deny, str
+        if (
+            isinstance(self.sources, str)
+            or isinstance(self.allow, str)
+            or isinstance(self.deny, str)
         ):
             raise ValueError(
                 f"policy {self.target!r}: sources, allow and deny must be lists, not a string"
@@ -231,9 +233,7 @@ class Permissions:
             return Denied(target, "number", f"{why} on {target}")
         active = self._active.get(policy.target, 0)
         if policy.max_calls is not None and active >= policy.max_calls:
-            return Denied(
-                target, "busy", f"{target} at its limit of {policy.max_calls} calls", 503
-            )
+            return Denied(target, "busy", f"{target} at its limit of {policy.max_calls} calls", 503)
         return Allowed(target, number)
 
     def admit(self, call_id: str, source: CallSource, number: str, target: str) -> Decision:
