@@ -245,7 +245,11 @@ def test_incoming_call_cancelled_before_answer(
     bob.hangup()  # CANCEL before answer
     bob.wait_for_event("CALL_CLOSED", timeout=10)
     gw.wait_until("ringing stopped", lambda: gw.line("1")["state"] == "idle" and not gw.line("1")["ringing"], timeout=5)
-    gw.wait_until("487 seen at the trunk", lambda: 487 in trunk.reply_codes("INVITE"), timeout=5)
+    gw.wait_until(
+        "487 relayed by the trunk",
+        lambda: 487 in [e.code for e in trunk.events("relayed", "INVITE")],
+        timeout=5,
+    )
     assert not gw.status()["calls"]
 
 
