@@ -7,8 +7,9 @@ target is reachable (registered, trunk healthy) is decided by the caller.
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Protocol, Sequence
+from typing import Protocol
 
 
 class RouteSpec(Protocol):

@@ -15,7 +15,8 @@ from typing import TYPE_CHECKING, Any
 from gateway.runtime.control import ControlError
 
 if TYPE_CHECKING:
-    from gateway.runtime.app import Gateway, LinePort
+    from gateway.runtime.app import Gateway
+    from gateway.runtime.ports import LinePort
 
 
 class ControlCommandError(ControlError):
