@@ -23,6 +23,7 @@ required=(
   pkg-config
   iproute2        # network namespaces for WAN-failure tests
   nftables        # packet loss between those namespaces
+  fail2ban        # fail2ban-regex checks the security filter (tests/unit/test_fail2ban_filter.py)
 )
 optional=()
 dry_run=0
