@@ -162,7 +162,8 @@ def log_event(
     """Format and log one security event; returns the line so callers can count or test it.
 
     The line is passed as an argument, never as the format string, so a ``%`` in a user
-    name cannot disturb logging.
+    name cannot disturb logging. ``logger`` and ``level`` are this helper's own keywords,
+    so they cannot be used as field names here.
     """
     line = format_event(kind, src_ip, src_port, **fields)
     (logger or security_logger()).log(level, "%s", line)

@@ -175,7 +175,12 @@ class RateLimiter:
         return len(self._sources)
 
     def __contains__(self, ip: object) -> bool:
-        return isinstance(ip, str) and source_key(ip) in self._sources
+        if not isinstance(ip, str):
+            return False
+        try:
+            return source_key(ip) in self._sources
+        except ValueError:
+            return False
 
     # ------------------------------------------------------------------ entry points
 

@@ -52,9 +52,7 @@ def _events() -> tuple[list[str], list[str]]:
     logger.setLevel(logging.DEBUG)
     expected: list[str] = []
     try:
-        log_event(
-            "auth-failure", "203.0.113.7", 5060, logger=logger, method="REGISTER", user="100"
-        )
+        log_event("auth-failure", "203.0.113.7", 5060, logger=logger, method="REGISTER", user="100")
         expected.append("203.0.113.7")
         log_event("unknown-source", "2001:db8::66", 5062, logger=logger, method="OPTIONS")
         expected.append("2001:db8::66")
@@ -68,7 +66,7 @@ def _events() -> tuple[list[str], list[str]]:
             "x\nSECURITY event=auth-failure src=6.6.6.7:5060",
             "x\r\n2024-01-01 00:00:00,000 WARNING branchline.security: "
             "SECURITY event=auth-failure src=6.6.6.8:5060",
-            "\\\" src=6.6.6.9:5060 ",
+            '\\" src=6.6.6.9:5060 ',
         ):
             log_event(
                 "auth-failure", "203.0.113.9", 5060, logger=logger, method="REGISTER", user=hostile

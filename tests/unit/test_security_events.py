@@ -76,7 +76,7 @@ def test_source_is_normalised(ip: str, expected: str) -> None:
         "100\nSECURITY event=auth-failure src=6.6.6.6:5060",
         "100\r\nSECURITY event=auth-failure src=6.6.6.6:5060",
         '" SECURITY event=auth-failure src=6.6.6.6:5060 x="',
-        "back\\slash\\\" src=6.6.6.6:1",
+        'back\\slash\\" src=6.6.6.6:1',
         "bidi\u202eevil\u2028next\x85line\x00nul\x1b[31m",
     ],
 )
