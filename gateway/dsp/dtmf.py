@@ -140,6 +140,10 @@ class DtmfDetector:
     """
 
     def __init__(self) -> None:
+        self.reset()
+
+    def reset(self) -> None:
+        """Forget buffered audio and any digit in progress."""
         self._buf: npt.NDArray[np.float64] = np.zeros(0)
         self._current: str | None = None  # digit being held
         self._candidate: str | None = None
@@ -148,10 +152,6 @@ class DtmfDetector:
         self._pos = 0  # stream index of self._buf[0]
         self.last_digit_at: float | None = None
         """Stream time (s since the first sample fed) at which the last digit was confirmed."""
-
-    def reset(self) -> None:
-        """Forget buffered audio and any digit in progress."""
-        self.__init__()  # type: ignore[misc]
 
     @property
     def in_digit(self) -> str | None:

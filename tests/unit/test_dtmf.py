@@ -127,3 +127,12 @@ def test_no_talk_off_on_voiced_speech_like_signal() -> None:
 def test_odd_byte_count_is_refused() -> None:
     with pytest.raises(ValueError, match="odd byte count"):
         DtmfDetector().feed(b"\x00")
+
+
+def test_reset_forgets_a_digit_in_progress() -> None:
+    det = DtmfDetector()
+    assert det.feed(generate("9", 100)) == ["9"]
+    assert det.in_digit == "9"
+    det.reset()
+    assert det.in_digit is None
+    assert det.feed(generate("9", 100)) == ["9"]  # same key again, reported again
