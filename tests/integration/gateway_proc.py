@@ -21,12 +21,14 @@ from gateway.runtime.control import ControlClient, ControlError
 class GatewayProcess:
     """One `branchline run --config FILE` child process with its own state and socket."""
 
-    def __init__(self, tmpdir: Path, config_text: str, name: str = "gw") -> None:
+    def __init__(self, tmpdir: Path, config_text: str | None, name: str = "gw") -> None:
         self.dir = tmpdir / name
         self.dir.mkdir(parents=True, exist_ok=True)
         self.control_path = str(self.dir / "control.sock")
         self.config_path = self.dir / "branchline.yaml"
-        self.config_path.write_text(config_text)
+        if config_text is not None:
+            self.config_path.write_text(config_text)
+        self.use_default = config_text is None
         self.log_path = self.dir / "branchline.log"
         self._proc: subprocess.Popen[bytes] | None = None
         self._log: Any = None
@@ -34,8 +36,9 @@ class GatewayProcess:
     def start(self, timeout: float = 15.0) -> None:
         self._log = open(self.log_path, "ab")
         env = dict(os.environ, PYTHONUNBUFFERED="1")
+        config = [] if self.use_default else ["--config", str(self.config_path)]
         self._proc = subprocess.Popen(
-            [sys.executable, "-m", "gateway.cli", "run", "--config", str(self.config_path),
+            [sys.executable, "-m", "gateway.cli", "run", *config,
              "--control", self.control_path, "--log-level", "debug"],
             stdout=self._log, stderr=subprocess.STDOUT, env=env,
         )
