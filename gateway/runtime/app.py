@@ -157,7 +157,10 @@ class Gateway:
         self._pump()
 
     def _add_line(self, lc: LineConfig, profile: Any, digit_map: DigitMap) -> None:
-        port = create_fxs(lc.backend, lc.name, dict(lc.options))
+        options = dict(lc.options)
+        if lc.backend == "sim":
+            options.setdefault("country", self.config.gateway.country)
+        port = create_fxs(lc.backend, lc.name, options)
         line = FxsLine(lc.name, digit_map=digit_map, ring_cadence=tuple(profile.ring_cadence))
         lp = LinePort(lc.name, lc.number, lc, port, line, profile)
         self.lines[lc.name] = lp

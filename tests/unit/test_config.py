@@ -86,7 +86,7 @@ def test_embedded_default_has_two_sim_phones_on_loopback() -> None:
     assert config.sip.public_host == "127.0.0.1"
     assert config.gateway.control_socket == s.DEFAULT_CONTROL_SOCKET
     assert [(r.pattern, r.to) for r in config.dialplan.routes] == [(r"1\d\d", "local")]
-    assert config.dialplan.digit_map == s.DEFAULT_DIGIT_MAP
+    assert config.dialplan.digit_map == "(1xx)"  # local extensions dial at once
 
 
 def test_defaults_and_derived_values() -> None:
