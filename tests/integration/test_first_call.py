@@ -270,3 +270,22 @@ def test_registrar_outage_is_reported_and_recovered(
     assert trunk.registered(LINE_USER)
     print(f"outage detected after {took_down:.1f} s; re-registered {back:.2f} s after return")
     assert not math.isnan(back)
+
+
+def test_sigterm_sends_bye_and_unregisters(
+    setup: tuple[KamailioTrunk, GatewayProcess], baresip_factory: BaresipFactory
+) -> None:
+    trunk, gw = setup
+    bob = baresip_factory("300", trunk=trunk, password="bob-pass-300", tone=1000, answer_mode="auto")
+    bob.wait_registered()
+    gw.wait_until("line 1 registered", lambda: gw.registered("1"), timeout=10)
+    gw.phone("1", "offhook")
+    gw.phone("1", "dial", digits="300")
+    bob.wait_for_event("CALL_ESTABLISHED", timeout=15)
+    gw.wait_until("call connected", lambda: gw.line("1")["state"] == "connected", timeout=10)
+    assert gw.stop() == 0
+    # Without Record-Route the BYE goes straight to baresip's Contact: it closing the call
+    # it never hung up is the proof.
+    closed = bob.wait_for_event("CALL_CLOSED", timeout=5)
+    print("baresip saw:", closed)
+    assert not trunk.registered(LINE_USER), "binding still present after SIGTERM"
