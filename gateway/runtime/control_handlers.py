@@ -65,6 +65,7 @@ def status(gw: Gateway) -> dict[str, Any]:
             for lp in gw.lines.values()
         ],
         "calls": [c.describe(now) for c in gw.calls.values()],
+        "sip": dict(gw.ua.stats) if gw.ua is not None else {},
     }
 
 
@@ -86,6 +87,21 @@ def _phone(lp: LinePort) -> Any:
             "virtual handset to drive"
         )
     return phone
+
+
+def _tone_frequencies(lp: LinePort, phone: Any) -> list[float]:
+    """Which of the country's call-progress frequencies the handset hears (e.g. 350 + 440)."""
+    from gateway.dsp.analysis import dominant_frequency, frequencies_present
+
+    pcm = phone.heard(0.2)
+    if not pcm:
+        return []
+    candidates = sorted({f for spec in lp.profile.tones().values() for f in spec.frequencies})
+    found = list(frequencies_present(pcm, candidates))
+    if not found:
+        dominant = dominant_frequency(pcm)
+        return [round(dominant, 1)] if dominant else []
+    return [round(f, 1) for f in found]
 
 
 def line_state(gw: Gateway, lp: LinePort) -> dict[str, Any]:
@@ -110,6 +126,7 @@ async def phone(gw: Gateway, request: dict[str, Any]) -> dict[str, Any]:
     ph = _phone(lp)
     if action == "offhook":
         ph.off_hook()
+        await asyncio.sleep(0.05)  # let the hook debounce settle so the reply shows dial tone
     elif action == "onhook":
         ph.on_hook()
     elif action == "flash":
@@ -125,6 +142,7 @@ async def phone(gw: Gateway, request: dict[str, Any]) -> dict[str, Any]:
         ph.dial(digits, mode=mode)
     elif action == "hears":
         report = _jsonable(ph.hears())
+        report["frequencies"] = _tone_frequencies(lp, ph)
         return {"line": lp.name, **report}
     elif action == "play":
         path = Path(str(request.get("path", "")))
