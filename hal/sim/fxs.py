@@ -12,7 +12,12 @@ Options (all optional):
 - ``clock``: "monotonic" (default; edge times are time.monotonic(), as on hardware) or
   "frames" (edge times are the phone's frame clock: exact and deterministic, for tests);
 - ``time_origin``: start of the frame clock (default 0.0);
-- ``shk_pin``, ``rm_pin``, ``fr_pin``: mock pin numbers (default 17, 27, 22).
+- ``shk_pin``, ``rm_pin``, ``fr_pin``: mock pin numbers (default 17, 27, 22);
+- ``auto_answer_ms``: the phone goes off-hook this long after ringing starts, with nobody
+  at the control socket (load tests, benchmarks); off when absent or null;
+- ``auto_hangup_ms``: an auto-answered call is hung up this long after the answer. Without
+  it the phone stays off-hook until it hears dial, busy or reorder tone, i.e. until the far
+  end has hung up.
 """
 
 from __future__ import annotations
@@ -27,7 +32,17 @@ from hal.gpio.mock import ObservableMockPin, mock_factory
 from hal.sim.phone import VirtualPhone
 from hal.slic.ag1171 import Ag1171Fxs
 
-_KNOWN = {"country", "ring_hz", "clock", "time_origin", "shk_pin", "rm_pin", "fr_pin"}
+_KNOWN = {
+    "country",
+    "ring_hz",
+    "clock",
+    "time_origin",
+    "shk_pin",
+    "rm_pin",
+    "fr_pin",
+    "auto_answer_ms",
+    "auto_hangup_ms",
+}
 
 
 class SimFxs(Ag1171Fxs):
@@ -56,6 +71,11 @@ class SimFxs(Ag1171Fxs):
         )
         self.phone = phone
         """The virtual handset on this port."""
+        answer_ms = _optional_ms(name, "auto_answer_ms", opts.get("auto_answer_ms"))
+        hangup_ms = _optional_ms(name, "auto_hangup_ms", opts.get("auto_hangup_ms"))
+        if hangup_ms is not None and answer_ms is None:
+            raise HalError(f"sim FXS {name}: auto_hangup_ms needs auto_answer_ms")
+        phone.set_auto_answer(answer_ms, hangup_ms)
         clock: Callable[[], float] = phone.clock if clock_kind == "frames" else time.monotonic
         super().__init__(
             name,
@@ -72,3 +92,12 @@ class SimFxs(Ag1171Fxs):
         pin = self.pin_factory.pin(number)
         assert isinstance(pin, ObservableMockPin)
         return pin
+
+
+def _optional_ms(name: str, key: str, value: Any) -> float | None:
+    """A non-negative millisecond option, or None when absent."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
+        raise HalError(f"sim FXS {name}: {key} {value!r}, expected milliseconds >= 0 or null")
+    return float(value)

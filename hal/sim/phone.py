@@ -33,6 +33,12 @@ PULSE_MAKE_MS = 40
 PULSE_INTERDIGIT_MS = 600
 HISTORY_S = 30.0
 """How much earpiece audio :meth:`VirtualPhone.heard` can return."""
+ALERT_GAP_S = 6.0
+"""A ring that ended this recently still counts as "being called" for auto-answer
+(longer than any country's silent interval in the ring cadence)."""
+AUTO_HANGUP_ON = frozenset({"dial", "stutter", "busy", "reorder"})
+"""What an auto-answered phone hangs up on hearing: the line offers anything but the call
+(the far end hung up, or the caller gave up before the answer)."""
 
 
 class PhoneError(Exception):
@@ -68,6 +74,12 @@ class VirtualPhone:
         self._history: deque[bytes] = deque(maxlen=int(HISTORY_S / _FRAME_S))
         self._classifier = ToneClassifier(self.profile)
         self._ringing = False
+        self._auto_answer_s: float | None = None
+        self._auto_hangup_s: float | None = None
+        self._auto_due: tuple[float, Callable[[], None]] | None = None
+        self._auto_call = False
+        self.auto_answered = 0
+        """Calls this phone answered by itself (see :meth:`set_auto_answer`)."""
         self.ring_count = 0
         """Ring bursts since the handset was last hung up."""
         self.rings: list[tuple[float, float | None]] = []
@@ -92,10 +104,23 @@ class VirtualPhone:
         return self.now
 
     def _advance_to(self, t: float) -> None:
-        while self._events and self._events[0][0] <= t + 1e-9:
-            at, _, action = heapq.heappop(self._events)
-            self._t = max(self._t, at)
-            action()
+        while True:
+            event_at = self._events[0][0] if self._events else None
+            auto_at = self._auto_due[0] if self._auto_due is not None else None
+            if auto_at is not None and auto_at <= t + 1e-9 and (
+                event_at is None or auto_at < event_at
+            ):
+                assert self._auto_due is not None
+                at, auto_action = self._auto_due
+                self._auto_due = None
+                self._t = max(self._t, at)
+                auto_action()
+            elif event_at is not None and event_at <= t + 1e-9:
+                at, _, action = heapq.heappop(self._events)
+                self._t = max(self._t, at)
+                action()
+            else:
+                break
         self._t = max(self._t, t)
 
     def _schedule(self, at: float, action: Callable[[], None]) -> None:
@@ -133,6 +158,8 @@ class VirtualPhone:
     def on_hook(self) -> None:
         """Hang up: drop pending dialling and playback."""
         self._events.clear()
+        self._auto_due = None
+        self._auto_call = False
         self._dial_pcm.clear()
         self._pulse_until = 0.0
         self._player = None
@@ -258,6 +285,12 @@ class VirtualPhone:
         self._advance_to(max(self._mouth_n, self._ear_n) * _FRAME_S)
         self._history.append(frame)
         self._classifier.feed(frame if self.off_hook_now else SILENCE_FRAME)
+        if (
+            self._auto_call
+            and self.off_hook_now
+            and self._classifier.classify() in AUTO_HANGUP_ON
+        ):
+            self.on_hook()
         if self._record is not None:
             path, need, frames = self._record
             frames.append(frame)
@@ -306,8 +339,54 @@ class VirtualPhone:
         if ringing:
             self.ring_count += 1
             self.rings.append((self.now, None))
+            if (
+                self._auto_answer_s is not None
+                and not self.off_hook_now
+                and self._auto_due is None
+            ):
+                self._auto_due = (self._t + self._auto_answer_s, self._auto_answer)
         elif self.rings and self.rings[-1][1] is None:
             self.rings[-1] = (self.rings[-1][0], self.now)
+
+    # -- auto-answer --------------------------------------------------------------------
+
+    def set_auto_answer(self, answer_ms: float | None, hangup_ms: float | None = None) -> None:
+        """Answer by itself ``answer_ms`` after ringing starts, so load tests and benches can
+        call the line without anyone driving the handset. An auto-answered call ends when
+        the phone hears dial, busy or reorder tone (the far end hung up), or ``hangup_ms``
+        after the answer if given. ``answer_ms=None`` turns it off."""
+        for label, value in (("answer_ms", answer_ms), ("hangup_ms", hangup_ms)):
+            if value is not None and value < 0:
+                raise ValueError(f"auto-answer {label}: {value}, expected >= 0 or None")
+        self._auto_answer_s = None if answer_ms is None else answer_ms / 1000.0
+        self._auto_hangup_s = None if hangup_ms is None else hangup_ms / 1000.0
+        if self._auto_answer_s is None:
+            self._auto_due = None
+        elif self._ringing and not self.off_hook_now and self._auto_due is None:
+            self._auto_due = (self._t + self._auto_answer_s, self._auto_answer)
+
+    @property
+    def auto_answer(self) -> tuple[float | None, float | None]:
+        """(answer_ms, hangup_ms) as set by :meth:`set_auto_answer`; (None, None) when off."""
+        a, h = self._auto_answer_s, self._auto_hangup_s
+        return (None if a is None else a * 1000.0, None if h is None else h * 1000.0)
+
+    def _being_called(self) -> bool:
+        if self._ringing:
+            return True
+        if not self.rings:
+            return False
+        end = self.rings[-1][1]
+        return end is not None and self.now - end <= ALERT_GAP_S
+
+    def _auto_answer(self) -> None:
+        if self.off_hook_now or self._auto_answer_s is None or not self._being_called():
+            return
+        self.off_hook()
+        self._auto_call = True
+        self.auto_answered += 1
+        if self._auto_hangup_s is not None:
+            self._auto_due = (self._t + self._auto_hangup_s, self.on_hook)
 
     def is_ringing(self) -> bool:
         """Ring voltage present: RM high and F/R toggling."""
@@ -329,5 +408,6 @@ class VirtualPhone:
             "dialing": self.dialing,
             "playing": self._player is not None,
             "recording": self._record is not None,
+            "auto_answered": self.auto_answered,
             "now": self.now,
         }
