@@ -3,6 +3,11 @@
 The runtime feeds it mouthpiece frames and received datagrams, asks it every 20 ms which
 packets are due, and pulls earpiece frames; it never touches a socket or a clock. This is
 what makes a whole call's media path testable with a list of `now` values.
+
+With an :class:`~gateway.media.secure.SrtpPair` the stream speaks SRTP: every packet out
+is protected (RTCP with SRTCP), every packet in is authenticated and replay-checked before
+anything else looks at it, so a forged or replayed packet can neither play nor move the
+latched remote address. Dropped packets are counted per reason in :meth:`stats`.
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ from gateway.dsp import FRAME_BYTES, FRAME_SAMPLES, SAMPLE_RATE, SILENCE_FRAME, 
 from gateway.media.jitterbuffer import JitterBuffer
 from gateway.media.quality import ReceiveStats, mos, r_factor
 from gateway.media.rtp import RtpError, RtpPacket, is_rtcp
+from gateway.media.secure import DROP_REASONS, SrtpError, SrtpPair
 from gateway.media.session import PacingSchedule, RtpSender
 from gateway.media.telephone_event import DigitReceived, DtmfReceiver, DtmfSender
 
@@ -66,6 +72,7 @@ class MediaStream:
         timestamp: int,
         now: float,
         latch: bool = True,
+        srtp: SrtpPair | None = None,
     ) -> None:
         self._codec = _check_codec(codec)
         self._sender = RtpSender(ssrc, payload_type, seq=seq, timestamp=timestamp)
@@ -99,6 +106,11 @@ class MediaStream:
         self.dtmf_received = 0
         self.dtmf_inband = 0
         self._dtmf_sent_before = 0
+        self._srtp = srtp
+        self.srtp_dropped: dict[str, int] = dict.fromkeys(DROP_REASONS, 0)
+        self.srtcp_dropped: dict[str, int] = dict.fromkeys(DROP_REASONS, 0)
+        self.srtp_protect_failed = 0
+        self.srtp_rekeys = 0
 
     # ----------------------------------------------------------------- state
 
@@ -121,6 +133,11 @@ class MediaStream:
     def ssrc(self) -> int:
         """Our SSRC, for RTCP and the call record."""
         return self._sender.ssrc
+
+    @property
+    def srtp(self) -> SrtpPair | None:
+        """The SRTP contexts in use, or None for plain RTP."""
+        return self._srtp
 
     @property
     def can_send_dtmf(self) -> bool:
@@ -166,6 +183,18 @@ class MediaStream:
         self._remote = remote_addr
         self._latched = False
         self._candidate = None
+
+    def set_srtp(self, srtp: SrtpPair | None) -> None:
+        """Apply a re-INVITE's SDES outcome: same keys keep the running contexts.
+
+        Replacing a context on the same keys would restart its packet index and reuse
+        keystream, so only a real key change (or a switch to/from plain RTP) swaps them.
+        """
+        if srtp is not None and srtp.same_keys(self._srtp):
+            return
+        if srtp is not self._srtp:
+            self.srtp_rekeys += 1
+        self._srtp = srtp
 
     # ----------------------------------------------------------------- sending
 
@@ -223,9 +252,35 @@ class MediaStream:
                 payload = g711.encode(frame, self._codec)
             out.append(self._sender.packetize(payload, FRAME_SAMPLES, marker=self._marker_next))
             self._marker_next = False
+        if self._srtp is not None:
+            out = self._protect_all(out)
         self.packets_sent += len(out)
         self.bytes_sent += sum(len(p) for p in out)
         return out
+
+    def _protect_all(self, packets: list[bytes]) -> list[bytes]:
+        assert self._srtp is not None
+        protected: list[bytes] = []
+        for packet in packets:
+            try:
+                protected.append(self._srtp.send.protect(packet))
+            except SrtpError:
+                self.srtp_protect_failed += 1  # never send what we could not protect
+        return protected
+
+    def protect_rtcp(self, rtcp: bytes) -> bytes | None:
+        """An RTCP packet ready for the wire: SRTCP when the call is secure.
+
+        None when it cannot be protected (SRTCP index used up): plain RTCP must then not go
+        out either.
+        """
+        if self._srtp is None:
+            return rtcp
+        try:
+            return self._srtp.send.protect_rtcp(rtcp)
+        except SrtpError:
+            self.srtp_protect_failed += 1
+            return None
 
     def next_deadline(self) -> float:
         """When send_due() (or poll()) next has work: the next 20 ms slot at the latest."""
@@ -239,10 +294,23 @@ class MediaStream:
         """Take one datagram from the RTP port; returns digits and address changes."""
         events: list[MediaEvent] = list(self.poll(now))
         if is_rtcp(data):
+            if self._srtp is not None:
+                try:
+                    self._srtp.receive.unprotect_rtcp(data)
+                except SrtpError as exc:
+                    self.srtcp_dropped[exc.reason] += 1
+                    return events
             self.rtcp_received += 1
             return events
+        plain = data
+        if self._srtp is not None:
+            try:
+                plain = self._srtp.receive.unprotect(data)
+            except SrtpError as exc:
+                self.srtp_dropped[exc.reason] += 1
+                return events
         try:
-            packet = RtpPacket.parse(data)
+            packet = RtpPacket.parse(plain)
         except RtpError:
             self.dropped_malformed += 1
             return events
@@ -353,4 +421,9 @@ class MediaStream:
             "dtmf_received": self.dtmf_received,
             "dtmf_inband": self.dtmf_inband,
             "remote_changes": self.remote_changes,
+            "srtp": int(self._srtp is not None),
+            "srtp_protect_failed": self.srtp_protect_failed,
+            "srtp_rekeys": self.srtp_rekeys,
+            **{f"srtp_dropped_{k}": v for k, v in self.srtp_dropped.items()},
+            **{f"srtcp_dropped_{k}": v for k, v in self.srtcp_dropped.items()},
         }
