@@ -1,4 +1,4 @@
-"""SRTP in the media path: MediaStream with SrtpPair, with a fake clock and no sockets."""
+"""SRTP in the media path (MediaStream with SrtpPair) and the per-trunk SRTP policy on SDP, pure."""
 
 from __future__ import annotations
 
@@ -14,7 +14,26 @@ from gateway.media.secure import SrtpPair, srtp_pair
 from gateway.media.srtp import SrtpContext
 from gateway.media.stream import MediaStream, RemoteLatched
 from gateway.media.telephone_event import DigitReceived
-from gateway.sip.sdes import choose_answer, make_offer
+from gateway.sip.errors import SdpError
+from gateway.sip.sdes import (
+    CryptoAttribute,
+    CryptoSelection,
+    choose_answer,
+    crypto_attributes,
+    make_offer,
+)
+from gateway.sip.sdp import (
+    MediaParams,
+    SessionDescription,
+    build_offer,
+    params_from_answer,
+)
+from gateway.sip.sdp_secure import (
+    check_policy,
+    secure_answer,
+    secure_from_answer,
+    secure_offer,
+)
 
 A_ADDR = ("127.0.0.1", 40000)
 B_ADDR = ("127.0.0.1", 40002)
@@ -230,3 +249,154 @@ def test_pair_checks_its_keys_and_builds_from_sdes() -> None:
     assert pair.local_key == sel.local.keys[0].key_salt
     assert srtp_pair(None) is None
     assert "local_key" not in repr(pair)
+
+
+# ------------------------------------------------------------- SDP policy (sdp_secure)
+def answer_as(policy: str, offer: SessionDescription, current: CryptoSelection | None = None
+              ) -> tuple[SessionDescription, MediaParams, CryptoSelection | None]:
+    """secure_answer as the gateway calls it, on RTP port 30000."""
+    return secure_answer(policy, offer, address="127.0.0.1", port=30000,
+                         codecs=["PCMU", "PCMA"], session_id=7, session_version=1,
+                         current=current)
+
+
+def plain_offer(port: int = 20000) -> SessionDescription:
+    return build_offer(address="127.0.0.1", port=port, codecs=["PCMU"], session_id=1,
+                       session_version=1)
+
+
+def reparse(sdp: SessionDescription) -> SessionDescription:
+    return SessionDescription.parse(bytes(sdp))
+
+
+def peer_sdp(*streams: tuple[str, list[CryptoAttribute]]) -> SessionDescription:
+    """An offer from a peer with one m=audio per (proto, crypto lines)."""
+    lines = ["v=0", "o=- 1 1 IN IP4 127.0.0.1", "s=-", "c=IN IP4 127.0.0.1", "t=0 0"]
+    for k, (proto, cryptos) in enumerate(streams):
+        lines += [f"m=audio {20000 + 2 * k} {proto} 0 101", "a=rtpmap:101 telephone-event/8000"]
+        lines += [c.line() for c in cryptos]
+    return SessionDescription.parse(("\r\n".join(lines) + "\r\n").encode())
+
+
+def test_offer_off_is_plain_avp() -> None:
+    sdp, pending = secure_offer("off", plain_offer())
+    m = reparse(sdp).media[0]
+    assert m.proto == "RTP/AVP" and crypto_attributes(m) == []
+    assert pending.offered == ()
+
+
+def test_offer_offer_is_avp_with_keys_and_require_is_savp() -> None:
+    base = plain_offer()
+    best, p1 = secure_offer("offer", base)
+    req, p2 = secure_offer("require", base)
+    assert base.media[0].proto == "RTP/AVP" and not base.media[0].attributes  # input untouched
+    mb, mr = reparse(best).media[0], reparse(req).media[0]
+    assert mb.proto == "RTP/AVP" and mr.proto == "RTP/SAVP"
+    assert [c.suite for c in crypto_attributes(mb)] == SUITES
+    assert [c.tag for c in crypto_attributes(mr)] == [1, 2]
+    assert crypto_attributes(mb)[0].keys != crypto_attributes(mr)[0].keys  # fresh keys each time
+    assert "inline" not in repr(p1) and len(p2.offered) == 2
+
+
+@pytest.mark.parametrize("policy", ["offer", "require"])
+def test_offer_answer_round_trip_gives_matching_pairs(policy: str) -> None:
+    offer, pending = secure_offer(policy, plain_offer())
+    answer, params, sel = answer_as(policy, reparse(offer))
+    assert sel is not None and params.codec == "PCMU"
+    answer = reparse(answer)
+    assert answer.media[0].proto == offer.media[0].proto
+    ours = secure_from_answer(pending, answer)
+    assert ours is not None and ours.suite == sel.suite == SUITES[0]
+    assert params_from_answer(offer, answer).remote_addr == ("127.0.0.1", 30000)
+    # the two sides' pairs interoperate: the caller's send key is the callee's receive key
+    caller, callee = srtp_pair(ours), srtp_pair(sel)
+    assert caller is not None and callee is not None
+    a, b = make(caller), make(callee, remote=A_ADDR)
+    run(a, b, tone(1000.0, 8000.0, 3), 3)
+    assert b.stats()["packets_received"] == 3 and b.stats()["srtp_dropped_auth"] == 0
+
+
+def test_best_effort_offer_answered_plain_means_plain_rtp() -> None:
+    offer, pending = secure_offer("offer", plain_offer())
+    answer, _, sel = answer_as("off", reparse(offer))
+    assert sel is None and crypto_attributes(reparse(answer).media[0]) == []
+    assert secure_from_answer(pending, reparse(answer)) is None
+
+
+def test_require_fails_an_answer_without_keys() -> None:
+    offer, pending = secure_offer("require", plain_offer())
+    plain = peer_sdp(("RTP/SAVP", []))
+    with pytest.raises(SdpError, match="requires SRTP"):
+        secure_from_answer(pending, plain)
+
+
+def test_best_effort_answer_with_bad_crypto_fails_instead_of_downgrading() -> None:
+    offer, pending = secure_offer("offer", plain_offer())
+    wrong_tag = CryptoAttribute(9, SUITES[0], crypto_attributes(offer.media[0])[0].keys)
+    with pytest.raises(SdpError, match="did not offer"):
+        secure_from_answer(pending, peer_sdp(("RTP/AVP", [wrong_tag])))
+
+
+def test_off_offer_refuses_a_savp_answer() -> None:
+    _, pending = secure_offer("off", plain_offer())
+    with pytest.raises(SdpError, match="RTP/SAVP"):
+        secure_from_answer(pending, peer_sdp(("RTP/SAVP", make_offer()[:1])))
+
+
+def test_off_answers_plain_ignoring_keys_and_refuses_savp_only() -> None:
+    answer, _, sel = answer_as("off", peer_sdp(("RTP/AVP", make_offer())))
+    assert sel is None and crypto_attributes(answer.media[0]) == []
+    with pytest.raises(SdpError, match="srtp: off"):
+        answer_as("off", peer_sdp(("RTP/SAVP", make_offer())))
+
+
+def test_require_refuses_plain_offers_and_unusable_keys() -> None:
+    with pytest.raises(SdpError, match="requires SRTP"):
+        answer_as("require", peer_sdp(("RTP/AVP", [])))
+    aes256 = CryptoAttribute(1, "AES_256_CM_HMAC_SHA1_80", make_offer()[0].keys)
+    with pytest.raises(SdpError, match="not supported"):
+        answer_as("require", peer_sdp(("RTP/SAVP", [aes256])))
+
+
+def test_require_accepts_a_best_effort_avp_offer_that_carries_keys() -> None:
+    offered = make_offer()
+    answer, _, sel = answer_as("require", peer_sdp(("RTP/AVP", offered)))
+    assert sel is not None and sel.remote == offered[0]
+    m = reparse(answer).media[0]
+    assert m.proto == "RTP/AVP" and [c.tag for c in crypto_attributes(m)] == [1]
+
+
+def test_offer_policy_answers_plain_when_the_peer_has_no_keys() -> None:
+    answer, params, sel = answer_as("offer", peer_sdp(("RTP/AVP", [])))
+    assert sel is None and params.remote_addr == ("127.0.0.1", 20000)
+
+
+def test_two_stream_offer_picks_the_secure_one_or_the_plain_one_by_policy() -> None:
+    offer = peer_sdp(("RTP/AVP", []), ("RTP/SAVP", make_offer()))
+    answer, params, sel = answer_as("offer", offer)
+    answer = reparse(answer)
+    assert sel is not None and params.remote_addr == ("127.0.0.1", 20002)
+    assert [m.port for m in answer.media] == [0, 30000]
+    assert answer.media[1].proto == "RTP/SAVP" and len(crypto_attributes(answer.media[1])) == 1
+    answer, params, sel = answer_as("off", offer)
+    assert sel is None and params.remote_addr == ("127.0.0.1", 20000)
+    assert [m.port for m in reparse(answer).media] == [30000, 0]
+
+
+def test_reinvite_with_the_same_keys_keeps_the_selection() -> None:
+    offered = make_offer()
+    _, _, first = answer_as("require", peer_sdp(("RTP/SAVP", offered)))
+    assert first is not None
+    answer, _, again = answer_as("require", peer_sdp(("RTP/SAVP", offered)), first)
+    assert again is first
+    assert crypto_attributes(answer.media[0]) == [first.local]
+    _, _, rekeyed = answer_as("require", peer_sdp(("RTP/SAVP", make_offer())), first)
+    assert rekeyed is not None and rekeyed.local != first.local
+
+
+def test_policy_names_are_checked() -> None:
+    assert check_policy("require") == "require"
+    with pytest.raises(ValueError, match="srtp policy"):
+        check_policy("mandatory")
+    with pytest.raises(ValueError, match="srtp policy"):
+        secure_offer("yes", plain_offer())
