@@ -74,6 +74,57 @@ class MessageDropped:
     source: tuple[str, int]
 
 
+@dataclass(frozen=True)
+class ReinviteAnswered:
+    """Our re-INVITE (hold/resume) was accepted; `sdp` is the peer's answer."""
+
+    call_id: str
+    sdp: bytes
+
+
+@dataclass(frozen=True)
+class ReinviteFailed:
+    """Our re-INVITE was refused or timed out; the call goes on with the old session."""
+
+    call_id: str
+    status: int
+
+
+@dataclass(frozen=True)
+class DtmfInfo:
+    """A DTMF digit arrived in a SIP INFO (dtmf-relay or application/dtmf), answered 200."""
+
+    call_id: str
+    digit: str
+    duration_ms: int | None
+
+
+# -- request filter verdicts (the security hook) -----------------------------------------
+
+
+@dataclass(frozen=True)
+class Accept:
+    """Filter verdict: let the request through to validation and the dialog layer."""
+
+
+@dataclass(frozen=True)
+class Respond:
+    """Filter verdict: answer with `status` from a bare server transaction; no event."""
+
+    status: int
+    reason: str | None = None
+    headers: tuple[tuple[str, str], ...] = ()
+
+
+@dataclass(frozen=True)
+class Drop:
+    """Filter verdict: ignore the request silently; counted in `stats["filtered"]`."""
+
+    reason: str
+
+
+FilterVerdict = Accept | Respond | Drop
+
 UaEvent = (
     RegistrationStateChanged
     | IncomingCall
@@ -82,4 +133,7 @@ UaEvent = (
     | CallUpdated
     | CallEnded
     | MessageDropped
+    | ReinviteAnswered
+    | ReinviteFailed
+    | DtmfInfo
 )

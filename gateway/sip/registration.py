@@ -11,6 +11,12 @@ goes out at once.
 
 It never gives up and never reports registered without a 200 to the current REGISTER.
 All REGISTERs of one binding share a Call-ID and use increasing CSeqs (RFC 3261 10.2).
+
+Several registrar targets (RFC 3263, `AccountSettings.targets`): a REGISTER moves on to the
+next target on transport error, on 503, or when nothing at all (not even 100) came back
+within `target_timeout`. The target that answered becomes sticky (shared with calls of the
+same trunk through a `TargetSet`); each refresh goes back to the preferred first target,
+so a recovered primary is used again at the next refresh.
 """
 
 from __future__ import annotations
@@ -23,6 +29,7 @@ from gateway.sip.errors import SipError
 from gateway.sip.events import RegistrationStateChanged
 from gateway.sip.headers import NameAddr, generate_branch, generate_call_id, generate_tag
 from gateway.sip.message import Request, Response, build_request
+from gateway.sip.target import Target, TargetSet
 from gateway.sip.transaction import (
     T1,
     ClientNonInviteTransaction,
@@ -56,6 +63,15 @@ class AccountSettings:
     retry_max: float = 30.0
     recovery_probe_interval: float = 1.0
     unregister_timeout: float = 5.0
+    transport: str = "udp"
+    targets: tuple[Target, ...] = ()
+    target_timeout: float = 1.5
+
+    def target_list(self) -> tuple[Target, ...]:
+        """`targets` when set, else the single registrar_host/port over `transport`."""
+        if self.targets:
+            return self.targets
+        return (Target(self.transport.lower(), self.registrar_host, self.registrar_port),)
 
 
 class RegPhase(Enum):
@@ -88,19 +104,24 @@ class RegistrationClient:
 
     def __init__(self, account_id: str, settings: AccountSettings, *, local_host: str,
                  local_port: int, transport: str = "udp",
-                 user_agent: str = "Branchline/0.1", t1: float = T1) -> None:
+                 user_agent: str = "Branchline/0.1", t1: float = T1,
+                 target_set: TargetSet | None = None) -> None:
         self.account_id = account_id
         self.settings = settings
         self.local_host = local_host
         self.local_port = local_port
-        self.transport = transport.upper()
+        self.targets = target_set or TargetSet(settings.target_list())
+        self._index = self.targets.start()
+        self._tried = 1
+        self._target_deadline: float | None = None
+        self.transport = self.target.transport.upper() if settings.targets or \
+            settings.transport.lower() != "udp" else transport.upper()
         self.user_agent = user_agent
         self.t1 = t1
         aor = SipUri.parse(settings.aor)
         self._aor = aor
         self.username = settings.username or (aor.user or "")
         self.contact = settings.contact or f"sip:{self.username}@{local_host}:{local_port}"
-        self.dest: tuple[str, int] = (settings.registrar_host, settings.registrar_port)
         self.registrar_uri = f"sip:{aor.host}" + (f":{aor.port}" if aor.port else "")
         self.phase = RegPhase.IDLE
         self.registered = False
@@ -125,6 +146,16 @@ class RegistrationClient:
         self._attempt = 0
         self._events: list[RegistrationStateChanged] = []
         self._last_emitted: tuple[bool, str] | None = None
+
+    @property
+    def target(self) -> Target:
+        """The registrar target in use now."""
+        return self.targets.targets[self._index]
+
+    @property
+    def dest(self) -> tuple[str, int]:
+        """(host, port) of the registrar target in use now."""
+        return self.target.addr
 
     # -- driving ---------------------------------------------------------------------
 
@@ -170,9 +201,19 @@ class RegistrationClient:
             rtx = self._reg_tx
             self._dispatch_register(rtx, rtx.transport_error(now), now)
 
+    def outgoing(self) -> list[tuple[Request, Target]]:
+        """Drain queued requests with the target each must go to (REGISTER and probe)."""
+        out: list[tuple[Request, Target]] = []
+        for tx in (self._reg_tx, self._probe_tx):
+            if tx is None or tx.dest is None:
+                continue
+            target = Target(tx.transport, tx.dest[0], tx.dest[1], tx.server_name)
+            out.extend((m, target) for m in tx.messages_to_send() if isinstance(m, Request))
+        return out
+
     def get_timer(self) -> float | None:
         """Earliest deadline: transaction timers, refresh, probe or retry."""
-        times = [self._refresh_at, self._probe_at, self._retry_at]
+        times = [self._refresh_at, self._probe_at, self._retry_at, self._target_deadline]
         for tx in (self._reg_tx, self._probe_tx):
             if tx is not None:
                 times.append(tx.get_timer())
@@ -181,6 +222,13 @@ class RegistrationClient:
 
     def handle_timer(self, now: float) -> None:
         """Run everything due at `now`."""
+        if self._target_deadline is not None and self._target_deadline <= now:
+            self._target_deadline = None
+            if self._reg_tx is not None and not self._reg_tx.terminated:
+                self._reg_tx.abandon()
+                self._reg_tx = None
+                if not self._fail_over(now):
+                    self._failed("registrar unreachable", now, unreachable=True)
         if self._reg_tx is not None:
             tx = self._reg_tx
             self._dispatch_register(tx, tx.handle_timer(now), now)
@@ -193,6 +241,7 @@ class RegistrationClient:
         if self._refresh_at is not None and self._refresh_at <= now:
             self._refresh_at = None
             if self._reg_tx is None or self._reg_tx.terminated:
+                self.targets.prefer_again()
                 self._register(now)
         if self._probe_at is not None and self._probe_at <= now:
             self._probe_at = None
@@ -227,12 +276,36 @@ class RegistrationClient:
     # -- REGISTER --------------------------------------------------------------------
 
     def _via(self) -> str:
-        return (f"SIP/2.0/{self.transport} {self.local_host}:{self.local_port}"
+        return (f"SIP/2.0/{self.target.transport.upper()} {self.local_host}:{self.local_port}"
                 f";branch={generate_branch()};rport")
+
+    def _contact_for_target(self) -> str:
+        """Our Contact adapted to the target's transport (;transport=tcp, sips: for TLS)."""
+        contact = self.contact
+        transport = self.target.transport
+        if transport == "tls" and contact.startswith("sip:"):
+            return "sips:" + contact[4:]
+        if transport == "tcp" and ";transport=" not in contact:
+            return contact + ";transport=tcp"
+        return contact
+
+    def _fail_over(self, now: float) -> bool:
+        """Resend the REGISTER to the next untried target; False when none is left."""
+        nxt = self.targets.next_after(self._index, self._tried)
+        if nxt is None or self.phase is RegPhase.STOPPED:
+            return False
+        self._index = nxt
+        self._tried += 1
+        self._reg_nonce = None
+        self._register(now, failover=True)
+        return True
 
     def _register(self, now: float, *, expires: int | None = None,
                   challenge: tuple[str, Challenge] | None = None,
-                  timeout: float | None = None) -> None:
+                  timeout: float | None = None, failover: bool = False) -> None:
+        if not failover and challenge is None:
+            self._index = self.targets.start()
+            self._tried = 1
         if expires is None:
             expires = 0 if self.phase is RegPhase.UNREGISTERING else self._expires
         if self.phase in (RegPhase.IDLE, RegPhase.WAITING_RETRY):
@@ -242,7 +315,7 @@ class RegistrationClient:
         if timeout is None and self.phase is RegPhase.UNREGISTERING:
             timeout = self.settings.unregister_timeout
         self._cseq += 1
-        contact = f"<{self.contact}>"
+        contact = f"<{self._contact_for_target()}>"
         if self.settings.instance_id:
             contact += f';+sip.instance="<{self.settings.instance_id}>"'
         if expires == 0:
@@ -264,9 +337,13 @@ class RegistrationClient:
             to_addr=f"<{self.settings.aor}>", call_id=self._call_id, cseq=self._cseq,
             via=self._via(), contact=contact, extra=extra)
         self._reg_expires = expires
+        target = self.target
         self._reg_tx = ClientNonInviteTransaction(
-            req, now, reliable=self.transport != "UDP", timeout=timeout, t1=self.t1,
-            dest=self.dest)
+            req, now, reliable=target.reliable, timeout=timeout, t1=self.t1, dest=target.addr)
+        self._reg_tx.transport = target.transport
+        self._reg_tx.server_name = target.server_name
+        multi = len(self.targets) > 1 and self._tried < len(self.targets)
+        self._target_deadline = now + self.settings.target_timeout if multi else None
 
     def _dispatch_register(self, tx: ClientNonInviteTransaction, events: list[TxEvent],
                            now: float) -> None:
@@ -274,9 +351,17 @@ class RegistrationClient:
             if tx is not self._reg_tx:
                 return
             if isinstance(event, ResponseReceived):
+                self._target_deadline = None
+                if event.response.status == 503 and self._fail_over(now):
+                    return
+                if event.response.status >= 200:
+                    self.targets.succeeded(self._index)
                 self._on_register_response(event.response, now)
             elif isinstance(event, TransactionTimedOut):
                 self._reg_tx = None
+                self._target_deadline = None
+                if event.reason == "transport error" and self._fail_over(now):
+                    return
                 reason = ("registrar unreachable" if event.reason == "transport error"
                           or self.phase is RegPhase.RECOVERING else "REGISTER timed out")
                 self._failed(reason, now, unreachable=True)
@@ -421,9 +506,12 @@ class RegistrationClient:
             cseq=1, via=self._via(),
             extra=[("User-Agent", self.user_agent), ("Accept", "application/sdp")])
         self._probe_sent_at = now
+        target = self.target
         self._probe_tx = ClientNonInviteTransaction(
-            req, now, reliable=self.transport != "UDP", timeout=self.settings.probe_timeout,
-            t1=self.t1, dest=self.dest)
+            req, now, reliable=target.reliable, timeout=self.settings.probe_timeout,
+            t1=self.t1, dest=target.addr)
+        self._probe_tx.transport = target.transport
+        self._probe_tx.server_name = target.server_name
 
     def _next_probe(self, now: float) -> None:
         if self.phase is RegPhase.RECOVERING:

@@ -174,6 +174,8 @@ class Transaction:
         self.t2 = t2
         self.t4 = t4
         self.dest = dest
+        self.transport = "udp"  # set by the TU: which socket `dest` is reached over
+        self.server_name: str | None = None  # TLS name to verify, when transport is tls
         self._timers: dict[Timer, float] = {}
         self._interval: float | None = None
         self._outbox: list[Message] = []
@@ -207,6 +209,12 @@ class Transaction:
     def transport_error(self, now: float) -> list[TxEvent]:
         """The transport could not deliver our message: fail like a timeout."""
         return self._step(Input.TRANSPORT_ERROR, now, None)
+
+    def abandon(self) -> None:
+        """Stop at once, silently: the TU gave up on this target and tries another."""
+        self.state = TxState.TERMINATED
+        self._timers.clear()
+        self._outbox.clear()
 
     def messages_to_send(self) -> list[Message]:
         """Drain the messages queued for `dest`."""
@@ -542,9 +550,29 @@ AnyTransaction = (ClientInviteTransaction | ClientNonInviteTransaction
 class TransactionLayer:
     """Holds live transactions and matches incoming messages to them (17.1.3, 17.2.3)."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, max_server: int = 1000, max_client: int = 2000) -> None:
         self._client: dict[TransactionKey, ClientTransaction] = {}
         self._server: dict[TransactionKey, ServerTransaction] = {}
+        self.max_server = max_server
+        self.max_client = max_client
+
+    def server_full(self) -> bool:
+        """True when no new server transaction fits; the TU answers 503 statelessly."""
+        if len(self._server) < self.max_server:
+            return False
+        self._server = {k: tx for k, tx in self._server.items() if not tx.terminated}
+        return len(self._server) >= self.max_server
+
+    def client_full(self) -> bool:
+        """True when no new client transaction fits (our own requests are bounded too)."""
+        if len(self._client) < self.max_client:
+            return False
+        self._client = {k: tx for k, tx in self._client.items() if not tx.terminated}
+        return len(self._client) >= self.max_client
+
+    def counts(self) -> tuple[int, int]:
+        """(client, server) transactions held, for stats and memory-bound tests."""
+        return len(self._client), len(self._server)
 
     def add(self, tx: Transaction) -> None:
         """Start tracking `tx` (replaces a terminated one with the same key)."""
