@@ -78,6 +78,20 @@ class RtpEndpoint:
                 self.send_errors += 1
                 log.debug("RTP send to %s:%s failed: %s", dest[0], dest[1], exc)
 
+    def send_rtcp(self, rtcp: bytes) -> bool:
+        """Send one RTCP packet on the RTP port (rtcp-mux), as SRTCP when the call is secure.
+
+        False when nothing went out: no stream, or SRTCP could not protect it (plain RTCP
+        must never leak onto a secure call).
+        """
+        if self.stream is None:
+            return False
+        packet = self.stream.protect_rtcp(rtcp)
+        if packet is None:
+            return False
+        self.send([packet])
+        return True
+
     def tick(self, now: float) -> None:
         """One audio tick for a clock callback: send what is due and report digit timeouts."""
         if self.stream is None:

@@ -360,6 +360,9 @@ def test_two_streams_over_loopback_sockets_only_play_what_authenticates() -> Non
                     fake = bytes([0x80, 8]) + k.to_bytes(2, "big") + bytes(8) + bytes(160)
                     forger.sendto(fake, ("127.0.0.1", eb.port))
                 heard.append(b.pull_frame(t))
+            rr = bytes([0x80, 201]) + (1).to_bytes(2, "big") + a.ssrc.to_bytes(4, "big")
+            assert ea.send_rtcp(rr)  # goes out as SRTCP; B authenticates it
+            forger.sendto(rr, ("127.0.0.1", eb.port))  # plain RTCP: refused
             await asyncio.sleep(0.1)
             return a, b, b"".join(heard)
         finally:
@@ -372,6 +375,8 @@ def test_two_streams_over_loopback_sockets_only_play_what_authenticates() -> Non
     assert st["srtp_dropped_auth"] + st["srtp_dropped_short"] == 10, st
     assert st["packets_received"] >= 0.95 * a.stats()["packets_sent"], st
     assert st["remote_changes"] == 0  # the forger never took over B's sending address
+    assert st["rtcp_received"] == 1
+    assert st["srtcp_dropped_auth"] + st["srtcp_dropped_short"] == 1
     got_hz, got_db = tone_of(pcm_samples(heard), SAMPLE_RATE, "B")
     assert abs(got_hz - BOB_TONE_HZ) <= 0.02 * BOB_TONE_HZ
     assert abs(got_db - -10.0) <= 1.0
@@ -559,3 +564,36 @@ def test_tls_srtp_call_in_from_baresip(tls_setup: tuple[GatewayProcess, Baresip,
     gw.phone("1", "offhook")
     bob.wait_for_event("CALL_ESTABLISHED", timeout=10)
     assert_secure_call_audio(gw, bob, tmp_path)
+
+
+def test_baresip_tls_listener_presents_the_test_certificate(
+    tmp_path: Path, baresip_factory: BaresipFactory
+) -> None:
+    """The TLS peer set-up above works on its own: a verified handshake with SNI, and SIP over it."""
+    import socket
+    import ssl
+
+    pki = make_pki(tmp_path)
+    bob = baresip_factory("300", tone=None, mediaenc="srtp-mand",
+                          tls_certificate=pki["combined"], tls_cafile=pki["ca"])
+    ctx = ssl.create_default_context(cafile=str(pki["ca"]))
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    with socket.create_connection(("127.0.0.1", bob.tls_port), timeout=5) as raw:
+        with ctx.wrap_socket(raw, server_hostname="127.0.0.1") as tls:
+            cert = tls.getpeercert()
+            assert cert is not None
+            assert ("IP Address", "127.0.0.1") in cert.get("subjectAltName", ())
+            port = tls.getsockname()[1]
+            tls.sendall(
+                f"OPTIONS {bob.tls_uri} SIP/2.0\r\n"
+                f"Via: SIP/2.0/TLS 127.0.0.1:{port};branch=z9hG4bK{secrets.token_hex(6)}\r\n"
+                "Max-Forwards: 70\r\nFrom: <sip:probe@127.0.0.1>;tag=1\r\n"
+                f"To: <{bob.tls_uri}>\r\nCall-ID: {secrets.token_hex(8)}\r\n"
+                "CSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n".encode()
+            )
+            reply = tls.recv(4096)
+    assert reply.startswith(b"SIP/2.0 200"), reply[:80]
+    wrong = ssl.create_default_context(cafile=str(pki["ca"]))
+    with socket.create_connection(("127.0.0.1", bob.tls_port), timeout=5) as raw:
+        with pytest.raises(ssl.SSLCertVerificationError):
+            wrong.wrap_socket(raw, server_hostname="sip.example.com")
