@@ -422,6 +422,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.runs < 1:
         parser.error("--runs must be at least 1")
     reports: list[PacingReport] = []
+    failures = 0
     for n in range(args.runs):
         workdir = Path(tempfile.mkdtemp(prefix="bench-rtp-"))
         dump = args.dump / f"run{n + 1}" if args.dump is not None and args.runs > 1 else args.dump
@@ -430,6 +431,13 @@ def main(argv: Sequence[str] | None = None) -> int:
                 report = run_peer_only(args.seconds, workdir, dump)
             else:
                 report = run_gateway(args.seconds, workdir, dump)
+        except Exception as exc:
+            if args.runs == 1:
+                raise
+            # One broken run (a peer that did not answer) should not void the others.
+            failures += 1
+            print(f"run {n + 1}/{args.runs} failed: {exc}", file=sys.stderr)
+            continue
         finally:
             if args.keep:
                 print(f"working directory kept: {workdir}", file=sys.stderr)
@@ -441,11 +449,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(report.table(), flush=True)
     if args.runs == 1:
         print(reports[0].as_json())
-    else:
+    elif reports:
         summary = summarise_runs(reports)
+        summary["failed_runs"] = failures
         print(summary_table(summary))
         print(json.dumps(summary, allow_nan=False))
-    return 0
+    return 1 if failures else 0
 
 
 if __name__ == "__main__":
