@@ -335,6 +335,8 @@ def sdp_audio_ports(datagrams: Iterable[UdpDatagram], sip_port: int) -> set[int]
 class PacingStats:
     """How evenly one RTP stream was sent, and how fast its clock ran against ours.
 
+    `back_to_back` counts consecutive packets sent less than a quarter of their media
+    interval apart: the signature of a sender that skips a slot and then sends two.
     `p50_ms`/`p99_ms`/`max_ms` are percentiles of the interval deviation
     |(t_i - t_{i-1}) - (ts_i - ts_{i-1}) / rate| over consecutive packets. `drift_ppm` is
     the least-squares slope of arrival time against RTP time, minus one, in parts per
@@ -347,6 +349,7 @@ class PacingStats:
     duration_s: float
     intervals: int
     gaps: int
+    back_to_back: int
     p50_ms: float
     p99_ms: float
     max_ms: float
@@ -359,6 +362,7 @@ class PacingStats:
             "duration_s": round(self.duration_s, 3),
             "intervals": self.intervals,
             "gaps": self.gaps,
+            "back_to_back": self.back_to_back,
             "p50_ms": round(self.p50_ms, 4),
             "p99_ms": round(self.p99_ms, 4),
             "max_ms": round(self.max_ms, 4),
@@ -398,7 +402,10 @@ def pacing_stats(arrivals: Sequence[Arrival], clock_rate: int = 8000) -> PacingS
     rtp_t = (np.array(tss, dtype=np.int64) - tss[0]).astype(np.float64) / clock_rate
 
     consecutive = np.diff(np.array(seqs, dtype=np.int64)) == 1
-    deviation = np.abs(np.diff(rel_t) - np.diff(rtp_t))[consecutive]
+    send_gap = np.diff(rel_t)[consecutive]
+    media_gap = np.diff(rtp_t)[consecutive]
+    deviation = np.abs(send_gap - media_gap)
+    back_to_back = int(np.count_nonzero(send_gap < 0.25 * media_gap))
     gaps = int(len(consecutive) - int(consecutive.sum()))
     if len(deviation):
         p50, p99 = np.percentile(deviation, [50, 99])
@@ -418,6 +425,7 @@ def pacing_stats(arrivals: Sequence[Arrival], clock_rate: int = 8000) -> PacingS
         duration_s=float(rel_t[-1]),
         intervals=int(len(deviation)),
         gaps=gaps,
+        back_to_back=back_to_back,
         p50_ms=float(p50) * 1e3,
         p99_ms=float(p99) * 1e3,
         max_ms=peak * 1e3,

@@ -111,18 +111,18 @@ class PacingReport:
     def table(self) -> str:
         """A fixed-width table for people."""
         head = (
-            f"{'stream':<24} {'packets':>7} {'secs':>6} {'gaps':>5} "
+            f"{'stream':<24} {'packets':>7} {'secs':>6} {'gaps':>5} {'b2b':>5} "
             f"{'p50 ms':>8} {'p99 ms':>8} {'max ms':>8} {'drift ppm':>10}"
         )
         rows = [head, "-" * len(head)]
         for label, s in ((self.subject_label, self.subject), (self.reference_label, self.reference)):
             rows.append(
-                f"{label:<24} {s.packets:>7} {s.duration_s:>6.1f} {s.gaps:>5} "
+                f"{label:<24} {s.packets:>7} {s.duration_s:>6.1f} {s.gaps:>5} {s.back_to_back:>5} "
                 f"{s.p50_ms:>8.3f} {s.p99_ms:>8.3f} {s.max_ms:>8.3f} {s.drift_ppm:>+10.1f}"
             )
         r = self.ratios()
         rows.append(
-            f"{'ratio (first/second)':<24} {'':>7} {'':>6} {'':>5} "
+            f"{'ratio (first/second)':<24} {'':>7} {'':>6} {'':>5} {'':>5} "
             f"{_fmt_ratio(r['p50']):>8} {_fmt_ratio(r['p99']):>8} {_fmt_ratio(r['max']):>8} "
             f"{_fmt_ratio(r['drift']):>10}"
         )

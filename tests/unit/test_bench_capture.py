@@ -87,6 +87,15 @@ def test_injected_jitter_shows_in_p99_and_max_not_p50() -> None:
     assert abs(stats.drift_ppm) < 5.0
 
 
+def test_skipped_slot_then_two_packets_counts_as_back_to_back() -> None:
+    # Packets 100, 300 and 301 are held back 19.9 ms: each leaves just after its successor
+    # would have, i.e. a tick sent nothing and the next one sent two.
+    stats = pacing_stats(stream(1000, jitter={100: 0.0199, 300: 0.0199, 301: 0.0199}))
+    assert stats.back_to_back == 2
+    assert stats.max_ms == pytest.approx(19.9, abs=1e-3)
+    assert pacing_stats(stream(1000)).back_to_back == 0
+
+
 def test_single_late_packet_is_the_max_but_not_the_p99() -> None:
     stats = pacing_stats(stream(3000, jitter={1500: 0.0075}))
     assert stats.max_ms == pytest.approx(7.5, abs=1e-3)
@@ -238,7 +247,7 @@ def test_loopback_capture_keeps_each_datagram_once_with_kernel_times() -> None:
 
 
 def _stats(p99: float, drift: float, p50: float = 0.5) -> PacingStats:
-    return PacingStats(3000, 60.0, 2999, 0, p50, p99, p99 * 2, drift)
+    return PacingStats(3000, 60.0, 2999, 0, 0, p50, p99, p99 * 2, drift)
 
 
 def test_report_targets_ratios_and_json() -> None:
@@ -257,7 +266,7 @@ def test_report_targets_ratios_and_json() -> None:
 
 
 def test_report_without_intervals_prints_null_not_nan() -> None:
-    empty = PacingStats(2, 0.04, 0, 1, math.nan, math.nan, math.nan, 0.0)
+    empty = PacingStats(2, 0.04, 0, 1, 0, math.nan, math.nan, math.nan, 0.0)
     report = PacingReport("peer-only", 60.0, "a", "b", empty, _stats(1.0, 1.0))
     assert report.targets() is None
     doc = json.loads(report.as_json())
