@@ -24,6 +24,7 @@ required=(
   iproute2        # network namespaces for WAN-failure tests
   nftables        # packet loss between those namespaces
   fail2ban        # fail2ban-regex checks the security filter (tests/unit/test_fail2ban_filter.py)
+  sipvicious      # svmap/svwar/svcrack against the gateway (tests/integration/test_scanners.py)
 )
 optional=()
 dry_run=0
