@@ -4,17 +4,6 @@ from __future__ import annotations
 
 import random
 
-from gateway.sip.events import (
-    CallAnswered,
-    CallEnded,
-    CallUpdated,
-    DtmfInfo,
-    IncomingCall,
-    ReinviteAnswered,
-    ReinviteFailed,
-)
-from gateway.sip.message import Request, Response, parse_message
-from gateway.sip.ua import UserAgent
 from ua_wire import (
     ANSWER,
     HOLD,
@@ -27,6 +16,18 @@ from ua_wire import (
     requests,
     responses,
 )
+
+from gateway.sip.events import (
+    CallAnswered,
+    CallEnded,
+    CallUpdated,
+    DtmfInfo,
+    IncomingCall,
+    ReinviteAnswered,
+    ReinviteFailed,
+)
+from gateway.sip.message import Request, Response, parse_message
+from gateway.sip.ua import UserAgent
 
 A = ("127.0.0.1", 5060)
 B = ("127.0.0.1", 5070)

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
+from ua_wire import OFFER, drain, events, make_ua, raw_request, reply, requests, responses
+
 from gateway.sip.events import CallEnded, CallProgress, RegistrationStateChanged
 from gateway.sip.registration import AccountSettings
 from gateway.sip.target import Outgoing, Target
-
-from ua_wire import OFFER, drain, events, make_ua, raw_request, reply, requests, responses
 
 LOCAL = ("127.0.0.1", 5060)
 T1 = Target("udp", "127.0.0.1", 5080)

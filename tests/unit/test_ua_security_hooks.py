@@ -1,0 +1,104 @@
+"""The request filter hook, the validator hook and bounded tables (fake clock)."""
+
+from __future__ import annotations
+
+from ua_wire import ANSWER, OFFER, drain, events, make_ua, raw_request, responses
+
+from gateway.sip.events import Accept, Drop, FilterVerdict, IncomingCall, Respond
+from gateway.sip.message import Request, Response, make_response
+
+A = ("127.0.0.1", 5060)
+B = ("127.0.0.1", 5070)
+
+
+class Recorder:
+    def __init__(self, verdict: FilterVerdict | None) -> None:
+        self.verdict = verdict
+        self.calls: list[tuple[str, tuple[str, int], str, bool]] = []
+
+    def __call__(self, req: Request, src: tuple[str, int], transport: str, now: float,
+                 in_dialog: bool) -> FilterVerdict | None:
+        self.calls.append((req.method, src, transport, in_dialog))
+        return self.verdict
+
+
+def test_drop_verdict_sends_nothing_creates_nothing_and_counts() -> None:
+    f = Recorder(Drop("unknown source"))
+    ua = make_ua(A, request_filter=f)
+    ua.receive_datagram(raw_request("INVITE", body=OFFER), B, 0.0)
+    assert drain(ua) == [] and events(ua) == []
+    assert ua.stats["filtered"] == 1
+    assert ua.table_sizes()["server_transactions"] == 0 and ua.table_sizes()["calls"] == 0
+    assert f.calls == [("INVITE", B, "udp", False)]
+
+
+def test_respond_verdict_answers_without_event_or_call() -> None:
+    f = Recorder(Respond(403, "Forbidden", (("Warning", '399 gw "no"'),)))
+    ua = make_ua(A, request_filter=f)
+    ua.receive_datagram(raw_request("INVITE", body=OFFER), B, 0.0)
+    (resp,) = responses(drain(ua))
+    assert resp.status == 403 and resp.headers.get("Warning") == '399 gw "no"'
+    assert events(ua) == [] and ua.call_state("c1@peer") is None
+
+
+def test_filter_skips_ack_and_retransmissions_and_flags_in_dialog() -> None:
+    f = Recorder(Accept())
+    ua = make_ua(A, request_filter=f)
+    invite = raw_request("INVITE", body=OFFER, branch="z9hG4bKone")
+    ua.receive_datagram(invite, B, 0.0)
+    ua.receive_datagram(invite, B, 0.1)  # retransmission: absorbed by the transaction
+    (inc,) = events(ua)
+    assert isinstance(inc, IncomingCall)
+    ua.answer(inc.call_id, ANSWER, 0.2)
+    ok = [r for r in responses(drain(ua)) if r.status == 200][0]
+    tag = (ok.headers.get("To") or "").split("tag=")[1]
+    ua.receive_datagram(raw_request("ACK", to_tag=tag), B, 0.3)
+    ua.receive_datagram(raw_request("BYE", cseq=2, to_tag=tag), B, 1.0)
+    ua.receive_datagram(raw_request("BYE", call_id="other", to_tag="x"), B, 1.1)
+    assert f.calls == [("INVITE", B, "udp", False), ("BYE", B, "udp", True),
+                       ("BYE", B, "udp", False)]
+
+
+def test_validator_refusal_is_sent_and_stops_processing() -> None:
+    def validator(req: Request) -> Response | None:
+        return make_response(req, 416) if req.method == "INVITE" else None
+
+    ua = make_ua(A, validator=validator)
+    ua.receive_datagram(raw_request("INVITE", body=OFFER), B, 0.0)
+    assert [r.status for r in responses(drain(ua))] == [416]
+    assert events(ua) == [] and ua.stats["invalid"] == 1
+
+
+def test_default_validator_refuses_max_forwards_zero() -> None:
+    ua = make_ua(A)
+    data = raw_request("INVITE", body=OFFER).replace(b"Max-Forwards: 70", b"Max-Forwards: 0")
+    ua.receive_datagram(data, B, 0.0)
+    assert [r.status for r in responses(drain(ua))] == [483]
+    assert events(ua) == []
+
+
+def test_server_transactions_are_bounded_and_overflow_gets_503() -> None:
+    ua = make_ua(A, max_server_transactions=20)
+    statuses: list[int] = []
+    for n in range(200):
+        ua.receive_datagram(raw_request("OPTIONS", call_id=f"o{n}"), B, 0.0)
+        statuses.extend(r.status for r in responses(drain(ua)))
+    assert statuses.count(200) == 20 and statuses.count(503) == 180
+    assert ua.stats["overload"] == 180
+    assert ua.table_sizes()["server_transactions"] <= 20
+    # once the transactions time out (Timer J), new requests are served again
+    while (t := ua.get_timer()) is not None and t <= 40.0:
+        ua.handle_timer(t)
+        drain(ua)
+    ua.receive_datagram(raw_request("OPTIONS", call_id="late"), B, 40.0)
+    assert [r.status for r in responses(drain(ua))] == [200]
+
+
+def test_calls_are_bounded() -> None:
+    ua = make_ua(A, max_calls=5)
+    for n in range(50):
+        ua.receive_datagram(raw_request("INVITE", call_id=f"i{n}", body=OFFER), B, 0.0)
+    out = responses(drain(ua))
+    assert sum(1 for r in out if r.status == 503) == 45
+    assert ua.table_sizes()["calls"] == 5
+    assert len([e for e in events(ua) if isinstance(e, IncomingCall)]) == 5
