@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import difflib
 import ipaddress
+import os
 import re
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any, TypeVar
@@ -169,9 +170,35 @@ def _transport(node: Node) -> str:
     value = _scalar_text(node, _one_of(s.TRANSPORTS))
     if value in s.TRANSPORTS:
         return value
-    if value.lower() in ("tcp", "tls", "ws", "wss", "sctp"):
-        raise _Bad(f"transport {value!r} is not supported yet", _one_of(s.TRANSPORTS))
+    if value.lower() in s.TRANSPORTS:
+        raise _Bad(f"unknown transport {value!r} (did you mean {value.lower()!r}?)",
+                   _one_of(s.TRANSPORTS))
+    if value.lower() in ("ws", "wss", "sctp"):
+        raise _Bad(f"transport {value!r} is not supported", _one_of(s.TRANSPORTS))
     raise _Bad(f"unknown transport {value!r}{_suggest(value, s.TRANSPORTS)}", _one_of(s.TRANSPORTS))
+
+
+def _bool(node: Node) -> bool:
+    if not isinstance(node, ScalarNode) or node.tag != _BOOL:
+        raise _Bad(f"expected true or false, got {_describe(node)}", "true or false")
+    return bool(SafeConstructor().construct_yaml_bool(node))
+
+
+def _existing_file(node: Node) -> str:
+    """An absolute path to a readable file (certificates, keys, CA bundles)."""
+    value = _abs_path(node)
+    if not os.path.isfile(value):
+        raise _Bad(f"no such file {value!r}", "an absolute path to an existing file")
+    if not os.access(value, os.R_OK):
+        raise _Bad(f"file {value!r} is not readable", "a file the daemon can read")
+    return value
+
+
+def _dns_server(node: Node) -> HostPort:
+    """A name server "IP" or "IP:port" (never a name: resolving it would need DNS)."""
+    text = _scalar_text(node, "IP[:port], e.g. 127.0.0.1:5353")
+    hp = _parse_host_port(text, False, True)
+    return hp if hp.port_given else HostPort(hp.host, s.DEFAULT_DNS_PORT)
 
 
 def _int_range(low: int, high: int) -> Callable[[Node], int]:
@@ -265,7 +292,7 @@ def _parse_host_port(text: str, need_port: bool, ip_only: bool) -> HostPort:
     if port_text is None:
         if need_port:
             raise _Bad(f"{text!r} has no port", expected)
-        return HostPort(host, s.DEFAULT_SIP_PORT)
+        return HostPort(host, s.DEFAULT_SIP_PORT, port_given=False)
     if not port_text.isdigit() or not 1 <= int(port_text) <= 65535:
         raise _Bad(f"invalid port {port_text!r}", expected + " with a port from 1 to 65535")
     return HostPort(host, int(port_text))

@@ -14,9 +14,12 @@ from gateway.config._convert import (
     _NULL,
     _abs_path,
     _Bad,
+    _bool,
     _choice,
     _describe,
     _digit_map,
+    _dns_server,
+    _existing_file,
     _header_text,
     _host,
     _host_port,
@@ -45,6 +48,7 @@ from gateway.config.schema import (
     LineTrunk,
     Route,
     SipSettings,
+    TlsFiles,
     TrunkConfig,
 )
 
@@ -111,7 +115,31 @@ class _Reader(_TrunkReader):
         rtp = self.take(f, "rtp_ports", _port_range, _parse_port_range(s.DEFAULT_RTP_PORTS))
         codecs = self.take(f, "codecs", self.codec_list(f.child("codecs")), s.DEFAULT_CODECS)
         dtmf = self.take(f, "dtmf", _choice(s.DTMF_MODES), s.DEFAULT_DTMF)
+        stream_listen = _optional(_host_port(need_port=True, ip_only=True))
+        tcp_listen = self.take(f, "tcp_listen", stream_listen, None)
+        tls_listen = self.take(f, "tls_listen", stream_listen, None)
+        tls = self.sip_tls(f.values.get("tls"), f.child("tls"))
+        no_servers: tuple[HostPort, ...] = ()
+        dns_servers = self.take(
+            f, "dns_servers", self.dns_servers(f.child("dns_servers")), no_servers
+        )
         if len(self.issues) > before:
+            return None
+        if tls_listen is not None and tls is None:
+            self.issue(
+                f.node_of("tls_listen"),
+                f.child("tls_listen"),
+                "a TLS listener needs the gateway's certificate",
+                "sip.tls with cert_file and key_file",
+            )
+            return None
+        if tcp_listen is not None and tcp_listen == tls_listen:
+            self.issue(
+                f.node_of("tls_listen"),
+                f.child("tls_listen"),
+                f"{tls_listen} is already the TCP listener",
+                "a different port for TCP and TLS",
+            )
             return None
         if listen.port in rtp:
             where = f.node_of("rtp_ports") if f.has("rtp_ports") else f.node_of("listen")
@@ -124,7 +152,49 @@ class _Reader(_TrunkReader):
             return None
         if public is None:
             public = self.derive_public_host(listen, trunks)
-        return SipSettings(listen, public, agent, rtp, codecs, dtmf)
+        return SipSettings(
+            listen, public, agent, rtp, codecs, dtmf, tcp_listen, tls_listen, tls, dns_servers
+        )
+
+    def sip_tls(self, node: Node | None, path: str) -> TlsFiles | None:
+        """`sip.tls`: the certificate the TLS listener presents (None when not written)."""
+        if node is None or (isinstance(node, ScalarNode) and node.tag == _NULL):
+            return None
+        f = self.mapping(node, path, s.SIP_TLS_KEYS)
+        if f is None:
+            return None
+        before = len(self.issues)
+        cert = self.require(f, "cert_file", _existing_file, "", "the PEM certificate (chain)")
+        key = self.require(f, "key_file", _existing_file, "", "the PEM private key")
+        ca_file = self.take(f, "ca_file", _optional(_existing_file), None)
+        verify_clients = self.take(f, "verify_clients", _bool, False)
+        if verify_clients and ca_file is None and len(self.issues) == before:
+            self.issue(
+                f.node_of("verify_clients"),
+                f.child("verify_clients"),
+                "checking client certificates needs a CA file",
+                "ca_file with the CA that signs the clients' certificates",
+            )
+        if len(self.issues) > before:
+            return None
+        return TlsFiles(cert, key, ca_file, verify_clients)
+
+    def dns_servers(self, path: str) -> Callable[[Node], tuple[HostPort, ...]]:
+        """A converter for `sip.dns_servers`: up to MAX_DNS_SERVERS "IP[:port]" entries."""
+
+        def convert(node: Node) -> tuple[HostPort, ...]:
+            before = len(self.issues)
+            servers = self.list_of(node, path, _dns_server)
+            if len(self.issues) > before:
+                return ()
+            if len(servers) > s.MAX_DNS_SERVERS:
+                raise _Bad(
+                    f"{len(servers)} name servers listed",
+                    f"at most {s.MAX_DNS_SERVERS} name servers",
+                )
+            return tuple(servers)
+
+        return convert
 
     def derive_public_host(self, listen: HostPort, trunks: list[TrunkConfig] | None) -> str:
         """The address for Contact/Via/SDP when `public_host` is not configured."""

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
-from yaml.nodes import Node
+from yaml.nodes import Node, ScalarNode
 
 from gateway.config import schema as s
 from gateway.config._convert import (
+    _NULL,
+    _bool,
+    _choice,
+    _existing_file,
     _float_range,
     _host,
     _host_port,
@@ -15,7 +19,7 @@ from gateway.config._convert import (
     _transport,
 )
 from gateway.config._reader import _NodeReader
-from gateway.config.schema import HostPort, TrunkConfig
+from gateway.config.schema import HostPort, TrunkConfig, TrunkTls
 
 
 class _TrunkReader(_NodeReader):
@@ -79,8 +83,27 @@ class _TrunkReader(_NodeReader):
             s.DEFAULT_KEEPALIVE,
         )
         codecs = self.take(f, "codecs", _optional(self.codec_list(f.child("codecs"))), None)
-        if len(self.issues) > before:
+        tls = self.trunk_tls(f.values.get("tls"), f.child("tls"))
+        srtp = self.take(f, "srtp", _choice(s.SRTP_MODES), s.DEFAULT_SRTP)
+        mode = self.take(f, "keepalive", _choice(s.KEEPALIVE_MODES), s.DEFAULT_KEEPALIVE_MODE)
+        failover = self.take(
+            f,
+            "failover_timeout",
+            _float_range(s.FAILOVER_MIN, s.FAILOVER_MAX),
+            s.DEFAULT_FAILOVER,
+        )
+        if srtp == "require" and transport != "tls" and f.has("srtp"):
+            self.issue(
+                f.node_of("srtp"),
+                f.child("srtp"),
+                "srtp: require sends SDES keys in the clear unless the trunk uses TLS",
+                "transport: tls, or srtp: off/offer",
+            )
+        if len(self.issues) > before or tls is None:
             return None
+        if transport == "tls":
+            registrar = _tls_default_port(registrar)
+            proxy = _tls_default_port(proxy) if proxy is not None else None
         return TrunkConfig(
             name,
             registrar,
@@ -90,4 +113,39 @@ class _TrunkReader(_NodeReader):
             expires,
             keepalive,
             codecs,
+            tls,
+            srtp,
+            mode,
+            failover,
         )
+
+    def trunk_tls(self, node: Node | None, path: str) -> TrunkTls | None:
+        """A trunk's `tls:` mapping (absent or null means system CAs, no client cert)."""
+        if node is None or (isinstance(node, ScalarNode) and node.tag == _NULL):
+            return TrunkTls()
+        f = self.mapping(node, path, s.TRUNK_TLS_KEYS)
+        if f is None:
+            return None
+        before = len(self.issues)
+        ca_file = self.take(f, "ca_file", _optional(_existing_file), None)
+        cert_file = self.take(f, "cert_file", _optional(_existing_file), None)
+        key_file = self.take(f, "key_file", _optional(_existing_file), None)
+        server_name = self.take(f, "server_name", _optional(_host), None)
+        verify = self.take(f, "verify", _bool, True)
+        if len(self.issues) == before and (cert_file is None) != (key_file is None):
+            given = "cert_file" if cert_file is not None else "key_file"
+            missing = "key_file" if cert_file is not None else "cert_file"
+            self.issue(
+                f.node_of(given),
+                f.child(given),
+                f"{given} without {missing}",
+                "both cert_file and key_file for a client certificate, or neither",
+            )
+        if len(self.issues) > before:
+            return None
+        return TrunkTls(ca_file, cert_file, key_file, server_name, verify)
+
+
+def _tls_default_port(hp: HostPort) -> HostPort:
+    """SIP over TLS defaults to 5061 (RFC 3261 19.1.2) when the file gave no port."""
+    return hp if hp.port_given else HostPort(hp.host, s.DEFAULT_SIPS_PORT, port_given=False)

@@ -49,6 +49,8 @@ def _enum(choices: tuple[str, ...], default: str, description: str) -> dict[str,
 
 
 _HOST_PORT = r"^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]+)(:[0-9]{1,5})?$"
+_IP_PORT = r"^(\[[0-9A-Fa-f:.]+\]|[0-9.]+):[0-9]{1,5}$"
+_IP_OPT_PORT = r"^(\[[0-9A-Fa-f:.]+\]|[0-9.]+)(:[0-9]{1,5})?$"
 _CODECS: dict[str, Any] = {
     "type": "array",
     "items": {"enum": list(s.CODECS)},
@@ -99,6 +101,40 @@ def export_json_schema() -> dict[str, Any]:
             ),
             "codecs": {**_CODECS, "default": list(s.DEFAULT_CODECS)},
             "dtmf": _enum(s.DTMF_MODES, s.DEFAULT_DTMF, "How digits are sent to the trunk."),
+            "tcp_listen": _nullable(
+                _string("SIP over TCP listener as IP:port; off when unset.", pattern=_IP_PORT)
+            ),
+            "tls_listen": _nullable(
+                _string("SIP over TLS listener as IP:port; needs sip.tls.", pattern=_IP_PORT)
+            ),
+            "tls": _nullable(
+                _obj(
+                    {
+                        "cert_file": _string("PEM certificate chain the TLS listener presents.",
+                                             pattern="^/"),
+                        "key_file": _string("PEM private key of that certificate.",
+                                            pattern="^/"),
+                        "ca_file": _nullable(
+                            _string("CA bundle that checks client certificates.", pattern="^/")
+                        ),
+                        "verify_clients": {
+                            "type": "boolean",
+                            "default": False,
+                            "description": "Refuse TLS clients without a certificate from ca_file.",
+                        },
+                    },
+                    s.SIP_TLS_KEYS,
+                    required=("cert_file", "key_file"),
+                    description="The gateway's own certificate for inbound TLS.",
+                )
+            ),
+            "dns_servers": {
+                "type": "array",
+                "items": _string("Name server IP[:port].", pattern=_IP_OPT_PORT),
+                "maxItems": s.MAX_DNS_SERVERS,
+                "default": [],
+                "description": "Name servers for trunk lookups (NAPTR/SRV/A); the system's when empty.",
+            },
         },
         s.SIP_KEYS,
     )
@@ -107,7 +143,10 @@ def export_json_schema() -> dict[str, Any]:
             "name": _string(
                 "Trunk name, used in routes as trunk:<name>.", pattern=f"^{s.TRUNK_NAME_PATTERN}$"
             ),
-            "registrar": _string("Registrar host[:port].", pattern=_HOST_PORT),
+            "registrar": _string(
+                "Registrar host[:port]; a name without port is looked up by NAPTR/SRV.",
+                pattern=_HOST_PORT,
+            ),
             "proxy": _nullable(
                 _string(
                     "Outbound proxy host[:port]; defaults to the registrar.", pattern=_HOST_PORT
@@ -116,7 +155,7 @@ def export_json_schema() -> dict[str, Any]:
             "domain": _nullable(
                 _string("SIP domain of the accounts; defaults to the registrar host.")
             ),
-            "transport": _enum(s.TRANSPORTS, s.DEFAULT_TRANSPORT, "Only UDP for now."),
+            "transport": _enum(s.TRANSPORTS, s.DEFAULT_TRANSPORT, "Signalling transport."),
             "expires": {
                 "type": "integer",
                 "minimum": s.EXPIRES_MIN,
@@ -132,6 +171,49 @@ def export_json_schema() -> dict[str, Any]:
                 "description": "Seconds between keep-alives (NAT bindings).",
             },
             "codecs": _nullable(_CODECS),
+            "tls": _nullable(
+                _obj(
+                    {
+                        "ca_file": _nullable(
+                            _string("CA bundle for the trunk; system CAs when unset.",
+                                    pattern="^/")
+                        ),
+                        "cert_file": _nullable(
+                            _string("Client certificate, when the trunk demands one.",
+                                    pattern="^/")
+                        ),
+                        "key_file": _nullable(
+                            _string("Private key of the client certificate.", pattern="^/")
+                        ),
+                        "server_name": _nullable(
+                            _string("Name the trunk's certificate must carry (and SNI); "
+                                    "defaults to the domain.")
+                        ),
+                        "verify": {
+                            "type": "boolean",
+                            "default": True,
+                            "description": "Check the trunk's certificate (leave on).",
+                        },
+                    },
+                    s.TRUNK_TLS_KEYS,
+                    description="TLS settings used when transport is tls.",
+                )
+            ),
+            "srtp": _enum(
+                s.SRTP_MODES, s.DEFAULT_SRTP, "SRTP (SDES) on this trunk; require needs TLS."
+            ),
+            "keepalive": _enum(
+                s.KEEPALIVE_MODES,
+                s.DEFAULT_KEEPALIVE_MODE,
+                "NAT keep-alive: OPTIONS probes, CRLF pings, or none.",
+            ),
+            "failover_timeout": {
+                "type": "number",
+                "minimum": s.FAILOVER_MIN,
+                "maximum": s.FAILOVER_MAX,
+                "default": s.DEFAULT_FAILOVER,
+                "description": "Seconds without an answer before trying the next DNS target.",
+            },
         },
         s.TRUNK_KEYS,
         required=("name", "registrar"),

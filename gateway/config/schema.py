@@ -17,7 +17,9 @@ COUNTRIES: tuple[str, ...] = ("US", "UK", "DE", "FR")
 LOG_LEVELS: tuple[str, ...] = ("debug", "info", "warning", "error")
 CODECS: tuple[str, ...] = ("PCMU", "PCMA")
 DTMF_MODES: tuple[str, ...] = ("rfc4733", "inband")
-TRANSPORTS: tuple[str, ...] = ("udp",)
+TRANSPORTS: tuple[str, ...] = ("udp", "tcp", "tls")
+SRTP_MODES: tuple[str, ...] = ("off", "offer", "require")
+KEEPALIVE_MODES: tuple[str, ...] = ("options", "crlf", "none")
 LINE_TYPES: tuple[str, ...] = ("fxs",)
 
 DEFAULT_NAME = "branchline"
@@ -27,6 +29,10 @@ DEFAULT_STATE_DIR = "/var/lib/branchline"
 DEFAULT_LOG_LEVEL = "info"
 DEFAULT_LISTEN = "0.0.0.0:5060"
 DEFAULT_SIP_PORT = 5060
+DEFAULT_SIPS_PORT = 5061
+DEFAULT_DNS_PORT = 53
+DEFAULT_SRTP = "off"
+DEFAULT_KEEPALIVE_MODE = "options"
 DEFAULT_RTP_PORTS = "10000-10999"
 DEFAULT_CODECS: tuple[str, ...] = ("PCMU", "PCMA")
 DEFAULT_DTMF = "rfc4733"
@@ -38,6 +44,9 @@ CATCH_ALL_ROUTE = ".+"
 
 EXPIRES_MIN, EXPIRES_MAX, DEFAULT_EXPIRES = 60, 86400, 600
 KEEPALIVE_MIN, KEEPALIVE_MAX, DEFAULT_KEEPALIVE = 1.0, 300.0, 5.0
+#: Seconds without any answer before a request moves to the next DNS target (RFC 3263).
+FAILOVER_MIN, FAILOVER_MAX, DEFAULT_FAILOVER = 0.2, 32.0, 1.5
+MAX_DNS_SERVERS = 4
 RTP_PORT_MIN, RTP_PORT_MAX = 1024, 65535
 
 #: Trunk names appear in route targets ("trunk:<name>"), logs and metrics labels.
@@ -70,7 +79,20 @@ UNIX_SOCKET_PATH_MAX = 107
 
 TOP_KEYS: tuple[str, ...] = ("gateway", "sip", "trunks", "lines", "dialplan")
 GATEWAY_KEYS: tuple[str, ...] = ("name", "country", "control_socket", "state_dir", "log_level")
-SIP_KEYS: tuple[str, ...] = ("listen", "public_host", "user_agent", "rtp_ports", "codecs", "dtmf")
+SIP_KEYS: tuple[str, ...] = (
+    "listen",
+    "public_host",
+    "user_agent",
+    "rtp_ports",
+    "codecs",
+    "dtmf",
+    "tcp_listen",
+    "tls_listen",
+    "tls",
+    "dns_servers",
+)
+SIP_TLS_KEYS: tuple[str, ...] = ("cert_file", "key_file", "ca_file", "verify_clients")
+TRUNK_TLS_KEYS: tuple[str, ...] = ("ca_file", "cert_file", "key_file", "server_name", "verify")
 TRUNK_KEYS: tuple[str, ...] = (
     "name",
     "registrar",
@@ -80,6 +102,10 @@ TRUNK_KEYS: tuple[str, ...] = (
     "expires",
     "keepalive_interval",
     "codecs",
+    "tls",
+    "srtp",
+    "keepalive",
+    "failover_timeout",
 )
 LINE_KEYS: tuple[str, ...] = (
     "name",
@@ -110,14 +136,45 @@ def default_user_agent() -> str:
 
 @dataclass(frozen=True)
 class HostPort:
-    """A host and port as written in `listen`, `registrar` and `proxy`."""
+    """A host and port as written in `listen`, `registrar` and `proxy`.
+
+    `port_given` is False when the file named only a host: `port` then holds the default
+    for the transport, and a trunk looks the host up by RFC 3263 (NAPTR/SRV) instead.
+    """
 
     host: str
     port: int
+    port_given: bool = field(default=True, compare=False)
 
     def __str__(self) -> str:
         host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"{host}:{self.port}"
+        return f"{host}:{self.port}" if self.port_given else host
+
+    @property
+    def lookup_port(self) -> int | None:
+        """The port for an RFC 3263 lookup: None when the file gave none (SRV decides)."""
+        return self.port if self.port_given else None
+
+
+@dataclass(frozen=True)
+class TlsFiles:
+    """The gateway's own TLS certificate for `sip.tls_listen`; `ca_file` checks clients."""
+
+    cert_file: str
+    key_file: str
+    ca_file: str | None = None
+    verify_clients: bool = False
+
+
+@dataclass(frozen=True)
+class TrunkTls:
+    """How a trunk's TLS server is checked (CA file, name) and how we prove who we are."""
+
+    ca_file: str | None = None
+    cert_file: str | None = None
+    key_file: str | None = None
+    server_name: str | None = None
+    verify: bool = True
 
 
 @dataclass(frozen=True)
@@ -163,6 +220,10 @@ class SipSettings:
     rtp_ports: PortRange
     codecs: tuple[str, ...] = DEFAULT_CODECS
     dtmf: str = DEFAULT_DTMF
+    tcp_listen: HostPort | None = None
+    tls_listen: HostPort | None = None
+    tls: TlsFiles | None = None
+    dns_servers: tuple[HostPort, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -177,6 +238,10 @@ class TrunkConfig:
     expires: int = DEFAULT_EXPIRES
     keepalive_interval: float = DEFAULT_KEEPALIVE
     codecs: tuple[str, ...] | None = None
+    tls: TrunkTls = field(default_factory=TrunkTls)
+    srtp: str = DEFAULT_SRTP
+    keepalive: str = DEFAULT_KEEPALIVE_MODE
+    failover_timeout: float = DEFAULT_FAILOVER
 
     def effective_codecs(self, sip: SipSettings) -> tuple[str, ...]:
         """Codecs offered on this trunk: its own override, else the global list."""
@@ -362,6 +427,19 @@ def _config_dict(config: Config, *, redact: bool) -> dict[str, Any]:
             "rtp_ports": str(s.rtp_ports),
             "codecs": list(s.codecs),
             "dtmf": s.dtmf,
+            "tcp_listen": str(s.tcp_listen) if s.tcp_listen else None,
+            "tls_listen": str(s.tls_listen) if s.tls_listen else None,
+            "tls": (
+                {
+                    "cert_file": s.tls.cert_file,
+                    "key_file": s.tls.key_file,
+                    "ca_file": s.tls.ca_file,
+                    "verify_clients": s.tls.verify_clients,
+                }
+                if s.tls
+                else None
+            ),
+            "dns_servers": [str(d) for d in s.dns_servers],
         },
         "trunks": [
             {
@@ -373,6 +451,16 @@ def _config_dict(config: Config, *, redact: bool) -> dict[str, Any]:
                 "expires": t.expires,
                 "keepalive_interval": t.keepalive_interval,
                 "codecs": list(t.codecs) if t.codecs is not None else None,
+                "tls": {
+                    "ca_file": t.tls.ca_file,
+                    "cert_file": t.tls.cert_file,
+                    "key_file": t.tls.key_file,
+                    "server_name": t.tls.server_name,
+                    "verify": t.tls.verify,
+                },
+                "srtp": t.srtp,
+                "keepalive": t.keepalive,
+                "failover_timeout": t.failover_timeout,
             }
             for t in config.trunks
         ],
