@@ -1,0 +1,106 @@
+"""A tiny authoritative DNS server on loopback for RFC 3263 tests (NAPTR, SRV, A, AAAA).
+
+Records are zone-file rdata text keyed by (name, type), e.g.
+`{("_sip._udp.trunk.test", "SRV"): ["10 0 5071 a.trunk.test."]}`. Unknown names get
+NXDOMAIN; known names without that type get an empty NOERROR answer. Runs in a thread.
+"""
+
+from __future__ import annotations
+
+import socket
+import threading
+from collections.abc import Mapping, Sequence
+
+import dns.flags
+import dns.message
+import dns.name
+import dns.rcode
+import dns.rdata
+import dns.rdataclass
+import dns.rdatatype
+import dns.rrset
+
+Records = Mapping[tuple[str, str], Sequence[str]]
+
+
+class DnsTestServer:
+    """Answers UDP queries on 127.0.0.1 from a fixed record table; `queries` logs them."""
+
+    def __init__(self, records: Records, *, ttl: int = 60, host: str = "127.0.0.1",
+                 port: int = 0) -> None:
+        self.ttl = ttl
+        self._lock = threading.Lock()
+        self._records: dict[tuple[str, str], list[str]] = {}
+        self.set_records(records)
+        self.queries: list[tuple[str, str]] = []
+        self._sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self._sock.bind((host, port))
+        self._sock.settimeout(0.2)
+        self.address: tuple[str, int] = self._sock.getsockname()[:2]
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._serve, name="dns-test-server", daemon=True)
+
+    def set_records(self, records: Records) -> None:
+        """Replace the whole table."""
+        with self._lock:
+            self._records = {
+                (name.rstrip(".").lower(), rtype.upper()): list(values)
+                for (name, rtype), values in records.items()
+            }
+
+    def start(self) -> DnsTestServer:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(2)
+        self._sock.close()
+
+    def __enter__(self) -> DnsTestServer:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def _serve(self) -> None:
+        while not self._stop.is_set():
+            try:
+                data, peer = self._sock.recvfrom(4096)
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            try:
+                reply = self._answer(dns.message.from_wire(data))
+            except Exception:
+                continue  # not a query we can parse: stay silent like a real server
+            try:
+                self._sock.sendto(reply.to_wire(), peer)
+            except OSError:
+                return
+
+    def _answer(self, query: dns.message.Message) -> dns.message.Message:
+        reply = dns.message.make_response(query)
+        reply.flags |= dns.flags.AA
+        if not query.question:
+            reply.set_rcode(dns.rcode.FORMERR)
+            return reply
+        question = query.question[0]
+        name = question.name.to_text().rstrip(".").lower()
+        rtype = dns.rdatatype.to_text(question.rdtype)
+        with self._lock:
+            self.queries.append((name, rtype))
+            known = any(n == name for n, _ in self._records)
+            values = self._records.get((name, rtype), [])
+        if not known:
+            reply.set_rcode(dns.rcode.NXDOMAIN)
+            return reply
+        if values:
+            rrset = dns.rrset.RRset(question.name, dns.rdataclass.IN, question.rdtype)
+            rrset.update_ttl(self.ttl)
+            for text in values:
+                rrset.add(dns.rdata.from_text(dns.rdataclass.IN, question.rdtype, text),
+                          self.ttl)
+            reply.answer.append(rrset)
+        return reply

@@ -1,0 +1,105 @@
+"""The async RFC 3263 resolver against a loopback authoritative server."""
+
+from __future__ import annotations
+
+import asyncio
+import importlib.util
+import random
+from collections.abc import Iterator
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import pytest
+
+from gateway.runtime.resolver import SipResolver
+from gateway.sip.dns import Query, Srv
+from gateway.sip.target import Target
+
+
+def _load_dns_server() -> ModuleType:
+    path = Path(__file__).parents[1] / "integration" / "dns_server.py"
+    spec = importlib.util.spec_from_file_location("branchline_test_dns_server", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+RECORDS = {
+    ("trunk.test", "NAPTR"): [
+        '10 10 "s" "SIP+D2T" "" _sip._tcp.trunk.test.',
+        '20 10 "s" "SIP+D2U" "" _sip._udp.trunk.test.',
+    ],
+    ("_sip._tcp.trunk.test", "SRV"): ["10 0 5072 b.trunk.test."],
+    ("_sip._udp.trunk.test", "SRV"): ["10 0 5071 a.trunk.test.", "20 0 5073 b.trunk.test."],
+    ("a.trunk.test", "A"): ["127.0.0.1"],
+    ("b.trunk.test", "A"): ["127.0.0.2"],
+    ("plain.test", "A"): ["127.0.0.9"],
+}
+
+
+@pytest.fixture
+def server() -> Iterator[Any]:
+    srv = _load_dns_server().DnsTestServer(RECORDS, ttl=60).start()
+    yield srv
+    srv.stop()
+
+
+def test_naptr_srv_a_chain(server: Any) -> None:
+    resolver = SipResolver([server.address], rng=random.Random(1))
+    targets = asyncio.run(resolver.resolve("trunk.test", families=("A",)))
+    assert targets == [
+        Target("tcp", "127.0.0.2", 5072),
+        Target("udp", "127.0.0.1", 5071),
+        Target("udp", "127.0.0.2", 5073),
+    ]
+    assert ("trunk.test", "NAPTR") in server.queries
+    assert ("_sip._tcp.trunk.test", "SRV") in server.queries
+
+
+def test_no_naptr_uses_srv_then_a(server: Any) -> None:
+    resolver = SipResolver([server.address])
+    targets = asyncio.run(resolver.resolve("plain.test", families=("A",)))
+    assert targets == [Target("udp", "127.0.0.9", 5060)]
+
+
+def test_explicit_transport_and_answers_converted(server: Any) -> None:
+    resolver = SipResolver([server.address])
+    targets = asyncio.run(resolver.resolve("trunk.test", transport="udp", families=("A",)))
+    assert [t.port for t in targets] == [5071, 5073]
+    records = asyncio.run(resolver.lookup(Query("_sip._udp.trunk.test", "SRV")))
+    assert set(records) == {Srv(10, 0, 5071, "a.trunk.test."), Srv(20, 0, 5073, "b.trunk.test.")}
+
+
+def test_cache_serves_until_ttl_then_re_resolves(server: Any) -> None:
+    now = [100.0]
+    resolver = SipResolver([server.address], clock=lambda: now[0])
+
+    async def run() -> list[Target]:
+        return await resolver.resolve("plain.test", port=5060, families=("A",))
+
+    assert asyncio.run(run()) == [Target("udp", "127.0.0.9", 5060)]
+    asked = len(server.queries)
+    server.set_records({("plain.test", "A"): ["127.0.0.10"]})
+    now[0] += 30  # inside the 60 s TTL: cached
+    assert asyncio.run(run()) == [Target("udp", "127.0.0.9", 5060)]
+    assert len(server.queries) == asked and resolver.stats["cache_hits"] == 1
+    now[0] += 31  # expired: looked up again
+    assert asyncio.run(run()) == [Target("udp", "127.0.0.10", 5060)]
+    assert len(server.queries) == asked + 1
+
+
+def test_unknown_name_and_dead_server_give_no_targets(server: Any) -> None:
+    resolver = SipResolver([server.address])
+    assert asyncio.run(resolver.resolve("nothing.test")) == []
+    dead = SipResolver([("127.0.0.1", 9)], timeout=0.5)
+    assert asyncio.run(dead.resolve("trunk.test", port=5060)) == []
+    assert dead.stats["failures"] >= 1
+
+
+def test_numeric_host_asks_nothing(server: Any) -> None:
+    resolver = SipResolver([server.address])
+    assert asyncio.run(resolver.resolve("127.0.0.5", transport="tcp")) == [
+        Target("tcp", "127.0.0.5", 5060)]
+    assert server.queries == []
