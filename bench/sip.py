@@ -696,12 +696,12 @@ def run_kamailio_part(args: argparse.Namespace, workdir: Path, ports: Ports) -> 
             "children": kam.children, "sipp": run.summary(), **figures}
 
 
-def _fmt(v: Any, unit: str = "") -> str:
+def _fmt(v: Any, digits: int = 3) -> str:
     if v is None:
         return "n/a"
     if isinstance(v, float):
-        return f"{v:,.3f}{unit}" if v < 100 else f"{v:,.0f}{unit}"
-    return f"{v}{unit}"
+        return f"{v:,.{digits}f}" if v < 100 else f"{v:,.0f}"
+    return f"{v}"
 
 
 def render(report: dict[str, Any]) -> str:
@@ -728,10 +728,10 @@ def render(report: dict[str, Any]) -> str:
                 why += " (" + ", ".join(f"{k}: {v}" for k, v in s["unexpected"].items()) + ")"
             out.append(
                 f"  {s['rate']:>5g} {s['created']:>8} {s['successful']:>6} {s['failed']:>7} "
-                f"{s['retransmissions']:>8} {_fmt(s.get('daemon_cpu_pct')):>6} "
-                f"{_fmt(s['rtt_ms_p50']) + '/' + _fmt(s['rtt_ms_p99']):>15}  {why or '-'}")
-        out.append(f"  daemon CPU with no calls: {_fmt(gw.get('idle_cpu_pct'))}% of one core")
-        out.append(f"  highest rate with zero failed calls: {_fmt(gw.get('max_clean_cps'))} cps"
+                f"{s['retransmissions']:>8} {_fmt(s.get('daemon_cpu_pct'), 1):>6} "
+                f"{_fmt(s['rtt_ms_p50'], 0) + '/' + _fmt(s['rtt_ms_p99'], 0):>15}  {why or '-'}")
+        out.append(f"  daemon CPU with no calls: {_fmt(gw.get('idle_cpu_pct'), 1)}% of one core")
+        out.append(f"  highest rate with zero failed calls: {_fmt(gw.get('max_clean_cps'), 0)} cps"
                    f"; daemon alive after the ramp: {gw.get('daemon_alive')}")
     rows = [("gateway", gw["latency"] if gw else None), ("kamailio", report.get("kamailio"))]
     rows = [(n, r) for n, r in rows if r]
