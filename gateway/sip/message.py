@@ -268,6 +268,8 @@ class Response(_MessageMixin):
 
 _VERSION_RE = re.compile(r"SIP/\d+\.\d+", re.IGNORECASE)
 _HEADER_NAME_RE = re.compile(r"[A-Za-z0-9\-.!%*_+`'~]+")
+# A CTL is allowed only as a quoted-pair ("\\" + CTL, RFC 3261 25.1), and CR/LF never.
+_CONTROL_RE = re.compile(r"(?<!\\)[\x00-\x08\x0a-\x1f\x7f]|[\r\n]")
 
 
 def _split_head(data: bytes) -> tuple[bytes, bytes]:
@@ -407,6 +409,8 @@ def _parse(data: bytes) -> Request | Response:
         name = name.rstrip(" \t")
         if not colon or not _HEADER_NAME_RE.fullmatch(name):
             raise SipParseError("Bad Header", f"bad header line {line[:60]!r}")
+        if _CONTROL_RE.search(value):  # RFC 3261 25.1: no CTLs but HTAB in a header value
+            raise SipParseError(f"Bad {canonical_name(name)}"[:60], "control character")
         msg.headers.add(name, value)
     if start_error is not None:
         start_error.message = msg
