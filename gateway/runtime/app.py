@@ -507,7 +507,7 @@ class Gateway:
                 ssrc=secrets.randbits(32),
                 seq=secrets.randbits(16),
                 timestamp=secrets.randbits(32),
-                now=now,
+                now=self.clock.stream_anchor(now),
             )
             if call.rtp is not None:
                 call.rtp.attach(call.media)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 from collections.abc import Callable
 
 from gateway.media.session import PacingSchedule
@@ -71,6 +72,19 @@ class AudioClock:
             self._loop.time(), self.interval, max_burst=self.max_burst
         )
         self._arm()
+
+    def stream_anchor(self, now: float) -> float:
+        """Where a new RTP stream should anchor its send schedule: half a slot before a tick.
+
+        A stream anchored at an arbitrary phase sometimes finds 0 and then 2 packets due at
+        consecutive ticks, because tick jitter decides which side of its slot boundary a
+        tick lands on. Half a slot of margin on the clock's own grid gives exactly one.
+        """
+        schedule = self._schedule
+        if schedule is None:
+            return now
+        k = math.floor((now - schedule.start) / self.interval)
+        return schedule.start + k * self.interval - self.interval / 2
 
     def stop(self) -> None:
         """Cancel the pending tick; callbacks stay registered for a later start()."""
