@@ -10,7 +10,7 @@ from __future__ import annotations
 import random
 import socket
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -204,6 +204,7 @@ class FloodReport:
     seconds: float = 0.0
     responses: int = 0
     send_errors: int = 0
+    max_backlog: int = 0
     statuses: dict[int, int] = field(default_factory=dict)
 
     @property
@@ -213,13 +214,15 @@ class FloodReport:
 
 
 def run_flood(datagrams: Sequence[bytes], dest: tuple[str, int], sockets: Sequence[socket.socket],
-              max_seconds: float = 60.0, pace_every: int = 200, pace_sleep: float = 0.01
+              max_seconds: float = 60.0, pace_every: int = 50, pace_sleep: float = 0.002,
+              processed: Callable[[], int] | None = None, max_backlog: int = 60
               ) -> FloodReport:
     """Send ``datagrams`` round-robin from ``sockets`` to ``dest``; count what comes back.
 
-    Sends in bursts of ``pace_every`` with a short pause so the kernel's receive buffer on
-    the daemon side is what limits us, not a burst that the kernel drops before any SIP
-    code sees it. Stops after ``max_seconds`` whatever remains.
+    A flood the kernel drops before any SIP code sees it tests nothing, so sending is
+    closed-loop when ``processed`` is given (how many datagrams the daemon has taken in so
+    far): after each burst of ``pace_every`` the sender waits while more than
+    ``max_backlog`` are still queued. Stops after ``max_seconds`` whatever remains.
     """
     report = FloodReport()
     for s in sockets:
@@ -236,6 +239,13 @@ def run_flood(datagrams: Sequence[bytes], dest: tuple[str, int], sockets: Sequen
         if i % pace_every == pace_every - 1:
             _drain(sockets, report)
             time.sleep(pace_sleep)
+            while processed is not None and time.monotonic() - start < max_seconds:
+                backlog = report.sent - processed()
+                report.max_backlog = max(report.max_backlog, backlog)
+                if backlog <= max_backlog:
+                    break
+                _drain(sockets, report)
+                time.sleep(0.005)
     deadline = time.monotonic() + 1.0
     while time.monotonic() < deadline:
         _drain(sockets, report)

@@ -356,3 +356,18 @@ def test_fuzz_mutated_invite(pos: int, cut: int, insert: bytes) -> None:
         h for h in msg.headers.items() if h[0] != "Content-Length"
     ]
     assert again.headers.get("Content-Length") == str(len(msg.body))
+
+
+def test_control_characters_in_header_values_are_refused() -> None:
+    # Fuzz finding: a NUL Call-ID used to be accepted and printed back verbatim.
+    raw = (b"OPTIONS sip:a@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.2;branch=z9hG4bK1\r\n"
+           b"From: <sip:b@127.0.0.2>;tag=1\r\nTo: <sip:a@127.0.0.1>\r\nCall-ID: \x00\r\n"
+           b"CSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n")
+    with pytest.raises(SipParseError) as info:
+        parse_message(raw)
+    assert info.value.reason == "Bad Call-ID" and info.value.status == 400
+    # ...but an escaped CTL inside a quoted string stays legal (RFC 4475 intmeth).
+    ok = raw.replace(b"Call-ID: \x00", b"Call-ID: c1").replace(
+        b"To: <sip:a@127.0.0.1>", b'To: "BEL:\\\x07" <sip:a@127.0.0.1>')
+    msg = parse_message(ok)
+    assert msg.to_addr.display == "BEL:\x07"
