@@ -22,6 +22,7 @@ from gateway.dsp.tones import get_profile
 from gateway.lines import events as lev
 from gateway.lines.fxs import FxsLine
 from gateway.media.stream import MediaStream
+from gateway.media.telephone_event import DigitReceived
 from gateway.routing.dialplan import DigitMap
 from gateway.routing.router import NoRoute, Router
 from gateway.runtime.clock import AudioClock
@@ -316,6 +317,9 @@ class Gateway:
             elif call is not None and call.audio:
                 if call.media is not None:
                     ear = call.media.pull_frame(now)
+                    digit_frame = lp.next_digit_frame()
+                    if digit_frame is not None:
+                        ear = digit_frame
                 elif call.peer is not None:
                     ear = call.peer.line.mic
             lp.port.write_frame(ear)
@@ -440,6 +444,9 @@ class Gateway:
 
     def _on_media_event(self, call: Call, ev: Any) -> None:
         log.debug("call %s: media event %s", call.call_id, ev)
+        if isinstance(ev, DigitReceived) and call.audio:
+            log.info("call %s: digit %s received (RFC 4733)", call.call_id, ev.digit)
+            call.line.play_digit(ev.digit, ev.duration_ms)
 
     def _answer(self, call_id: str, now: float) -> None:
         call = self.calls.get(call_id)
@@ -570,6 +577,17 @@ class Gateway:
                 if lp.call_id == call.call_id:
                     lp.call_id = None
                 self._release_media(call)
+            case sev.DtmfInfo():
+                call = self.calls.get(ev.call_id)
+                if call is not None and call.audio:
+                    log.info("call %s: digit %s received (SIP INFO)", ev.call_id, ev.digit)
+                    call.line.play_digit(ev.digit, ev.duration_ms or 100)
+            case sev.ReinviteAnswered():
+                call = self.calls.get(ev.call_id)
+                if call is not None and call.offer is not None:
+                    self._apply_answer(call, ev.sdp, now)
+            case sev.ReinviteFailed():
+                log.info("call %s: re-INVITE refused (%s); media unchanged", ev.call_id, ev.status)
             case sev.MessageDropped():
                 log.debug("dropped SIP message from %s: %s", ev.source, ev.reason)
 

@@ -11,8 +11,9 @@ import logging
 from dataclasses import dataclass, field
 from typing import Any
 
-from gateway.dsp import SILENCE_FRAME
+from gateway.dsp import FRAME_BYTES, SILENCE_FRAME
 from gateway.dsp.dtmf import DtmfDetector
+from gateway.dsp.dtmf import generate as dtmf_generate
 from gateway.dsp.tones import ToneGenerator, ToneProfile
 from gateway.lines.fxs import FxsLine
 from hal.base import FxsPort
@@ -36,6 +37,20 @@ class LinePort:
     ringing: bool = False
     call_id: str | None = None
     mic: bytes = SILENCE_FRAME
+    ear_digits: bytearray = field(default_factory=bytearray)
+
+    def play_digit(self, digit: str, duration_ms: int) -> None:
+        """Regenerate a digit the far end sent out of band, so the handset hears it in band."""
+        if digit in "0123456789*#ABCD" and len(self.ear_digits) < 16000:
+            self.ear_digits += dtmf_generate(digit, max(40, min(duration_ms, 500)))
+            self.ear_digits += bytes(FRAME_BYTES * 3)  # a gap, so repeats stay separate
+
+    def next_digit_frame(self) -> bytes | None:
+        if not self.ear_digits:
+            return None
+        frame = bytes(self.ear_digits[:FRAME_BYTES]).ljust(FRAME_BYTES, b"\0")
+        del self.ear_digits[:FRAME_BYTES]
+        return frame
 
     def play_tone(self, name: str) -> None:
         try:

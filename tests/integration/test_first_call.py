@@ -165,6 +165,14 @@ def test_outgoing_call_audio_both_ways_dtmf_and_hangup(
         time.sleep(0.1)
     assert bob.received_dtmf() == "42#"
 
+    # Digits baresip sends as RFC 4733 events are regenerated in band for the handset.
+    bob.send_dtmf("7*")
+    gw.wait_until(
+        "handset hears 7*",
+        lambda: str(gw.phone("1", "hears").get("digits", "")).endswith("7*"),
+        timeout=5,
+    )
+
     gw.phone("1", "onhook")
     bob.wait_for_event("CALL_CLOSED", timeout=10)
     gw.wait_until("call gone", lambda: not gw.status()["calls"], timeout=5)
