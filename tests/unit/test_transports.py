@@ -439,3 +439,27 @@ def test_udp_send_and_receive() -> None:
         await b.close()
 
     _run(main)
+
+
+def test_real_user_agent_answers_options_over_tcp() -> None:
+    from gateway.sip.ua import UserAgent
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        ua = UserAgent(local_host=LOOP, local_port=0, user_agent="t", instance_id="x")
+        mgr = TransportManager(ua, loop)
+        mgr.after_input = mgr.flush
+        await mgr.start(ListenSettings(udp=None, tcp=(LOOP, 0)))
+        reader, writer = await asyncio.open_connection(LOOP, mgr.ports["tcp"])
+        port = writer.get_extra_info("sockname")[1]
+        writer.write((
+            f"OPTIONS sip:gw@{LOOP} SIP/2.0\r\nVia: SIP/2.0/TCP {LOOP}:{port};branch=z9hG4bKq1\r\n"
+            f"Max-Forwards: 70\r\nFrom: <sip:a@{LOOP}>;tag=1\r\nTo: <sip:gw@{LOOP}>\r\n"
+            "Call-ID: real-ua\r\nCSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n").encode())
+        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+        assert head.startswith(b"SIP/2.0 200 ")
+        assert b"Call-ID: real-ua" in head and b"SIP/2.0/TCP" in head
+        writer.close()
+        await mgr.close()
+
+    _run(main)
