@@ -19,7 +19,7 @@ import dns.exception
 import dns.rdatatype
 import dns.resolver
 
-from gateway.sip.dns import Answer, Naptr, Query, Srv, TargetSelection
+from gateway.sip.dns import Answer, Naptr, Query, Srv, TargetSelection, is_ip
 from gateway.sip.target import Target
 
 log = logging.getLogger("branchline.dns")
@@ -64,6 +64,20 @@ class SipResolver:
             for query, records in zip(needed, answers, strict=True):
                 selection.add_answer(query, records)
         return selection.targets()
+
+    async def resolve_trunk(self, host: str, port: int | None, transport: str, *,
+                            server_name: str | None = None) -> list[Target]:
+        """A trunk's targets over its configured `transport`.
+
+        With a port or an IP literal the transport is fixed (RFC 3263 4.1). Otherwise NAPTR
+        is consulted but only records for `transport` are used; without them its SRV, then
+        A/AAAA on the default port.
+        """
+        if port is not None or is_ip(host):
+            return await self.resolve(host, port=port, transport=transport,
+                                      server_name=server_name)
+        return await self.resolve(host, secure=transport == "tls", supported=(transport,),
+                                  server_name=server_name)
 
     async def lookup(self, query: Query) -> Answer:
         """One query through the TTL cache; errors and NXDOMAIN give an empty answer."""

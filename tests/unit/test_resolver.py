@@ -103,3 +103,19 @@ def test_numeric_host_asks_nothing(server: Any) -> None:
     assert asyncio.run(resolver.resolve("127.0.0.5", transport="tcp")) == [
         Target("tcp", "127.0.0.5", 5060)]
     assert server.queries == []
+
+
+def test_resolve_trunk_keeps_the_configured_transport(server: Any) -> None:
+    resolver = SipResolver([server.address])
+
+    async def run() -> tuple[list[Target], list[Target], list[Target]]:
+        by_naptr = await resolver.resolve_trunk("trunk.test", None, "udp")
+        with_port = await resolver.resolve_trunk("plain.test", 5070, "tcp")
+        numeric = await resolver.resolve_trunk("127.0.0.3", None, "tls", server_name="sip.test")
+        return by_naptr, with_port, numeric
+
+    by_naptr, with_port, numeric = asyncio.run(run())
+    assert [t.transport for t in by_naptr] == ["udp", "udp"]  # the TCP NAPTR is skipped
+    assert [t.port for t in by_naptr] == [5071, 5073]
+    assert [(t.transport, t.host, t.port) for t in with_port] == [("tcp", "127.0.0.9", 5070)]
+    assert numeric == [Target("tls", "127.0.0.3", 5061, "sip.test")]
