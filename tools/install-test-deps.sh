@@ -25,6 +25,7 @@ required=(
   nftables        # packet loss between those namespaces
   fail2ban        # fail2ban-regex checks the security filter (tests/unit/test_fail2ban_filter.py)
   sipvicious      # svmap/svwar/svcrack against the gateway (tests/integration/test_scanners.py)
+  linphone-cli    # linphonec softphone (tests/integration/test_interop_linphone.py)
 )
 optional=()
 dry_run=0
