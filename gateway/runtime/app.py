@@ -27,9 +27,12 @@ from gateway.routing.dialplan import DigitMap
 from gateway.routing.router import NoRoute, Router
 from gateway.runtime.clock import AudioClock
 from gateway.runtime.control import ControlServer
+from gateway.runtime.edge import SipEdge, build_edge, build_route_guard, resolve_trunk_hosts
 from gateway.runtime.ports import LinePort
 from gateway.runtime.rtp import RtpEndpoint
 from gateway.runtime.sip_transport import SipUdpTransport
+from gateway.security.permissions import CallSource, Denied
+from gateway.security.routeguard import LOCAL_TARGET, trunk_target
 from gateway.sip import events as sev
 from gateway.sip.errors import SdpError
 from gateway.sip.sdp import (
@@ -106,6 +109,8 @@ class Gateway:
         self.registrations: dict[str, Registration] = {}
         self.trunks: dict[str, TrunkConfig] = {t.name: t for t in self.config.trunks}
         self.router = Router(self.config.dialplan.routes)
+        self.edge: SipEdge | None = None
+        self.route_guard = build_route_guard(self.config)
         self.ua: UserAgent | None = None
         self.sip: SipUdpTransport | None = None
         self.clock = AudioClock(self.loop)
@@ -123,11 +128,13 @@ class Gateway:
         state_dir = Path(cfg.gateway.state_dir)
         instance_id = self.instance_id = load_or_create_instance_id(state_dir)
         listen = cfg.sip.listen
+        self.edge = build_edge(cfg, resolved=await resolve_trunk_hosts(cfg, self.loop))
         self.ua = UserAgent(
             local_host=cfg.sip.public_host,
             local_port=listen.port,
             user_agent=cfg.sip.user_agent,
             instance_id=instance_id,
+            request_filter=self.edge.filter,
         )
         ua = self.ua
         _, proto = await self.loop.create_datagram_endpoint(
@@ -377,6 +384,12 @@ class Gateway:
             log.info("line %s: no route for %s", lp.name, number)
             lp.line.call_ended("no route", 404, now)
             return
+        target = LOCAL_TARGET if decision.kind == "local" else trunk_target(str(decision.trunk))
+        verdict = self.route_guard.check(CallSource.line(lp.name), decision.number, target)
+        if isinstance(verdict, Denied):
+            log.warning("line %s: call to %s refused: %s", lp.name, number, verdict.reason)
+            lp.line.call_ended("not permitted", verdict.status, now)
+            return
         if decision.kind == "local":
             self._place_local_call(lp, decision.number, now)
         else:
@@ -625,6 +638,16 @@ class Gateway:
         now = self.loop.time()
         if lp is None:
             self.ua.reject(ev.call_id, 404, now)
+            self._pump()
+            return
+        source = self.edge.call_source(ev.call_id, ev.source) if self.edge else None
+        verdict = (
+            self.route_guard.check(source, lp.number, LOCAL_TARGET, src_addr=ev.source,
+                                   call_id=ev.call_id)
+            if source is not None else None
+        )
+        if verdict is None or isinstance(verdict, Denied):
+            self.ua.reject(ev.call_id, verdict.status if verdict is not None else 403, now)
             self._pump()
             return
         try:

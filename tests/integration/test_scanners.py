@@ -31,14 +31,7 @@ from .gateway_proc import GatewayProcess
 from .peers.ports import free_port, release
 from .peers.sipvicious import TARGET_HOST, Sipvicious, sipvicious_binary
 
-pytestmark = [
-    pytest.mark.peers,
-    pytest.mark.slow,
-    pytest.mark.xfail(
-        reason="needs app wiring: SipEdge as UserAgent(request_filter=...) in Gateway.start",
-        strict=False,
-    ),
-]
+pytestmark = [pytest.mark.peers, pytest.mark.slow]
 
 REPO = Path(__file__).resolve().parents[2]
 FILTER = REPO / "systemd" / "fail2ban" / "filter.d" / "branchline.conf"
