@@ -21,6 +21,7 @@ from gateway.dsp import SILENCE_FRAME
 from gateway.dsp.tones import get_profile
 from gateway.lines import events as lev
 from gateway.lines.fxs import FxsLine
+from gateway.media.secure import srtp_pair
 from gateway.media.stream import MediaStream
 from gateway.media.telephone_event import DigitReceived
 from gateway.routing.dialplan import DigitMap
@@ -29,19 +30,22 @@ from gateway.runtime.clock import AudioClock
 from gateway.runtime.control import ControlServer
 from gateway.runtime.edge import SipEdge, build_edge, build_route_guard, resolve_trunk_hosts
 from gateway.runtime.ports import LinePort
+from gateway.runtime.resolver import SipResolver
 from gateway.runtime.rtp import RtpEndpoint
-from gateway.runtime.sip_transport import SipUdpTransport
+from gateway.runtime.transports import (
+    ListenSettings,
+    TlsClientSettings,
+    TlsServerSettings,
+    TransportManager,
+)
 from gateway.security.permissions import CallSource, Denied
 from gateway.security.routeguard import LOCAL_TARGET, trunk_target
 from gateway.sip import events as sev
 from gateway.sip.errors import SdpError
-from gateway.sip.sdp import (
-    MediaParams,
-    SessionDescription,
-    answer_offer,
-    build_offer,
-    params_from_answer,
-)
+from gateway.sip.sdes import CryptoSelection
+from gateway.sip.sdp import MediaParams, SessionDescription, build_offer, params_from_answer
+from gateway.sip.sdp_secure import PendingOffer, secure_answer, secure_from_answer, secure_offer
+from gateway.sip.target import Target
 from gateway.sip.ua import UserAgent
 from gateway.store.instance import load_or_create_instance_id
 from hal.registry import create_fxs
@@ -71,6 +75,9 @@ class Call:
     audio: bool = False
     answered_at: float | None = None
     codecs: tuple[str, ...] = ()
+    srtp_pending: PendingOffer | None = None
+    srtp: CryptoSelection | None = None
+    srtp_policy: str = "off"
 
     def describe(self, now: float) -> dict[str, Any]:
         return {
@@ -112,7 +119,10 @@ class Gateway:
         self.edge: SipEdge | None = None
         self.route_guard = build_route_guard(self.config)
         self.ua: UserAgent | None = None
-        self.sip: SipUdpTransport | None = None
+        self.sip: TransportManager | None = None
+        self.resolver: SipResolver | None = None
+        self.registrar_targets: dict[str, tuple[Target, ...]] = {}
+        self.proxy_targets: dict[str, tuple[Target, ...]] = {}
         self.clock = AudioClock(self.loop)
         self.control: ControlServer | None = None
         self._timer: asyncio.TimerHandle | None = None
@@ -135,16 +145,24 @@ class Gateway:
             user_agent=cfg.sip.user_agent,
             instance_id=instance_id,
             request_filter=self.edge.filter,
+            target_timeout=min((t.failover_timeout for t in cfg.trunks), default=1.5),
         )
         ua = self.ua
-        _, proto = await self.loop.create_datagram_endpoint(
-            lambda: SipUdpTransport(ua, self.loop, self._pump),
-            local_addr=(listen.host, listen.port),
-        )
-        self.sip = proto
-        if listen.port == 0 and proto.transport is not None:
-            # Tests bind port 0: tell the agent which port it actually got.
-            ua.local_port = proto.transport.get_extra_info("sockname")[1]
+        s = cfg.sip
+        self.sip = TransportManager(ua, self.loop, self._pump)
+        await self.sip.start(ListenSettings(
+            udp=(listen.host, listen.port),
+            tcp=(s.tcp_listen.host, s.tcp_listen.port) if s.tcp_listen else None,
+            tls=(s.tls_listen.host, s.tls_listen.port) if s.tls_listen else None,
+            tls_server=TlsServerSettings(s.tls.cert_file, s.tls.key_file, s.tls.ca_file,
+                                         s.tls.verify_clients) if s.tls else None,
+        ))
+        # Tests bind port 0: tell the agent which ports it actually got.
+        ua.local_port = self.sip.ports["udp"]
+        ua.ports = dict(self.sip.ports)
+        self.resolver = SipResolver([(d.host, d.port) for d in s.dns_servers])
+        for t in cfg.trunks:
+            await self._resolve_trunk(t)
         profile = get_profile(cfg.gateway.country)
         digit_map = DigitMap(cfg.dialplan.digit_map)
         for lc in cfg.lines:
@@ -178,11 +196,35 @@ class Gateway:
 
         port.start(on_hook)
 
+    def _server_name(self, t: TrunkConfig) -> str | None:
+        return (t.tls.server_name or t.domain) if t.transport == "tls" else None
+
+    async def _resolve_trunk(self, t: TrunkConfig) -> None:
+        """RFC 3263: turn the trunk's registrar and proxy into ordered transport targets."""
+        assert self.sip is not None and self.resolver is not None
+        name = t.tls.server_name
+        if t.transport == "tls":
+            self.sip.set_tls_client(
+                {t.domain, t.registrar.host, t.proxy.host, *([name] if name else [])},
+                TlsClientSettings(t.tls.ca_file, t.tls.cert_file, t.tls.key_file, name, t.tls.verify),
+            )
+        sn = self._server_name(t)
+        self.registrar_targets[t.name] = tuple(await self.resolver.resolve_trunk(
+            t.registrar.host, t.registrar.lookup_port, t.transport, server_name=sn))
+        self.proxy_targets[t.name] = tuple(await self.resolver.resolve_trunk(
+            t.proxy.host, t.proxy.lookup_port, t.transport, server_name=sn))
+        if not self.registrar_targets[t.name]:
+            log.warning("trunk %s: registrar %s did not resolve", t.name, t.registrar.host)
+        if t.keepalive == "crlf":
+            self.sip.set_keepalive(t.name, self.proxy_targets[t.name], t.keepalive,
+                                   t.keepalive_interval)
+
     def _account_settings(self, lc: LineConfig) -> Any:
         from gateway.sip.registration import AccountSettings
 
         assert lc.trunk is not None and self.ua is not None
         trunk = self.trunks[lc.trunk.name]
+        port = self.ua.ports.get(trunk.transport, self.ua.local_port) if self.ua.ports else self.ua.local_port
         return AccountSettings(
             aor=f"sip:{lc.trunk.username}@{trunk.domain}",
             registrar_host=trunk.registrar.host,
@@ -191,9 +233,14 @@ class Gateway:
             password=lc.trunk.password,
             auth_username=lc.trunk.auth_username,
             expires=trunk.expires,
-            contact=f"sip:{lc.trunk.username}@{self.config.sip.public_host}:{self.ua.local_port}",
+            contact=f"sip:{lc.trunk.username}@{self.config.sip.public_host}:{port}",
             instance_id=self.instance_id,
-            probe_interval=trunk.keepalive_interval,
+            # With keepalive "options" the registrar is probed every interval; otherwise the
+            # transport keeps the flow alive and probing is rare.
+            probe_interval=trunk.keepalive_interval if trunk.keepalive == "options" else 300.0,
+            transport=trunk.transport,
+            targets=self.registrar_targets.get(trunk.name, ()),
+            target_timeout=trunk.failover_timeout,
         )
 
     def _add_account(self, lc: LineConfig, now: float) -> None:
@@ -228,7 +275,7 @@ class Gateway:
         if self._timer is not None:
             self._timer.cancel()
         if self.sip is not None:
-            self.sip.close()
+            await self.sip.close()
         self.stopped.set()
         log.info("branchline stopped")
 
@@ -422,28 +469,38 @@ class Gateway:
         cfg = self.config
         trunk = self.trunks[trunk_name]
         rtp = await RtpEndpoint.open(cfg.sip.listen.host, (cfg.sip.rtp_ports.first, cfg.sip.rtp_ports.last))
+        targets: tuple[Target, ...] = self.proxy_targets.get(trunk_name, ())
+        if self.resolver is not None:
+            try:  # cached; picks up DNS changes once the TTL runs out
+                targets = tuple(await self.resolver.resolve_trunk(
+                    trunk.proxy.host, trunk.proxy.lookup_port, trunk.transport,
+                    server_name=self._server_name(trunk)))
+            except Exception as exc:
+                log.warning("trunk %s: lookup of %s failed (%s); using the last targets",
+                            trunk_name, trunk.proxy.host, exc)
         now = self.loop.time()
         if lp.line.state not in (lev.LineState.CALLING,) or lp.line.call_id is not None:
             rtp.close()  # the user hung up while the socket was being opened
             return
         assert self.ua is not None
         codecs = list(trunk.codecs or cfg.sip.codecs)
-        offer = build_offer(
+        offer, pending = secure_offer(trunk.srtp, build_offer(
             address=cfg.sip.public_host, port=rtp.port, codecs=codecs,
             session_id=secrets.randbits(32), session_version=1,
-        )
+        ))
         account = lp.name if lp.config.trunk is not None and lp.config.trunk.name == trunk_name else None
         user = lp.config.trunk.username if account and lp.config.trunk else lp.number
         call_id = self.ua.invite(
             target_uri=f"sip:{number}@{trunk.domain}",
             from_uri=f"sip:{user}@{trunk.domain}",
-            dest=(trunk.proxy.host, trunk.proxy.port),
+            dest=targets or (trunk.proxy.host, trunk.proxy.port),
             sdp=bytes(offer),
             account_id=account,
             display_name=lp.config.display_name,
             now=now,
         )
-        call = Call(call_id, lp, "out", f"sip:{number}@{trunk.domain}", "sip", now, rtp=rtp, offer=offer)
+        call = Call(call_id, lp, "out", f"sip:{number}@{trunk.domain}", "sip", now, rtp=rtp,
+                    offer=offer, srtp_pending=pending, srtp_policy=trunk.srtp)
         self.calls[call_id] = call
         lp.call_id = call_id
         lp.line.set_call_id(call_id)
@@ -528,12 +585,14 @@ class Gateway:
                 seq=secrets.randbits(16),
                 timestamp=secrets.randbits(32),
                 now=self.clock.stream_anchor(now),
+                srtp=srtp_pair(call.srtp),
             )
             if call.rtp is not None:
                 call.rtp.attach(call.media)
         else:
             call.media.update_remote(params.remote_addr, params.codec, params.payload_type,
                                      params.telephone_event_pt)
+            call.media.set_srtp(srtp_pair(call.srtp))
         call.media.set_direction(params.direction)
         log.info("call %s: media %s/%s to %s:%s (%s)", call.call_id, params.codec,
                  params.payload_type, *params.remote_addr, params.direction)
@@ -570,8 +629,12 @@ class Gateway:
                 call = self.calls.get(ev.call_id)
                 if call is None:
                     return
-                if call.offer is not None and ev.sdp:
-                    self._apply_answer(call, ev.sdp, now)
+                if call.offer is not None and ev.sdp and not self._apply_answer(call, ev.sdp, now):
+                    # Never play media the policy refuses (e.g. plain RTP when SRTP is required).
+                    call.state = "connected"
+                    self._end_call_locally(call, now)
+                    call.line.line.call_ended("media refused", 488, now)
+                    return
                 call.state = "connected"
                 call.answered_at = now
                 call.line.line.call_answered(now)
@@ -607,12 +670,26 @@ class Gateway:
     def _apply_answer(self, call: Call, sdp: bytes, now: float) -> bool:
         assert call.offer is not None
         try:
-            params = params_from_answer(call.offer, SessionDescription.parse(sdp))
+            answer = SessionDescription.parse(sdp)
+            params = params_from_answer(call.offer, answer)
+            selection = (secure_from_answer(call.srtp_pending, answer)
+                         if call.srtp_pending is not None else None)
         except SdpError as exc:
             log.warning("call %s: unusable SDP answer: %s", call.call_id, exc)
             return False
+        call.srtp = selection
         self._start_media(call, params, now)
         return True
+
+    def _srtp_policy_for(self, source: tuple[str, int]) -> str:
+        """The SRTP policy of the trunk a call came from; unknown sources get best effort."""
+        for t in self.trunks.values():
+            hosts = {t.registrar.host, t.proxy.host}
+            hosts.update(tg.host for tg in self.registrar_targets.get(t.name, ()))
+            hosts.update(tg.host for tg in self.proxy_targets.get(t.name, ()))
+            if source[0] in hosts:
+                return t.srtp
+        return "offer"
 
     def _find_line_for(self, ev: sev.IncomingCall) -> LinePort | None:
         from gateway.sip.uri import SipUri
@@ -658,10 +735,11 @@ class Gateway:
             return
         rtp = await RtpEndpoint.open(cfg.sip.listen.host, (cfg.sip.rtp_ports.first, cfg.sip.rtp_ports.last))
         now = self.loop.time()
+        policy = self._srtp_policy_for(ev.source)
         try:
-            answer, params = answer_offer(
-                offer, address=cfg.sip.public_host, port=rtp.port, codecs=list(cfg.sip.codecs),
-                session_id=secrets.randbits(32), session_version=1,
+            answer, params, selection = secure_answer(
+                policy, offer, address=cfg.sip.public_host, port=rtp.port,
+                codecs=list(cfg.sip.codecs), session_id=secrets.randbits(32), session_version=1,
             )
         except SdpError as exc:
             log.info("call %s: no usable media (%s): 488", ev.call_id, exc)
@@ -670,7 +748,7 @@ class Gateway:
             self._pump()
             return
         call = Call(ev.call_id, lp, "in", ev.from_uri, "sip", now, rtp=rtp,
-                    answer_sdp=bytes(answer), params=params)
+                    answer_sdp=bytes(answer), params=params, srtp=selection, srtp_policy=policy)
         self.calls[ev.call_id] = call
         self._attach_rtp(call)
         result = lp.line.incoming_call(ev.call_id, ev.from_uri, ev.from_display, now)
@@ -686,15 +764,17 @@ class Gateway:
         if call is None or call.rtp is None:
             return
         try:
-            answer, params = answer_offer(
-                SessionDescription.parse(ev.sdp), address=self.config.sip.public_host,
-                port=call.rtp.port, codecs=list(self.config.sip.codecs),
-                session_id=secrets.randbits(32), session_version=2,
+            answer, params, selection = secure_answer(
+                call.srtp_policy, SessionDescription.parse(ev.sdp),
+                address=self.config.sip.public_host, port=call.rtp.port,
+                codecs=list(self.config.sip.codecs), session_id=secrets.randbits(32),
+                session_version=2, current=call.srtp,
             )
         except SdpError as exc:
             log.info("call %s: re-INVITE refused: %s", call.call_id, exc)
-            self.ua.reject(ev.call_id, 488, now)
+            self.ua.reject_reinvite(ev.call_id, 488, now)
             return
+        call.srtp = selection
         self.ua.answer_reinvite(ev.call_id, bytes(answer), now)
         self._start_media(call, params, now)
 
