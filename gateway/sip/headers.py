@@ -6,6 +6,7 @@ spelling. Values are parsed lazily by whoever needs them, through the classes he
 
 from __future__ import annotations
 
+import functools
 import re
 import secrets
 from dataclasses import dataclass, field
@@ -204,6 +205,24 @@ _VIA_RE = re.compile(
 )
 
 
+@functools.lru_cache(maxsize=4096)
+def _parse_via(value: str) -> tuple[str, str, int | None, tuple[tuple[str, str | None], ...]]:
+    m = _VIA_RE.fullmatch(value)
+    if m is None:
+        raise SipParseError("Bad Via", value[:200])
+    protocol, version, transport, sent_by, ptext = m.groups()
+    if protocol.upper() != "SIP" or version != "2.0":
+        raise SipParseError("Bad Via", f"unsupported protocol {protocol}/{version}")
+    sent_by = re.sub(r"\s*:\s*", ":", sent_by)
+    if any(ch.isspace() for ch in sent_by):
+        raise SipParseError("Bad Via", f"bad sent-by {sent_by!r}")
+    try:
+        host, port = split_host_port(sent_by)
+    except SipParseError as exc:
+        raise SipParseError("Bad Via", exc.detail) from None
+    return transport.upper(), host, port, tuple(_parse_params(ptext or "", "Via").items())
+
+
 @dataclass
 class Via:
     """One Via value: where responses go back to, and the branch that names the transaction."""
@@ -215,21 +234,14 @@ class Via:
 
     @classmethod
     def parse(cls, value: str) -> Via:
-        """Parse one via-parm (split multi-value lines first with :func:`split_header_values`)."""
-        m = _VIA_RE.fullmatch(value)
-        if m is None:
-            raise SipParseError("Bad Via", value)
-        protocol, version, transport, sent_by, ptext = m.groups()
-        if protocol.upper() != "SIP" or version != "2.0":
-            raise SipParseError("Bad Via", f"unsupported protocol {protocol}/{version}")
-        sent_by = re.sub(r"\s*:\s*", ":", sent_by)
-        if any(ch.isspace() for ch in sent_by):
-            raise SipParseError("Bad Via", f"bad sent-by {sent_by!r}")
-        try:
-            host, port = split_host_port(sent_by)
-        except SipParseError as exc:
-            raise SipParseError("Bad Via", exc.detail) from None
-        return cls(transport.upper(), host, port, _parse_params(ptext or "", "Via"))
+        """Parse one via-parm (split multi-value lines first with :func:`split_header_values`).
+
+        Parsed fields are memoised per text (bounded LRU): layers above re-read the same
+        top Via many times per message, and each call still returns a fresh object that
+        the caller may edit (e.g. to stamp ``received``).
+        """
+        transport, host, port, params = _parse_via(value)
+        return cls(transport, host, port, dict(params))
 
     def __str__(self) -> str:
         out = f"SIP/2.0/{self.transport} {self.host}"
