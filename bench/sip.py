@@ -298,7 +298,7 @@ def run_sipp(
     run.failure_kinds = {c: count(f"{c}(C)") for c in _FAIL_COLUMNS if count(f"{c}(C)")}
     errors = err_file.read_text(errors="replace") if err_file.exists() else ""
     run.unexpected = unexpected_statuses(errors)
-    run.error_tail = (errors[-1500:] + proc.stderr.decode(errors="replace")[-500:]).strip()
+    run.error_tail = (errors[-600:] + proc.stderr.decode(errors="replace")[-300:]).strip()
     rtt_files = sorted(rundir.glob("*_rtt.csv"))
     if rtt_files:
         run.rtt_ms = read_sipp_rtt(rtt_files[-1])
