@@ -168,6 +168,7 @@ class Transaction:
     def __init__(self, request: Request, state: TxState, *, reliable: bool, t1: float,
                  t2: float, t4: float, dest: Address | None) -> None:
         self.request = request
+        self._key: TransactionKey | None = None
         self.state = state
         self.reliable = reliable
         self.t1 = t1
@@ -293,8 +294,10 @@ class ClientTransaction(Transaction):
 
     @property
     def key(self) -> TransactionKey:
-        """(branch, method) of the request we sent."""
-        return client_key(self.request)
+        """(branch, method) of the request we sent; parsed once, the request never changes."""
+        if self._key is None:
+            self._key = client_key(self.request)
+        return self._key
 
     def receive(self, msg: Message, now: float) -> list[TxEvent]:
         """Feed a response that matched `key`; requests are ignored."""
@@ -420,8 +423,10 @@ class ServerTransaction(Transaction):
 
     @property
     def key(self) -> TransactionKey:
-        """(branch, sent-by host, port, method) of the request that created us."""
-        return server_key(self.request)
+        """(branch, sent-by host, port, method) of the request that created us; parsed once."""
+        if self._key is None:
+            self._key = server_key(self.request)
+        return self._key
 
     def receive(self, msg: Message, now: float) -> list[TxEvent]:
         """Feed a retransmitted request (or an ACK) that matched `key`."""

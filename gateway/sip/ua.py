@@ -366,6 +366,11 @@ class UserAgent(UaCalls):
         call.ok_giveup = now + 64 * self.t1
 
     def _call_timers(self, call: Call, now: float) -> None:
+        if call.alert_deadline is not None and call.alert_deadline <= now:
+            call.alert_deadline = None
+            if call.state is CallState.INCOMING:
+                self.stats["unanswered"] = self.stats.get("unanswered", 0) + 1
+                self.reject(call.call_id, 480, now)
         if call.ok is not None and call.ok_giveup is not None and call.ok_giveup <= now:
             call.ok = None
             call.ok_next = None

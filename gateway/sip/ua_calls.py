@@ -534,6 +534,8 @@ class UaCalls(UaCore):
         target = Target(self._rx_transport, addr[0], addr[1])
         call = Call(req.call_id, False, addr, generate_tag(), req, tx, CallState.INCOMING,
                     target, offerless=not req.body)
+        # Safety net: an application that never answers must not keep the call forever.
+        call.alert_deadline = now + self.max_alerting
         self._calls[req.call_id] = call
         self._events.append(IncomingCall(
             call_id=req.call_id, from_uri=str(from_addr.uri), from_display=from_addr.display,

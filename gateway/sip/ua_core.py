@@ -111,13 +111,15 @@ class Call:
     se_we_refresh: bool = False
     se_refresh_at: float | None = None
     se_expire_at: float | None = None
+    alert_deadline: float | None = None
     se_retried: bool = False
     se_offer: int | None = None
 
     def deadlines(self) -> list[float | None]:
         """Every call-level deadline, for `get_timer`."""
         return [self.ok_next, self.cancel_deadline, self.linger_until, self.target_deadline,
-                self.reinvite_retry_at, self.se_refresh_at, self.se_expire_at]
+                self.reinvite_retry_at, self.se_refresh_at, self.se_expire_at,
+                self.alert_deadline]
 
 
 def is_ip(host: str) -> bool:
@@ -161,6 +163,7 @@ class UaCore:
         self.request_filter = request_filter
         self.validator = validator if validator is not None else _load_validator()
         self.max_calls = max_calls
+        self.max_alerting = 300.0  # seconds an incoming INVITE may stay unanswered
         self.ports = dict(ports or {})
         self.rng = rng or random.Random()
         self.stats: dict[str, int] = {
