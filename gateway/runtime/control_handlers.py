@@ -66,6 +66,8 @@ def status(gw: Gateway) -> dict[str, Any]:
         ],
         "calls": [c.describe(now) for c in gw.calls.values()],
         "sip": dict(gw.ua.stats) if gw.ua is not None else {},
+        "sip_tables": gw.ua.table_sizes() if gw.ua is not None else {},
+        "transport": dict(gw.sip.stats) if gw.sip is not None else {},
     }
 
 
