@@ -68,9 +68,6 @@ def drop(section: str, why: str = "") -> Expect:
     return Expect(section, frozenset(), why=why)
 
 
-NEEDS_VALIDATE = ("needs the UA engineer's ua_core.py (calls validate_request for each new request) "
-                  "to be committed; XPASSes with it in the tree")
-
 EXPECT: dict[str, Expect] = {
     # 3.1.1 valid messages: processed like any other request, never 400.
     "wsinv": ok("3.1.1.1", "odd but legal whitespace; tagged To -> 481 is fine"),
@@ -111,11 +108,10 @@ EXPECT: dict[str, Expect] = {
     # 3.3 application layer
     "insuf": status("3.3.1", 400, or_drop=True,
                     why="no Call-ID/From/To...: 400 if a response can be built, else drop"),
-    "unkscm": status("3.3.2", 416, why="unknown Request-URI scheme", xfail=NEEDS_VALIDATE),
-    "novelsc": status("3.3.3", 416, why="novel Request-URI scheme", xfail=NEEDS_VALIDATE),
+    "unkscm": status("3.3.2", 416, why="unknown Request-URI scheme"),
+    "novelsc": status("3.3.3", 416, why="novel Request-URI scheme"),
     "unksm2": status("3.3.4", 400, why="REGISTER with non-SIP To: 400"),
-    "bext01": status("3.3.5", 420, why="unknown Require -> 420 with Unsupported",
-                     xfail=NEEDS_VALIDATE),
+    "bext01": status("3.3.5", 420, why="unknown Require -> 420 with Unsupported"),
     "invut": status("3.3.6", 415, why="unknown Content-Type -> 415 with Accept"),
     "regaut01": ok("3.3.7", "REGISTER with credentials for a realm we do not serve; "
                    "must not be 200"),
@@ -126,8 +122,7 @@ EXPECT: dict[str, Expect] = {
     "cparam01": ok("3.3.12", "Contact parameters; REGISTER processed its own way"),
     "cparam02": ok("3.3.13", "Contact URI parameters; REGISTER processed its own way"),
     "regescrt": ok("3.3.14", "escaped headers in Contact; REGISTER processed its own way"),
-    "sdp01": status("3.3.15", 406, 400, why="Accept rules out application/sdp",
-                    xfail=NEEDS_VALIDATE),
+    "sdp01": status("3.3.15", 406, 400, why="Accept rules out application/sdp"),
     # 3.4 backward compatibility
     "inv2543": ok("3.4.1", "RFC 2543 INVITE (no branch, no Max-Forwards): processed -> 404"),
 }
