@@ -19,7 +19,7 @@ Three parts, each printed as a table; the last line of output is one JSON object
    failures.
 3. **INVITE->180 latency**, p50/p99, at ``--latency-rate`` calls/s for
    ``--latency-seconds``, for the gateway and for Kamailio in the same run with the same
-   sipp scenario. Kamailio is a UAS-like responder (``KAMAILIO_UAS_CFG``): ``t_newtran``,
+   sipp scenario. Kamailio is a UAS-like responder (``KAMAILIO_UAS_CFG`` in ``bench/sip_peers.py``): ``t_newtran``,
    ``t_reply("180")``, ``t_reply("200")`` with SDP, BYE answered statelessly. The
    latency is the time from the INVITE datagram to the 180 datagram, both stamped by the
    kernel on loopback (``bench.capture``, needs root or CAP_NET_RAW). Without that
@@ -31,30 +31,31 @@ It never fails on the figures; a daemon that dies or a peer that is missing is r
 from __future__ import annotations
 
 import argparse
-import csv
 import datetime
 import json
 import os
-import re
 import shutil
-import signal
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from bench.sip_peers import (
+    AUTO_ANSWER_MS,
+    KamailioUas,
+    bench_gateway,
+    cpu_seconds,
+    gateway_config,
+    rss_kib,
+    write_users_csv,
+)
+from bench.sip_sipp import measure_latency, percentile, run_sipp
 from gateway.sip.message import parse_message
 
-ROOT = Path(__file__).resolve().parents[1]
-SCENARIO = ROOT / "bench" / "sipp" / "uac_rtd.xml"
-GATEWAY_RTP = (30000, 30999)
-FIRST_NUMBER = 201
-AUTO_ANSWER_MS = 100
 PARSE_RUNS = 5
 DEFAULT_RATES = (5, 10, 20, 40)
 
@@ -169,428 +170,6 @@ def parse_throughput(
     }
 
 
-# ----------------------------------------------------------------------------- sipp
-
-
-@dataclass
-class SippRun:
-    """sipp's own counts for one run at one rate, and the failure reasons it logged."""
-
-    rate: float
-    seconds: float
-    exit_code: int
-    created: int = 0
-    successful: int = 0
-    failed: int = 0
-    retransmissions: int = 0
-    failure_kinds: dict[str, int] = field(default_factory=dict)
-    unexpected: dict[str, int] = field(default_factory=dict)
-    rtt_ms: list[float] = field(default_factory=list)
-    error_tail: str = ""
-
-    @property
-    def clean(self) -> bool:
-        """Every call completed: the rate counts as sustained."""
-        return self.failed == 0 and self.created > 0 and self.successful == self.created
-
-    def summary(self) -> dict[str, Any]:
-        """JSON-ready counts (without the per-call times)."""
-        out = asdict(self)
-        out.pop("rtt_ms")
-        out["clean"] = self.clean
-        return out
-
-
-_FAIL_COLUMNS = (
-    "FailedCannotSendMessage",
-    "FailedMaxUDPRetrans",
-    "FailedTcpConnect",
-    "FailedTcpClosed",
-    "FailedUnexpectedMessage",
-    "FailedCallRejected",
-    "FailedCmdNotSent",
-    "FailedRegexpDoesntMatch",
-    "FailedRegexpShouldntMatch",
-    "FailedRegexpHdrNotFound",
-    "FailedOutboundCongestion",
-    "FailedTimeoutOnRecv",
-    "FailedTimeoutOnSend",
-)
-
-
-def read_sipp_stats(path: Path) -> dict[str, str]:
-    """The last row of a sipp -trace_stat file as {column: value} (cumulative columns)."""
-    with open(path, newline="") as f:
-        rows = list(csv.reader(f, delimiter=";"))
-    if len(rows) < 2:
-        return {}
-    header, last = rows[0], rows[-1]
-    return dict(zip(header, last, strict=False))
-
-
-def read_sipp_rtt(path: Path) -> list[float]:
-    """Response times (ms) of measure 1 from a sipp -trace_rtt file."""
-    out: list[float] = []
-    with open(path, newline="") as f:
-        for row in csv.reader(f, delimiter=";"):
-            if len(row) >= 3 and row[2].strip() == "1":
-                try:
-                    out.append(float(row[1]))
-                except ValueError:
-                    continue
-    return out
-
-
-_UNEXPECTED = re.compile(r"while expecting '([^']*)' \(index \d+\), received '([^\r\n']*)")
-_DEAD_CALL = re.compile(r"Dead call \S+ \((\w+)\), received '([^\r\n']*)")
-
-
-def unexpected_statuses(error_log: str) -> dict[str, int]:
-    """Count what sipp received instead of what it expected ("180 <- 486 Busy Here"), and
-    late messages for calls it had already closed ("dead call <- 200 OK"); the latter are
-    not failures but show the server answering late."""
-    counts: dict[str, int] = {}
-    for expected, got in _UNEXPECTED.findall(error_log):
-        key = f"expected {expected}, got {got.strip().removeprefix('SIP/2.0 ')}"
-        counts[key] = counts.get(key, 0) + 1
-    for _state, got in _DEAD_CALL.findall(error_log):
-        key = f"after the call ended: {got.strip().removeprefix('SIP/2.0 ')}"
-        counts[key] = counts.get(key, 0) + 1
-    return counts
-
-
-def run_sipp(
-    target: tuple[str, int], rate: float, seconds: float, workdir: Path, *, users_csv: Path,
-    local_port: int, media_port: int, call_ms: int, tag: str,
-) -> SippRun:
-    """One sipp run of `rate * seconds` calls; waits for every call to finish."""
-    sipp = shutil.which("sipp")
-    if sipp is None:
-        raise RuntimeError("sipp is not installed (apt-get install sip-tester)")
-    rundir = workdir / f"sipp-{tag}"
-    rundir.mkdir(parents=True, exist_ok=True)
-    calls = max(1, round(rate * seconds))
-    stat_file = rundir / "stat.csv"
-    err_file = rundir / "errors.log"
-    cmd = [
-        sipp, f"{target[0]}:{target[1]}", "-sf", str(SCENARIO), "-inf", str(users_csv),
-        "-r", f"{rate:g}", "-m", str(calls), "-d", str(call_ms),
-        "-i", "127.0.0.1", "-p", str(local_port), "-mi", "127.0.0.1", "-mp", str(media_port),
-        "-recv_timeout", "8000", "-timeout", f"{int(seconds + 40)}s", "-timeout_error",
-        "-nostdin", "-trace_stat", "-stf", str(stat_file), "-fd", "1",
-        "-trace_rtt", "-rtt_freq", "1", "-trace_err", "-error_file", str(err_file),
-    ]
-    proc = subprocess.run(cmd, cwd=rundir, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                          timeout=seconds + 60, check=False)
-    run = SippRun(rate=rate, seconds=seconds, exit_code=proc.returncode)
-    stats = read_sipp_stats(stat_file) if stat_file.exists() else {}
-
-    def count(col: str) -> int:
-        try:
-            return int(stats.get(col, "0") or 0)
-        except ValueError:
-            return 0
-
-    run.created = count("TotalCallCreated")
-    run.successful = count("SuccessfulCall(C)")
-    run.failed = count("FailedCall(C)")
-    run.retransmissions = count("Retransmissions(C)")
-    run.failure_kinds = {c: count(f"{c}(C)") for c in _FAIL_COLUMNS if count(f"{c}(C)")}
-    errors = err_file.read_text(errors="replace") if err_file.exists() else ""
-    run.unexpected = unexpected_statuses(errors)
-    run.error_tail = (errors[-600:] + proc.stderr.decode(errors="replace")[-300:]).strip()
-    rtt_files = sorted(rundir.glob("*_rtt.csv"))
-    if rtt_files:
-        run.rtt_ms = read_sipp_rtt(rtt_files[-1])
-    if not stats:
-        run.failed = max(run.failed, calls)
-    return run
-
-
-# ----------------------------------------------------------------------------- latency
-
-
-def percentile(values: Sequence[float], q: float) -> float:
-    """Nearest-rank percentile (q in 0..100) of a non-empty sequence."""
-    if not values:
-        raise ValueError("percentile of no values")
-    ordered = sorted(values)
-    rank = max(1, min(len(ordered), -(-len(ordered) * q // 100)))
-    return ordered[int(rank) - 1]
-
-
-def _header(payload: bytes, name: bytes) -> bytes | None:
-    head = payload.split(b"\r\n\r\n", 1)[0]
-    for line in head.split(b"\r\n")[1:]:
-        key, sep, value = line.partition(b":")
-        if sep and key.strip().lower() == name:
-            return value.strip()
-    return None
-
-
-def invite_delays(datagrams: Sequence[Any], server_port: int) -> dict[str, list[float]]:
-    """Per call: seconds from the first INVITE sent to `server_port` to the first 100 and
-    180 the server sent back (matched by Call-ID, INVITE CSeq only)."""
-    sent: dict[bytes, float] = {}
-    firsts: dict[str, dict[bytes, float]] = {"100": {}, "180": {}}
-    for d in datagrams:
-        payload: bytes = d.payload
-        if d.dport == server_port and payload.startswith(b"INVITE "):
-            cid = _header(payload, b"call-id")
-            if cid is not None and cid not in sent:
-                sent[cid] = d.time
-        elif d.sport == server_port and payload.startswith(b"SIP/2.0 "):
-            code = payload[8:11].decode(errors="replace")
-            cseq = _header(payload, b"cseq") or b""
-            cid = _header(payload, b"call-id")
-            if code in firsts and cseq.endswith(b"INVITE") and cid is not None:
-                firsts[code].setdefault(cid, d.time)
-    return {
-        code: [t - sent[cid] for cid, t in seen.items() if cid in sent]
-        for code, seen in firsts.items()
-    }
-
-
-def latency_figures(delays_s: Sequence[float]) -> dict[str, float | int | None]:
-    """p50/p99/max in ms of a list of delays in seconds."""
-    if not delays_s:
-        return {"calls": 0, "p50_ms": None, "p99_ms": None, "max_ms": None}
-    ms = [d * 1000.0 for d in delays_s]
-    return {
-        "calls": len(ms),
-        "p50_ms": round(percentile(ms, 50), 3),
-        "p99_ms": round(percentile(ms, 99), 3),
-        "max_ms": round(max(ms), 3),
-    }
-
-
-def measure_latency(
-    target: tuple[str, int], rate: float, seconds: float, workdir: Path, tag: str,
-    **sipp_args: Any,
-) -> tuple[SippRun, dict[str, Any]]:
-    """A sipp run at `rate` with INVITE->100/180 delays taken from a loopback capture
-    (kernel timestamps) when permitted, else from sipp's -trace_rtt (1 ms steps)."""
-    from bench.capture import LoopbackCapture
-
-    port = target[1]
-    cap: LoopbackCapture | None = LoopbackCapture([(port, port)])
-    try:
-        assert cap is not None
-        cap.start()
-    except PermissionError:
-        cap = None
-    try:
-        run = run_sipp(target, rate, seconds, workdir, tag=tag, **sipp_args)
-    finally:
-        if cap is not None:
-            cap.stop()
-    if cap is not None:
-        delays = invite_delays(cap.datagrams, port)
-        figures: dict[str, Any] = {
-            "source": "kernel timestamps on lo (bench.capture)",
-            "invite_180": latency_figures(delays["180"]),
-            "invite_100": latency_figures(delays["100"]),
-            "kernel_drops": cap.kernel_drops,
-        }
-    else:
-        figures = {
-            "source": "sipp -trace_rtt (1 ms resolution; run as root for the capture)",
-            "invite_180": latency_figures([v / 1000.0 for v in run.rtt_ms]),
-            "invite_100": latency_figures([]),
-        }
-    return run, figures
-
-
-# ----------------------------------------------------------------------------- peers
-
-KAMAILIO_UAS_CFG = """#!KAMAILIO
-# bench/sip.py: Kamailio as a UAS-like responder for the INVITE->180 comparison.
-# INVITE: a transaction (t_newtran), 180, then 200 with SDP; ACK absorbed; BYE and
-# anything else answered 200 statelessly. No routing, no database, no logging per call.
-debug=1
-log_stderror=yes
-children={children}
-auto_aliases=no
-disable_tcp=yes
-dns=no
-rev_dns=no
-use_dns_cache=off
-listen=udp:127.0.0.1:{port}
-server_header="Server: bench-kamailio-uas"
-mpath="{mpath}"
-loadmodule "kex.so"
-loadmodule "tm.so"
-loadmodule "sl.so"
-loadmodule "pv.so"
-loadmodule "textops.so"
-
-request_route {{
-    if (is_method("ACK")) {{
-        t_check_trans();
-        exit;
-    }}
-    if (is_method("INVITE")) {{
-        if (!t_newtran()) {{
-            sl_reply_error();
-            exit;
-        }}
-        append_to_reply("Contact: <sip:uas@127.0.0.1:{port}>\\r\\n");
-        t_reply("180", "Ringing");
-        set_reply_body("v=0\\r\\no=- 1 1 IN IP4 127.0.0.1\\r\\ns=-\\r\\nc=IN IP4 127.0.0.1\\r\\nt=0 0\\r\\nm=audio {rtp} RTP/AVP 0\\r\\na=rtpmap:0 PCMU/8000\\r\\n", "application/sdp");
-        t_reply("200", "OK");
-        exit;
-    }}
-    sl_send_reply("200", "OK");
-}}
-"""
-
-
-class KamailioUas:
-    """Kamailio running KAMAILIO_UAS_CFG on 127.0.0.1:`port` in the foreground."""
-
-    def __init__(self, workdir: Path, port: int, rtp_port: int, children: int = 2) -> None:
-        from tests.integration.peers.kamailio import _module_dir, kamailio_binary
-
-        binary = kamailio_binary()
-        if binary is None:
-            raise RuntimeError("kamailio is not installed (apt-get install kamailio)")
-        self.binary = binary
-        self.port = port
-        self.dir = workdir / "kamailio"
-        self.dir.mkdir(parents=True, exist_ok=True)
-        self.cfg = self.dir / "kamailio.cfg"
-        self.cfg.write_text(KAMAILIO_UAS_CFG.format(
-            port=port, rtp=rtp_port, children=children, mpath=_module_dir()))
-        self.children = children
-        self._proc: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        """Start and wait until it answers OPTIONS."""
-        from tests.integration.peers import sip_probe
-
-        log = open(self.dir / "kamailio.log", "ab")  # noqa: SIM115 (child owns it)
-        self._proc = subprocess.Popen(
-            [self.binary, "-f", str(self.cfg), "-DD", "-E", "-m", "64", "-M", "8",
-             "-Y", str(self.dir), "-w", str(self.dir)],
-            stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-        log.close()
-        deadline = time.monotonic() + 15
-        while time.monotonic() < deadline:
-            if self._proc.poll() is not None:
-                raise RuntimeError(f"kamailio exited with {self._proc.returncode}: "
-                                   f"{(self.dir / 'kamailio.log').read_text()[-2000:]}")
-            if sip_probe(self.port, timeout=0.3) is not None:
-                return
-        raise RuntimeError("kamailio did not answer OPTIONS within 15 s")
-
-    def stop(self) -> None:
-        """SIGTERM the process group and wait."""
-        proc = self._proc
-        if proc is None or proc.poll() is not None:
-            return
-        try:
-            os.killpg(proc.pid, signal.SIGTERM)
-        except ProcessLookupError:
-            return
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-
-
-def gateway_config(sip_port: int, sipp_port: int, lines: int, state_dir: Path) -> str:
-    """`lines` auto-answering simulated phones; the only trunk is sipp's address."""
-    line_entries = "\n".join(
-        f'  - name: "{i + 1}"\n'
-        f"    backend: sim\n"
-        f'    number: "{FIRST_NUMBER + i}"\n'
-        f"    options: {{auto_answer_ms: {AUTO_ANSWER_MS}}}"
-        for i in range(lines)
-    )
-    return f"""
-gateway:
-  name: bench-gw
-  country: US
-  state_dir: {state_dir}
-  log_level: info
-sip:
-  listen: 127.0.0.1:{sip_port}
-  rtp_ports: {GATEWAY_RTP[0]}-{GATEWAY_RTP[1]}
-  codecs: [PCMU]
-trunks:
-  - name: sipp
-    registrar: 127.0.0.1:{sipp_port}
-    expires: 600
-lines:
-{line_entries}
-dialplan:
-  digit_map: "[2-9]xx"
-  routes:
-    - pattern: '2\\d\\d'
-      to: local
-"""
-
-
-def bench_gateway(workdir: Path, config_text: str, log_level: str) -> Any:
-    """A GatewayProcess whose daemon logs at `log_level` (the test helper forces debug,
-    whose per-frame and per-message lines would be part of what is measured)."""
-    from tests.integration.gateway_proc import GatewayProcess
-
-    class _BenchGateway(GatewayProcess):
-        def start(self, timeout: float = 60.0) -> None:
-            self._log = open(self.log_path, "ab")  # noqa: SIM115 (closed by stop())
-            env = dict(os.environ, PYTHONUNBUFFERED="1")
-            self._proc = subprocess.Popen(
-                [sys.executable, "-m", "gateway.cli", "run", "--config", str(self.config_path),
-                 "--control", self.control_path, "--log-level", log_level],
-                stdout=self._log, stderr=subprocess.STDOUT, env=env,
-            )
-            deadline = time.monotonic() + timeout
-            while time.monotonic() < deadline:
-                if self._proc.poll() is not None:
-                    raise RuntimeError(f"branchline exited with {self._proc.returncode}:\n"
-                                       f"{self.log_text()[-4000:]}")
-                try:
-                    self.request("status")
-                    return
-                except Exception:
-                    time.sleep(0.1)
-            raise RuntimeError(f"branchline did not answer on {self.control_path}")
-
-        @property
-        def pid(self) -> int | None:
-            return self._proc.pid if self._proc is not None else None
-
-    return _BenchGateway(workdir, config_text)
-
-
-def _users_csv(path: Path, lines: int) -> Path:
-    path.write_text("SEQUENTIAL\n" + "".join(f"{FIRST_NUMBER + i}\n" for i in range(lines)))
-    return path
-
-
-def _cpu_seconds(pid: int) -> float | None:
-    """User+system CPU seconds of a process so far (Linux /proc), or None."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-    except (OSError, IndexError, ValueError):
-        return None
-
-
-def _rss_kib(pid: int) -> int | None:
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    except (OSError, ValueError):
-        return None
-    return None
-
-
 # ----------------------------------------------------------------------------- run
 
 
@@ -615,7 +194,7 @@ def run_gateway_part(
     args: argparse.Namespace, workdir: Path, ports: Ports
 ) -> dict[str, Any]:
     """Latency at a fixed rate, then the calls/s ramp, against one daemon."""
-    users = _users_csv(workdir / "lines.csv", args.lines)
+    users = write_users_csv(workdir / "lines.csv", args.lines)
     gw = bench_gateway(workdir, gateway_config(ports.gateway, ports.sipp, args.lines,
                                                workdir / "state"), args.log_level)
     sipp_args = {"users_csv": users, "local_port": ports.sipp, "media_port": ports.sipp_media,
@@ -626,16 +205,16 @@ def run_gateway_part(
     gw.start()
     pid = gw.pid
     time.sleep(2.0)  # let start-up settle before measuring
-    cpu0 = _cpu_seconds(pid) if pid else None
+    cpu0 = cpu_seconds(pid) if pid else None
     time.sleep(args.idle_seconds)
-    cpu1 = _cpu_seconds(pid) if pid else None
+    cpu1 = cpu_seconds(pid) if pid else None
     if cpu0 is not None and cpu1 is not None:
         result["idle_cpu_pct"] = round(100 * (cpu1 - cpu0) / args.idle_seconds, 1)
     try:
-        cpu0 = _cpu_seconds(pid) if pid else None
+        cpu0 = cpu_seconds(pid) if pid else None
         run, figures = measure_latency(target, args.latency_rate, args.latency_seconds,
                                        workdir, "gw-latency", **sipp_args)
-        cpu1 = _cpu_seconds(pid) if pid else None
+        cpu1 = cpu_seconds(pid) if pid else None
         result["latency"] = {"rate": args.latency_rate, "seconds": args.latency_seconds,
                              "sipp": run.summary(), **figures}
         if cpu0 is not None and cpu1 is not None:
@@ -644,12 +223,12 @@ def run_gateway_part(
         steps: list[dict[str, Any]] = []
         for rate in args.rates:
             _settle(gw, args.lines)
-            cpu0 = _cpu_seconds(pid) if pid else None
+            cpu0 = cpu_seconds(pid) if pid else None
             t0 = time.monotonic()
             step = run_sipp(target, rate, args.step_seconds, workdir, tag=f"gw-{rate:g}cps",
                             **sipp_args)
             wall = time.monotonic() - t0
-            cpu1 = _cpu_seconds(pid) if pid else None
+            cpu1 = cpu_seconds(pid) if pid else None
             entry = step.summary()
             entry["rtt_ms_p50"] = percentile(step.rtt_ms, 50) if step.rtt_ms else None
             entry["rtt_ms_p99"] = percentile(step.rtt_ms, 99) if step.rtt_ms else None
@@ -657,7 +236,7 @@ def run_gateway_part(
             if cpu0 is not None and cpu1 is not None:
                 entry["daemon_cpu_pct"] = round(100 * (cpu1 - cpu0) / max(wall, 1e-9), 1)
             entry["daemon_alive"] = gw.running
-            entry["daemon_rss_kib"] = _rss_kib(pid) if pid else None
+            entry["daemon_rss_kib"] = rss_kib(pid) if pid else None
             steps.append(entry)
             print(f"  {rate:g} cps: {step.successful}/{step.created} ok, {step.failed} failed",
                   file=sys.stderr, flush=True)
@@ -690,7 +269,7 @@ def _settle(gw: Any, lines: int, timeout: float = 15.0) -> None:
 
 def run_kamailio_part(args: argparse.Namespace, workdir: Path, ports: Ports) -> dict[str, Any]:
     """The same latency run against Kamailio answering as a UAS."""
-    users = _users_csv(workdir / "lines.csv", args.lines)
+    users = write_users_csv(workdir / "lines.csv", args.lines)
     kam = KamailioUas(workdir, ports.kamailio, rtp_port=ports.sipp_media + 10)
     kam.start()
     try:
