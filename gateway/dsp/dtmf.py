@@ -213,6 +213,10 @@ class DtmfDetector:
 
     @staticmethod
     def _classify_blocks(blocks: npt.NDArray[np.float64]) -> list[str | None]:
+        # Fast path for quiet audio (most of every call): no sample reaches the peak of one
+        # DTMF component at the minimum level, so no block can hold a digit.
+        if not blocks.size or float(np.max(np.abs(blocks))) < _QUIET_PEAK:
+            return [None] * len(blocks)
         spec = blocks @ _BASIS
         power = (spec.real**2 + spec.imag**2).reshape(len(blocks), 8, len(_PROBE_K)) * _SCALE
         total = np.mean((blocks * _WINDOW[None, :]) ** 2, axis=1) / _WIN_POWER
@@ -254,6 +258,9 @@ class DtmfDetector:
                 continue
             out.append(KEYS[r][c - 4])
         return out
+
+
+_QUIET_PEAK = 32768.0 * 10.0 ** (MIN_LEVEL_DBFS / 20.0)
 
 
 def _in_tolerance(probes: npt.NDArray[np.float64]) -> bool:

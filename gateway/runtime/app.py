@@ -354,6 +354,8 @@ class Gateway:
         for lp in self.lines.values():
             mic = lp.port.read_frame() or SILENCE_FRAME
             lp.mic = mic
+            if not lp.port.is_off_hook():
+                continue  # nobody can dial on an on-hook phone; spare the detector
             for digit in lp.detector.feed(mic):
                 log.debug("line %s: DTMF %s", lp.name, digit)
                 lp.line.dtmf_digit(digit, now)
