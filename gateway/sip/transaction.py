@@ -20,9 +20,12 @@ Choices worth knowing:
 
 from __future__ import annotations
 
+import heapq
+import itertools
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from enum import Enum
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from gateway.sip.message import Headers, Request, Response
 
@@ -169,6 +172,7 @@ class Transaction:
                  t2: float, t4: float, dest: Address | None) -> None:
         self.request = request
         self._key: TransactionKey | None = None
+        self._notify: Callable[[Transaction], None] | None = None  # set by TransactionLayer
         self.state = state
         self.reliable = reliable
         self.t1 = t1
@@ -205,6 +209,7 @@ class Transaction:
             _, timer = min(due, key=lambda item: item[0])
             del self._timers[timer]
             events.extend(self._step(timer, now, None))
+        self._touch()
         return events
 
     def transport_error(self, now: float) -> list[TxEvent]:
@@ -216,6 +221,7 @@ class Transaction:
         self.state = TxState.TERMINATED
         self._timers.clear()
         self._outbox.clear()
+        self._touch()
 
     def messages_to_send(self) -> list[Message]:
         """Drain the messages queued for `dest`."""
@@ -244,7 +250,13 @@ class Transaction:
         if self.terminated and not was_terminated:
             self._timers.clear()
             events.append(TransactionTerminated())
+        self._touch()
         return events
+
+    def _touch(self) -> None:
+        """Tell the layer this transaction may have output, a new deadline or an end."""
+        if self._notify is not None:
+            self._notify(self)
 
     def _duration(self, timer: Timer) -> float:
         sixty_four = 64 * self.t1
@@ -560,6 +572,11 @@ class TransactionLayer:
         self._server: dict[TransactionKey, ServerTransaction] = {}
         self.max_server = max_server
         self.max_client = max_client
+        # Work is proportional to what changed, not to what is alive: a flood of thousands
+        # of transactions must not make every datagram cost a scan of all of them.
+        self._dirty: dict[int, Transaction] = {}
+        self._heap: list[tuple[float, int, Transaction]] = []
+        self._seq = itertools.count()
 
     def server_full(self) -> bool:
         """True when no new server transaction fits; the TU answers 503 statelessly."""
@@ -585,6 +602,43 @@ class TransactionLayer:
             self._client[tx.key] = tx
         elif isinstance(tx, ServerTransaction):
             self._server[tx.key] = tx
+        tx._notify = self._touched
+        self._touched(tx)
+
+    def _touched(self, tx: Transaction) -> None:
+        self._dirty[id(tx)] = tx
+        deadline = tx.get_timer()
+        if deadline is not None:
+            heapq.heappush(self._heap, (deadline, next(self._seq), tx))
+            if len(self._heap) > 8 * (len(self._client) + len(self._server)) + 1024:
+                self._rebuild_heap()
+
+    def _rebuild_heap(self) -> None:
+        self._heap = [(d, next(self._seq), tx) for tx in self.all()
+                      if (d := tx.get_timer()) is not None]
+        heapq.heapify(self._heap)
+
+    def _tracked(self, tx: Transaction) -> bool:
+        table: dict[TransactionKey, Any] = (
+            self._client if isinstance(tx, ClientTransaction) else self._server)
+        return table.get(tx.key) is tx
+
+    def take_dirty(self) -> list[Transaction]:
+        """Transactions touched since the last call: the only ones that can have output."""
+        dirty = list(self._dirty.values())
+        self._dirty.clear()
+        return dirty
+
+    def forget_terminated(self, txs: Iterable[Transaction]) -> list[TransactionKey]:
+        """Drop the terminated ones among `txs`; returns the keys that are now free."""
+        freed: list[TransactionKey] = []
+        for tx in txs:
+            if tx.terminated and self._tracked(tx):
+                table: dict[TransactionKey, Any] = (
+                    self._client if isinstance(tx, ClientTransaction) else self._server)
+                del table[tx.key]
+                freed.append(tx.key)
+        return freed
 
     def match_response(self, response: Response) -> ClientTransaction | None:
         """The client transaction a response belongs to, if any."""
@@ -614,19 +668,28 @@ class TransactionLayer:
         return [*self._client.values(), *self._server.values()]
 
     def get_timer(self) -> float | None:
-        """Earliest deadline over all transactions."""
-        deadlines = [d for tx in self.all() if (d := tx.get_timer()) is not None]
-        return min(deadlines) if deadlines else None
+        """Earliest deadline over all transactions (a heap with lazily dropped entries)."""
+        heap = self._heap
+        while heap:
+            deadline, _, tx = heap[0]
+            if tx.terminated or tx.get_timer() != deadline or not self._tracked(tx):
+                heapq.heappop(heap)
+                continue
+            return deadline
+        return None
 
     def handle_timer(self, now: float) -> list[tuple[Transaction, list[TxEvent]]]:
         """Fire due timers; returns the events per transaction so the TU can route them."""
         fired: list[tuple[Transaction, list[TxEvent]]] = []
-        for tx in self.all():
-            deadline = tx.get_timer()
-            if deadline is not None and deadline <= now:
-                events = tx.handle_timer(now)
-                if events:
-                    fired.append((tx, events))
+        heap = self._heap
+        while heap and heap[0][0] <= now:
+            _, _, tx = heapq.heappop(heap)
+            current = tx.get_timer()
+            if tx.terminated or current is None or current > now or not self._tracked(tx):
+                continue
+            events = tx.handle_timer(now)  # re-queues its next deadline through _touched
+            if events:
+                fired.append((tx, events))
         return fired
 
     def remove_terminated(self) -> None:

@@ -216,7 +216,8 @@ class UaCore:
     def messages_out(self) -> list[Outgoing]:
         """Drain everything queued for the network, each with its transport and TLS name."""
         out, self._out = self._out, []
-        for tx in self._txl.all():
+        touched = self._txl.take_dirty()
+        for tx in touched:
             if tx.dest is None:
                 continue
             out.extend(Outgoing(bytes(m), tx.dest, tx.transport, tx.server_name)
@@ -224,7 +225,8 @@ class UaCore:
         for reg in self._accounts.values():
             out.extend(Outgoing(bytes(m), t.addr, t.transport, t.server_name)
                        for m, t in reg.outgoing())
-        self._collect()
+        for key in self._txl.forget_terminated(touched):
+            self._owners.pop(key, None)
         self.stats["sent"] += len(out)
         return out
 
@@ -355,8 +357,12 @@ class UaCore:
                 return
             if isinstance(verdict, Respond):
                 self.stats["filter_responded"] += 1
-                self._respond(req, verdict.status, dest, now, reason=verdict.reason,
-                              extra=list(verdict.headers))
+                if self._txl.server_full():  # a flood of challenges must not grow the table
+                    self.stats["overload"] += 1
+                    self._stateless(req, verdict.status, dest, list(verdict.headers))
+                else:
+                    self._respond(req, verdict.status, dest, now, reason=verdict.reason,
+                                  extra=list(verdict.headers))
                 return
         if self.validator is not None:
             refusal = self.validator(req)
@@ -423,11 +429,6 @@ class UaCore:
         handler = self._owners.get(tx.key)
         if handler is not None and events:
             handler(events, now)
-
-    def _collect(self) -> None:
-        live = {tx.key for tx in self._txl.all() if not tx.terminated}
-        self._txl.remove_terminated()
-        self._owners = {k: h for k, h in self._owners.items() if k in live}
 
     def _pull_registration_events(self) -> None:
         for account_id, reg in list(self._accounts.items()):
