@@ -131,6 +131,7 @@ class SipEdge:
         self._unknown: OrderedDict[str, _Throttle] = OrderedDict()
         self._known: OrderedDict[str, float] = OrderedDict()
         self._call_users: OrderedDict[str, str] = OrderedDict()
+        self._call_trunks: OrderedDict[str, str] = OrderedDict()
         #: Verdict counts: trunk, in_dialog, unchallenged, authenticated, challenged,
         #: stale, forbidden, rate_limited, rejected, bad_source.
         self.stats: dict[str, int] = dict.fromkeys(
@@ -144,12 +145,17 @@ class SipEdge:
         """The `UserAgent(request_filter=...)` hook; never raises."""
         ip, port = source
         try:
-            decision = self.acl.check(ip, port)
+            decision = self.acl.check(ip, port, any_port=transport.lower() != "udp")
         except ValueError:
             self.stats["bad_source"] += 1
             return Drop("source is not an IP address")
         if decision.is_trunk:
             self.stats["trunk"] += 1
+            if request.method.upper() == "INVITE" and decision.trunk is not None:
+                # Remember it: the source port of a TCP/TLS call says nothing later on.
+                self._call_trunks[request.call_id] = decision.trunk
+                while len(self._call_trunks) > MAX_CALL_USERS:
+                    self._call_trunks.popitem(last=False)
             return _ACCEPT
         method = request.method.upper()
         verdict = self.limiter.check_request(ip, method, now)
@@ -174,6 +180,9 @@ class SipEdge:
         None when neither applies (the call came in some other way); callers should then
         refuse to route it anywhere that costs money.
         """
+        trunk = self._call_trunks.get(call_id)
+        if trunk is not None:
+            return CallSource.trunk(trunk)
         try:
             decision = self.acl.check(*source)
         except ValueError:

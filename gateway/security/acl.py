@@ -210,14 +210,18 @@ class SourceAcl:
         """The same ACL with fresh DNS answers (the old one keeps serving until swapped)."""
         return SourceAcl(self.trunks, resolved, self._local_network_texts)
 
-    def check(self, ip: str, port: int) -> AclDecision:
-        """Classify a request from (ip, port); raises ValueError if ip is not an address."""
+    def check(self, ip: str, port: int, *, any_port: bool = False) -> AclDecision:
+        """Classify a request from (ip, port); raises ValueError if ip is not an address.
+
+        `any_port` ignores pinned trunk ports: over TCP and TLS a trunk connects from an
+        ephemeral port, so only its address (and, with client certificates, TLS) names it.
+        """
         addr = _normalise_ip(ip)
         wrong_port: _Rule | None = None
         for rule in self._rules:
             if addr.version != rule.network.version or addr not in rule.network:
                 continue
-            if rule.port is not None and rule.port != port:
+            if rule.port is not None and rule.port != port and not any_port:
                 wrong_port = wrong_port or rule
                 continue
             via = "" if rule.entry == str(addr) else f" via {rule.entry}"

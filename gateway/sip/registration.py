@@ -283,10 +283,8 @@ class RegistrationClient:
         """Our Contact adapted to the target's transport (;transport=tcp, sips: for TLS)."""
         contact = self.contact
         transport = self.target.transport
-        if transport == "tls" and contact.startswith("sip:"):
-            return "sips:" + contact[4:]
-        if transport == "tcp" and ";transport=" not in contact:
-            return contact + ";transport=tcp"
+        if transport in ("tcp", "tls") and ";transport=" not in contact:
+            return contact + f";transport={transport}"
         return contact
 
     def _fail_over(self, now: float) -> bool:

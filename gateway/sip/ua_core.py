@@ -394,12 +394,14 @@ class UaCore:
                 f";branch={generate_branch()};rport")
 
     def _contact(self, user: str | None, transport: str = "udp") -> str:
-        """Our Contact: ;transport=tcp for TCP, a sips: URI for TLS."""
+        """Our Contact: ;transport=tcp or ;transport=tls on stream transports.
+
+        A sip: URI with transport=tls rather than sips:, as RFC 5630 advises: the peer
+        reached us with a sip: URI, and several common stacks refuse a sips: Contact then.
+        """
         userinfo = f"{user}@" if user else ""
         transport = transport.lower() if transport.lower() != "udp" else self.transport.lower()
         port = self._port(transport)
-        if transport == "tls":
-            return f"<sips:{userinfo}{self._host()}:{port}>"
         param = "" if transport == "udp" else f";transport={transport}"
         return f"<sip:{userinfo}{self._host()}:{port}{param}>"
 

@@ -20,15 +20,7 @@ from .gateway_proc import GatewayProcess
 from .peers.kamailio import KamailioTrunk
 from .peers.ports import free_port
 
-pytestmark = [
-    pytest.mark.peers,
-    pytest.mark.slow,
-    pytest.mark.xfail(
-        reason="needs app wiring: TransportManager + SipResolver in Gateway.start(), trunk "
-        "targets resolved into AccountSettings.targets and invite(dest=...)",
-        strict=False,
-    ),
-]
+pytestmark = [pytest.mark.peers, pytest.mark.slow]
 
 DOMAIN = "failover.test"
 LINE_USER = "gateway"

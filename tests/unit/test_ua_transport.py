@@ -44,14 +44,14 @@ def test_tcp_target_sets_via_contact_and_no_retransmission() -> None:
     assert CallEnded(call_id, "timeout", 408) in events(ua)
 
 
-def test_tls_target_uses_sips_contact_and_server_name() -> None:
+def test_tls_target_uses_transport_tls_contact_and_server_name() -> None:
     ua = make_ua(LOCAL, ports={"tls": 5061})
     _invite(ua, [Target("tls", "10.0.0.1", 5061, "sip.example.net")])
     ((out, inv),) = requests(drain(ua), "INVITE")
     assert (out.transport, out.server_name, out.dest) == ("tls", "sip.example.net",
                                                           ("10.0.0.1", 5061))
     assert (inv.headers.get("Via") or "").startswith("SIP/2.0/TLS 127.0.0.1:5061")  # type: ignore[union-attr]
-    assert inv.headers.get("Contact") == "<sips:100@127.0.0.1:5061>"
+    assert inv.headers.get("Contact") == "<sip:100@127.0.0.1:5061;transport=tls>"
 
 
 def test_legacy_datagrams_to_send_still_pairs() -> None:
