@@ -297,3 +297,4 @@ def test_sigterm_sends_bye_and_unregisters(
     closed = bob.wait_for_event("CALL_CLOSED", timeout=5)
     print("baresip saw:", closed)
     assert not trunk.registered(LINE_USER), "binding still present after SIGTERM"
+

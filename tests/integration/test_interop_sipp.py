@@ -249,3 +249,22 @@ def test_sipp_uac_with_authentication_calls_gateway(sipp_rig: SippRig) -> None:
     wait_no_calls(rig.gw)
     handset_hangs_up_after_far_end(rig.gw)
 
+
+
+def test_sipp_uas_early_media_reaches_the_handset_before_answer(sipp_rig: SippRig) -> None:
+    """183 with SDP: the handset hears the far end (its own tone, echoed) before the 200."""
+    rig = sipp_rig
+    peer = rig.sipp("uas_early.xml", service=SIPP_USER).start()
+    rig.gw.start()
+    gw = rig.gw
+    gw.phone(LINE, "offhook")
+    gw.wait_hears(LINE, "dial")
+    gw.phone(LINE, "dial", digits=SIPP_USER)
+    wait_call_state(gw, "early-media", timeout=10)
+    gw.phone(LINE, "play", path=str(write_tone_wav(rig.tmp / "handset.wav", HANDSET_TONE_HZ)))
+    wait_hears_hz(gw, HANDSET_TONE_HZ, timeout=3)
+    assert gw.line(LINE)["state"] == "early-media", "answered before the early audio was heard"
+    wait_call_state(gw, "connected", timeout=6)
+    assert_sipp_passed(peer, peer.wait(15))
+    wait_no_calls(gw)
+    handset_hangs_up_after_far_end(gw)
