@@ -18,6 +18,8 @@ required=(
   espeak-ng       # speech-like test audio
   python3-venv
   python3-dev
+  gcc             # builds the C extensions of the hw extra (pyalsaaudio, systemd-python)
+  libc6-dev
   libasound2-dev  # builds pyalsaaudio (the hw extra)
   libsystemd-dev  # builds systemd-python (the hw extra)
   pkg-config
