@@ -1,0 +1,374 @@
+"""SIP calls at run time: offers and answers, SRTP, RTP sockets and the user agent's events.
+
+Split from the daemon (`gateway.runtime.app`) so that each stays readable: `Gateway`
+inherits these methods and owns the state they use (declared below for type checking).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+from dataclasses import dataclass
+from typing import Any
+
+from gateway.config.schema import Config, TrunkConfig
+from gateway.lines import events as lev
+from gateway.media.secure import srtp_pair
+from gateway.media.stream import MediaStream
+from gateway.media.telephone_event import DigitReceived
+from gateway.runtime.clock import AudioClock
+from gateway.runtime.edge import SipEdge
+from gateway.runtime.ports import LinePort
+from gateway.runtime.resolver import SipResolver
+from gateway.runtime.rtp import RtpEndpoint
+from gateway.security.permissions import Denied
+from gateway.security.routeguard import LOCAL_TARGET, RouteGuard
+from gateway.sip import events as sev
+from gateway.sip.errors import SdpError
+from gateway.sip.sdes import CryptoSelection
+from gateway.sip.sdp import MediaParams, SessionDescription, build_offer, params_from_answer
+from gateway.sip.sdp_secure import PendingOffer, secure_answer, secure_from_answer, secure_offer
+from gateway.sip.target import Target
+from gateway.sip.ua import UserAgent
+
+log = logging.getLogger("branchline")
+
+
+@dataclass
+class Call:
+    """One leg of a call on one line: a SIP dialog with its RTP, or a local line-to-line leg."""
+
+    call_id: str
+    line: LinePort
+    direction: str  # "in" | "out"
+    remote: str
+    kind: str  # "sip" | "local"
+    started: float
+    state: str = "setup"
+    peer: Call | None = None
+    rtp: RtpEndpoint | None = None
+    media: MediaStream | None = None
+    offer: SessionDescription | None = None
+    answer_sdp: bytes | None = None
+    params: MediaParams | None = None
+    audio: bool = False
+    answered_at: float | None = None
+    codecs: tuple[str, ...] = ()
+    srtp_pending: PendingOffer | None = None
+    srtp: CryptoSelection | None = None
+    srtp_policy: str = "off"
+
+    def describe(self, now: float) -> dict[str, Any]:
+        return {
+            "call_id": self.call_id,
+            "line": self.line.name,
+            "direction": self.direction,
+            "remote": self.remote,
+            "kind": self.kind,
+            "state": self.state,
+            "codec": self.params.codec if self.params else None,
+            "duration": round(now - self.answered_at, 1) if self.answered_at else 0.0,
+            "stats": self.media.stats() if self.media else {},
+        }
+
+
+@dataclass
+class Registration:
+    account_id: str
+    trunk: str
+    aor: str
+    registered: bool = False
+    reason: str = "starting"
+    expires: int | None = None
+
+
+
+class SipCalls:
+    """The SIP side of calls; mixed into `Gateway`, which provides the state and `_pump`."""
+
+    config: Config
+    loop: asyncio.AbstractEventLoop
+    ua: UserAgent | None
+    calls: dict[str, Call]
+    lines: dict[str, LinePort]
+    trunks: dict[str, TrunkConfig]
+    registrations: dict[str, Registration]
+    clock: AudioClock
+    edge: SipEdge | None
+    route_guard: RouteGuard
+    resolver: SipResolver | None
+    registrar_targets: dict[str, tuple[Target, ...]]
+    proxy_targets: dict[str, tuple[Target, ...]]
+
+    def _pump(self) -> None:
+        raise NotImplementedError
+
+    def _spawn(self, coro: Any) -> None:
+        raise NotImplementedError
+
+    def _server_name(self, t: TrunkConfig) -> str | None:
+        raise NotImplementedError
+
+    def _end_call_locally(self, call: Call, now: float) -> None:
+        raise NotImplementedError
+
+    async def _place_sip_call(self, lp: LinePort, number: str, trunk_name: str) -> None:
+        cfg = self.config
+        trunk = self.trunks[trunk_name]
+        rtp = await RtpEndpoint.open(cfg.sip.listen.host, (cfg.sip.rtp_ports.first, cfg.sip.rtp_ports.last))
+        targets: tuple[Target, ...] = self.proxy_targets.get(trunk_name, ())
+        if self.resolver is not None:
+            try:  # cached; picks up DNS changes once the TTL runs out
+                targets = tuple(await self.resolver.resolve_trunk(
+                    trunk.proxy.host, trunk.proxy.lookup_port, trunk.transport,
+                    server_name=self._server_name(trunk)))
+            except Exception as exc:
+                log.warning("trunk %s: lookup of %s failed (%s); using the last targets",
+                            trunk_name, trunk.proxy.host, exc)
+        now = self.loop.time()
+        if lp.line.state not in (lev.LineState.CALLING,) or lp.line.call_id is not None:
+            rtp.close()  # the user hung up while the socket was being opened
+            return
+        assert self.ua is not None
+        codecs = list(trunk.codecs or cfg.sip.codecs)
+        offer, pending = secure_offer(trunk.srtp, build_offer(
+            address=cfg.sip.public_host, port=rtp.port, codecs=codecs,
+            session_id=secrets.randbits(32), session_version=1,
+        ))
+        account = lp.name if lp.config.trunk is not None and lp.config.trunk.name == trunk_name else None
+        user = lp.config.trunk.username if account and lp.config.trunk else lp.number
+        call_id = self.ua.invite(
+            target_uri=f"sip:{number}@{trunk.domain}",
+            from_uri=f"sip:{user}@{trunk.domain}",
+            dest=targets or (trunk.proxy.host, trunk.proxy.port),
+            sdp=bytes(offer),
+            account_id=account,
+            display_name=lp.config.display_name,
+            now=now,
+        )
+        call = Call(call_id, lp, "out", f"sip:{number}@{trunk.domain}", "sip", now, rtp=rtp,
+                    offer=offer, srtp_pending=pending, srtp_policy=trunk.srtp)
+        self.calls[call_id] = call
+        lp.call_id = call_id
+        lp.line.set_call_id(call_id)
+        self._attach_rtp(call)
+        log.info("line %s: calling %s via %s (%s)", lp.name, number, trunk_name, call_id)
+        self._pump()
+
+    def _attach_rtp(self, call: Call) -> None:
+        if call.rtp is not None:
+            call.rtp.on_event = lambda ev, c=call: self._on_media_event(c, ev)
+
+    def _on_media_event(self, call: Call, ev: Any) -> None:
+        log.debug("call %s: media event %s", call.call_id, ev)
+        if isinstance(ev, DigitReceived) and call.audio:
+            log.info("call %s: digit %s received (RFC 4733)", call.call_id, ev.digit)
+            call.line.play_digit(ev.digit, ev.duration_ms)
+
+    # ------------------------------------------------------------------ media
+
+    def _start_media(self, call: Call, params: MediaParams, now: float) -> None:
+        call.params = params
+        if call.media is None:
+            call.media = MediaStream(
+                codec=params.codec,
+                payload_type=params.payload_type,
+                dtmf_pt=params.telephone_event_pt,
+                remote_addr=params.remote_addr,
+                ssrc=secrets.randbits(32),
+                seq=secrets.randbits(16),
+                timestamp=secrets.randbits(32),
+                now=self.clock.stream_anchor(now),
+                srtp=srtp_pair(call.srtp),
+            )
+            if call.rtp is not None:
+                call.rtp.attach(call.media)
+        else:
+            call.media.update_remote(params.remote_addr, params.codec, params.payload_type,
+                                     params.telephone_event_pt)
+            call.media.set_srtp(srtp_pair(call.srtp))
+        call.media.set_direction(params.direction)
+        log.info("call %s: media %s/%s to %s:%s (%s)", call.call_id, params.codec,
+                 params.payload_type, *params.remote_addr, params.direction)
+
+    def _release_media(self, call: Call) -> None:
+        if call.rtp is not None:
+            call.rtp.close()
+            call.rtp = None
+        call.media = None
+
+    # ------------------------------------------------------------------ SIP events
+
+    def _on_sip_event(self, ev: Any) -> None:
+        now = self.loop.time()
+        match ev:
+            case sev.RegistrationStateChanged():
+                reg = self.registrations.get(ev.account_id)
+                if reg is not None:
+                    reg.registered, reg.reason, reg.expires = ev.registered, ev.reason, ev.expires
+                log.info("registration %s: %s (%s)", ev.account_id,
+                         "registered" if ev.registered else "not registered", ev.reason)
+            case sev.IncomingCall():
+                self._spawn(self._incoming_call(ev))
+            case sev.CallProgress():
+                call = self.calls.get(ev.call_id)
+                if call is None:
+                    return
+                early = False
+                if ev.sdp and call.offer is not None:
+                    early = self._apply_answer(call, ev.sdp, now)
+                call.state = "early" if early else "ringing"
+                call.line.line.call_progress(ev.status, now, early_media=early)
+            case sev.CallAnswered():
+                call = self.calls.get(ev.call_id)
+                if call is None:
+                    return
+                if call.offer is not None and ev.sdp and not self._apply_answer(call, ev.sdp, now):
+                    # Never play media the policy refuses (e.g. plain RTP when SRTP is required).
+                    call.state = "connected"
+                    self._end_call_locally(call, now)
+                    call.line.line.call_ended("media refused", 488, now)
+                    return
+                call.state = "connected"
+                call.answered_at = now
+                call.line.line.call_answered(now)
+            case sev.CallUpdated():
+                self._reinvite(ev, now)
+            case sev.CallEnded():
+                call = self.calls.pop(ev.call_id, None)
+                if call is None:
+                    return
+                log.info("call %s ended: %s (%s)", ev.call_id, ev.reason, ev.status)
+                lp = call.line
+                if call.direction == "in" and call.state != "connected":
+                    lp.line.incoming_cancelled(now)
+                else:
+                    lp.line.call_ended(ev.reason, ev.status, now)
+                if lp.call_id == call.call_id:
+                    lp.call_id = None
+                self._release_media(call)
+            case sev.DtmfInfo():
+                call = self.calls.get(ev.call_id)
+                if call is not None and call.audio:
+                    log.info("call %s: digit %s received (SIP INFO)", ev.call_id, ev.digit)
+                    call.line.play_digit(ev.digit, ev.duration_ms or 100)
+            case sev.ReinviteAnswered():
+                call = self.calls.get(ev.call_id)
+                if call is not None and call.offer is not None:
+                    self._apply_answer(call, ev.sdp, now)
+            case sev.ReinviteFailed():
+                log.info("call %s: re-INVITE refused (%s); media unchanged", ev.call_id, ev.status)
+            case sev.MessageDropped():
+                log.debug("dropped SIP message from %s: %s", ev.source, ev.reason)
+
+    def _apply_answer(self, call: Call, sdp: bytes, now: float) -> bool:
+        assert call.offer is not None
+        try:
+            answer = SessionDescription.parse(sdp)
+            params = params_from_answer(call.offer, answer)
+            selection = (secure_from_answer(call.srtp_pending, answer)
+                         if call.srtp_pending is not None else None)
+        except SdpError as exc:
+            log.warning("call %s: unusable SDP answer: %s", call.call_id, exc)
+            return False
+        call.srtp = selection
+        self._start_media(call, params, now)
+        return True
+
+    def _srtp_policy_for(self, source: tuple[str, int]) -> str:
+        """The SRTP policy of the trunk a call came from; unknown sources get best effort."""
+        for t in self.trunks.values():
+            hosts = {t.registrar.host, t.proxy.host}
+            hosts.update(tg.host for tg in self.registrar_targets.get(t.name, ()))
+            hosts.update(tg.host for tg in self.proxy_targets.get(t.name, ()))
+            if source[0] in hosts:
+                return t.srtp
+        return "offer"
+
+    def _find_line_for(self, ev: sev.IncomingCall) -> LinePort | None:
+        from gateway.sip.uri import SipUri
+
+        users = set()
+        for text in (ev.request_uri, ev.to_uri):
+            try:
+                users.add(SipUri.parse(text).user)
+            except Exception:
+                continue
+        for lp in self.lines.values():
+            names = {lp.number}
+            if lp.config.trunk is not None:
+                names.add(lp.config.trunk.username)
+            if names & users:
+                return lp
+        return None
+
+    async def _incoming_call(self, ev: sev.IncomingCall) -> None:
+        assert self.ua is not None
+        cfg = self.config
+        lp = self._find_line_for(ev)
+        now = self.loop.time()
+        if lp is None:
+            self.ua.reject(ev.call_id, 404, now)
+            self._pump()
+            return
+        source = self.edge.call_source(ev.call_id, ev.source) if self.edge else None
+        verdict = (
+            self.route_guard.check(source, lp.number, LOCAL_TARGET, src_addr=ev.source,
+                                   call_id=ev.call_id)
+            if source is not None else None
+        )
+        if verdict is None or isinstance(verdict, Denied):
+            self.ua.reject(ev.call_id, verdict.status if verdict is not None else 403, now)
+            self._pump()
+            return
+        try:
+            offer = SessionDescription.parse(ev.sdp)
+        except SdpError:
+            self.ua.reject(ev.call_id, 488, now)
+            self._pump()
+            return
+        rtp = await RtpEndpoint.open(cfg.sip.listen.host, (cfg.sip.rtp_ports.first, cfg.sip.rtp_ports.last))
+        now = self.loop.time()
+        policy = self._srtp_policy_for(ev.source)
+        try:
+            answer, params, selection = secure_answer(
+                policy, offer, address=cfg.sip.public_host, port=rtp.port,
+                codecs=list(cfg.sip.codecs), session_id=secrets.randbits(32), session_version=1,
+            )
+        except SdpError as exc:
+            log.info("call %s: no usable media (%s): 488", ev.call_id, exc)
+            rtp.close()
+            self.ua.reject(ev.call_id, 488, now)
+            self._pump()
+            return
+        call = Call(ev.call_id, lp, "in", ev.from_uri, "sip", now, rtp=rtp,
+                    answer_sdp=bytes(answer), params=params, srtp=selection, srtp_policy=policy)
+        self.calls[ev.call_id] = call
+        self._attach_rtp(call)
+        result = lp.line.incoming_call(ev.call_id, ev.from_uri, ev.from_display, now)
+        if result is lev.IncomingResult.ACCEPTED:
+            lp.call_id = ev.call_id
+            call.state = "ringing"
+            self.ua.ringing(ev.call_id, now)
+        self._pump()
+
+    def _reinvite(self, ev: sev.CallUpdated, now: float) -> None:
+        assert self.ua is not None
+        call = self.calls.get(ev.call_id)
+        if call is None or call.rtp is None:
+            return
+        try:
+            answer, params, selection = secure_answer(
+                call.srtp_policy, SessionDescription.parse(ev.sdp),
+                address=self.config.sip.public_host, port=call.rtp.port,
+                codecs=list(self.config.sip.codecs), session_id=secrets.randbits(32),
+                session_version=2, current=call.srtp,
+            )
+        except SdpError as exc:
+            log.info("call %s: re-INVITE refused: %s", call.call_id, exc)
+            self.ua.reject_reinvite(ev.call_id, 488, now)
+            return
+        call.srtp = selection
+        self.ua.answer_reinvite(ev.call_id, bytes(answer), now)
+        self._start_media(call, params, now)
