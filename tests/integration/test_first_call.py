@@ -131,6 +131,9 @@ def test_registers_with_digest_and_refreshes(setup: tuple[KamailioTrunk, Gateway
         interval=0.5,
     )
     assert gw.registered("1")
+    # The daemon runs at debug level here: still, the trunk password never reaches the log.
+    assert LINE_PASS not in gw.log_text()
+    assert LINE_PASS not in str(gw.status())
 
 
 def test_outgoing_call_audio_both_ways_dtmf_and_hangup(
