@@ -31,7 +31,6 @@ from gateway.runtime.resolver import SipResolver
 from gateway.runtime.sip_calls import Call, Registration, SipCalls
 from gateway.runtime.transports import (
     ListenSettings,
-    TlsClientSettings,
     TlsServerSettings,
     TransportManager,
 )
@@ -150,7 +149,7 @@ class Gateway(SipCalls):
         if t.transport == "tls":
             self.sip.set_tls_client(
                 {t.domain, t.registrar.host, t.proxy.host, *([name] if name else [])},
-                TlsClientSettings(t.tls.ca_file, t.tls.cert_file, t.tls.key_file, name, t.tls.verify),
+                t.tls,
             )
         sn = self._server_name(t)
         self.registrar_targets[t.name] = tuple(await self.resolver.resolve_trunk(

@@ -10,16 +10,13 @@ from __future__ import annotations
 import ssl
 from dataclasses import dataclass
 
+from gateway.config.schema import TrunkTls
 
-@dataclass(frozen=True)
-class TlsClientSettings:
-    """How the gateway checks a trunk: CA file (None = system store), optional client cert."""
+TlsClientSettings = TrunkTls
+"""How the gateway checks a trunk: CA file (None = system store), optional client cert.
 
-    ca_file: str | None = None
-    cert_file: str | None = None
-    key_file: str | None = None
-    server_name: str | None = None
-    verify: bool = True
+The trunk's `tls:` section of the config is used as it is.
+"""
 
 
 @dataclass(frozen=True)
