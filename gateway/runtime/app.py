@@ -362,6 +362,8 @@ class Gateway(SipCalls):
                 call = self.calls.get(call_id)
                 if call is not None and call.media is not None:
                     call.media.send_dtmf(digit, now)
+            case lev.FlashHook(call_id=call_id):
+                self._toggle_hold(call_id, now)
             case lev.StateChanged(state=state):
                 log.info("line %s: %s", lp.name, state.value)
                 if state is lev.LineState.IDLE:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import secrets
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from gateway.config.schema import Config, TrunkConfig
@@ -58,6 +58,14 @@ class Call:
     srtp_pending: PendingOffer | None = None
     srtp: CryptoSelection | None = None
     srtp_policy: str = "off"
+    held: bool = False  # we put the far end on hold (hook flash)
+    hold_pending: bool = False  # our hold/resume re-INVITE awaits its answer
+    sdp_id: int = field(default_factory=lambda: secrets.randbits(31))
+    sdp_version: int = 1  # RFC 3264 8: same o= id, version up by one for each new SDP
+
+    def next_sdp_version(self) -> int:
+        self.sdp_version += 1
+        return self.sdp_version
 
     def describe(self, now: float) -> dict[str, Any]:
         return {
@@ -69,6 +77,7 @@ class Call:
             "state": self.state,
             "codec": self.params.codec if self.params else None,
             "duration": round(now - self.answered_at, 1) if self.answered_at else 0.0,
+            "held": self.held,
             "stats": self.media.stats() if self.media else {},
         }
 
@@ -132,9 +141,10 @@ class SipCalls:
             return
         assert self.ua is not None
         codecs = list(trunk.codecs or cfg.sip.codecs)
+        sdp_id = secrets.randbits(31)
         offer, pending = secure_offer(trunk.srtp, build_offer(
             address=cfg.sip.public_host, port=rtp.port, codecs=codecs,
-            session_id=secrets.randbits(32), session_version=1,
+            session_id=sdp_id, session_version=1,
         ))
         account = lp.name if lp.config.trunk is not None and lp.config.trunk.name == trunk_name else None
         user = lp.config.trunk.username if account and lp.config.trunk else lp.number
@@ -148,7 +158,7 @@ class SipCalls:
             now=now,
         )
         call = Call(call_id, lp, "out", f"sip:{number}@{trunk.domain}", "sip", now, rtp=rtp,
-                    offer=offer, srtp_pending=pending, srtp_policy=trunk.srtp)
+                    offer=offer, srtp_pending=pending, srtp_policy=trunk.srtp, sdp_id=sdp_id)
         self.calls[call_id] = call
         lp.call_id = call_id
         lp.line.set_call_id(call_id)
@@ -256,9 +266,14 @@ class SipCalls:
             case sev.ReinviteAnswered():
                 call = self.calls.get(ev.call_id)
                 if call is not None and call.offer is not None:
+                    call.hold_pending = False
                     self._apply_answer(call, ev.sdp, now)
             case sev.ReinviteFailed():
                 log.info("call %s: re-INVITE refused (%s); media unchanged", ev.call_id, ev.status)
+                call = self.calls.get(ev.call_id)
+                if call is not None and call.hold_pending:
+                    call.held = not call.held  # the hold (or resume) did not happen
+                    call.hold_pending = False
             case sev.MessageDropped():
                 log.debug("dropped SIP message from %s: %s", ev.source, ev.reason)
 
@@ -331,10 +346,11 @@ class SipCalls:
         rtp = await RtpEndpoint.open(cfg.sip.listen.host, (cfg.sip.rtp_ports.first, cfg.sip.rtp_ports.last))
         now = self.loop.time()
         policy = self._srtp_policy_for(ev.source)
+        sdp_id = secrets.randbits(31)
         try:
             answer, params, selection = secure_answer(
                 policy, offer, address=cfg.sip.public_host, port=rtp.port,
-                codecs=list(cfg.sip.codecs), session_id=secrets.randbits(32), session_version=1,
+                codecs=list(cfg.sip.codecs), session_id=sdp_id, session_version=1,
             )
         except SdpError as exc:
             log.info("call %s: no usable media (%s): 488", ev.call_id, exc)
@@ -343,7 +359,8 @@ class SipCalls:
             self._pump()
             return
         call = Call(ev.call_id, lp, "in", ev.from_uri, "sip", now, rtp=rtp,
-                    answer_sdp=bytes(answer), params=params, srtp=selection, srtp_policy=policy)
+                    answer_sdp=bytes(answer), params=params, srtp=selection, srtp_policy=policy,
+                    sdp_id=sdp_id)
         self.calls[ev.call_id] = call
         self._attach_rtp(call)
         result = lp.line.incoming_call(ev.call_id, ev.from_uri, ev.from_display, now)
@@ -362,8 +379,8 @@ class SipCalls:
             answer, params, selection = secure_answer(
                 call.srtp_policy, SessionDescription.parse(ev.sdp),
                 address=self.config.sip.public_host, port=call.rtp.port,
-                codecs=list(self.config.sip.codecs), session_id=secrets.randbits(32),
-                session_version=2, current=call.srtp,
+                codecs=list(self.config.sip.codecs), session_id=call.sdp_id,
+                session_version=call.next_sdp_version(), current=call.srtp,
             )
         except SdpError as exc:
             log.info("call %s: re-INVITE refused: %s", call.call_id, exc)
@@ -372,3 +389,22 @@ class SipCalls:
         call.srtp = selection
         self.ua.answer_reinvite(ev.call_id, bytes(answer), now)
         self._start_media(call, params, now)
+
+    def _toggle_hold(self, call_id: str, now: float) -> None:
+        """Hook flash in a call: hold the far end (a=inactive), flash again to resume."""
+        call = self.calls.get(call_id)
+        if (call is None or call.kind != "sip" or call.state != "connected" or call.rtp is None
+                or call.params is None or self.ua is None):
+            return
+        if call.hold_pending:
+            return  # one at a time; a flash during our re-INVITE is ignored
+        hold = not call.held
+        offer, pending = secure_offer(call.srtp_policy, build_offer(
+            address=self.config.sip.public_host, port=call.rtp.port,
+            codecs=[call.params.codec], dtmf_pt=call.params.telephone_event_pt or 101,
+            direction="inactive" if hold else "sendrecv",
+            session_id=call.sdp_id, session_version=call.next_sdp_version(),
+        ))
+        call.offer, call.srtp_pending, call.held, call.hold_pending = offer, pending, hold, True
+        log.info("call %s: %s", call_id, "hold" if hold else "resume")
+        self.ua.reinvite(call_id, bytes(offer), now)

@@ -301,3 +301,25 @@ def test_sigterm_sends_bye_and_unregisters(
     print("baresip saw:", closed)
     assert not trunk.registered(LINE_USER), "binding still present after SIGTERM"
 
+
+
+def test_hook_flash_holds_and_resumes_the_far_end(
+    setup: tuple[KamailioTrunk, GatewayProcess], baresip_factory: BaresipFactory, tmp_path: Path
+) -> None:
+    trunk, gw = setup
+    call_auto_answering_bob(trunk, gw, baresip_factory)
+    assert_handset_hears_tone(gw, "1", 1000.0, tmp_path, "before-hold")
+
+    def held() -> bool:
+        calls = gw.status()["calls"]
+        return bool(calls and calls[0]["held"])
+
+    gw.phone("1", "flash")
+    gw.wait_until("call held", held, timeout=5)
+    gw.wait_hears("1", "silence", timeout=5)  # a=inactive: baresip stops sending
+    assert gw.line("1")["state"] == "connected"
+    gw.phone("1", "flash")
+    gw.wait_until("call resumed", lambda: not held(), timeout=5)
+    assert_handset_hears_tone(gw, "1", 1000.0, tmp_path, "after-resume")
+    gw.phone("1", "onhook")
+    gw.wait_until("call gone", lambda: not gw.status()["calls"], timeout=5)
