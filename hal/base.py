@@ -44,8 +44,10 @@ class AudioPort(ABC):
         """Release the device."""
 
 
-class FxsPort(ABC):
+class FxsPort(AudioPort):
     """One analog phone port (a SLIC): hook detection, ringing, polarity and audio.
+
+    Audio is the inherited `AudioPort` frame stream: mouthpiece in, earpiece out.
 
     The line state machine drives ringing cadence and interprets hook edges (pulse
     digits, flash, hang-up); the port only reports raw edges and switches voltages.
@@ -82,21 +84,11 @@ class FxsPort(ABC):
     def set_polarity(self, reversed: bool) -> None:
         """Reverse (True) or restore (False) the loop polarity."""
 
-    @abstractmethod
-    def read_frame(self) -> bytes | None:
-        """Next 20 ms of mouthpiece audio, or None if none is ready."""
 
-    @abstractmethod
-    def write_frame(self, frame: bytes) -> None:
-        """20 ms of earpiece audio."""
-
-    @abstractmethod
-    def close(self) -> None:
-        """Release the port."""
-
-
-class FxoPort(ABC):
+class FxoPort(AudioPort):
     """An analog exchange line (a DAA): the gateway acts as the phone.
+
+    Audio is the inherited `AudioPort` frame stream to and from the line.
 
     Must implement:
 
@@ -122,17 +114,6 @@ class FxoPort(ABC):
     def set_off_hook(self, off: bool) -> None:
         """Seize (True) or release (False) the line."""
 
-    @abstractmethod
-    def read_frame(self) -> bytes | None:
-        """Next 20 ms from the line."""
-
-    @abstractmethod
-    def write_frame(self, frame: bytes) -> None:
-        """20 ms to the line."""
-
-    @abstractmethod
-    def close(self) -> None:
-        """Release the line."""
 
 
 class Modem(ABC):
