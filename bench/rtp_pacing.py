@@ -23,7 +23,6 @@ import shutil
 import sys
 import tempfile
 import time
-import wave
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -221,18 +220,6 @@ def _clean(d: dict[str, float | int]) -> dict[str, float | int | None]:
 # --------------------------------------------------------------------------- helpers
 
 
-def write_tone_wav(path: Path, freq: float, dbfs: float = -12.0, seconds: float = 5.0) -> Path:
-    """An 8 kHz mono sine for the simulated handset to play (looped by the daemon)."""
-    rate = 8000
-    t = np.arange(int(rate * seconds)) / rate
-    pcm = (10 ** (dbfs / 20.0) * 32767 * np.sin(2 * np.pi * freq * t)).astype("<i2")
-    with wave.open(str(path), "wb") as w:
-        w.setnchannels(1)
-        w.setsampwidth(2)
-        w.setframerate(rate)
-        w.writeframes(pcm.tobytes())
-    return path
-
 
 def _pick(streams: dict[Any, RtpStream], label: str, *, sport_in: PortSpan | None = None,
           sports: set[int] | None = None) -> RtpStream:
@@ -354,6 +341,7 @@ dialplan:
 
 def run_gateway(seconds: float, workdir: Path, dump_dir: Path | None = None) -> PacingReport:
     """The gateway's simulated line 1 calls baresip; both directions are measured."""
+    from tests.integration.audio import write_tone_wav
     from tests.integration.gateway_proc import GatewayProcess
     from tests.integration.peers.baresip import Baresip
     from tests.integration.peers.ports import free_port, free_sip_port

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import struct
+import wave
 from pathlib import Path
 
 import numpy as np
@@ -21,6 +22,7 @@ __all__ = [
     "level_dbfs",
     "read_wav",
     "tone_present",
+    "write_tone_wav",
 ]
 
 FloatArray = npt.NDArray[np.float64]
@@ -159,3 +161,16 @@ def tone_present(
     if len(active) < rate // 10:
         return False
     return abs(dominant_frequency(active, rate) - freq) <= tolerance * freq
+
+
+def write_tone_wav(path: Path, freq: float, dbfs: float = -12.0, seconds: float = 10.0) -> Path:
+    """An 8 kHz mono 16-bit sine at `dbfs` (this module's convention) for a handset to play."""
+    rate = 8000
+    t = np.arange(int(rate * seconds)) / rate
+    pcm = (10 ** (dbfs / 20.0) * 32767 * np.sin(2 * np.pi * freq * t)).astype("<i2")
+    with wave.open(str(path), "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(rate)
+        w.writeframes(pcm.tobytes())
+    return path

@@ -14,8 +14,8 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .audio import write_tone_wav
 from .gateway_proc import GatewayProcess
-from .test_first_call import write_tone_wav
 
 _HERE = Path(__file__).resolve()
 TORTURE_DIR = next(

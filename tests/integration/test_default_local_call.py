@@ -7,8 +7,9 @@ from pathlib import Path
 
 import pytest
 
+from .audio import write_tone_wav
 from .gateway_proc import GatewayProcess
-from .test_first_call import wav_tone, write_tone_wav
+from .test_first_call import wav_tone
 
 pytestmark = pytest.mark.slow
 

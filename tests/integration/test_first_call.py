@@ -11,10 +11,9 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import numpy as np
 import pytest
 
-from .audio import active_segment, dominant_frequency, level_dbfs, read_wav
+from .audio import active_segment, dominant_frequency, level_dbfs, read_wav, write_tone_wav
 from .conftest import BaresipFactory, KamailioFactory
 from .gateway_proc import GatewayProcess
 from .peers.baresip import Baresip
@@ -64,20 +63,6 @@ dialplan:
       to: trunk:main
 """
 
-
-def write_tone_wav(path: Path, freq: float, dbfs: float, seconds: float = 10.0) -> Path:
-    import wave
-
-    rate = 8000
-    t = np.arange(int(rate * seconds)) / rate
-    amp = 10 ** (dbfs / 20.0)  # relative to a full-scale sine, as in audio.level_dbfs
-    pcm = (amp * 32767 * np.sin(2 * np.pi * freq * t)).astype("<i2").tobytes()
-    with wave.open(str(path), "wb") as w:
-        w.setnchannels(1)
-        w.setsampwidth(2)
-        w.setframerate(rate)
-        w.writeframes(pcm)
-    return path
 
 
 @pytest.fixture

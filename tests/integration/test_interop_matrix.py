@@ -26,9 +26,9 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import pytest
 
+from .audio import write_tone_wav
 from .conftest import BaresipFactory, KamailioFactory
 from .gateway_proc import GatewayProcess
 from .peers.baresip import Baresip
@@ -111,20 +111,6 @@ dialplan:
       to: trunk:{default_trunk}
 """
 
-
-def write_tone_wav(path: Path, freq: float, dbfs: float = -12.0, seconds: float = 20.0) -> Path:
-    """An 8 kHz mono tone for the simulated handset's mouthpiece."""
-    import wave
-
-    rate = 8000
-    t = np.arange(int(rate * seconds)) / rate
-    pcm = (10 ** (dbfs / 20.0) * 32767 * np.sin(2 * np.pi * freq * t)).astype("<i2")
-    with wave.open(str(path), "wb") as w:
-        w.setnchannels(1)
-        w.setsampwidth(2)
-        w.setframerate(rate)
-        w.writeframes(pcm.tobytes())
-    return path
 
 
 def poll(what: str, predicate: Callable[[], bool], timeout: float = 10.0,

@@ -36,7 +36,14 @@ from gateway.runtime.rtp import RtpEndpoint
 from gateway.sip.sdp import SessionDescription, build_offer, params_from_answer
 from gateway.sip.sdp_secure import secure_answer, secure_from_answer, secure_offer
 
-from .audio import FloatArray, active_segment, dominant_frequency, level_dbfs, read_wav
+from .audio import (
+    FloatArray,
+    active_segment,
+    dominant_frequency,
+    level_dbfs,
+    read_wav,
+    write_tone_wav,
+)
 from .conftest import BaresipFactory
 from .gateway_proc import GatewayProcess
 from .peers.baresip import Baresip
@@ -507,20 +514,13 @@ def handset_hears(gw: GatewayProcess, line: str, freq: float, tmp: Path) -> floa
     return got_db
 
 
-def write_tone_wav(path: Path) -> Path:
-    import wave
-
-    with wave.open(str(path), "wb") as w:
-        w.setnchannels(1)
-        w.setsampwidth(2)
-        w.setframerate(SAMPLE_RATE)
-        w.writeframes(b"".join(tone_frames(OUR_TONE_HZ, OUR_TONE_DBFS, 10.0)))
-    return path
+def handset_tone_wav(path: Path) -> Path:
+    return write_tone_wav(path, OUR_TONE_HZ, OUR_TONE_DBFS)
 
 
 def assert_secure_call_audio(gw: GatewayProcess, bob: Baresip, tmp: Path) -> None:
     heard_db = handset_hears(gw, "1", BOB_TONE_HZ, tmp)
-    gw.phone("1", "play", path=str(write_tone_wav(tmp / "tone-440.wav")))
+    gw.phone("1", "play", path=str(handset_tone_wav(tmp / "tone-440.wav")))
     time.sleep(2.0)
     gw.phone("1", "stop")
     stats = gw.status()["calls"][0]["stats"]
