@@ -1,28 +1,15 @@
 """Route a dialled number to a local line or a trunk.
 
-Pure: the router only looks at the dialled digits and the configured routes. Whether the
-target is reachable (registered, trunk healthy) is decided by the caller.
+Pure: the router only looks at the dialled digits and the configured dial plan (whose
+routes already know how to match and rewrite). Whether the target is reachable
+(registered, trunk healthy) is decided by the caller.
 """
 
 from __future__ import annotations
 
-import re
-from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Protocol
 
-
-class RouteSpec(Protocol):
-    """What the router needs of one configured route (read-only, so frozen configs fit)."""
-
-    @property
-    def pattern(self) -> str: ...
-    @property
-    def to(self) -> str: ...
-    @property
-    def strip(self) -> int: ...
-    @property
-    def prepend(self) -> str: ...
+from gateway.config.schema import DialPlan
 
 
 @dataclass(frozen=True)
@@ -39,17 +26,16 @@ class NoRoute(LookupError):
 
 
 class Router:
-    """First-match routing over the configured routes, in order."""
+    """First-match routing over the dial plan's routes, in order."""
 
-    def __init__(self, routes: Sequence[RouteSpec]) -> None:
-        self._routes = [(re.compile(r.pattern), r) for r in routes]
+    def __init__(self, dialplan: DialPlan) -> None:
+        self.dialplan = dialplan
 
     def route(self, digits: str) -> RouteDecision:
-        for regex, spec in self._routes:
-            if regex.fullmatch(digits):
-                number = spec.prepend + digits[spec.strip:]
-                if spec.to == "local":
-                    return RouteDecision("local", number)
-                if spec.to.startswith("trunk:"):
-                    return RouteDecision("trunk", number, spec.to.split(":", 1)[1])
-        raise NoRoute(f"no route for {digits!r}")
+        route = self.dialplan.route_for(digits)
+        if route is None:
+            raise NoRoute(f"no route for {digits!r}")
+        number = route.rewrite(digits)
+        if route.trunk is not None:
+            return RouteDecision("trunk", number, route.trunk)
+        return RouteDecision("local", number)

@@ -58,7 +58,7 @@ class Gateway(SipCalls):
         self.calls: dict[str, Call] = {}
         self.registrations: dict[str, Registration] = {}
         self.trunks: dict[str, TrunkConfig] = {t.name: t for t in self.config.trunks}
-        self.router = Router(self.config.dialplan.routes)
+        self.router = Router(self.config.dialplan)
         self.edge: SipEdge | None = None
         self.route_guard = build_route_guard(self.config)
         self.ua: UserAgent | None = None

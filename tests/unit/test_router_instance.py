@@ -1,22 +1,16 @@
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
+from gateway.config.schema import DialPlan
+from gateway.config.schema import Route as R
 from gateway.routing.router import NoRoute, Router
 from gateway.store.instance import load_or_create_instance_id
 
 
-@dataclass
-class R:
-    pattern: str
-    to: str
-    strip: int = 0
-    prepend: str = ""
-
-
 def test_first_matching_route_wins_and_rewrites_number() -> None:
-    router = Router([R(r"1\d\d", "local"), R(r"9(\d+)", "trunk:main", strip=1, prepend="+1")])
+    routes = (R(r"1\d\d", "local"), R(r"9(\d+)", "trunk:main", strip=1, prepend="+1"))
+    router = Router(DialPlan(routes=routes))
     assert router.route("102").kind == "local"
     d = router.route("95551234")
     assert (d.kind, d.trunk, d.number) == ("trunk", "main", "+15551234")
