@@ -17,18 +17,11 @@ from pathlib import Path
 from .audio import write_tone_wav
 from .gateway_proc import GatewayProcess
 
-_HERE = Path(__file__).resolve()
-TORTURE_DIR = next(
-    (p for p in (_HERE.parents[3] / "shared" / "sip-torture" / "rfc4475",
-                 _HERE.parents[1] / "data" / "sip-torture" / "rfc4475") if p.is_dir()),
-    None,
-)
+TORTURE_DIR = Path(__file__).resolve().parents[1] / "data" / "rfc4475"
 
 
 def torture_messages() -> dict[str, bytes]:
-    """The RFC 4475 messages by name (empty if the collection is not on this machine)."""
-    if TORTURE_DIR is None:
-        return {}
+    """The RFC 4475 messages by name, from tests/data/rfc4475 (all 49 must be there)."""
     return {p.stem: p.read_bytes() for p in sorted(TORTURE_DIR.glob("*.dat"))}
 
 

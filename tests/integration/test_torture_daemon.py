@@ -193,8 +193,6 @@ class Outcome:
 
 @pytest.fixture(scope="module")
 def daemon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[GatewayProcess, Listener]]:
-    if not MESSAGES:
-        pytest.skip("RFC 4475 messages not available")
     tmp = tmp_path_factory.mktemp("torture")
     host = pick_loopback(VIA_PORTS)
     listener = Listener(host)
@@ -261,8 +259,6 @@ def _read_response(raw: bytes, name: str) -> Response:
 
 
 def test_table_covers_all_49() -> None:
-    if not MESSAGES:
-        pytest.skip("RFC 4475 messages not available")
     assert set(MESSAGES) == set(EXPECT) and len(EXPECT) == 49
 
 

@@ -19,7 +19,7 @@ from gateway.sip.message import Request, Response, parse_message
 from gateway.sip.ua import UserAgent
 from gateway.sip.validate import validate_request
 
-_TORTURE = Path(__file__).resolve().parents[3] / "shared" / "sip-torture" / "rfc4475"
+_TORTURE = Path(__file__).resolve().parents[1] / "data" / "rfc4475"
 
 _VALID = [
     b"INVITE sip:102@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.2:5060;branch=z9hG4bKa1;rport\r\n"
@@ -50,8 +50,7 @@ _VALID = [
     b"CSeq: 1 REGISTER\r\nWWW-Authenticate: Digest realm=\"x\", nonce=\"n\"\r\n"
     b"Content-Length: 0\r\n\r\n",
 ]
-SEEDS = _VALID + ([p.read_bytes() for p in sorted(_TORTURE.glob("*.dat"))]
-                  if _TORTURE.is_dir() else [])
+SEEDS = _VALID + [p.read_bytes() for p in sorted(_TORTURE.glob("*.dat"))]
 
 _TOKENS = [b"\r\n", b"\r\n\r\n", b" ", b"\t", b";", b",", b":", b"<", b">", b'"', b"\\", b"%",
            b"=", b"?", b"@", b"[", b"]", b"\x00", b"\xff", b"\xc3\xa9", b"SIP/2.0", b"sip:",

@@ -14,12 +14,7 @@ import pytest
 from gateway.sip.errors import SipParseError
 from gateway.sip.message import Request, Response, parse_message
 
-_HERE = Path(__file__).resolve()
-_CANDIDATES = [
-    _HERE.parents[3] / "shared" / "sip-torture" / "rfc4475",  # <repo>/../shared
-    _HERE.parents[1] / "data" / "sip-torture" / "rfc4475",  # optional copy in tests/data
-]
-TORTURE_DIR = next((p for p in _CANDIDATES if p.is_dir()), None)
+TORTURE_DIR = Path(__file__).resolve().parents[1] / "data" / "rfc4475"
 
 VALID = "valid"  # RFC 4475 3.1.1: must parse
 INVALID = "invalid"  # must raise SipParseError (request -> 400/505, response -> drop)
@@ -86,16 +81,12 @@ EXPECTED: dict[str, tuple[str, int | None]] = {
     "inv2543": (ACCEPTED, None),
 }
 
-pytestmark = pytest.mark.skipif(TORTURE_DIR is None, reason="RFC 4475 messages not available")
-
 
 def _load(name: str) -> bytes:
-    assert TORTURE_DIR is not None
     return (TORTURE_DIR / f"{name}.dat").read_bytes()
 
 
 def test_table_covers_every_message() -> None:
-    assert TORTURE_DIR is not None
     assert {p.stem for p in TORTURE_DIR.glob("*.dat")} == set(EXPECTED)
 
 
