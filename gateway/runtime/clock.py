@@ -18,6 +18,7 @@ from gateway.media.session import PacingSchedule
 log = logging.getLogger("branchline.clock")
 
 TickCallback = Callable[[float], None]
+ANCHOR_MARGIN = 1e-6  # seconds a stream's slots lead the clock's ticks (float rounding only)
 
 
 class AudioClock:
@@ -74,17 +75,22 @@ class AudioClock:
         self._arm()
 
     def stream_anchor(self, now: float) -> float:
-        """Where a new RTP stream should anchor its send schedule: half a slot before a tick.
+        """Where a new RTP stream should anchor its send schedule: on the clock's next tick.
 
-        A stream anchored at an arbitrary phase sometimes finds 0 and then 2 packets due at
-        consecutive ticks, because tick jitter decides which side of its slot boundary a
-        tick lands on. Half a slot of margin on the clock's own grid gives exactly one.
+        The stream's slot n is then due exactly at tick n from now, and since every tick
+        hands its callbacks a `now` no earlier than its own deadline, each tick finds exactly
+        one slot due, the first one included. An anchor at an arbitrary phase would let tick
+        jitter decide which side of a slot boundary a tick lands on (0 then 2 packets); an
+        anchor before the next tick would make that tick find two slots due.
         """
         schedule = self._schedule
         if schedule is None:
             return now
-        k = math.floor((now - schedule.start) / self.interval)
-        return schedule.start + k * self.interval - self.interval / 2
+        # the next slot not yet run, or a later one when the loop is behind its own ticks
+        k = math.ceil((now - schedule.start) / self.interval - 1e-6)
+        # A microsecond early, so float rounding of `start + n * interval` on the stream's
+        # side can never put its slot a hair after the tick that should send it.
+        return schedule.slot_time(max(k, schedule.slot)) - ANCHOR_MARGIN
 
     def stop(self) -> None:
         """Cancel the pending tick; callbacks stay registered for a later start()."""
@@ -113,7 +119,9 @@ class AudioClock:
         for i in range(slots):
             # Catch-up slots carry their own deadline as `now`, so a stream that gets one
             # frame per call also sends one packet per call; the newest slot gets the loop time.
-            slot_now = now if i == slots - 1 else schedule.slot_time(first + i)
+            # A timer that fired a hair early still hands out its own deadline or later.
+            slot_now = (max(now, schedule.slot_time(first + i)) if i == slots - 1
+                        else schedule.slot_time(first + i))
             self.ticks += 1
             for callback in tuple(self._callbacks):
                 try:
