@@ -25,6 +25,7 @@ from gateway.config._convert import (
     _host_port,
     _int_range,
     _min_match_length,
+    _one_of,
     _optional,
     _parse_host_port,
     _parse_port_range,
@@ -37,7 +38,7 @@ from gateway.config._convert import (
     _text,
     _value_node,
 )
-from gateway.config._reader import _Seen
+from gateway.config._reader import _Fields, _Seen
 from gateway.config._trunks import _TrunkReader
 from gateway.config.schema import (
     Config,
@@ -263,6 +264,8 @@ class _Reader(_TrunkReader):
             )
         display = self.take(f, "display_name", _optional(_header_text), None)
         options: dict[str, Any] = self.take(f, "options", self.options(f.child("options")), {})
+        if backend and len(self.issues) == before:
+            self.backend(f, backend, options)
         account = None
         if f.has("trunk"):
             account = self.line_trunk(f.node_of("trunk"), f.child("trunk"), trunk_names)
@@ -274,6 +277,27 @@ class _Reader(_TrunkReader):
         if len(self.issues) > before:
             return None
         return LineConfig(name, backend, number, kind, display, MappingProxyType(options), account)
+
+    def backend(self, f: _Fields, backend: str, options: dict[str, Any]) -> None:
+        """The backend must be one hal knows, and its options the ones that backend reads."""
+        from hal.registry import FXS_BACKENDS, check_fxs_options, did_you_mean
+
+        if backend not in FXS_BACKENDS:
+            known = sorted(FXS_BACKENDS)
+            self.issue(f.node_of("backend"), f.child("backend"),
+                       f"unknown FXS backend {backend!r}{did_you_mean(backend, known)}",
+                       _one_of(known))
+            return
+        node = f.node_of("options") if f.has("options") else f.node
+        for problem in check_fxs_options(backend, options):
+            where: Node = node
+            path = f.child("options")
+            if problem.key is not None:
+                path += f".{problem.key}"
+                for key_node, value_node in node.value if isinstance(node, MappingNode) else ():
+                    if isinstance(key_node, ScalarNode) and key_node.value == problem.key:
+                        where = key_node if problem.unknown else value_node
+            self.issue(where, path, problem.message, problem.expected)
 
     def options(self, path: str) -> Callable[[Node], dict[str, Any]]:
         """A converter for a backend options mapping (any plain data, string keys)."""
