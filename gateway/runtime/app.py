@@ -39,6 +39,7 @@ from gateway.security.routeguard import LOCAL_TARGET, trunk_target
 from gateway.sip.target import Target
 from gateway.sip.ua import UserAgent
 from gateway.store.instance import load_or_create_instance_id
+from hal.base import HalError
 from hal.registry import create_fxs
 
 log = logging.getLogger("branchline")
@@ -488,7 +489,7 @@ def run(config: Config) -> int:
             loop.add_signal_handler(sig, stop.set)
         try:
             await gw.start()
-        except OSError as exc:
+        except (OSError, HalError) as exc:
             log.error("cannot start: %s", exc)
             return 1
         await stop.wait()
