@@ -16,6 +16,7 @@ import sys
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Protocol, TextIO
 
+from gateway import cli_security
 from gateway.config import Config, ConfigError, load_config, load_default
 from gateway.config.schema import DEFAULT_CONTROL_SOCKET, LOG_LEVELS, UNIX_SOCKET_PATH_MAX
 from gateway.runtime.control import ControlClient, ControlError
@@ -82,6 +83,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     sub.add_parser("schema", help="print the config file's JSON Schema")
     sub.add_parser("status", help="registrations, lines and calls", parents=[common])
+    cli_security.add_parser(sub, common)
 
     phone = sub.add_parser("phone", help="drive a line's (simulated) handset", parents=[common])
     phone.add_argument("line", metavar="LINE", help="line name from the config")
@@ -437,6 +439,9 @@ def main(
 
             print(json.dumps(export_json_schema(), indent=2), file=out)
             return EXIT_OK
+        if args.command == "security":
+            path = resolve_control_path(getattr(args, "control", None), os.environ)
+            return cli_security.run(args, factory(path, DEFAULT_TIMEOUT), out)
         if args.command in ("status", "phone"):
             return _cmd_daemon(args, factory, out)
         parser.print_help(err)

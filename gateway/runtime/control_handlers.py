@@ -189,7 +189,11 @@ async def handle(gw: Gateway, request: dict[str, Any]) -> dict[str, Any]:
             return status(gw)
         if cmd == "phone":
             return await phone(gw, request)
-        raise ControlCommandError(f"unknown command {cmd!r}: status, phone")
+        if cmd == "security":
+            from gateway.runtime.control_security import handle as security
+
+            return security(gw, request)
+        raise ControlCommandError(f"unknown command {cmd!r}: status, phone, security")
     except ControlCommandError:
         raise
     except Exception as exc:  # report, don't kill the daemon

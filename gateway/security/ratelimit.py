@@ -126,6 +126,23 @@ class _Source:
     last_seen: float
     reported_at: float | None = None
     suppressed: int = 0
+    failures: int = 0  # failed authentications since the entry was made
+
+
+@dataclass(frozen=True)
+class Blocked:
+    """A source whose requests are refused now, for `branchline security`.
+
+    `source` is the key requests are counted under (an IPv4 address or an IPv6 /64);
+    `bucket` is the budget that ran out (``auth-failure`` is the lock-out after wrong
+    passwords); `seconds_left` is how long until it lets a request through again.
+    """
+
+    source: str
+    bucket: Bucket
+    seconds_left: float
+    failures: int
+    last_seen: float
 
 
 def source_key(ip: str) -> str:
@@ -207,6 +224,7 @@ class RateLimiter:
     def record_auth_failure(self, ip: str, now: float) -> Verdict:
         """Count one failed authentication; limited once the source has used up its tries."""
         src = self._touch(ip, now)
+        src.failures += 1
         penalty = src.buckets[AUTH_FAILURE]
         if penalty.tokens < 1:
             return self._limited(src, AUTH_FAILURE, now)
@@ -219,6 +237,39 @@ class RateLimiter:
     def forget(self, ip: str) -> None:
         """Drop a source's state, e.g. after an admin unbans it."""
         self._sources.pop(source_key(ip), None)
+
+    def blocked(self, now: float) -> list[Blocked]:
+        """Every source refused right now, the longest lock-out first.
+
+        A source is refused while its auth-failure budget is empty (the lock-out) or while
+        its request or call budget is; the first of those that applies is reported.
+        """
+        self.expire(now)
+        out: list[Blocked] = []
+        for key, src in self._sources.items():
+            for name in (AUTH_FAILURE, REQUEST, CALL):
+                budget = self.limits.budget(name)
+                bucket = _TokenBucket(src.buckets[name].tokens, src.buckets[name].updated)
+                bucket.refill(budget, now)  # a copy: looking must not change the state
+                if bucket.tokens < 1:
+                    out.append(Blocked(key, name, bucket.wait(budget), src.failures,
+                                       src.last_seen))
+                    break
+        out.sort(key=lambda b: -b.seconds_left)
+        return out
+
+    def unblock(self, source: str) -> bool:
+        """Lift the limits on a source (an address, or a key `blocked` listed).
+
+        Its state is dropped, so it starts again with full budgets; True if it was known.
+        """
+        key = source.strip()
+        if key not in self._sources:
+            try:
+                key = source_key(key)
+            except ValueError:
+                return False
+        return self._sources.pop(key, None) is not None
 
     def expire(self, now: float) -> int:
         """Drop idle entries (also done on every call); returns how many were dropped."""

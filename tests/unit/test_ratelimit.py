@@ -207,3 +207,63 @@ def test_defaults_let_a_phone_register_but_stop_a_scanner() -> None:
         t += 0.01
     assert allowed_tries == RateLimits().auth_failure.burst
     assert AUTH_FAILURE == "auth-failure" and REQUEST == "request"
+
+
+# --- what `branchline security` lists and lifts ------------------------------------------
+
+
+def test_locked_out_source_is_listed_with_time_left_and_failures() -> None:
+    rl = RateLimiter(small_limits())
+    for _ in range(3):
+        rl.record_auth_failure(ATTACKER, 100.0)
+    rl.check_request(OTHER, "OPTIONS", 100.0)
+    [entry] = rl.blocked(110.0)
+    assert entry.source == ATTACKER and entry.bucket == AUTH_FAILURE
+    assert entry.failures == 3
+    # Empty after three failures; one token back takes 60 s, 10 s of it have passed.
+    assert entry.seconds_left == pytest.approx(50.0)
+    # Looking does not refill anything: the same answer a second later, minus a second.
+    assert rl.blocked(111.0)[0].seconds_left == pytest.approx(49.0)
+    assert rl.check_request(ATTACKER, "REGISTER", 111.0).limited
+
+
+def test_lock_out_ends_by_itself_and_then_is_not_listed() -> None:
+    rl = RateLimiter(small_limits())
+    for _ in range(3):
+        rl.record_auth_failure(ATTACKER, 0.0)
+    assert rl.blocked(59.0)
+    assert rl.blocked(61.0) == []
+
+
+def test_unblock_lifts_the_lock_out_at_once() -> None:
+    rl = RateLimiter(small_limits())
+    for _ in range(3):
+        rl.record_auth_failure(ATTACKER, 0.0)
+    assert rl.check_request(ATTACKER, "REGISTER", 1.0).limited
+    assert rl.unblock(ATTACKER) is True
+    assert rl.blocked(1.0) == []
+    assert rl.check_request(ATTACKER, "REGISTER", 1.0).allowed
+    assert rl.unblock(OTHER) is False  # never seen: nothing to lift
+    assert rl.unblock("not-an-address") is False
+
+
+def test_ipv6_lock_out_is_listed_by_prefix_and_lifted_by_prefix_or_address() -> None:
+    rl = RateLimiter(small_limits())
+    for _ in range(3):
+        rl.record_auth_failure("2001:db8:1:2::7", 0.0)
+    [entry] = rl.blocked(1.0)
+    assert entry.source == "2001:db8:1:2::/64"
+    assert rl.unblock(entry.source)
+    for _ in range(3):
+        rl.record_auth_failure("2001:db8:1:2::7", 2.0)
+    assert rl.unblock("2001:db8:1:2::99")  # another host in the same /64
+    assert rl.blocked(3.0) == []
+
+
+def test_request_flood_is_listed_under_its_own_bucket() -> None:
+    rl = RateLimiter(small_limits())
+    while rl.check_request(ATTACKER, "OPTIONS", 0.0).allowed:
+        pass
+    [entry] = rl.blocked(0.0)
+    assert entry.bucket == REQUEST and entry.failures == 0
+    assert entry.seconds_left == pytest.approx(0.1)
