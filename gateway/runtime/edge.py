@@ -16,10 +16,16 @@ Toll fraud starts with one INVITE from a stranger, so every request passes throu
 5. **Everyone else authenticates as a local user** (`LocalUsers`). Without credentials for
    our realm: 401 with a fresh nonce, the same answer whatever user or extension the request
    names, and decided without looking at the name, so scanners cannot enumerate
-   extensions. With credentials: unknown user and wrong password both get the same 403,
-   after the same amount of hashing, an ``auth-failure`` event and an auth-failure on the
-   rate limiter (which locks the source out after a few). A correct password with an old
-   nonce gets 401 ``stale=true``.
+   extensions. The challenge is two WWW-Authenticate headers sharing one nonce, SHA-256
+   first and MD5 second (RFC 8760), both ``qop="auth"``. With credentials: unknown user and
+   wrong password both get the same 403, after the same amount of hashing, an
+   ``auth-failure`` event and an auth-failure on the rate limiter (which locks the source
+   out after a few). So do credentials that break the rules before any hashing: no qop, an
+   algorithm we did not offer, or a digest ``uri`` that is not this Request-URI (a header
+   captured from another request). A correct password with an old nonce gets 401
+   ``stale=true``. A correct password with a nonce count already used (the same header sent
+   again, from anywhere, with any Call-ID) is a replay: it is logged and counted as an
+   auth failure, and answered 401 ``stale=true`` so an honest client recovers.
 
 Sources outside `local_networks` (when the list is given) are dropped outright. Requests
 that are not authenticated log an ``unknown-source`` event, once per source per window with
@@ -63,8 +69,8 @@ MAX_TRACKED: Final = 4096
 MAX_CALL_USERS: Final = 1024
 #: Methods that are never challenged (see the module docstring).
 UNCHALLENGED: Final[frozenset[str]] = frozenset({"ACK", "CANCEL"})
-#: Stand-in password hashed for unknown users, so they cost the same as known ones.
-_DUMMY_PASSWORD: Final = "x" * 24
+#: Bound on the nonces whose counts are remembered (see `auth.NonceCounts`).
+MAX_NONCES: Final = 4096
 
 _ACCEPT: Final = Accept()
 
@@ -128,15 +134,19 @@ class SipEdge:
         self.nonce_max_age = nonce_max_age
         self.logger = logger
         self._secret = nonce_secret
+        #: Stand-in password hashed for unknown users, so they cost the same as known ones;
+        #: random per edge, so nobody can answer for a user that does not exist.
+        self._dummy_password = secrets.token_hex(16)
+        self._nonce_counts = auth.NonceCounts(max_entries=MAX_NONCES, max_age=nonce_max_age)
         self._unknown: OrderedDict[str, _Throttle] = OrderedDict()
         self._known: OrderedDict[str, float] = OrderedDict()
         self._call_users: OrderedDict[str, str] = OrderedDict()
         self._call_trunks: OrderedDict[str, str] = OrderedDict()
         #: Verdict counts: trunk, in_dialog, unchallenged, authenticated, challenged,
-        #: stale, forbidden, rate_limited, rejected, bad_source.
+        #: stale, replayed, forbidden, rate_limited, rejected, bad_source.
         self.stats: dict[str, int] = dict.fromkeys(
             ("trunk", "in_dialog", "unchallenged", "authenticated", "challenged", "stale",
-             "forbidden", "rate_limited", "rejected", "bad_source"), 0)
+             "replayed", "forbidden", "rate_limited", "rejected", "bad_source"), 0)
 
     # ------------------------------------------------------------------ the filter
 
@@ -192,6 +202,11 @@ class SipEdge:
         user = self._call_users.get(call_id)
         return CallSource.local_user(user) if user is not None else None
 
+    @property
+    def nonces_tracked(self) -> int:
+        """How many nonces' counts are remembered now (bounded by `MAX_NONCES`)."""
+        return len(self._nonce_counts)
+
     def with_resolved(self, resolved: Mapping[str, Iterable[str]]) -> None:
         """Swap in a trunk ACL with fresh DNS answers; limits and counters are kept."""
         self.acl = self.acl.with_resolved(resolved)
@@ -200,9 +215,9 @@ class SipEdge:
 
     def _challenge(self, *, stale: bool, now: float) -> Respond:
         nonce = auth.make_nonce(self._secret, now)
-        value = (f'Digest realm="{self.realm}", nonce="{nonce}", algorithm=MD5, qop="auth"'
-                 + (", stale=true" if stale else ""))
-        return Respond(401, "Unauthorized", (("WWW-Authenticate", value),))
+        return Respond(401, "Unauthorized", tuple(
+            ("WWW-Authenticate", value)
+            for value in auth.make_challenges(self.realm, nonce, stale=stale)))
 
     def _credentials(self, request: Request) -> str | None:
         """The first Authorization (or Proxy-Authorization) value that names our realm."""
@@ -229,16 +244,25 @@ class SipEdge:
         except SipError:
             params = {}
         username = params.get("username", "")
+        if not params:
+            return self._auth_failed(method, ip, port, username, "malformed credentials", now)
         password = self.users.password_for(username) if username else None
         # Hash even for unknown users, so both failures take the same path and time.
-        ok = bool(params) and auth.verify_response(
-            params, method=method, password=password if password is not None else _DUMMY_PASSWORD,
-            body=request.body)
-        if password is None or not ok:
+        check = auth.check_credentials(
+            params, method=method, request_uri=request.uri,
+            password=password if password is not None else self._dummy_password,
+            secret=self._secret, counts=self._nonce_counts, now=now, body=request.body,
+            max_age=self.nonce_max_age)
+        if check.outcome is auth.DigestOutcome.REFUSED:
+            return self._auth_failed(method, ip, port, username, check.reason, now)
+        if password is None or check.outcome is auth.DigestOutcome.WRONG:
             why = "unknown user" if password is None else "bad password"
-            return self._auth_failed(method, ip, port, username,
-                                     "malformed credentials" if not params else why, now)
-        if not auth.check_nonce(self._secret, params["nonce"], now, max_age=self.nonce_max_age):
+            return self._auth_failed(method, ip, port, username, why, now)
+        if check.outcome is auth.DigestOutcome.REPLAYED:
+            self.stats["replayed"] += 1
+            self._count_failure(method, ip, port, username, check.reason, now)
+            return self._challenge(stale=True, now=now)
+        if check.outcome is auth.DigestOutcome.STALE:
             self.stats["stale"] += 1
             return self._challenge(stale=True, now=now)
         self.stats["authenticated"] += 1
@@ -252,12 +276,17 @@ class SipEdge:
     def _auth_failed(self, method: str, ip: str, port: int, username: str, why: str,
                      now: float) -> FilterVerdict:
         self.stats["forbidden"] += 1
+        self._count_failure(method, ip, port, username, why, now)
+        return Respond(403, "Forbidden")
+
+    def _count_failure(self, method: str, ip: str, port: int, username: str, why: str,
+                       now: float) -> None:
+        """An ``auth-failure`` event, and one failure on the source's lock-out budget."""
         log_event(AUTH_FAILURE, ip, port, logger=self.logger, method=method, user=username,
                   reason=why)
         verdict = self.limiter.record_auth_failure(ip, now)
         if verdict.limited:
             self._rate_limited(verdict, ip, port, method, now)
-        return Respond(403, "Forbidden")
 
     # ------------------------------------------------------------------ bookkeeping
 

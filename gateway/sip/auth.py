@@ -1,23 +1,45 @@
 """HTTP digest authentication for SIP (RFC 2617, RFC 7616 algorithms, RFC 3261 section 22).
 
-Client side answers a 401/407 challenge; server side (for the local survivable registrar)
-issues stateless nonces and checks responses. Pure: the caller passes ``now`` and secrets.
+Client side answers a 401/407 challenge, choosing the best of several (`select_challenge`).
+Server side (the edge filter, later the local survivable registrar) issues stateless nonces,
+offers SHA-256 before MD5 (RFC 8760) and checks responses so that a captured header cannot
+be replayed (`check_credentials`, `NonceCounts`). Pure: the caller passes ``now`` and secrets.
 """
 
 from __future__ import annotations
 
 import hashlib
 import hmac
+import ipaddress
+import re
 import secrets
-from collections.abc import Callable
+from collections import OrderedDict
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
+from enum import Enum
+from typing import TYPE_CHECKING, Final
+from urllib.parse import unquote
 
 from gateway.sip.errors import SipError, SipParseError
+from gateway.sip.uri import SipUri
+
+if TYPE_CHECKING:
+    from gateway.sip.message import Response
 
 _HASHES: dict[str, Callable[[bytes], str]] = {
     "MD5": lambda data: hashlib.md5(data).hexdigest(),
     "SHA-256": lambda data: hashlib.sha256(data).hexdigest(),
 }
+try:  # SHA-512/256 (RFC 7616) needs OpenSSL's sha512_256; without it we simply never pick it
+    hashlib.new("sha512_256")
+    _HASHES["SHA-512-256"] = lambda data: hashlib.new("sha512_256", data).hexdigest()
+except ValueError:  # pragma: no cover - depends on the OpenSSL build
+    pass
+
+#: Client preference among digest algorithms, best first; unknown ones are skipped.
+CLIENT_PREFERENCE: Final = ("SHA-512-256", "SHA-256", "MD5")
+#: What the server offers, one challenge each, in this order (RFC 8760 section 2.1).
+SERVER_ALGORITHMS: Final = ("SHA-256", "MD5")
 
 
 def _hash_for(algorithm: str) -> tuple[Callable[[bytes], str], bool]:
@@ -104,6 +126,45 @@ class Challenge:
             qop=qop,
             stale=params.get("stale", "").lower() == "true",
         )
+
+    def rank(self) -> int:
+        """How much we like this challenge: higher is better, -1 if we cannot answer it."""
+        name = self.algorithm.upper()
+        sess = name.endswith("-SESS")
+        base = name[: -len("-SESS")] if sess else name
+        if base not in _HASHES or base not in CLIENT_PREFERENCE:
+            return -1
+        if self.qop and not {"auth", "auth-int"} & set(self.qop):
+            return -1  # qop offered, but none we speak: the RFC 2069 form would be refused
+        return 2 * (len(CLIENT_PREFERENCE) - CLIENT_PREFERENCE.index(base)) + (0 if sess else 1)
+
+
+def select_challenge(values: Iterable[str]) -> Challenge:
+    """The best challenge we can answer among a 401/407's header values (RFC 7616 3.7).
+
+    Values that do not parse, are not Digest, or name an algorithm or qop we lack are
+    skipped; among the rest the strongest algorithm wins, the first listed on a tie.
+    Raises :class:`SipParseError` when none is usable.
+    """
+    best: Challenge | None = None
+    best_rank = -1
+    for value in values:
+        try:
+            challenge = Challenge.parse(value)
+        except SipParseError:
+            continue
+        rank = challenge.rank()
+        if rank > best_rank:
+            best, best_rank = challenge, rank
+    if best is None:
+        raise SipParseError("Bad Authentication Header", "no usable Digest challenge")
+    return best
+
+
+def challenge_from(response: Response) -> Challenge:
+    """The challenge to answer in a 401 (WWW-Authenticate) or 407 (Proxy-Authenticate)."""
+    name = "Proxy-Authenticate" if response.status == 407 else "WWW-Authenticate"
+    return select_challenge(response.headers.get_lines(name))
 
 
 def _quote(text: str) -> str:
@@ -261,3 +322,189 @@ def verify_response(
     except (KeyError, SipError):
         return False
     return hmac.compare_digest(expected.encode(), params["response"].lower().encode())
+
+
+# ---------------------------------------------------------------------- server side
+
+
+def make_challenges(realm: str, nonce: str, *, stale: bool = False) -> tuple[str, ...]:
+    """WWW-Authenticate values, one per algorithm in `SERVER_ALGORITHMS`, sharing one nonce.
+
+    SHA-256 comes first: RFC 8760 clients take the first they support, and older clients
+    that read only one header still find MD5 among them.
+    """
+    tail = ', qop="auth"' + (", stale=true" if stale else "")
+    return tuple(f"Digest realm={_quote(realm)}, nonce={_quote(nonce)}, algorithm={alg}{tail}"
+                 for alg in SERVER_ALGORITHMS)
+
+
+def nonce_issued_ms(nonce: str) -> int | None:
+    """When one of our nonces (see `make_nonce`) was issued, in ms; None if it is not one."""
+    stamp = nonce.split("-", 1)[0]
+    try:
+        return int(stamp, 16) if len(stamp) <= 16 else None
+    except ValueError:
+        return None
+
+
+#: The four URI parameters that must match when either side has them (RFC 3261 19.1.4).
+_STRICT_URI_PARAMS: Final = ("user", "ttl", "method", "maddr", "transport")
+
+
+def _host_key(host: str) -> str:
+    bare = host.strip("[]")
+    try:
+        return ipaddress.ip_address(bare).compressed
+    except ValueError:
+        return host.lower()
+
+
+def _uri_param(value: str | None) -> str | None:
+    return None if value is None else unquote(value).lower()
+
+
+def _uri_params_match(a: Mapping[str, str | None], b: Mapping[str, str | None]) -> bool:
+    for name in _STRICT_URI_PARAMS:
+        if (name in a) != (name in b) or _uri_param(a.get(name)) != _uri_param(b.get(name)):
+            return False
+    return all(_uri_param(a[name]) == _uri_param(b[name]) for name in a.keys() & b.keys())
+
+
+def digest_uri_matches(digest_uri: str, request_uri: str) -> bool:
+    """True if the credentials' ``uri`` names the Request-URI (RFC 3261 22.4 item 3).
+
+    Compared as SIP URIs (RFC 3261 19.1.4): user and password exactly after unescaping,
+    host without case, a missing port unequal to 5060, the strict parameters on both sides
+    or neither, other parameters only when both carry them, and URI headers all alike.
+    Anything that does not parse must be the very same text.
+    """
+    if digest_uri == request_uri:
+        return True
+    try:
+        a, b = SipUri.parse(digest_uri), SipUri.parse(request_uri)
+    except SipError:
+        return False
+    if a.scheme != b.scheme or a.port != b.port or _host_key(a.host) != _host_key(b.host):
+        return False
+    if a.scheme == "tel":
+        return a.host.lower() == b.host.lower() and _uri_params_match(a.params, b.params)
+    same_user = (None if a.user is None else unquote(a.user)) == \
+        (None if b.user is None else unquote(b.user))
+    same_password = (None if a.password is None else unquote(a.password)) == \
+        (None if b.password is None else unquote(b.password))
+    headers_a = {k.lower(): unquote(v) for k, v in a.headers.items()}
+    headers_b = {k.lower(): unquote(v) for k, v in b.headers.items()}
+    return same_user and same_password and headers_a == headers_b and \
+        _uri_params_match(a.params, b.params)
+
+
+class NonceCounts:
+    """The highest ``nc`` each nonce has been used with, so a repeat is refused (RFC 7616 3.4).
+
+    An entry is made only for a response that proved the password, so strangers cannot grow
+    the table; it holds at most `max_entries`. When full, the entry used first goes and the
+    *floor* rises to that nonce's issue time: a nonce issued no later than the floor and no
+    longer in the table is reported ``forgotten`` (answer it as stale). Forgetting thus costs a
+    client one more challenge, and never reopens a replay.
+    """
+
+    def __init__(self, *, max_entries: int = 4096, max_age: float = 300.0) -> None:
+        if max_entries < 1:
+            raise ValueError(f"max_entries: expected at least 1, got {max_entries}")
+        self.max_entries = max_entries
+        self.max_age = max_age
+        self._seen: OrderedDict[str, tuple[int, int]] = OrderedDict()  # nonce -> (issued, nc)
+        self._floor_ms = -1
+
+    def __len__(self) -> int:
+        return len(self._seen)
+
+    def advance(self, nonce: str, nc: int, now: float) -> str:
+        """Record ``nc`` for ``nonce``: "ok", "replayed" (not above the last), or "forgotten"."""
+        issued = nonce_issued_ms(nonce)
+        if issued is None:
+            return "forgotten"
+        entry = self._seen.get(nonce)
+        if entry is None:
+            if issued <= self._floor_ms:
+                return "forgotten"
+            self._prune(now)
+        elif nc <= entry[1]:
+            return "replayed"
+        self._seen[nonce] = (issued, nc)
+        while len(self._seen) > self.max_entries:
+            self._forget_oldest()
+        return "ok"
+
+    def _forget_oldest(self) -> None:
+        _, (issued, _) = self._seen.popitem(last=False)
+        self._floor_ms = max(self._floor_ms, issued)
+
+    def _prune(self, now: float) -> None:
+        """Drop entries from the front whose nonce has expired anyway."""
+        limit = int((now - self.max_age) * 1000)
+        while self._seen and next(iter(self._seen.values()))[0] < limit:
+            self._forget_oldest()
+
+
+class DigestOutcome(Enum):
+    """What `check_credentials` found; the edge turns it into 200-path, 401 or 403."""
+
+    ACCEPTED = "accepted"
+    #: The credentials break the rules before any hashing (qop, uri, algorithm, nc format).
+    REFUSED = "refused"
+    #: The response does not match the password.
+    WRONG = "wrong"
+    #: Right password, but the nonce expired or was forgotten: challenge again, stale=true.
+    STALE = "stale"
+    #: Right password, but this nonce count was used already: a replay.
+    REPLAYED = "replayed"
+
+
+@dataclass(frozen=True)
+class DigestCheck:
+    """An outcome and a short reason for the security log (never a secret)."""
+
+    outcome: DigestOutcome
+    reason: str
+
+
+_NC_RE: Final = re.compile(r"[0-9A-Fa-f]{8}")
+
+
+def check_credentials(
+    params: Mapping[str, str], *, method: str, request_uri: str, password: str,
+    secret: bytes, counts: NonceCounts, now: float, body: bytes = b"",
+    max_age: float = 300.0, algorithms: Iterable[str] = SERVER_ALGORITHMS,
+) -> DigestCheck:
+    """Check credentials answering our challenge (`make_challenges`), replays included.
+
+    The rules, in order: qop must be present (we always offer ``auth``), the algorithm one
+    we offered, the ``uri`` the Request-URI, ``nc`` eight hex digits; then the response
+    must match ``password``; then the nonce must be ours and fresh; then ``nc`` must exceed
+    every count this nonce was accepted with. `counts` is updated only on acceptance.
+    """
+    qop = params.get("qop")
+    if qop is None:
+        return DigestCheck(DigestOutcome.REFUSED, "qop missing")
+    if qop.lower() not in ("auth", "auth-int"):
+        return DigestCheck(DigestOutcome.REFUSED, "qop not offered")
+    offered = {name.upper() for name in algorithms}
+    if params.get("algorithm", "MD5").upper() not in offered:
+        return DigestCheck(DigestOutcome.REFUSED, "algorithm not offered")
+    if not digest_uri_matches(params.get("uri", ""), request_uri):
+        return DigestCheck(DigestOutcome.REFUSED, "uri mismatch")
+    nc_text = params.get("nc", "")
+    if not _NC_RE.fullmatch(nc_text) or not params.get("cnonce"):
+        return DigestCheck(DigestOutcome.REFUSED, "bad nonce count")
+    if not verify_response(dict(params), method=method, password=password, body=body):
+        return DigestCheck(DigestOutcome.WRONG, "bad password")
+    nonce = params["nonce"]
+    if not check_nonce(secret, nonce, now, max_age=max_age):
+        return DigestCheck(DigestOutcome.STALE, "nonce expired")
+    state = counts.advance(nonce, int(nc_text, 16), now)
+    if state == "replayed":
+        return DigestCheck(DigestOutcome.REPLAYED, "nonce count reused")
+    if state == "forgotten":
+        return DigestCheck(DigestOutcome.STALE, "nonce forgotten")
+    return DigestCheck(DigestOutcome.ACCEPTED, "ok")

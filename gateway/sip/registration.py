@@ -24,7 +24,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import Enum
 
-from gateway.sip.auth import Challenge, build_authorization
+from gateway.sip.auth import Challenge, build_authorization, challenge_from
 from gateway.sip.errors import SipError
 from gateway.sip.events import RegistrationStateChanged
 from gateway.sip.headers import NameAddr, generate_branch, generate_call_id, generate_tag
@@ -395,11 +395,8 @@ class RegistrationClient:
 
     def _on_challenge(self, resp: Response, now: float) -> None:
         proxy = resp.status == 407
-        raw = resp.headers.get("Proxy-Authenticate" if proxy else "WWW-Authenticate")
         try:
-            if raw is None:
-                raise SipError("no challenge")
-            challenge = Challenge.parse(raw)
+            challenge = challenge_from(resp)
         except SipError:
             self._failed(f"{resp.status} without a usable challenge", now)
             return

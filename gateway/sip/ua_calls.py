@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import replace
 
-from gateway.sip.auth import Challenge, build_authorization
+from gateway.sip.auth import build_authorization, challenge_from
 from gateway.sip.dialog import Dialog
 from gateway.sip.errors import SipError
 from gateway.sip.events import CallAnswered, CallEnded, CallProgress, IncomingCall
@@ -460,9 +460,8 @@ class UaCalls(UaCore):
         if reg is None:
             return False
         proxy = resp.status == 407
-        raw = resp.headers.get("Proxy-Authenticate" if proxy else "WWW-Authenticate")
         try:
-            challenge = Challenge.parse(raw or "")
+            challenge = challenge_from(resp)
         except SipError:
             return False
         if challenge.nonce == call.auth_nonce and not challenge.stale:
@@ -478,7 +477,7 @@ class UaCalls(UaCore):
         value = build_authorization(
             challenge, method="INVITE", uri=call.invite.uri,
             username=settings.auth_username or reg.username, password=settings.password,
-            nc=call.auth_nc)
+            nc=call.auth_nc, body=call.invite.body)
         self._reissue_invite(call, now, headers_extra=[(header, value)])
         return True
 

@@ -8,10 +8,16 @@ import pytest
 
 from gateway.sip.auth import (
     Challenge,
+    DigestOutcome,
+    NonceCounts,
     build_authorization,
+    check_credentials,
     check_nonce,
+    digest_uri_matches,
+    make_challenges,
     make_nonce,
     parse_authorization,
+    select_challenge,
     verify_response,
 )
 from gateway.sip.errors import SipParseError
@@ -163,3 +169,179 @@ def test_nonce_lifecycle() -> None:
     assert not check_nonce(secret, forged, now=1000.0)
     assert not check_nonce(secret, "garbage", now=1000.0)
     assert make_nonce(secret, 1000.0) != nonce
+
+
+# ---------------------------------------------------------------------- RFC 7616 vectors
+
+RFC7616_NONCE = "7ypf/xlj9XXwfDPEoM4URrv/xwf94BcCAzFZH4GiTo0v"
+RFC7616_CNONCE = "f2/wE4q74E6zIJEtWaHKaf5wv/H5QzzpXusqGemxURZJ"
+
+
+@pytest.mark.parametrize(("algorithm", "expected"), [
+    ("MD5", "8ca523f5e9506fed4657c9700eebdbec"),
+    ("SHA-256", "753927fa0e85d155564e2e272a28d1802ca10daf4496794697cf8db5856cb6c1"),
+])
+def test_rfc7616_section_3_9_1_vectors(algorithm: str, expected: str) -> None:
+    ch = Challenge.parse(f'Digest realm="http-auth@example.org", qop="auth, auth-int", '
+                         f'algorithm={algorithm}, nonce="{RFC7616_NONCE}"')
+    params = parse_authorization(build_authorization(
+        ch, method="GET", uri="/dir/index.html", username="Mufasa",
+        password="Circle of Life", nc=1, cnonce=RFC7616_CNONCE))
+    assert params["response"] == expected
+
+
+# ---------------------------------------------------------------------- choosing a challenge
+
+
+def test_select_challenge_takes_sha256_from_unknown_md5_and_sha256() -> None:
+    values = ['Digest realm="r", nonce="n1", algorithm=SHA3-FANCY, qop="auth"',
+              'Digest realm="r", nonce="n2", algorithm=MD5, qop="auth"',
+              'Digest realm="r", nonce="n3", algorithm=SHA-256, qop="auth"']
+    chosen = select_challenge(values)
+    assert (chosen.algorithm, chosen.nonce) == ("SHA-256", "n3")
+    assert select_challenge(values[:2]).algorithm == "MD5"  # the unknown one is skipped
+
+
+def test_select_challenge_prefers_sha512_256_and_skips_what_it_cannot_answer() -> None:
+    values = ['Basic realm="r"',
+              'Digest realm="r", nonce="a", algorithm=SHA-256, qop="auth-conf"',
+              'Digest realm="r", nonce="b", algorithm=MD5',
+              'Digest realm="r", nonce="c", algorithm=SHA-512-256, qop="auth"',
+              'Digest realm="r", nonce="d", algorithm=SHA-256, qop="auth"']
+    assert select_challenge(values).nonce == "c"
+    assert select_challenge(values[:3]).nonce == "b"  # qop=auth-conf alone is not ours
+    with pytest.raises(SipParseError):
+        select_challenge(['Digest realm="r", nonce="n", algorithm=ROT13', "garbage", 'Basic x=1'])
+    with pytest.raises(SipParseError):
+        select_challenge([])
+
+
+def test_sha512_256_answer_verifies() -> None:
+    ch = select_challenge(['Digest realm="r", nonce="n", algorithm=SHA-512-256, qop="auth"'])
+    params = parse_authorization(build_authorization(ch, method="INVITE", uri="sip:a@b",
+                                                     username="u", password="p", cnonce="c"))
+    ha1 = hashlib.new("sha512_256", b"u:r:p").hexdigest()
+    ha2 = hashlib.new("sha512_256", b"INVITE:sip:a@b").hexdigest()
+    assert params["response"] == hashlib.new(
+        "sha512_256", f"{ha1}:n:00000001:c:auth:{ha2}".encode()).hexdigest()
+
+
+def test_auth_int_sha256_hashes_the_entity_body_by_hand() -> None:
+    body = b"v=0\r\no=- 1 1 IN IP4 192.0.2.1\r\ns=-\r\n"
+    ch = Challenge.parse('Digest realm="r", nonce="n", algorithm=SHA-256, qop="auth-int"')
+    params = parse_authorization(build_authorization(
+        ch, method="INVITE", uri="sip:5551234@pbx", username="u", password="p", nc=1,
+        cnonce="c0", body=body))
+
+    def sha(text: str | bytes) -> str:
+        return hashlib.sha256(text if isinstance(text, bytes) else text.encode()).hexdigest()
+
+    ha2 = sha(f"INVITE:sip:5551234@pbx:{sha(body)}")
+    assert params["response"] == sha(f"{sha('u:r:p')}:n:00000001:c0:auth-int:{ha2}")
+
+
+# ---------------------------------------------------------------------- server side
+
+SECRET = b"s" * 32
+
+
+def test_server_offers_sha256_first_then_md5_with_one_nonce() -> None:
+    values = make_challenges("branch", "NONCE", stale=True)
+    parsed = [Challenge.parse(v) for v in values]
+    assert [c.algorithm for c in parsed] == ["SHA-256", "MD5"]
+    assert {c.nonce for c in parsed} == {"NONCE"}
+    assert all(c.stale and c.qop == ["auth"] and c.realm == "branch" for c in parsed)
+    assert select_challenge(values).algorithm == "SHA-256"
+
+
+@pytest.mark.parametrize(("digest_uri", "request_uri"), [
+    ("sip:alice@gw.example", "sip:alice@gw.example"),
+    ("sip:alice@GW.Example", "sip:alice@gw.example"),
+    ("sip:%61lice@gw.example", "sip:alice@gw.example"),
+    ("sip:alice@gw.example;transport=UDP", "sip:alice@gw.example;transport=udp"),
+    ("sip:alice@gw.example;foo=1", "sip:alice@gw.example"),
+    ("sip:alice@[::1]:5070", "sip:alice@[0:0::1]:5070"),
+])
+def test_digest_uri_matches_equivalent_sip_uris(digest_uri: str, request_uri: str) -> None:
+    assert digest_uri_matches(digest_uri, request_uri)
+
+
+@pytest.mark.parametrize(("digest_uri", "request_uri"), [
+    ("sip:alice@gw.example", "sip:5551234@gw.example"),
+    ("sip:Alice@gw.example", "sip:alice@gw.example"),
+    ("sip:alice@gw.example", "sip:alice@gw.example:5060"),
+    ("sip:alice@gw.example", "sips:alice@gw.example"),
+    ("sip:alice@gw.example;transport=tcp", "sip:alice@gw.example"),
+    ("sip:alice@gw.example;user=phone", "sip:alice@gw.example;user=ip"),
+    ("sip:alice@gw.example?subject=x", "sip:alice@gw.example"),
+    ("sip:gw.example", "sip:alice@gw.example"),
+    ("not a uri", "sip:alice@gw.example"),
+])
+def test_digest_uri_refuses_other_uris(digest_uri: str, request_uri: str) -> None:
+    assert not digest_uri_matches(digest_uri, request_uri)
+
+
+def _answer(nonce: str, *, nc: int = 1, uri: str = "sip:gw", algorithm: str = "MD5",
+            qop: list[str] | None = None, password: str = "pw") -> dict[str, str]:
+    ch = Challenge(realm="r", nonce=nonce, algorithm=algorithm,
+                   qop=["auth"] if qop is None else qop)
+    return parse_authorization(build_authorization(ch, method="REGISTER", uri=uri,
+                                                   username="u", password=password, nc=nc))
+
+
+def _check(params: dict[str, str], counts: NonceCounts, now: float = 1.0,
+           request_uri: str = "sip:gw") -> DigestOutcome:
+    return check_credentials(params, method="REGISTER", request_uri=request_uri,
+                             password="pw", secret=SECRET, counts=counts, now=now).outcome
+
+
+def test_check_credentials_refuses_a_repeated_or_lower_nonce_count() -> None:
+    counts = NonceCounts()
+    nonce = make_nonce(SECRET, 0.0)
+    assert _check(_answer(nonce, nc=1), counts) is DigestOutcome.ACCEPTED
+    assert _check(_answer(nonce, nc=1), counts) is DigestOutcome.REPLAYED
+    assert _check(_answer(nonce, nc=3), counts) is DigestOutcome.ACCEPTED
+    assert _check(_answer(nonce, nc=2), counts) is DigestOutcome.REPLAYED
+    assert _check(_answer(nonce, nc=3), counts) is DigestOutcome.REPLAYED
+    assert len(counts) == 1
+
+
+def test_check_credentials_rules_before_hashing() -> None:
+    counts = NonceCounts()
+    nonce = make_nonce(SECRET, 0.0)
+    no_qop = _answer(nonce, qop=[])
+    assert "qop" not in no_qop
+    assert verify_response(no_qop, method="REGISTER", password="pw")  # a valid RFC 2069 answer
+    result = check_credentials(no_qop, method="REGISTER", request_uri="sip:gw", password="pw",
+                               secret=SECRET, counts=counts, now=1.0)
+    assert (result.outcome, result.reason) == (DigestOutcome.REFUSED, "qop missing")
+    assert _check(_answer(nonce, algorithm="MD5-sess"), counts) is DigestOutcome.REFUSED
+    assert _check(_answer(nonce, uri="sip:other"), counts) is DigestOutcome.REFUSED
+    assert _check({**_answer(nonce), "nc": "1"}, counts) is DigestOutcome.REFUSED
+    assert _check(_answer(nonce, password="guess"), counts) is DigestOutcome.WRONG
+    assert _check(_answer(nonce, algorithm="SHA-256"), counts) is DigestOutcome.ACCEPTED
+    assert _check(_answer(nonce, nc=2), counts, now=301.0) is DigestOutcome.STALE
+    assert _check(_answer("forged-nonce-x"), counts) is DigestOutcome.STALE
+
+
+def test_nonce_counts_stay_bounded_and_forgetting_never_reopens_a_replay() -> None:
+    counts = NonceCounts(max_entries=8)
+    nonces = [make_nonce(SECRET, i / 1000) for i in range(100)]
+    for nonce in nonces:
+        assert counts.advance(nonce, 1, 0.1) == "ok"
+        assert len(counts) <= 8
+    # the first ones were forgotten: their replay is not accepted, it is "answer stale"
+    assert counts.advance(nonces[0], 1, 0.1) == "forgotten"
+    assert counts.advance(nonces[0], 2, 0.1) == "forgotten"
+    assert counts.advance(nonces[-1], 1, 0.1) == "replayed"
+    assert counts.advance(nonces[-1], 2, 0.1) == "ok"
+    # a nonce issued after the forgotten ones still starts fresh
+    assert counts.advance(make_nonce(SECRET, 1.0), 1, 1.0) == "ok"
+
+
+def test_nonce_counts_drop_expired_entries() -> None:
+    counts = NonceCounts(max_entries=100, max_age=300.0)
+    for i in range(10):
+        counts.advance(make_nonce(SECRET, float(i)), 1, float(i))
+    counts.advance(make_nonce(SECRET, 400.0), 1, 400.0)
+    assert len(counts) == 1

@@ -15,6 +15,7 @@ import pytest
 
 from gateway.config.loader import load_config_text
 from gateway.runtime.edge import (
+    MAX_NONCES,
     SipEdge,
     StaticUsers,
     build_edge,
@@ -29,7 +30,8 @@ from gateway.security.routeguard import RouteGuard, default_policies
 from gateway.sip import auth
 from gateway.sip.events import Accept, Drop, Respond
 from gateway.sip.headers import generate_tag
-from gateway.sip.message import Request, make_response, parse_message
+from gateway.sip.message import Request, Response, make_response, parse_message
+from gateway.sip.registration import AccountSettings, RegistrationClient
 
 TRUNK_IP = "192.0.2.10"
 TRUNK_PORT = 5060
@@ -65,9 +67,11 @@ def make_edge(*, pin_ports: bool = True, local_networks: tuple[str, ...] | None 
 
 
 def request(method: str, user: str, *, src: tuple[str, int] = SCANNER, call_id: str = "c1",
-            authz: str | None = None, cseq: int = 1, to_tag: str | None = None) -> Request:
+            authz: str | None = None, cseq: int = 1, to_tag: str | None = None,
+            ruri: str | None = None) -> Request:
     """A request for `user`@gateway shaped like a scanner's (REGISTER names the user in To)."""
     uri = "sip:gw.example" if method == "REGISTER" else f"sip:{user}@gw.example"
+    uri = ruri or uri
     to = f"<sip:{user}@gw.example>" + (f";tag={to_tag}" if to_tag else "")
     lines = [
         f"{method} {uri} SIP/2.0",
@@ -401,6 +405,171 @@ def test_edge_rejects_a_short_secret_and_a_quoting_realm() -> None:
         SipEdge(acl, realm="r", nonce_secret=b"short")
     with pytest.raises(ValueError):
         SipEdge(acl, realm='a"b', nonce_secret=SECRET)
+
+
+# ---------------------------------------------------------------------- replays
+
+
+def challenges(v: Respond) -> list[auth.Challenge]:
+    return [auth.Challenge.parse(value) for name, value in v.headers
+            if name == "WWW-Authenticate"]
+
+
+def alice_in(edge: SipEdge, now: float = 0.0, call_id: str = "c1") -> str:
+    """Alice calls in from her phone; returns the Authorization header that was accepted."""
+    ch = edge.filter(request("INVITE", "alice", src=PHONE, call_id=call_id), PHONE, "udp", now,
+                     False)
+    assert isinstance(ch, Respond)
+    authz = answer(ch, "INVITE", "alice", USERS["alice"], uri="sip:alice@gw.example")
+    req = request("INVITE", "alice", src=PHONE, call_id=call_id, cseq=2, authz=authz)
+    assert edge.filter(req, PHONE, "udp", now + 0.1, False) == Accept()
+    return authz
+
+
+def test_captured_authorization_replayed_elsewhere_is_refused(
+        caplog: pytest.LogCaptureFixture) -> None:
+    edge = make_edge()
+    authz = alice_in(edge)
+    thief = ("198.51.100.66", 5060)
+    # the same header on an INVITE to a premium number: other Request-URI, Call-ID, source
+    toll = request("INVITE", "alice", src=thief, call_id="fraud1", authz=authz,
+                   ruri="sip:0900123456@gw.example")
+    assert edge.filter(toll, thief, "udp", 2.0, False) == Respond(403, "Forbidden")
+    # the same Request-URI, but another Call-ID and source: the nonce count was used
+    again = request("INVITE", "alice", src=thief, call_id="fraud2", authz=authz)
+    v = edge.filter(again, thief, "udp", 3.0, False)
+    assert isinstance(v, Respond) and v.status == 401
+    assert all(ch.stale for ch in challenges(v))
+    assert edge.call_source("fraud1", thief) is None
+    assert edge.call_source("fraud2", thief) is None
+    assert edge.stats["replayed"] == 1 and edge.stats["authenticated"] == 1
+    failures = events(caplog, "auth-failure")
+    assert len(failures) == 2
+    assert 'reason="uri mismatch"' in failures[0] and f"src={thief[0]}:" in failures[0]
+    assert 'reason="nonce count reused"' in failures[1]
+
+
+def test_nonce_count_repeat_is_refused_and_the_next_count_accepted() -> None:
+    edge = make_edge()
+    authz = alice_in(edge)
+    # a second request on the same dialog-less Call-ID from the same phone, same header
+    same = request("INVITE", "alice", src=PHONE, cseq=3, authz=authz)
+    v = edge.filter(same, PHONE, "udp", 5.0, False)
+    assert isinstance(v, Respond) and v.status == 401
+    nonce = auth.parse_authorization(authz)["nonce"]
+    ch = auth.Challenge(realm=REALM, nonce=nonce, qop=["auth"])
+    nc2 = auth.build_authorization(ch, method="INVITE", uri="sip:alice@gw.example",
+                                   username="alice", password=USERS["alice"], nc=2)
+    req = request("INVITE", "alice", src=PHONE, cseq=4, authz=nc2)
+    assert edge.filter(req, PHONE, "udp", 6.0, False) == Accept()
+    assert edge.filter(req, PHONE, "udp", 7.0, False) != Accept()
+
+
+def test_answer_without_qop_is_refused_when_qop_was_offered(
+        caplog: pytest.LogCaptureFixture) -> None:
+    edge = make_edge()
+    ch = edge.filter(request("REGISTER", "bob"), SCANNER, "udp", 0.0, False)
+    assert isinstance(ch, Respond)
+    [sha, md5] = challenges(ch)
+    assert md5.qop == ["auth"]
+    rfc2069 = auth.Challenge(realm=REALM, nonce=md5.nonce)  # the same nonce, no qop
+    authz = auth.build_authorization(rfc2069, method="REGISTER", uri="sip:gw.example",
+                                     username="bob", password=USERS["bob"])
+    assert "qop=" not in authz
+    v = edge.filter(request("REGISTER", "bob", cseq=2, authz=authz), SCANNER, "udp", 1.0,
+                    False)
+    assert v == Respond(403, "Forbidden")
+    [line] = events(caplog, "auth-failure")
+    assert 'reason="qop missing"' in line
+
+
+def test_challenge_offers_sha256_first_and_accepts_either_answer() -> None:
+    edge = make_edge()
+    ch = edge.filter(request("REGISTER", "bob"), SCANNER, "udp", 0.0, False)
+    assert isinstance(ch, Respond)
+    assert [name for name, _ in ch.headers] == ["WWW-Authenticate", "WWW-Authenticate"]
+    offered = challenges(ch)
+    assert [c.algorithm for c in offered] == ["SHA-256", "MD5"]
+    assert offered[0].nonce == offered[1].nonce
+    for nc, c in enumerate(offered, start=1):
+        authz = auth.build_authorization(c, method="REGISTER", uri="sip:gw.example",
+                                         username="bob", password=USERS["bob"], nc=nc)
+        assert f"algorithm={c.algorithm}" in authz
+        req = request("REGISTER", "bob", cseq=1 + nc, authz=authz)
+        assert edge.filter(req, SCANNER, "udp", 1.0, False) == Accept()
+    assert len(auth.parse_authorization(
+        answer_with(offered[0], "bob"))["response"]) == 64
+
+
+def answer_with(ch: auth.Challenge, user: str) -> str:
+    return auth.build_authorization(ch, method="REGISTER", uri="sip:gw.example", username=user,
+                                    password=USERS[user])
+
+
+def test_strangers_leave_no_nonce_state_and_logins_stay_bounded() -> None:
+    edge = make_edge()
+    for i in range(300):  # guessers, each from its own address: nothing is remembered
+        src = (f"198.18.{i // 250}.{i % 250 + 1}", 5060)
+        ch = edge.filter(request("REGISTER", "bob", src=src, call_id=f"s{i}"), src, "udp",
+                         0.0, False)
+        assert isinstance(ch, Respond)
+        guess = auth.build_authorization(challenges(ch)[0], method="REGISTER",
+                                         uri="sip:gw.example", username="bob",
+                                         password=f"guess{i}")
+        edge.filter(request("REGISTER", "bob", src=src, call_id=f"s{i}", cseq=2, authz=guess),
+                    src, "udp", 0.0, False)
+    assert edge.nonces_tracked == 0
+    first: str | None = None
+    logins = MAX_NONCES + 500
+    for i in range(logins):
+        src = (f"10.{i // 60000}.{i // 250 % 240}.{i % 250 + 1}", 5060)
+        now = 1.0 + i * 0.01  # 4,596 logins in 46 s, all within the nonce lifetime
+        ch = edge.filter(request("REGISTER", "bob", src=src, call_id=f"l{i}"), src, "udp",
+                         now, False)
+        assert isinstance(ch, Respond)
+        authz = answer_with(challenges(ch)[1], "bob")
+        first = first or authz
+        assert edge.filter(request("REGISTER", "bob", src=src, call_id=f"l{i}", cseq=2,
+                                   authz=authz), src, "udp", now, False) == Accept()
+    assert edge.nonces_tracked == MAX_NONCES
+    # the first login's nonce was forgotten, yet its header is still not accepted again
+    assert first is not None
+    v = edge.filter(request("REGISTER", "bob", src=PHONE, call_id="late", authz=first), PHONE,
+                    "udp", 60.0, False)
+    assert isinstance(v, Respond) and v.status == 401 and all(c.stale for c in challenges(v))
+
+
+def test_our_registration_client_against_the_edge_with_a_stale_nonce(
+        caplog: pytest.LogCaptureFixture) -> None:
+    """Our own client picks SHA-256 and, on stale=true, answers again without failing."""
+    edge = make_edge()
+    rc = RegistrationClient("local", AccountSettings(
+        aor="sip:alice@gw.example", registrar_host=PHONE[0], registrar_port=5060,
+        username="alice", password=USERS["alice"]), local_host="10.0.0.99", local_port=5060)
+    rc.start(0.0)
+    verdicts: list[object] = []
+    sent: list[Request] = []
+    # the client's answer to the first challenge is delayed past the nonce's lifetime
+    for now in (0.0, 301.0, 301.5):
+        [out] = rc.messages_to_send()
+        req = parse_message(bytes(out))
+        assert isinstance(req, Request)
+        sent.append(req)
+        v = edge.filter(req, ("10.0.0.99", 5060), "udp", now, False)
+        verdicts.append(v)
+        if isinstance(v, Respond):
+            resp = parse_message(render(req, v))
+            assert isinstance(resp, Response)
+            rc.receive_response(resp, now)
+    assert [getattr(v, "status", "accept") for v in verdicts] == [401, 401, "accept"]
+    assert verdicts[-1] == Accept()
+    assert isinstance(verdicts[1], Respond) and all(c.stale for c in challenges(verdicts[1]))
+    for req in sent[1:]:
+        params = auth.parse_authorization(req.headers.get("Authorization") or "")
+        assert params["algorithm"] == "SHA-256" and params["qop"] == "auth"
+    assert events(caplog, "auth-failure") == []
+    assert rc.events() == []  # no failure reported while it re-authenticated
+    assert edge.stats["stale"] == 1 and edge.stats["authenticated"] == 1
 
 
 # ---------------------------------------------------------------------- route permissions

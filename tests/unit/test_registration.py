@@ -277,3 +277,24 @@ def test_unregister_gives_up_after_timeout() -> None:
     (ev,) = rc.events()
     assert not ev.registered and rc.done
     assert "timed out" in ev.reason
+
+
+def test_several_challenges_the_client_answers_sha256_and_skips_an_unknown_one() -> None:
+    rc = client()
+    rc.start(0.0)
+    (first,) = sent(rc)
+    resp = make_response(first, 401, to_tag="regtag")
+    for alg, nonce in (("SHA-1024-FUTURE", "n-unknown"), ("MD5", "n-md5"),
+                       ("SHA-256", "n-sha")):
+        resp.headers.add("WWW-Authenticate",
+                         f'Digest realm="pbx.example", nonce="{nonce}", qop="auth", '
+                         f"algorithm={alg}")
+    parsed = parse_message(bytes(resp))
+    assert isinstance(parsed, Response)
+    assert rc.receive_response(parsed, 0.05)
+    (second,) = sent(rc)
+    params = parse_authorization(second.headers.get("Authorization") or "")
+    assert (params["algorithm"], params["nonce"]) == ("SHA-256", "n-sha")
+    assert len(params["response"]) == 64
+    assert verify_response(params, method="REGISTER", password="s3cret")
+    assert rc.events() == []

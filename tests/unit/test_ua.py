@@ -443,3 +443,64 @@ def test_cancel_requested_early_is_sent_once_when_provisionals_arrive() -> None:
     assert events(a) == []  # no CallProgress for a call being cancelled
     a.receive_datagram(bytes(make_response(invite, 487, to_tag="b1")), B_ADDR, 0.3)
     assert events(a) == [CallEnded(call_id, "cancelled", 487)]
+
+
+def test_invite_answers_the_best_of_several_challenges_and_auth_int_hashes_the_sdp() -> None:
+    import hashlib
+
+    a = make_ua(A_ADDR)
+    a.add_account("trunk", AccountSettings(aor="sip:100@pbx.example",
+                                           registrar_host="127.0.0.1", registrar_port=5080,
+                                           username="100", password="pw"), 0.0)
+    a.datagrams_to_send()
+    a.invite(target_uri="sip:555@pbx.example", from_uri="sip:100@pbx.example",
+             dest=("127.0.0.1", 5080), sdp=OFFER, account_id="trunk", display_name=None,
+             now=0.0)
+    (first,) = [parse_message(d) for d, _ in a.datagrams_to_send()]
+    assert isinstance(first, Request) and first.body == OFFER
+    resp = make_response(first, 407, to_tag="px")
+    for value in ('Digest realm="pbx.example", nonce="u", algorithm=SHA3-NEW, qop="auth"',
+                  'Digest realm="pbx.example", nonce="m", algorithm=MD5, qop="auth-int"',
+                  'Digest realm="pbx.example", nonce="s", algorithm=SHA-256, qop="auth-int"'):
+        resp.headers.add("Proxy-Authenticate", value)
+    a.receive_datagram(bytes(resp), ("127.0.0.1", 5080), 0.1)
+    (second,) = [m for m in (parse_message(d) for d, _ in a.datagrams_to_send())
+                 if isinstance(m, Request) and m.method == "INVITE"]
+    p = parse_authorization(second.headers.get("Proxy-Authorization") or "")
+    assert (p["algorithm"], p["nonce"], p["qop"]) == ("SHA-256", "s", "auth-int")
+
+    def sha(data: str | bytes) -> str:
+        return hashlib.sha256(data if isinstance(data, bytes) else data.encode()).hexdigest()
+
+    # RFC 7616 3.4.3: for auth-int, A2 = Method:request-uri:H(entity-body)
+    ha1 = sha("100:pbx.example:pw")
+    ha2 = sha(f"INVITE:{second.uri}:{sha(second.body)}")
+    assert second.body == OFFER
+    assert p["response"] == sha(f"{ha1}:s:{p['nc']}:{p['cnonce']}:auth-int:{ha2}")
+
+
+def test_invite_auth_int_alone_hashes_the_offer_sent() -> None:
+    import hashlib
+
+    a = make_ua(A_ADDR)
+    a.add_account("trunk", AccountSettings(aor="sip:100@pbx.example",
+                                           registrar_host="127.0.0.1", registrar_port=5080,
+                                           username="100", password="pw"), 0.0)
+    a.datagrams_to_send()
+    a.invite(target_uri="sip:555@pbx.example", from_uri="sip:100@pbx.example",
+             dest=("127.0.0.1", 5080), sdp=OFFER, account_id="trunk", display_name=None,
+             now=0.0)
+    (first,) = [parse_message(d) for d, _ in a.datagrams_to_send()]
+    assert isinstance(first, Request)
+    resp = make_response(first, 401, to_tag="px")
+    resp.headers.add("WWW-Authenticate", 'Digest realm="r", nonce="n", qop="auth-int"')
+    a.receive_datagram(bytes(resp), ("127.0.0.1", 5080), 0.1)
+    (second,) = [m for m in (parse_message(d) for d, _ in a.datagrams_to_send())
+                 if isinstance(m, Request) and m.method == "INVITE"]
+    p = parse_authorization(second.headers.get("Authorization") or "")
+
+    def md5(data: str | bytes) -> str:
+        return hashlib.md5(data if isinstance(data, bytes) else data.encode()).hexdigest()
+
+    ha2 = md5(f"INVITE:{second.uri}:{md5(OFFER)}")
+    assert p["response"] == md5(f"{md5('100:r:pw')}:n:{p['nc']}:{p['cnonce']}:auth-int:{ha2}")
