@@ -7,6 +7,9 @@ with the keys they came from, so a re-INVITE that repeats the same keys keeps th
 contexts (their rollover counters and replay windows) instead of starting over: a fresh
 context on an old key would reuse keystream, which SRTP must never do.
 
+Each context also carries its key's SDES lifetime (RFC 4568 §6.1), so a key that has
+protected or authenticated as many packets as its a=crypto line allows stops working.
+
 Pure code, like the rest of the media path.
 """
 
@@ -16,12 +19,24 @@ from dataclasses import dataclass, field
 from typing import Final
 
 from gateway.media.srtp import PROFILES, SrtpContext, SrtpError
-from gateway.sip.sdes import CryptoSelection
+from gateway.sip.sdes import CryptoAttribute, CryptoSelection
 
 __all__ = ["DROP_REASONS", "SrtpPair", "SrtpError", "srtp_pair"]
 
-DROP_REASONS: Final[tuple[str, ...]] = ("auth", "replay", "short", "malformed", "exhausted")
-"""Why an SRTP/SRTCP packet was dropped, as counted in MediaStream.stats()."""
+DROP_REASONS: Final[tuple[str, ...]] = (
+    "auth",
+    "replay",
+    "short",
+    "malformed",
+    "exhausted",
+    "unencrypted",
+    "ssrc_limit",
+    "expired",
+)
+"""Why an SRTP/SRTCP packet was dropped, as counted in MediaStream.stats().
+
+The reasons :class:`~gateway.media.srtp.SrtpError` carries, spelled out here so that
+counting them does not load the SRTP implementation."""
 
 _KEY_SALT_LEN: Final = 30
 
@@ -31,12 +46,15 @@ class SrtpPair:
     """Our sending context and the peer's receiving context for one call's audio.
 
     ``local_key`` and ``remote_key`` are the 30-byte master key || salt of each side;
-    they identify the pair (see :meth:`same_keys`) and are kept out of repr().
+    they identify the pair (see :meth:`same_keys`) and are kept out of repr(). The
+    lifetimes are each key's SDES lifetime in packets (None: none was given).
     """
 
     suite: str
     local_key: bytes = field(repr=False)
     remote_key: bytes = field(repr=False)
+    local_lifetime: int | None = None
+    remote_lifetime: int | None = None
     send: SrtpContext = field(init=False, repr=False)
     receive: SrtpContext = field(init=False, repr=False)
 
@@ -54,19 +72,32 @@ class SrtpPair:
         if self.local_key == self.remote_key:
             # Both directions would share one keystream per SSRC/index: refuse outright.
             raise ValueError("local and remote SRTP keys must differ")
-        object.__setattr__(
-            self, "send", SrtpContext(self.local_key[:16], self.local_key[16:], self.suite)
+        send = SrtpContext(
+            self.local_key[:16], self.local_key[16:], self.suite, lifetime=self.local_lifetime
         )
-        object.__setattr__(
-            self, "receive", SrtpContext(self.remote_key[:16], self.remote_key[16:], self.suite)
+        receive = SrtpContext(
+            self.remote_key[:16], self.remote_key[16:], self.suite, lifetime=self.remote_lifetime
         )
+        object.__setattr__(self, "send", send)
+        object.__setattr__(self, "receive", receive)
 
     @classmethod
     def from_selection(cls, selection: CryptoSelection) -> SrtpPair:
         """Contexts for a finished SDES negotiation: our line's key sends, theirs receives."""
         local = selection.local.master_key + selection.local.master_salt
         remote = selection.remote.master_key + selection.remote.master_salt
-        return cls(selection.suite, local, remote)
+        return cls(
+            selection.suite,
+            local,
+            remote,
+            local_lifetime=_lifetime(selection.local),
+            remote_lifetime=_lifetime(selection.remote),
+        )
+
+    @property
+    def expired(self) -> bool:
+        """True when either key's lifetime is used up: the call needs new keys."""
+        return self.send.expired or self.receive.expired
 
     def same_keys(self, other: SrtpPair | None) -> bool:
         """True when ``other`` runs on exactly our suite and keys (a re-INVITE kept them)."""
@@ -76,6 +107,11 @@ class SrtpPair:
             and other.local_key == self.local_key
             and other.remote_key == self.remote_key
         )
+
+
+def _lifetime(attr: CryptoAttribute) -> int | None:
+    # master_key above has already checked the line carries exactly one usable key.
+    return attr.keys[0].lifetime
 
 
 def srtp_pair(selection: CryptoSelection | None) -> SrtpPair | None:

@@ -1,75 +1,88 @@
-"""SRTP and SRTCP (RFC 3711) for the AES-CM / HMAC-SHA1 profiles that SDES (RFC 4568) offers.
+"""SRTP and SRTCP (RFC 3711) on libsrtp 2, for the AES-CM / HMAC-SHA1 suites SDES offers.
 
-Pure code: bytes in, bytes out, no clock and no I/O. One :class:`SrtpContext` holds the
-session keys derived from one master key and the per-SSRC state each direction needs:
+Pure code: bytes in, bytes out, no clock and no I/O. The cryptography, the rollover
+counter and the replay windows are libsrtp's (through pylibsrtp); this module adds what
+libsrtp leaves to its caller:
 
-- sending: the rollover counter (ROC) of each RTP stream and the SRTCP index;
-- receiving: the ROC estimate (RFC 3711 Appendix A) and a 64-packet replay window for
-  each SRTP stream, and a replay window over the SRTCP index for each SRTCP stream.
+- a cap on the SSRCs one context keeps state for (:data:`MAX_SSRCS`): libsrtp clones a
+  stream for every new SSRC that authenticates, so a peer holding the key could otherwise
+  make us keep state for as many SSRCs as it likes. Packets for an SSRC over the cap are
+  refused and counted (:attr:`SrtpContext.ssrcs_refused`);
+- the SDES key lifetime (RFC 4568 §6.1, ``|2^N|`` after the key): SRTP and SRTCP packets
+  under one master key are counted, and once the lifetime is used up the context refuses
+  both directions of work until the call is re-keyed;
+- SRTCP with the E flag cleared is refused: libsrtp would authenticate it and pass its
+  body on in the clear, which on an encrypted session is a downgrade;
+- a reason on every refusal (:class:`SrtpError`), so the media path can count drops.
 
-With SDES each side sends with its own key, so a call uses two contexts: one built from
-our a=crypto key (``protect``/``protect_rtcp``) and one from the peer's (``unprotect``/
-``unprotect_rtcp``). Receive state is only created or advanced by a packet whose
-authentication tag checks out, so forged packets cannot move a stream's ROC or window.
+One :class:`SrtpContext` is one master key. With SDES each side sends with its own key,
+so a call uses two: one built from our a=crypto key (``protect``/``protect_rtcp``) and one
+from the peer's (``unprotect``/``unprotect_rtcp``). A context keeps separate libsrtp
+sessions for the two jobs, made on first use.
 
-Not supported: MKI, key derivation rate other than 0, re-keying, the NULL and F8 ciphers.
+libsrtp numbers the first SRTCP packet of a stream 1, not 0, and so do we.
+Not supported: MKI, key derivation rate other than 0, the NULL and F8 ciphers.
 """
 
 from __future__ import annotations
 
-import hashlib
-import hmac
+import ctypes
 import struct
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Final, Literal
 
-from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
+import pylibsrtp
+from pylibsrtp import _binding
 
 __all__ = [
+    "MAX_SSRCS",
     "PROFILES",
+    "REPLAY_WINDOW",
     "SrtpContext",
     "SrtpError",
     "SrtpProfile",
-    "ReplayWindow",
-    "SessionKeys",
-    "aes_cm_keystream",
-    "derive_session_key",
-    "derive_session_keys",
-    "estimate_index",
 ]
 
 ProfileName = Literal["AES_CM_128_HMAC_SHA1_80", "AES_CM_128_HMAC_SHA1_32"]
-ErrorReason = Literal["short", "malformed", "auth", "replay", "exhausted"]
+ErrorReason = Literal[
+    "auth", "replay", "short", "malformed", "exhausted", "unencrypted", "ssrc_limit", "expired"
+]
 
 MASTER_KEY_LEN: Final = 16
 MASTER_SALT_LEN: Final = 14
-AUTH_KEY_LEN: Final = 20
 REPLAY_WINDOW: Final = 64
+"""SRTP replay window in packets (libsrtp takes 64 to 32767); SRTCP's is libsrtp's 128."""
+MAX_SSRCS: Final = 32
+"""SSRCs one context keeps state for. A call has one; a peer that changes SSRC on every
+re-INVITE or transfer still stays far below this."""
 
-# Key derivation labels, RFC 3711 §4.3.1 and §4.3.2.
-LABEL_RTP_ENCRYPTION: Final = 0x00
-LABEL_RTP_AUTH: Final = 0x01
-LABEL_RTP_SALT: Final = 0x02
-LABEL_RTCP_ENCRYPTION: Final = 0x03
-LABEL_RTCP_AUTH: Final = 0x04
-LABEL_RTCP_SALT: Final = 0x05
-
-_SEQ_MOD: Final = 1 << 16
-_ROC_MOD: Final = 1 << 32
-_SRTCP_INDEX_MOD: Final = 1 << 31
-_E_FLAG: Final = 1 << 31
 _RTP_HEADER: Final = 12
 _RTCP_HEADER: Final = 8
 _SRTCP_TAG_LEN: Final = 10  # RFC 4568 §6.2: SRTCP keeps an 80-bit tag in both profiles
+_E_FLAG: Final = 0x80  # top bit of the first byte of the E || SRTCP index word
+
+# pylibsrtp raises its Error with libsrtp's status text; these are the ones with a meaning
+# for the caller, everything else is a packet libsrtp could not parse.
+_LIBSRTP_REASONS: Final[dict[str, ErrorReason]] = {
+    "authentication failure": "auth",
+    "replay check failed (bad index)": "replay",
+    "replay check failed (index too old)": "replay",
+    "packet index is too old to consider": "replay",
+    "can't use key any more": "exhausted",
+    "packet index advanced, reset needed": "exhausted",
+}
 
 
 class SrtpError(ValueError):
-    """A packet we must drop; ``reason`` lets the caller count drops by kind.
+    """A packet we must drop (or could not protect); ``reason`` lets the caller count it.
 
     ``short``: too small to hold what its header claims; ``malformed``: not RTP/RTCP
-    version 2; ``auth``: the tag does not match (forged, damaged or wrong key);
-    ``replay``: an index already seen or older than the window; ``exhausted``: the
-    SRTCP index ran out and the session must be re-keyed.
+    version 2, or not a packet libsrtp can parse; ``auth``: the tag does not match
+    (forged, damaged or wrong key); ``replay``: an index already seen or older than the
+    window; ``exhausted``: libsrtp's own index or key-use limit is reached;
+    ``unencrypted``: SRTCP with the E flag cleared; ``ssrc_limit``: a new SSRC after
+    :data:`MAX_SSRCS` others; ``expired``: the SDES key lifetime is used up.
     """
 
     def __init__(self, reason: ErrorReason, message: str) -> None:
@@ -79,158 +92,49 @@ class SrtpError(ValueError):
 
 @dataclass(frozen=True)
 class SrtpProfile:
-    """What differs between the SDES suites we speak: only the SRTP tag length."""
+    """What differs between the SDES suites we speak: the SRTP tag and libsrtp's profile."""
 
     name: ProfileName
     rtp_tag_len: int
+    libsrtp_profile: int
     rtcp_tag_len: int = _SRTCP_TAG_LEN
 
 
 PROFILES: Final[dict[str, SrtpProfile]] = {
-    "AES_CM_128_HMAC_SHA1_80": SrtpProfile("AES_CM_128_HMAC_SHA1_80", 10),
-    "AES_CM_128_HMAC_SHA1_32": SrtpProfile("AES_CM_128_HMAC_SHA1_32", 4),
+    "AES_CM_128_HMAC_SHA1_80": SrtpProfile(
+        "AES_CM_128_HMAC_SHA1_80", 10, pylibsrtp.Policy.SRTP_PROFILE_AES128_CM_SHA1_80
+    ),
+    "AES_CM_128_HMAC_SHA1_32": SrtpProfile(
+        "AES_CM_128_HMAC_SHA1_32", 4, pylibsrtp.Policy.SRTP_PROFILE_AES128_CM_SHA1_32
+    ),
 }
 """Supported profiles by their SDES suite name (RFC 4568 §6.2)."""
 
 
-def aes_cm_keystream(key: bytes, iv: bytes, length: int) -> bytes:
-    """AES in counter mode (RFC 3711 §4.1.1): the keystream both the cipher and the KDF use.
+class _Side:
+    """One libsrtp session (all our sending, or all the peer's) and the SSRCs it holds."""
 
-    The 128-bit IV always has its low 16 bits zero in SRTP, so a plain big-endian CTR
-    counter is the RFC's "IV + block number" for any packet under 2^16 blocks.
-    """
-    if len(iv) != 16:
-        raise ValueError(f"AES-CM IV must be 16 bytes, got {len(iv)}")
-    if length < 0:
-        raise ValueError(f"keystream length must not be negative, got {length}")
-    encryptor = Cipher(algorithms.AES(key), modes.CTR(iv)).encryptor()
-    return encryptor.update(bytes(length)) + encryptor.finalize()
+    __slots__ = ("session", "ssrcs")
 
-
-def _xor_keystream(key: bytes, iv: int, data: bytes) -> bytes:
-    encryptor = Cipher(algorithms.AES(key), modes.CTR(iv.to_bytes(16, "big"))).encryptor()
-    return encryptor.update(data) + encryptor.finalize()
-
-
-def derive_session_key(
-    master_key: bytes,
-    master_salt: bytes,
-    label: int,
-    length: int,
-    *,
-    index: int = 0,
-    kdr: int = 0,
-) -> bytes:
-    """The AES-CM PRF of RFC 3711 §4.3.1/§4.3.3: one session key, salt or auth key.
-
-    ``kdr`` is the key derivation rate (0 or a power of two up to 2^24); with 0, as SDES
-    uses by default, ``index`` plays no part and keys are derived once per session.
-    A non-zero rate is accepted for the SRTP labels 0-2 only: for the SRTCP labels the
-    placement of r (from the 31-bit SRTCP index) differs between published implementations,
-    and nothing we negotiate uses it.
-    """
-    _check_master(master_key, master_salt)
-    if not 0 <= label <= 0xFF:
-        raise ValueError(f"key derivation label must be 0..255, got {label}")
-    if kdr and (kdr & (kdr - 1) or kdr > 1 << 24):
-        raise ValueError(f"key derivation rate must be 0 or a power of two <= 2^24, got {kdr}")
-    if kdr and LABEL_RTCP_ENCRYPTION <= label <= LABEL_RTCP_SALT:
-        raise ValueError(f"key derivation rate {kdr} is not supported for SRTCP label {label}")
-    r = index // kdr if kdr else 0
-    key_id = (label << 48) | (r & ((1 << 48) - 1))
-    x = key_id ^ int.from_bytes(master_salt, "big")
-    return aes_cm_keystream(master_key, (x << 16).to_bytes(16, "big"), length)
-
-
-@dataclass(frozen=True)
-class SessionKeys:
-    """The three keys one direction of SRTP or SRTCP runs on (kdr = 0: fixed per session)."""
-
-    cipher_key: bytes
-    auth_key: bytes
-    salt: bytes
-
-
-def derive_session_keys(
-    master_key: bytes, master_salt: bytes, *, rtcp: bool = False
-) -> SessionKeys:
-    """Derive SRTP (labels 0-2) or SRTCP (labels 3-5) session keys from a master key."""
-    base = LABEL_RTCP_ENCRYPTION if rtcp else LABEL_RTP_ENCRYPTION
-    return SessionKeys(
-        cipher_key=derive_session_key(master_key, master_salt, base, MASTER_KEY_LEN),
-        auth_key=derive_session_key(master_key, master_salt, base + 1, AUTH_KEY_LEN),
-        salt=derive_session_key(master_key, master_salt, base + 2, MASTER_SALT_LEN),
-    )
-
-
-def estimate_index(roc: int, s_l: int, seq: int) -> tuple[int, int]:
-    """RFC 3711 Appendix A: guess the ROC ``v`` of ``seq`` from the highest seen ``s_l``.
-
-    Returns (v, index) with index = v * 2^16 + seq. ``v`` can be ``roc - 1`` (a late
-    packet from before the last wrap, possibly -1 at the very start) or ``roc + 1`` (the
-    sequence number wrapped).
-    """
-    half = _SEQ_MOD // 2
-    if s_l < half:
-        v = roc - 1 if seq - s_l > half else roc
-    else:
-        v = roc + 1 if s_l - half > seq else roc
-    return v, v * _SEQ_MOD + seq
-
-
-class ReplayWindow:
-    """A sliding bitmap over the highest index seen, so each index is accepted only once.
-
-    ``check`` is side-effect free and runs before authentication; ``accept`` records an
-    index only after the packet has authenticated.
-    """
-
-    def __init__(self, size: int = REPLAY_WINDOW) -> None:
-        if size < 1:
-            raise ValueError(f"replay window must hold at least one packet, got {size}")
-        self.size = size
-        self.highest: int | None = None
-        self._bits = 0  # bit k set: index (highest - k) has been received
-
-    def check(self, index: int) -> bool:
-        """True when ``index`` is new and not older than the window."""
-        if self.highest is None or index > self.highest:
-            return True
-        delta = self.highest - index
-        if delta >= self.size:
-            return False
-        return not (self._bits >> delta) & 1
-
-    def accept(self, index: int) -> None:
-        """Record ``index`` as received; call only for an authenticated packet."""
-        if self.highest is None:
-            self.highest, self._bits = index, 1
-            return
-        if index > self.highest:
-            shift = index - self.highest
-            self._bits = ((self._bits << shift) | 1) & ((1 << self.size) - 1)
-            self.highest = index
-        else:
-            self._bits |= 1 << (self.highest - index)
-
-
-@dataclass
-class _SendStream:
-    roc: int
-    s_l: int
-
-
-@dataclass
-class _ReceiveStream:
-    roc: int
-    s_l: int
-    window: ReplayWindow
+    def __init__(self, key: bytes, profile: SrtpProfile, window: int, outbound: bool) -> None:
+        policy = pylibsrtp.Policy(
+            key=key,
+            ssrc_type=(
+                pylibsrtp.Policy.SSRC_ANY_OUTBOUND if outbound else pylibsrtp.Policy.SSRC_ANY_INBOUND
+            ),
+            srtp_profile=profile.libsrtp_profile,
+        )
+        policy.window_size = window
+        policy.allow_repeat_tx = False  # never encrypt two packets with one keystream
+        self.session = pylibsrtp.Session(policy)
+        self.ssrcs: set[int] = set()
 
 
 class SrtpContext:
-    """SRTP/SRTCP for one master key, with per-SSRC send and receive state.
+    """SRTP/SRTCP for one master key: libsrtp, plus an SSRC cap and the key lifetime.
 
     Build one per direction from the SDES keys: ours protects, the peer's unprotects.
+    ``lifetime`` is the key's SDES lifetime in packets (None: libsrtp's own 2^48 limit).
     """
 
     def __init__(
@@ -240,147 +144,162 @@ class SrtpContext:
         profile: ProfileName | str = "AES_CM_128_HMAC_SHA1_80",
         *,
         replay_window: int = REPLAY_WINDOW,
+        max_ssrcs: int = MAX_SSRCS,
+        lifetime: int | None = None,
     ) -> None:
         _check_master(master_key, master_salt)
         if profile not in PROFILES:
             raise ValueError(
                 f"unsupported SRTP profile {profile!r}; expected one of {', '.join(PROFILES)}"
             )
+        if not 64 <= replay_window < 0x8000:
+            raise ValueError(f"replay window must be 64..32767 packets, got {replay_window}")
+        if max_ssrcs < 1:
+            raise ValueError(f"max_ssrcs must be at least 1, got {max_ssrcs}")
+        if lifetime is not None and lifetime < 1:
+            raise ValueError(f"key lifetime must be at least one packet, got {lifetime}")
         self.profile: SrtpProfile = PROFILES[profile]
-        self._replay_size = replay_window
-        ReplayWindow(replay_window)  # validate the size now, not on the first packet
-        self._rtp = derive_session_keys(master_key, master_salt)
-        self._rtcp = derive_session_keys(master_key, master_salt, rtcp=True)
-        self._rtp_salt = int.from_bytes(self._rtp.salt, "big") << 16
-        self._rtcp_salt = int.from_bytes(self._rtcp.salt, "big") << 16
-        self._rtp_mac = hmac.new(self._rtp.auth_key, digestmod=hashlib.sha1)
-        self._rtcp_mac = hmac.new(self._rtcp.auth_key, digestmod=hashlib.sha1)
-        self._send: dict[int, _SendStream] = {}
-        self._receive: dict[int, _ReceiveStream] = {}
-        self._rtcp_send: dict[int, int] = {}
-        self._rtcp_receive: dict[int, ReplayWindow] = {}
+        self.max_ssrcs = max_ssrcs
+        self.lifetime = lifetime
+        self.packets = 0
+        """SRTP and SRTCP packets protected or authenticated under this key so far."""
+        self.ssrcs_refused = 0
+        """Packets refused because their SSRC would have been one over ``max_ssrcs``."""
+        self._key = master_key + master_salt
+        self._window = replay_window
+        self._send: _Side | None = None
+        self._receive: _Side | None = None
+
+    @property
+    def expired(self) -> bool:
+        """True once the key lifetime is used up: nothing more is protected or accepted."""
+        return self.lifetime is not None and self.packets >= self.lifetime
+
+    @property
+    def ssrcs(self) -> int:
+        """SSRCs this context holds libsrtp state for, sending and receiving together."""
+        return sum(len(side.ssrcs) for side in (self._send, self._receive) if side is not None)
 
     # ----------------------------------------------------------------- SRTP
 
     def protect(self, rtp: bytes) -> bytes:
         """Encrypt an RTP packet's payload and append the authentication tag."""
-        header_len, ssrc, seq = _rtp_header(rtp, 0)
-        stream = self._send.get(ssrc)
-        if stream is None:
-            stream = self._send[ssrc] = _SendStream(roc=0, s_l=seq)
-        v, index = estimate_index(stream.roc, stream.s_l, seq)
-        if v < 0:
-            raise SrtpError(
-                "replay",
-                f"RTP sequence {seq} for SSRC {ssrc:#010x} is before the first one sent "
-                f"({stream.s_l}); it has no packet index",
-            )
-        if v > stream.roc or (v == stream.roc and seq > stream.s_l):
-            stream.roc, stream.s_l = v, seq
-        body = _xor_keystream(self._rtp.cipher_key, self._rtp_iv(ssrc, index), rtp[header_len:])
-        packet = rtp[:header_len] + body
-        return packet + self._rtp_tag(packet, v)
+        _, ssrc, _ = _rtp_header(rtp, 0)
+        side = self._outbound(ssrc, "SRTP")
+        return self._run(side.session.protect, rtp, "SRTP protect", ssrc)
 
     def unprotect(self, srtp: bytes) -> bytes:
         """Authenticate, check for replay, and decrypt an SRTP packet back to RTP."""
-        tag_len = self.profile.rtp_tag_len
-        header_len, ssrc, seq = _rtp_header(srtp, tag_len)
-        packet, tag = srtp[:-tag_len], srtp[-tag_len:]
-        stream = self._receive.get(ssrc)
-        if stream is None:
-            v, index = 0, seq  # RFC 3711 §3.3.1: the first packet seen sets s_l, ROC 0
-        else:
-            v, index = estimate_index(stream.roc, stream.s_l, seq)
-            if v < 0 or not stream.window.check(index):
-                raise SrtpError(
-                    "replay",
-                    f"SRTP packet seq {seq} (index {index}) for SSRC {ssrc:#010x} "
-                    "was already received or is older than the replay window",
-                )
-        if not hmac.compare_digest(self._rtp_tag(packet, v), tag):
-            raise SrtpError("auth", f"SRTP authentication failed for SSRC {ssrc:#010x} seq {seq}")
-        if stream is None:
-            stream = self._receive[ssrc] = _ReceiveStream(
-                roc=0, s_l=seq, window=ReplayWindow(self._replay_size)
-            )
-        elif v > stream.roc or (v == stream.roc and seq > stream.s_l):
-            stream.roc, stream.s_l = v % _ROC_MOD, seq
-        stream.window.accept(index)
-        body = _xor_keystream(self._rtp.cipher_key, self._rtp_iv(ssrc, index), packet[header_len:])
-        return packet[:header_len] + body
+        _, ssrc, _ = _rtp_header(srtp, self.profile.rtp_tag_len)
+        side = self._inbound(ssrc, "SRTP")
+        plain = self._run(side.session.unprotect, srtp, "SRTP", ssrc)
+        side.ssrcs.add(ssrc)  # libsrtp made a stream for it: the packet authenticated
+        return plain
 
     def send_roc(self, ssrc: int) -> int | None:
         """The sender's rollover counter for ``ssrc`` (None before its first packet)."""
-        stream = self._send.get(ssrc)
-        return None if stream is None else stream.roc
+        return _stream_roc(self._send, ssrc)
 
     def receive_roc(self, ssrc: int) -> int | None:
         """The receiver's rollover counter for ``ssrc`` (None before it authenticated)."""
-        stream = self._receive.get(ssrc)
-        return None if stream is None else stream.roc
-
-    def _rtp_iv(self, ssrc: int, index: int) -> int:
-        return self._rtp_salt ^ (ssrc << 64) ^ ((index % (1 << 48)) << 16)
-
-    def _rtp_tag(self, packet: bytes, roc: int) -> bytes:
-        mac = self._rtp_mac.copy()
-        mac.update(packet)
-        mac.update(struct.pack("!I", roc % _ROC_MOD))
-        return mac.digest()[: self.profile.rtp_tag_len]
+        return _stream_roc(self._receive, ssrc)
 
     # ---------------------------------------------------------------- SRTCP
 
     def protect_rtcp(self, rtcp: bytes) -> bytes:
-        """Encrypt a (compound) RTCP packet and append E flag, SRTCP index and 80-bit tag.
-
-        The first packet sent for an SSRC carries index 0 (RFC 3711 §3.4).
-        """
+        """Encrypt a (compound) RTCP packet and append E flag, SRTCP index and 80-bit tag."""
         ssrc = _rtcp_header(rtcp, 0)
-        index = self._rtcp_send.get(ssrc, 0)
-        if index >= _SRTCP_INDEX_MOD:
-            raise SrtpError(
-                "exhausted", f"SRTCP index for SSRC {ssrc:#010x} is used up; re-key the session"
-            )
-        self._rtcp_send[ssrc] = index + 1
-        body = _xor_keystream(
-            self._rtcp.cipher_key, self._rtcp_iv(ssrc, index), rtcp[_RTCP_HEADER:]
-        )
-        packet = rtcp[:_RTCP_HEADER] + body + struct.pack("!I", _E_FLAG | index)
-        return packet + self._rtcp_tag(packet)
+        side = self._outbound(ssrc, "SRTCP")
+        return self._run(side.session.protect_rtcp, rtcp, "SRTCP protect", ssrc)
 
     def unprotect_rtcp(self, srtcp: bytes) -> bytes:
-        """Authenticate, check for replay and (if the E flag is set) decrypt an SRTCP packet."""
+        """Authenticate, check for replay and decrypt an SRTCP packet; E=0 is refused."""
         tag_len = self.profile.rtcp_tag_len
         ssrc = _rtcp_header(srtcp, 4 + tag_len)
-        packet, tag = srtcp[:-tag_len], srtcp[-tag_len:]
-        (e_index,) = struct.unpack_from("!I", packet, len(packet) - 4)
-        encrypted, index = bool(e_index & _E_FLAG), e_index & (_SRTCP_INDEX_MOD - 1)
-        window = self._rtcp_receive.get(ssrc)
-        if window is not None and not window.check(index):
+        if not srtcp[-tag_len - 4] & _E_FLAG:
             raise SrtpError(
-                "replay",
-                f"SRTCP index {index} for SSRC {ssrc:#010x} was already received "
-                "or is older than the replay window",
+                "unencrypted",
+                f"SRTCP packet for SSRC {ssrc:#010x} has the E flag cleared; "
+                "this session encrypts SRTCP",
             )
-        if not hmac.compare_digest(self._rtcp_tag(packet), tag):
+        side = self._inbound(ssrc, "SRTCP")
+        plain = self._run(side.session.unprotect_rtcp, srtcp, "SRTCP", ssrc)
+        side.ssrcs.add(ssrc)
+        return plain
+
+    # ------------------------------------------------------------- plumbing
+
+    def _outbound(self, ssrc: int, what: str) -> _Side:
+        self._check_lifetime(what, ssrc)
+        if self._send is None:
+            self._send = _Side(self._key, self.profile, self._window, outbound=True)
+        self._admit(self._send, ssrc, what)
+        # libsrtp clones the outbound template before it looks at the packet, so the
+        # stream exists from here on whether or not protection succeeds.
+        self._send.ssrcs.add(ssrc)
+        return self._send
+
+    def _inbound(self, ssrc: int, what: str) -> _Side:
+        self._check_lifetime(what, ssrc)
+        if self._receive is None:
+            self._receive = _Side(self._key, self.profile, self._window, outbound=False)
+        self._admit(self._receive, ssrc, what)
+        return self._receive
+
+    def _check_lifetime(self, what: str, ssrc: int) -> None:
+        if self.expired:
             raise SrtpError(
-                "auth", f"SRTCP authentication failed for SSRC {ssrc:#010x} index {index}"
+                "expired",
+                f"{what} for SSRC {ssrc:#010x} refused: the master key's lifetime of "
+                f"{self.lifetime} packets is used up; the call must be re-keyed",
             )
-        if window is None:
-            window = self._rtcp_receive[ssrc] = ReplayWindow(self._replay_size)
-        window.accept(index)
-        body = packet[_RTCP_HEADER:-4]
-        if encrypted:
-            body = _xor_keystream(self._rtcp.cipher_key, self._rtcp_iv(ssrc, index), body)
-        return packet[:_RTCP_HEADER] + body
 
-    def _rtcp_iv(self, ssrc: int, index: int) -> int:
-        return self._rtcp_salt ^ (ssrc << 64) ^ (index << 16)
+    def _admit(self, side: _Side, ssrc: int, what: str) -> None:
+        if ssrc not in side.ssrcs and len(side.ssrcs) >= self.max_ssrcs:
+            self.ssrcs_refused += 1
+            raise SrtpError(
+                "ssrc_limit",
+                f"{what} for SSRC {ssrc:#010x} refused: this session already holds state "
+                f"for {self.max_ssrcs} SSRCs",
+            )
 
-    def _rtcp_tag(self, packet: bytes) -> bytes:
-        mac = self._rtcp_mac.copy()
-        mac.update(packet)
-        return mac.digest()[: self.profile.rtcp_tag_len]
+    def _run(self, call: Callable[[bytes], bytes], packet: bytes, what: str, ssrc: int) -> bytes:
+        try:
+            out = call(packet)
+        except pylibsrtp.Error as exc:
+            reason = _LIBSRTP_REASONS.get(str(exc), "malformed")
+            if reason == "auth":
+                message = f"{what} authentication failed for SSRC {ssrc:#010x}"
+            elif reason == "replay":
+                message = (
+                    f"{what} packet for SSRC {ssrc:#010x} was already received "
+                    "or is older than the replay window"
+                )
+            else:
+                message = f"{what} failed for SSRC {ssrc:#010x}: {exc}"
+            raise SrtpError(reason, message) from None
+        except ValueError as exc:  # pylibsrtp's 1500-byte buffer
+            raise SrtpError("malformed", f"{what} for SSRC {ssrc:#010x}: {exc}") from None
+        self.packets += 1
+        return bytes(out)
+
+
+# libsrtp keeps the rollover counter inside the stream; pylibsrtp does not wrap
+# srtp_get_stream_roc (libsrtp >= 2.3), so it is called from the same loaded library.
+_LIB = ctypes.CDLL(_binding.__file__)
+_get_stream_roc = _LIB.srtp_get_stream_roc
+_get_stream_roc.argtypes = [ctypes.c_void_p, ctypes.c_uint32, ctypes.POINTER(ctypes.c_uint32)]
+_get_stream_roc.restype = ctypes.c_int
+
+
+def _stream_roc(side: _Side | None, ssrc: int) -> int | None:
+    if side is None or ssrc not in side.ssrcs:
+        return None
+    handle = int(_binding.ffi.cast("uintptr_t", side.session._srtp[0]))
+    roc = ctypes.c_uint32()
+    if _get_stream_roc(handle, ssrc, ctypes.byref(roc)) != 0:
+        return None
+    return int(roc.value)
 
 
 def _check_master(master_key: bytes, master_salt: bytes) -> None:

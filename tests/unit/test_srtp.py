@@ -6,12 +6,15 @@ Where the expected bytes come from:
 - libSRTP's ``srtp_validate()`` reference packets (test/srtp_driver.c): master key and salt
   of B.3, SSRC 0xcafebabe, seq 0x1234, 16 bytes of 0xab payload, default policy
   (AES_CM_128_HMAC_SHA1_80); its ``_32`` ciphertext is the same packet with a 4-byte tag.
-  libSRTP numbers its first SRTCP packet 1, so its SRTCP packet is our *second* one.
+  libSRTP numbers its first SRTCP packet 1 (so do we, being libSRTP), so its SRTCP
+  packet is our first one.
 - OpenSSL's SRTP KDF test data (evpkdf_srtp.txt) for a key derivation rate of 1 with the
   SRTP labels, which exercises the index term of the PRF input.
 - Packets after a sequence wrap have no published figure: those tests rebuild the
   expected packet from the primitives (derived keys, AES-CM, HMAC-SHA1 over packet||ROC)
   so the ROC's place in both IV and tag is checked by a second path.
+- The primitives are an independent reference in srtp_reference.py (the gateway runs on
+  libsrtp); the RFC vectors below check that reference, which then checks libsrtp.
 """
 
 from __future__ import annotations
@@ -21,17 +24,14 @@ import hmac
 import struct
 
 import pytest
-
-from gateway.media.srtp import (
-    PROFILES,
-    ReplayWindow,
-    SrtpContext,
-    SrtpError,
+from srtp_reference import (
     aes_cm_keystream,
     derive_session_key,
     derive_session_keys,
     estimate_index,
 )
+
+from gateway.media.srtp import PROFILES, SrtpContext, SrtpError
 
 B3_KEY = bytes.fromhex("E1F97A0D3E018BE0D64FA32C06DE4139")
 B3_SALT = bytes.fromhex("0EC675AD498AFEEBB6960B3AABE6")
@@ -154,14 +154,13 @@ def test_protect_matches_libsrtp_reference_packet_32() -> None:
 def test_srtcp_matches_libsrtp_reference_packet() -> None:
     sender = SrtpContext(B3_KEY, B3_SALT)
     first = sender.protect_rtcp(LIBSRTP_RTCP)
-    assert first[-14:-10] == bytes.fromhex("80000000")  # E flag set, index 0
-    assert sender.protect_rtcp(LIBSRTP_RTCP) == LIBSRTP_SRTCP  # index 1, as libSRTP's first
+    assert first[-14:-10] == bytes.fromhex("80000001")  # E flag set, index 1 as libSRTP's
+    assert first == LIBSRTP_SRTCP
     assert SrtpContext(B3_KEY, B3_SALT).unprotect_rtcp(LIBSRTP_SRTCP) == LIBSRTP_RTCP
 
 
 def test_srtcp_tag_is_80_bits_in_the_32_bit_profile() -> None:
     sender = SrtpContext(B3_KEY, B3_SALT, "AES_CM_128_HMAC_SHA1_32")
-    sender.protect_rtcp(LIBSRTP_RTCP)
     assert sender.protect_rtcp(LIBSRTP_RTCP) == LIBSRTP_SRTCP
     assert PROFILES["AES_CM_128_HMAC_SHA1_32"].rtcp_tag_len == 10
 
@@ -198,7 +197,7 @@ def test_csrc_extension_and_padding_stay_in_the_clear() -> None:
 def test_srtcp_round_trip_and_index_sequence() -> None:
     sender, receiver = SrtpContext(KEY, SALT), SrtpContext(KEY, SALT)
     plain = rtcp_sr()
-    for expected_index in range(3):
+    for expected_index in range(1, 4):  # libSRTP numbers the first packet 1
         wire = sender.protect_rtcp(plain)
         assert len(wire) == len(plain) + 4 + 10
         assert wire[:8] == plain[:8] and wire[8 : len(plain)] != plain[8:]
@@ -208,12 +207,14 @@ def test_srtcp_round_trip_and_index_sequence() -> None:
         assert receiver.unprotect_rtcp(wire) == plain
 
 
-def test_srtcp_without_e_flag_is_authenticated_but_not_decrypted() -> None:
+def test_srtcp_without_e_flag_is_refused_though_its_tag_is_right() -> None:
     plain = rtcp_sr()
     keys = derive_session_keys(KEY, SALT, rtcp=True)
     body = plain + struct.pack("!I", 5)  # E = 0, index 5
     tag = hmac.new(keys.auth_key, body, hashlib.sha1).digest()[:10]
-    assert SrtpContext(KEY, SALT).unprotect_rtcp(body + tag) == plain
+    with pytest.raises(SrtpError, match="E flag cleared") as err:
+        SrtpContext(KEY, SALT).unprotect_rtcp(body + tag)  # would hand on RTCP in the clear
+    assert err.value.reason == "unencrypted"
 
 
 # ---------------------------------------------------------------- tamper and keys
@@ -292,17 +293,27 @@ def test_srtcp_replay_is_rejected() -> None:
     assert err.value.reason == "replay"
 
 
-def test_replay_window_bitmap() -> None:
-    window = ReplayWindow(64)
-    assert window.check(10)
-    window.accept(10)
-    assert not window.check(10)
-    window.accept(100)
-    assert window.check(37) and not window.check(36)  # 100 - 63 is the oldest slot
-    window.accept(37)
-    assert not window.check(37)
-    window.accept(1000)  # a jump wider than the window clears it
-    assert window.check(999) and not window.check(1000) and not window.check(936)
+def test_replay_window_follows_the_highest_index() -> None:
+    sender, receiver = SrtpContext(KEY, SALT), SrtpContext(KEY, SALT)
+    wires = {seq: sender.protect(rtp(seq)) for seq in (10, 36, 37, 100, 936, 999, 1000)}
+
+    def refused(seq: int) -> bool:
+        try:
+            receiver.unprotect(wires[seq])
+        except SrtpError as err:
+            assert err.reason == "replay", seq
+            return True
+        return False
+
+    assert not refused(10)
+    assert refused(10)
+    assert not refused(100)
+    assert refused(36)  # 100 - 63 is the oldest slot
+    assert not refused(37)
+    assert refused(37)
+    assert not refused(1000)  # a jump wider than the window clears it
+    assert refused(936) and refused(1000)
+    assert not refused(999)
 
 
 # --------------------------------------------------------------- ROC and index
