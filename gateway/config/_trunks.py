@@ -19,7 +19,7 @@ from gateway.config._convert import (
     _transport,
 )
 from gateway.config._reader import _NodeReader
-from gateway.config.schema import HostPort, TrunkConfig, TrunkTls
+from gateway.config.schema import HostPort, TrunkConfig, TrunkRateLimit, TrunkTls
 
 
 class _TrunkReader(_NodeReader):
@@ -84,6 +84,7 @@ class _TrunkReader(_NodeReader):
         )
         codecs = self.take(f, "codecs", _optional(self.codec_list(f.child("codecs"))), None)
         tls = self.trunk_tls(f.values.get("tls"), f.child("tls"))
+        rate_limit = self.trunk_rate_limit(f.values.get("rate_limit"), f.child("rate_limit"))
         srtp = self.take(f, "srtp", _choice(s.SRTP_MODES), s.DEFAULT_SRTP)
         mode = self.take(f, "keepalive", _choice(s.KEEPALIVE_MODES), s.DEFAULT_KEEPALIVE_MODE)
         failover = self.take(
@@ -99,7 +100,7 @@ class _TrunkReader(_NodeReader):
                 "srtp: require sends SDES keys in the clear unless the trunk uses TLS",
                 "transport: tls, or srtp: off/offer",
             )
-        if len(self.issues) > before or tls is None:
+        if len(self.issues) > before or tls is None or rate_limit is None:
             return None
         if transport == "tls":
             registrar = _tls_default_port(registrar)
@@ -117,6 +118,7 @@ class _TrunkReader(_NodeReader):
             srtp,
             mode,
             failover,
+            rate_limit,
         )
 
     def trunk_tls(self, node: Node | None, path: str) -> TrunkTls | None:
@@ -144,6 +146,24 @@ class _TrunkReader(_NodeReader):
         if len(self.issues) > before:
             return None
         return TrunkTls(ca_file, cert_file, key_file, server_name, verify)
+
+    def trunk_rate_limit(self, node: Node | None, path: str) -> TrunkRateLimit | None:
+        """A trunk's `rate_limit:` mapping (absent or null means the defaults)."""
+        if node is None or (isinstance(node, ScalarNode) and node.tag == _NULL):
+            return TrunkRateLimit()
+        f = self.mapping(node, path, s.TRUNK_RATE_LIMIT_KEYS)
+        if f is None:
+            return None
+        before = len(self.issues)
+        rate = _float_range(s.TRUNK_RATE_MIN, s.TRUNK_RATE_MAX)
+        burst = _float_range(s.TRUNK_BURST_MIN, s.TRUNK_BURST_MAX)
+        limits = TrunkRateLimit(
+            self.take(f, "requests_per_second", rate, s.DEFAULT_TRUNK_REQUEST_RATE),
+            self.take(f, "request_burst", burst, s.DEFAULT_TRUNK_REQUEST_BURST),
+            self.take(f, "calls_per_second", rate, s.DEFAULT_TRUNK_CALL_RATE),
+            self.take(f, "call_burst", burst, s.DEFAULT_TRUNK_CALL_BURST),
+        )
+        return None if len(self.issues) > before else limits
 
 
 def _tls_default_port(hp: HostPort) -> HostPort:

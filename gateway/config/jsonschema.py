@@ -44,6 +44,11 @@ def _nullable(schema: dict[str, Any]) -> dict[str, Any]:
     return {"anyOf": [schema, {"type": "null"}]}
 
 
+def _number(description: str, low: float, high: float, default: float) -> dict[str, Any]:
+    return {"type": "number", "minimum": low, "maximum": high, "default": default,
+            "description": description}
+
+
 def _enum(choices: tuple[str, ...], default: str, description: str) -> dict[str, Any]:
     return {"enum": list(choices), "default": default, "description": description}
 
@@ -214,6 +219,28 @@ def export_json_schema() -> dict[str, Any]:
                 "default": s.DEFAULT_FAILOVER,
                 "description": "Seconds without an answer before trying the next DNS target.",
             },
+            "rate_limit": _nullable(
+                _obj(
+                    {
+                        "requests_per_second": _number(
+                            "Requests per second from this trunk's addresses.",
+                            s.TRUNK_RATE_MIN, s.TRUNK_RATE_MAX, s.DEFAULT_TRUNK_REQUEST_RATE),
+                        "request_burst": _number(
+                            "Requests let through at once before the rate applies.",
+                            s.TRUNK_BURST_MIN, s.TRUNK_BURST_MAX,
+                            s.DEFAULT_TRUNK_REQUEST_BURST),
+                        "calls_per_second": _number(
+                            "INVITE and REGISTER per second from this trunk's addresses.",
+                            s.TRUNK_RATE_MIN, s.TRUNK_RATE_MAX, s.DEFAULT_TRUNK_CALL_RATE),
+                        "call_burst": _number(
+                            "INVITE and REGISTER let through at once.",
+                            s.TRUNK_BURST_MIN, s.TRUNK_BURST_MAX, s.DEFAULT_TRUNK_CALL_BURST),
+                    },
+                    s.TRUNK_RATE_LIMIT_KEYS,
+                    description="The trunk's own rate limits: its source address is trusted, "
+                    "but a UDP source address can be spoofed.",
+                )
+            ),
         },
         s.TRUNK_KEYS,
         required=("name", "registrar"),

@@ -46,6 +46,12 @@ EXPIRES_MIN, EXPIRES_MAX, DEFAULT_EXPIRES = 60, 86400, 600
 KEEPALIVE_MIN, KEEPALIVE_MAX, DEFAULT_KEEPALIVE = 1.0, 300.0, 5.0
 #: Seconds without any answer before a request moves to the next DNS target (RFC 3263).
 FAILOVER_MIN, FAILOVER_MAX, DEFAULT_FAILOVER = 0.2, 32.0, 1.5
+#: A trusted trunk's own rate limits (its UDP source address can be spoofed): requests and
+#: INVITE/REGISTER per second and their bursts; five times what a stranger gets.
+TRUNK_RATE_MIN, TRUNK_RATE_MAX = 0.1, 10000.0
+TRUNK_BURST_MIN, TRUNK_BURST_MAX = 1.0, 100000.0
+DEFAULT_TRUNK_REQUEST_RATE, DEFAULT_TRUNK_REQUEST_BURST = 100.0, 500.0
+DEFAULT_TRUNK_CALL_RATE, DEFAULT_TRUNK_CALL_BURST = 10.0, 60.0
 MAX_DNS_SERVERS = 4
 RTP_PORT_MIN, RTP_PORT_MAX = 1024, 65535
 
@@ -106,6 +112,13 @@ TRUNK_KEYS: tuple[str, ...] = (
     "srtp",
     "keepalive",
     "failover_timeout",
+    "rate_limit",
+)
+TRUNK_RATE_LIMIT_KEYS: tuple[str, ...] = (
+    "requests_per_second",
+    "request_burst",
+    "calls_per_second",
+    "call_burst",
 )
 LINE_KEYS: tuple[str, ...] = (
     "name",
@@ -178,6 +191,16 @@ class TrunkTls:
 
 
 @dataclass(frozen=True)
+class TrunkRateLimit:
+    """A trunk's own budgets: trusted by address, but an address can be spoofed."""
+
+    requests_per_second: float = DEFAULT_TRUNK_REQUEST_RATE
+    request_burst: float = DEFAULT_TRUNK_REQUEST_BURST
+    calls_per_second: float = DEFAULT_TRUNK_CALL_RATE
+    call_burst: float = DEFAULT_TRUNK_CALL_BURST
+
+
+@dataclass(frozen=True)
 class PortRange:
     """An inclusive UDP port range for RTP; `first` is even so RTP/RTCP pairs line up."""
 
@@ -242,6 +265,7 @@ class TrunkConfig:
     srtp: str = DEFAULT_SRTP
     keepalive: str = DEFAULT_KEEPALIVE_MODE
     failover_timeout: float = DEFAULT_FAILOVER
+    rate_limit: TrunkRateLimit = field(default_factory=TrunkRateLimit)
 
     def effective_codecs(self, sip: SipSettings) -> tuple[str, ...]:
         """Codecs offered on this trunk: its own override, else the global list."""
@@ -461,6 +485,12 @@ def _config_dict(config: Config, *, redact: bool) -> dict[str, Any]:
                 "srtp": t.srtp,
                 "keepalive": t.keepalive,
                 "failover_timeout": t.failover_timeout,
+                "rate_limit": {
+                    "requests_per_second": t.rate_limit.requests_per_second,
+                    "request_burst": t.rate_limit.request_burst,
+                    "calls_per_second": t.rate_limit.calls_per_second,
+                    "call_burst": t.rate_limit.call_burst,
+                },
             }
             for t in config.trunks
         ],

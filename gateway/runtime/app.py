@@ -25,7 +25,7 @@ from gateway.routing.dialplan import DigitMap
 from gateway.routing.router import NoRoute, Router
 from gateway.runtime.clock import AudioClock
 from gateway.runtime.control import ControlServer
-from gateway.runtime.edge import SipEdge, build_edge, build_route_guard, resolve_trunk_hosts
+from gateway.runtime.edge import SipEdge, build_edge, build_route_guard
 from gateway.runtime.ports import LinePort
 from gateway.runtime.resolver import SipResolver
 from gateway.runtime.sip_calls import Call, Registration, SipCalls
@@ -34,6 +34,7 @@ from gateway.runtime.transports import (
     TlsServerSettings,
     TransportManager,
 )
+from gateway.runtime.trunk_trust import TrunkTrust, trunk_limits
 from gateway.security.permissions import CallSource, Denied
 from gateway.security.routeguard import LOCAL_TARGET, trunk_target
 from gateway.sip.target import Target
@@ -61,6 +62,7 @@ class Gateway(SipCalls):
         self.trunks: dict[str, TrunkConfig] = {t.name: t for t in self.config.trunks}
         self.router = Router(self.config.dialplan)
         self.edge: SipEdge | None = None
+        self.trunk_trust: TrunkTrust | None = None
         self.route_guard = build_route_guard(self.config)
         self.ua: UserAgent | None = None
         self.sip: TransportManager | None = None
@@ -82,7 +84,11 @@ class Gateway(SipCalls):
         state_dir = Path(cfg.gateway.state_dir)
         instance_id = self.instance_id = load_or_create_instance_id(state_dir)
         listen = cfg.sip.listen
-        self.edge = build_edge(cfg, resolved=await resolve_trunk_hosts(cfg, self.loop))
+        self.resolver = SipResolver([(d.host, d.port) for d in cfg.sip.dns_servers])
+        self.edge = build_edge(cfg, trunk_limits=trunk_limits(cfg.trunks))
+        # Trunk host names are trusted by what DNS says, re-asked as answers expire.
+        self.trunk_trust = TrunkTrust(cfg.trunks, self.edge, self.resolver, self.loop)
+        await self.trunk_trust.start()
         self.ua = UserAgent(
             local_host=cfg.sip.public_host,
             local_port=listen.port,
@@ -104,7 +110,6 @@ class Gateway(SipCalls):
         # Tests bind port 0: tell the agent which ports it actually got.
         ua.local_port = self.sip.ports["udp"]
         ua.ports = dict(self.sip.ports)
-        self.resolver = SipResolver([(d.host, d.port) for d in s.dns_servers])
         for t in cfg.trunks:
             await self._resolve_trunk(t)
         profile = get_profile(cfg.gateway.country)
@@ -210,6 +215,8 @@ class Gateway(SipCalls):
         ):
             await asyncio.sleep(0.05)
         self.clock.stop()
+        if self.trunk_trust is not None:
+            self.trunk_trust.stop()
         if self.control is not None:
             await self.control.close()
         for call in list(self.calls.values()):

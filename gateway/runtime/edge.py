@@ -3,9 +3,12 @@
 Toll fraud starts with one INVITE from a stranger, so every request passes through
 `SipEdge.filter` first. The policy, in order:
 
-1. **Trunks are trusted.** A source that matches a configured trunk's registrar or proxy
-   (IP and, by default, the configured port) is accepted without digest and without rate
-   limits, the way providers expect; fail2ban's ``ignoreip`` should list them too.
+1. **Trunks are trusted.** A source that matches an address a configured trunk's registrar
+   or proxy resolved to (IP and, by default, the port of that RFC 3263 target) is accepted
+   without digest, the way providers expect; fail2ban's ``ignoreip`` should list them too.
+   A UDP source address can be spoofed, so trunks still have rate limits, only higher
+   ones (`TRUNK_LIMITS`, or per trunk from the config): a flood over them is dropped and
+   logged as a ``trunk-rate-limited`` event, which fail2ban does not ban on.
 2. **Rate limits.** Every other source draws on `RateLimiter`. A limited request is dropped
    without an answer (a scanner learns nothing and costs nothing), and one ``rate-limited``
    event per source per window is logged with the count.
@@ -31,27 +34,31 @@ Sources outside `local_networks` (when the list is given) are dropped outright. 
 that are not authenticated log an ``unknown-source`` event, once per source per window with
 a count. Answers to unknown sources carry only the challenge: never a line's number.
 
-`SipEdge` is pure (``now`` comes in, security events go to the log); `build_edge` and
-`resolve_trunk_hosts` are the runtime helpers that make one from the config.
+`SipEdge` is pure (``now`` comes in, security events go to the log); `build_edge` makes one
+from the config, and `gateway.runtime.trunk_trust` keeps its trunk addresses fresh from DNS.
 """
 
 from __future__ import annotations
 
-import asyncio
-import ipaddress
 import logging
 import secrets
-import socket
 from collections import OrderedDict
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Final, Protocol
 
 from gateway.security.acl import SourceAcl, TrunkSource
-from gateway.security.events import AUTH_FAILURE, RATE_LIMITED, UNKNOWN_SOURCE, log_event
+from gateway.security.events import (
+    AUTH_FAILURE,
+    RATE_LIMITED,
+    TRUNK_RATE_LIMITED,
+    UNKNOWN_SOURCE,
+    log_event,
+)
 from gateway.security.permissions import CallSource, Permissions
-from gateway.security.ratelimit import RateLimiter, Verdict, source_key
+from gateway.security.ratelimit import Budget, RateLimiter, RateLimits, Verdict, source_key
 from gateway.security.routeguard import RouteGuard, default_policies
+from gateway.security.trunk_addresses import SourceAddress, TrunkHost, by_trunk, is_ip_literal
 from gateway.sip import auth
 from gateway.sip.errors import SipError
 from gateway.sip.events import Accept, Drop, FilterVerdict, Respond
@@ -69,6 +76,9 @@ MAX_TRACKED: Final = 4096
 MAX_CALL_USERS: Final = 1024
 #: Methods that are never challenged (see the module docstring).
 UNCHALLENGED: Final[frozenset[str]] = frozenset({"ACK", "CANCEL"})
+#: A trusted trunk's budgets: five times a stranger's, as UDP source addresses can be spoofed.
+TRUNK_LIMITS: Final = RateLimits(request=Budget(rate=100.0, burst=500.0),
+                                 call=Budget(rate=10.0, burst=60.0))
 #: Bound on the nonces whose counts are remembered (see `auth.NonceCounts`).
 MAX_NONCES: Final = 4096
 
@@ -117,6 +127,7 @@ class SipEdge:
         nonce_secret: bytes,
         users: LocalUsers | None = None,
         limiter: RateLimiter | None = None,
+        trunk_limits: Mapping[str, RateLimits] | None = None,
         event_window: float = 60.0,
         nonce_max_age: float = NONCE_MAX_AGE,
         logger: logging.Logger | None = None,
@@ -130,6 +141,9 @@ class SipEdge:
         self.realm = realm
         self.users: LocalUsers = users if users is not None else StaticUsers()
         self.limiter = limiter if limiter is not None else RateLimiter()
+        #: Budgets per trunk name (`TRUNK_LIMITS` for a trunk not named here).
+        self.trunk_limits: dict[str, RateLimits] = dict(trunk_limits or {})
+        self._trunk_limiters: dict[str, RateLimiter] = {}
         self.event_window = event_window
         self.nonce_max_age = nonce_max_age
         self.logger = logger
@@ -147,6 +161,7 @@ class SipEdge:
         self.stats: dict[str, int] = dict.fromkeys(
             ("trunk", "in_dialog", "unchallenged", "authenticated", "challenged", "stale",
              "replayed", "forbidden", "rate_limited", "rejected", "bad_source"), 0)
+        self.stats["trunk_rate_limited"] = 0  # trusted trunk sources over their own budget
 
     # ------------------------------------------------------------------ the filter
 
@@ -160,6 +175,10 @@ class SipEdge:
             self.stats["bad_source"] += 1
             return Drop("source is not an IP address")
         if decision.is_trunk:
+            limited = self._trunk_rate_limited(decision.trunk or "", request.method.upper(),
+                                               ip, port, now)
+            if limited is not None:
+                return limited
             self.stats["trunk"] += 1
             if request.method.upper() == "INVITE" and decision.trunk is not None:
                 # Remember it: the source port of a TCP/TLS call says nothing later on.
@@ -207,9 +226,25 @@ class SipEdge:
         """How many nonces' counts are remembered now (bounded by `MAX_NONCES`)."""
         return len(self._nonce_counts)
 
-    def with_resolved(self, resolved: Mapping[str, Iterable[str]]) -> None:
-        """Swap in a trunk ACL with fresh DNS answers; limits and counters are kept."""
-        self.acl = self.acl.with_resolved(resolved)
+    def with_trunk_sources(self, sources: Iterable[TrunkSource]) -> None:
+        """Swap in new trunk addresses (fresh DNS answers); limits and counters are kept."""
+        self.acl = self.acl.with_trunks(sources)
+
+    def _trunk_rate_limited(self, trunk: str, method: str, ip: str, port: int,
+                            now: float) -> Drop | None:
+        """A trusted trunk over its own budget: Drop, with one event per window."""
+        limiter = self._trunk_limiters.get(trunk)
+        if limiter is None:
+            limiter = RateLimiter(self.trunk_limits.get(trunk, TRUNK_LIMITS))
+            self._trunk_limiters[trunk] = limiter
+        verdict = limiter.check_request(ip, method, now)
+        if not verdict.limited:
+            return None
+        self.stats["trunk_rate_limited"] += 1
+        if verdict.first:
+            log_event(TRUNK_RATE_LIMITED, ip, port, logger=self.logger, method=method,
+                      trunk=trunk, bucket=verdict.bucket, suppressed=verdict.suppressed)
+        return Drop(f"trunk rate limited ({verdict.bucket})")
 
     # ------------------------------------------------------------------ authentication
 
@@ -372,73 +407,56 @@ class EdgeConfig(Protocol):
     def lines(self) -> tuple[_Line, ...]: ...
 
 
-def trunk_sources_pinned(trunks: Iterable[_Trunk], *, pin_ports: bool = True
-                         ) -> tuple[TrunkSource, ...]:
-    """Trunk sources from the config: registrar and proxy, each pinned to its port.
+def trunk_sources_pinned(trunks: Iterable[_Trunk],
+                         resolved: Mapping[TrunkHost, Iterable[SourceAddress]] | None = None,
+                         *, pin_ports: bool = True) -> tuple[TrunkSource, ...]:
+    """Trunk sources: what each registrar and proxy resolved to, each pinned to its port.
 
-    Pinning matters wherever the trunk shares an address with strangers (a NAT, a hosting
-    provider, loopback in tests); pass ``pin_ports=False`` for providers that send from
-    many ports.
+    An IP literal is trusted as written, on its configured port. A host name is trusted by
+    the (address, port) pairs of its RFC 3263 targets in `resolved` (NAPTR/SRV targets
+    with their own ports, or A/AAAA on the configured port); before its first answer it is
+    trusted by nothing. Pinning matters wherever the trunk shares an address with strangers
+    (a NAT, a hosting provider, loopback in tests); pass ``pin_ports=False`` for providers
+    that send from many ports.
     """
+    named = by_trunk(resolved or {})
     out: list[TrunkSource] = []
     for trunk in trunks:
-        seen: list[tuple[str, int]] = []
+        pairs: list[SourceAddress] = []
         for hp in (trunk.registrar, trunk.proxy):
-            if (hp.host, hp.port) not in seen:
-                seen.append((hp.host, hp.port))
+            if is_ip_literal(hp.host):
+                pair = (hp.host.strip("[]"), hp.port)
+                if pair not in pairs:
+                    pairs.append(pair)
+        pairs += [p for p in named.get(trunk.name, ()) if p not in pairs]
         if not pin_ports:
-            hosts = tuple(dict.fromkeys(h for h, _ in seen))
-            out.append(TrunkSource(trunk.name, hosts))
+            out.append(TrunkSource(trunk.name, tuple(dict.fromkeys(h for h, _ in pairs))))
             continue
-        for host, port in seen:
-            out.append(TrunkSource(trunk.name, (host,), port))
+        out += [TrunkSource(trunk.name, (host,), port) for host, port in pairs]
     return tuple(out)
-
-
-def _is_ip(host: str) -> bool:
-    try:
-        ipaddress.ip_address(host.strip("[]"))
-    except ValueError:
-        return False
-    return True
-
-
-async def resolve_trunk_hosts(config: EdgeConfig, loop: asyncio.AbstractEventLoop
-                              ) -> dict[str, list[str]]:
-    """Resolve the trunks' host names (not IP literals) to addresses for the ACL.
-
-    A name that does not resolve maps to no addresses: its trunk is not trusted until a
-    later `SipEdge.with_resolved` call brings answers.
-    """
-    out: dict[str, list[str]] = {}
-    for trunk in config.trunks:
-        for hp in (trunk.registrar, trunk.proxy):
-            if _is_ip(hp.host) or hp.host in out:
-                continue
-            try:
-                infos = await loop.getaddrinfo(hp.host, hp.port, type=socket.SOCK_DGRAM)
-            except OSError:
-                out[hp.host] = []
-                continue
-            out[hp.host] = list(dict.fromkeys(str(info[4][0]) for info in infos))
-    return out
 
 
 def build_edge(
     config: EdgeConfig,
     *,
-    resolved: Mapping[str, Iterable[str]] | None = None,
+    resolved: Mapping[TrunkHost, Iterable[SourceAddress]] | None = None,
     users: LocalUsers | None = None,
     local_networks: Iterable[str] | None = None,
     pin_trunk_ports: bool = True,
     nonce_secret: bytes | None = None,
     limiter: RateLimiter | None = None,
+    trunk_limits: Mapping[str, RateLimits] | None = None,
 ) -> SipEdge:
-    """The edge for a config: its trunks trusted, its gateway name as the digest realm."""
-    acl = SourceAcl(trunk_sources_pinned(config.trunks, pin_ports=pin_trunk_ports),
-                    resolved, local_networks)
+    """The edge for a config: its trunks trusted, its gateway name as the digest realm.
+
+    `resolved` holds DNS answers for the trunks' host names when they are known already;
+    the daemon passes none and lets `gateway.runtime.trunk_trust` fill them in and keep
+    them fresh.
+    """
+    acl = SourceAcl(trunk_sources_pinned(config.trunks, resolved, pin_ports=pin_trunk_ports),
+                    None, local_networks)
     realm = config.gateway.name.replace('"', "").replace("\\", "") or "branchline"
-    return SipEdge(acl, realm=realm, users=users, limiter=limiter,
+    return SipEdge(acl, realm=realm, users=users, limiter=limiter, trunk_limits=trunk_limits,
                    nonce_secret=nonce_secret if nonce_secret is not None
                    else secrets.token_bytes(32))
 

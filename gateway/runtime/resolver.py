@@ -13,6 +13,7 @@ import logging
 import random
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 import dns.asyncresolver
 import dns.exception
@@ -26,6 +27,19 @@ log = logging.getLogger("branchline.dns")
 
 MIN_TTL, MAX_TTL, NEGATIVE_TTL = 5.0, 3600.0, 30.0
 MAX_CACHE = 512
+
+
+@dataclass(frozen=True)
+class TrunkAnswer:
+    """Targets for one name, how long they hold, and whether a lookup got no answer.
+
+    `ttl` is the seconds until the first of the answers used expires; `failed` is True when
+    a name server did not answer (timeout, unreachable), as opposed to saying "no such name".
+    """
+
+    targets: tuple[Target, ...]
+    ttl: float
+    failed: bool
 
 
 class SipResolver:
@@ -46,7 +60,7 @@ class SipResolver:
         self._resolver.timeout = timeout / 2
         self.rng = rng or random.Random()
         self._clock = clock  # monotonic seconds; the running loop's clock when None
-        self._cache: OrderedDict[Query, tuple[float, Answer]] = OrderedDict()
+        self._cache: OrderedDict[Query, tuple[float, Answer, bool]] = OrderedDict()
         self.stats = {"queries": 0, "cache_hits": 0, "failures": 0}
 
     async def resolve(self, host: str, *, port: int | None = None, transport: str | None = None,
@@ -56,14 +70,22 @@ class SipResolver:
         """Ordered targets for `host` (empty when nothing resolves)."""
         selection = TargetSelection(host, port, transport, secure, supported, server_name,
                                     families, rng=self.rng)
+        return list((await self._run(selection)).targets)
+
+    async def _run(self, selection: TargetSelection) -> TrunkAnswer:
+        expires: float | None = None
+        failed = False
         for _ in range(6):  # NAPTR -> SRV -> A/AAAA, plus slack
             needed = selection.needed()
             if not needed:
                 break
-            answers = await asyncio.gather(*(self.lookup(q) for q in needed))
-            for query, records in zip(needed, answers, strict=True):
+            entries = await asyncio.gather(*(self._entry(q) for q in needed))
+            for query, (until, records, broke) in zip(needed, entries, strict=True):
                 selection.add_answer(query, records)
-        return selection.targets()
+                expires = until if expires is None else min(expires, until)
+                failed = failed or broke
+        ttl = MAX_TTL if expires is None else max(expires - self._now(), 0.0)
+        return TrunkAnswer(tuple(selection.targets()), ttl, failed)
 
     async def resolve_trunk(self, host: str, port: int | None, transport: str, *,
                             server_name: str | None = None) -> list[Target]:
@@ -73,23 +95,43 @@ class SipResolver:
         is consulted but only records for `transport` are used; without them its SRV, then
         A/AAAA on the default port.
         """
+        return list((await self.resolve_trunk_answer(host, port, transport,
+                                                     server_name=server_name)).targets)
+
+    async def resolve_trunk_answer(self, host: str, port: int | None, transport: str, *,
+                                   server_name: str | None = None) -> TrunkAnswer:
+        """`resolve_trunk` with how long the answer holds and whether a lookup failed.
+
+        The trunk ACL uses this to re-resolve when the answer expires and to retry a name
+        whose name servers did not answer.
+        """
         if port is not None or is_ip(host):
-            return await self.resolve(host, port=port, transport=transport,
-                                      server_name=server_name)
-        return await self.resolve(host, secure=transport == "tls", supported=(transport,),
-                                  server_name=server_name)
+            selection = TargetSelection(host, port, transport, False,
+                                        server_name=server_name, rng=self.rng)
+        else:
+            selection = TargetSelection(host, None, None, transport == "tls", (transport,),
+                                        server_name, rng=self.rng)
+        return await self._run(selection)
 
     async def lookup(self, query: Query) -> Answer:
         """One query through the TTL cache; errors and NXDOMAIN give an empty answer."""
-        now = self._clock() if self._clock else asyncio.get_running_loop().time()
+        return (await self._entry(query))[1]
+
+    def _now(self) -> float:
+        return self._clock() if self._clock else asyncio.get_running_loop().time()
+
+    async def _entry(self, query: Query) -> tuple[float, Answer, bool]:
+        """(expiry, records, failed) for `query`, from the cache while it holds."""
+        now = self._now()
         cached = self._cache.get(query)
         if cached is not None and cached[0] > now:
             self.stats["cache_hits"] += 1
             self._cache.move_to_end(query)
-            return cached[1]
+            return cached
         self.stats["queries"] += 1
         ttl = NEGATIVE_TTL
         records: Answer = []
+        failed = False
         try:
             answer = await self._resolver.resolve(query.name, query.rtype, search=False)
             records = _convert(query.rtype, answer)
@@ -100,11 +142,13 @@ class SipResolver:
             self.stats["failures"] += 1
             log.info("DNS %s %s failed: %s", query.rtype, query.name, exc)
             ttl = MIN_TTL
-        self._cache[query] = (now + ttl, records)
+            failed = True
+        entry = (now + ttl, records, failed)
+        self._cache[query] = entry
         self._cache.move_to_end(query)
         while len(self._cache) > MAX_CACHE:
             self._cache.popitem(last=False)
-        return records
+        return entry
 
     def forget(self) -> None:
         """Drop the cache (e.g. after a network change)."""

@@ -10,11 +10,12 @@ All of it is pure (no I/O, no clock), so the runtime wires it in and tests drive
 plain values.
 """
 
-from gateway.security.acl import AclDecision, SourceAcl, TrunkSource, trunk_sources
+from gateway.security.acl import AclDecision, SourceAcl, TrunkSource
 from gateway.security.events import (
     AUTH_FAILURE,
     CALL_DENIED,
     RATE_LIMITED,
+    TRUNK_RATE_LIMITED,
     UNKNOWN_SOURCE,
     format_event,
     log_event,
@@ -32,6 +33,7 @@ __all__ = [
     "AUTH_FAILURE",
     "CALL_DENIED",
     "RATE_LIMITED",
+    "TRUNK_RATE_LIMITED",
     "UNKNOWN_SOURCE",
     "AclDecision",
     "Allowed",
@@ -48,5 +50,4 @@ __all__ = [
     "format_event",
     "log_event",
     "source_key",
-    "trunk_sources",
 ]

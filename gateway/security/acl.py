@@ -21,7 +21,7 @@ import ipaddress
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import Final, Literal, Protocol
+from typing import Final, Literal
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
@@ -114,38 +114,6 @@ def _host_key(host: str) -> str:
     return host.strip().rstrip(".").lower()
 
 
-class TrunkLike(Protocol):
-    """What `trunk_sources` needs of a configured trunk (`gateway.config.schema.TrunkConfig`)."""
-
-    @property
-    def name(self) -> str: ...
-    @property
-    def registrar(self) -> HostLike: ...
-    @property
-    def proxy(self) -> HostLike: ...
-
-
-class HostLike(Protocol):
-    """A host and port pair, as in the config's `HostPort`."""
-
-    @property
-    def host(self) -> str: ...
-    @property
-    def port(self) -> int: ...
-
-
-def trunk_sources(trunks: Iterable[TrunkLike]) -> tuple[TrunkSource, ...]:
-    """Trunk sources from configured trunks: their registrar and proxy hosts, any port."""
-    out: list[TrunkSource] = []
-    for trunk in trunks:
-        hosts: list[str] = []
-        for host in (trunk.registrar.host, trunk.proxy.host):
-            if host not in hosts:
-                hosts.append(host)
-        out.append(TrunkSource(trunk.name, tuple(hosts)))
-    return tuple(out)
-
-
 class SourceAcl:
     """Classifies a request's source address as trunk, local user, or unknown."""
 
@@ -209,6 +177,10 @@ class SourceAcl:
     def with_resolved(self, resolved: Mapping[str, Iterable[str]]) -> SourceAcl:
         """The same ACL with fresh DNS answers (the old one keeps serving until swapped)."""
         return SourceAcl(self.trunks, resolved, self._local_network_texts)
+
+    def with_trunks(self, trunks: Iterable[TrunkSource]) -> SourceAcl:
+        """The same local networks with new trunk sources (e.g. freshly resolved addresses)."""
+        return SourceAcl(trunks, None, self._local_network_texts)
 
     def check(self, ip: str, port: int, *, any_port: bool = False) -> AclDecision:
         """Classify a request from (ip, port); raises ValueError if ip is not an address.

@@ -30,6 +30,9 @@ from typing import Final
 AUTH_FAILURE: Final = "auth-failure"
 UNKNOWN_SOURCE: Final = "unknown-source"
 RATE_LIMITED: Final = "rate-limited"
+#: A trusted trunk address over its own (higher) rate limit; logged but not banned on,
+#: because a UDP source address can be spoofed and banning it would cut off the provider.
+TRUNK_RATE_LIMITED: Final = "trunk-rate-limited"
 #: A call refused by route permissions (toll-fraud defence); logged but not banned on,
 #: because a local phone dialling a premium number is not an attack on the box.
 CALL_DENIED: Final = "call-denied"

@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import pytest
 
-from gateway.security.acl import PRIVATE_NETWORKS, SourceAcl, TrunkSource, trunk_sources
+from gateway.security.acl import PRIVATE_NETWORKS, SourceAcl, TrunkSource
 
 PROVIDER = TrunkSource("primary", ("sip.provider.example", "198.51.100.0/28"))
 BACKUP = TrunkSource("backup", ("203.0.113.80",), port=5060)
@@ -97,42 +95,17 @@ def test_unresolved_host_names_match_nothing_and_are_reported() -> None:
     assert a.check("192.0.2.10", 5060).trust == "authenticate"
 
 
+def test_with_trunks_swaps_trunk_addresses_and_keeps_local_networks() -> None:
+    a = acl().with_trunks([TrunkSource("carrier", ("192.0.2.50",), 5071)])
+    assert a.check("192.0.2.50", 5071).trunk == "carrier"
+    assert a.check("192.0.2.50", 5060).trust == "reject"
+    assert a.check("192.168.1.20", 5060).trust == "authenticate"
+
+
 def test_with_resolved_keeps_local_networks() -> None:
     a = acl().with_resolved({})
     assert a.check("192.168.1.20", 5060).trust == "authenticate"
     assert a.check("8.8.8.8", 5060).trust == "reject"
-
-
-@dataclass(frozen=True)
-class _Host:
-    host: str
-    port: int
-
-
-@dataclass(frozen=True)
-class _Trunk:
-    name: str
-    registrar: _Host
-    proxy: _Host
-
-
-def test_trunk_sources_from_config_objects() -> None:
-    trunks = [
-        _Trunk("primary", _Host("sip.provider.example", 5060), _Host("sip.provider.example", 5060)),
-        _Trunk("pbx", _Host("198.51.100.7", 5060), _Host("198.51.100.8", 5070)),
-    ]
-    assert trunk_sources(trunks) == (
-        TrunkSource("primary", ("sip.provider.example",)),
-        TrunkSource("pbx", ("198.51.100.7", "198.51.100.8")),
-    )
-
-
-def test_trunk_sources_accepts_the_real_config_type() -> None:
-    from gateway.config.schema import HostPort, TrunkConfig
-
-    cfg = TrunkConfig("primary", HostPort("192.0.2.1", 5060), HostPort("192.0.2.2", 5060), "x")
-    a = SourceAcl(trunk_sources([cfg]), local_networks=())
-    assert a.check("192.0.2.2", 5060).trunk == "primary"
 
 
 @pytest.mark.parametrize(

@@ -153,25 +153,6 @@ def test_unpinned_trunk_accepts_any_port() -> None:
     assert edge.filter(request("INVITE", "101", src=src), src, "udp", 0.0, False) == Accept()
 
 
-def test_trunk_flood_is_never_rate_limited() -> None:
-    edge = make_edge()
-    src = (TRUNK_IP, TRUNK_PORT)
-    verdicts = {type(edge.filter(request("INVITE", "101", src=src, call_id=f"c{i}"), src, "udp",
-                                 0.0, False)) for i in range(500)}
-    assert verdicts == {Accept}
-
-
-def test_trunk_named_by_host_trusts_the_resolved_addresses() -> None:
-    trunk = Trunk("prov", HP("sip.provider.example", 5060), HP("sip.provider.example", 5060))
-    acl = SourceAcl(trunk_sources_pinned([trunk]), {"sip.provider.example": ["198.51.100.4"]})
-    edge = SipEdge(acl, realm=REALM, nonce_secret=SECRET)
-    src = ("198.51.100.4", 5060)
-    assert edge.filter(request("INVITE", "101", src=src), src, "udp", 0.0, False) == Accept()
-    edge.with_resolved({"sip.provider.example": ["198.51.100.5"]})
-    assert isinstance(edge.filter(request("INVITE", "101", src=src, call_id="c2"), src, "udp",
-                                  1.0, False), Respond)
-
-
 def test_build_edge_from_config_trusts_the_trunk_registrar_port() -> None:
     config = load_config_text(textwrap.dedent("""
         gateway: {name: office-gw, state_dir: /tmp/x}

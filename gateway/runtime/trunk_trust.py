@@ -1,0 +1,139 @@
+"""Keeps the SIP edge's trusted trunk addresses fresh: the asyncio side of `TrunkAddressBook`.
+
+The book (pure) says which trunk host names are due; this adapter looks them up with the
+daemon's RFC 3263 resolver, feeds the answers back, swaps the new trunk sources into the
+edge's ACL when they changed, and re-arms one timer for the book's next deadline.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Iterable
+from typing import Any, Protocol
+
+from gateway.runtime.edge import SipEdge, trunk_sources_pinned
+from gateway.runtime.resolver import TrunkAnswer
+from gateway.security.ratelimit import Budget, RateLimits
+from gateway.security.trunk_addresses import (
+    RefreshPolicy,
+    TrunkAddressBook,
+    TrunkHost,
+    trunk_hosts,
+)
+
+log = logging.getLogger("branchline.security.trunks")
+
+
+def trunk_limits(trunks: Iterable[Any]) -> dict[str, RateLimits]:
+    """Each trunk's own rate limits from its `rate_limit` config section."""
+    out: dict[str, RateLimits] = {}
+    for trunk in trunks:
+        r = trunk.rate_limit
+        out[trunk.name] = RateLimits(request=Budget(r.requests_per_second, r.request_burst),
+                                     call=Budget(r.calls_per_second, r.call_burst))
+    return out
+
+
+class TrunkResolver(Protocol):
+    """What the adapter needs of `gateway.runtime.resolver.SipResolver`."""
+
+    async def resolve_trunk_answer(self, host: str, port: int | None, transport: str, *,
+                                   server_name: str | None = None) -> TrunkAnswer: ...
+
+
+class TrunkTrust:
+    """Resolves the trunks' host names when due and updates `edge` with what they return."""
+
+    def __init__(self, trunks: Iterable[Any], edge: SipEdge, resolver: TrunkResolver,
+                 loop: asyncio.AbstractEventLoop, *, policy: RefreshPolicy | None = None,
+                 pin_ports: bool = True, clock: Callable[[], float] | None = None) -> None:
+        """`trunks` are `TrunkConfig`s (name, registrar, proxy, transport).
+
+        `clock` (monotonic seconds) is the loop's by default; tests pass a fake one and call
+        `refresh()` themselves.
+        """
+        self.trunks = tuple(trunks)
+        self.edge = edge
+        self.resolver = resolver
+        self.loop = loop
+        self.pin_ports = pin_ports
+        self.clock = clock or loop.time
+        self.book = TrunkAddressBook(trunk_hosts(self.trunks), policy, self.clock())
+        self._timer: asyncio.TimerHandle | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._closed = False
+
+    async def start(self) -> None:
+        """Look every name up once (trusted from the first answer), then keep them fresh."""
+        await self.refresh()
+
+    def stop(self) -> None:
+        """Cancel the timer and any lookup in flight."""
+        self._closed = True
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        if self._task is not None:
+            self._task.cancel()
+
+    async def refresh(self) -> None:
+        """Look up every host that is due, apply the answers, and re-arm the timer."""
+        due = self.book.due(self.clock())
+        answers = await asyncio.gather(*(self._lookup(h) for h in due))
+        now = self.clock()
+        changed = False
+        for host, answer in zip(due, answers, strict=True):
+            changed |= self._apply(host, answer, now)
+        if changed:
+            self.edge.with_trunk_sources(trunk_sources_pinned(
+                self.trunks, self.book.addresses(), pin_ports=self.pin_ports))
+        self._arm()
+
+    async def _lookup(self, host: TrunkHost) -> TrunkAnswer | None:
+        try:
+            return await self.resolver.resolve_trunk_answer(host.host, host.port, host.transport)
+        except Exception:  # a resolver bug must not stop the refreshes
+            log.exception("trunk %s: looking up %s failed", host.trunk, host.host)
+            return None
+
+    def _apply(self, host: TrunkHost, answer: TrunkAnswer | None, now: float) -> bool:
+        if answer is not None and answer.targets:
+            pairs = [(t.host, t.port) for t in answer.targets]
+            changed = self.book.answered(host, pairs, answer.ttl, now)
+            if changed:
+                log.info("trunk %s: %s now trusted as %s", host.trunk, host.host,
+                         ", ".join(f"{h}:{p}" for h, p in dict.fromkeys(pairs)))
+            return changed
+        if answer is not None and not answer.failed:
+            changed = self.book.answered(host, (), answer.ttl, now)
+            log.warning("trunk %s: DNS has no address for %s; not trusted (retry %d)",
+                        host.trunk, host.host, self.book.failures(host))
+            return changed
+        changed = self.book.failed(host, now)
+        log.warning("trunk %s: DNS lookup of %s got no answer; %s (retry %d)", host.trunk,
+                    host.host, "no longer trusted" if changed else "kept as it was",
+                    self.book.failures(host))
+        return changed
+
+    def _arm(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        when = self.book.next_deadline()
+        if when is None or self._closed:
+            return
+        self._timer = self.loop.call_later(max(when - self.clock(), 0.0), self._fire)
+
+    def _fire(self) -> None:
+        self._timer = None
+        if self._closed:
+            return
+        self._task = self.loop.create_task(self.refresh())
+        self._task.add_done_callback(self._done)
+
+    def _done(self, task: asyncio.Task[None]) -> None:
+        if self._task is task:
+            self._task = None
+        if not task.cancelled() and task.exception() is not None:
+            log.error("trunk address refresh failed", exc_info=task.exception())
