@@ -231,6 +231,7 @@ def format_status(result: Mapping[str, Any]) -> str:
             _text(c.get("codec")),
             format_duration(c.get("duration")),
             _stats(c.get("stats")),
+            _stats(c.get("rtcp")),
         ]
         for c in result.get("calls") or []
     ]
@@ -244,7 +245,8 @@ def format_status(result: Mapping[str, Any]) -> str:
             "",
             "Calls",
             format_table(
-                ["CALL-ID", "LINE", "DIRECTION", "REMOTE", "STATE", "CODEC", "DURATION", "STATS"],
+                ["CALL-ID", "LINE", "DIRECTION", "REMOTE", "STATE", "CODEC", "DURATION", "STATS",
+                 "RTCP"],
                 calls,
             ),
         ]

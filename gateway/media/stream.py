@@ -19,6 +19,7 @@ from typing import Final, Literal, get_args
 from gateway.dsp import FRAME_BYTES, FRAME_SAMPLES, SAMPLE_RATE, SILENCE_FRAME, g711
 from gateway.media.jitterbuffer import JitterBuffer
 from gateway.media.quality import ReceiveStats, mos, r_factor
+from gateway.media.rtcp import RtcpError, RtcpPacket, RtcpSession, SenderInfo, compound
 from gateway.media.rtp import RtpError, RtpPacket, is_rtcp
 from gateway.media.secure import DROP_REASONS, SrtpError, SrtpPair
 from gateway.media.session import PacingSchedule, RtpSender
@@ -73,6 +74,9 @@ class MediaStream:
         now: float,
         latch: bool = True,
         srtp: SrtpPair | None = None,
+        cname: str | None = None,
+        wallclock_offset: float = 0.0,
+        rtcp_mux: bool = False,
     ) -> None:
         self._codec = _check_codec(codec)
         self._sender = RtpSender(ssrc, payload_type, seq=seq, timestamp=timestamp)
@@ -111,6 +115,9 @@ class MediaStream:
         self.srtcp_dropped: dict[str, int] = dict.fromkeys(DROP_REASONS, 0)
         self.srtp_protect_failed = 0
         self.srtp_rekeys = 0
+        self.rtcp_mux = rtcp_mux
+        self._rtcp = RtcpSession(ssrc, cname or f"{ssrc:08x}@branchline", now,
+                                 wallclock_offset=wallclock_offset, clock_rate=SAMPLE_RATE)
 
     # ----------------------------------------------------------------- state
 
@@ -118,6 +125,12 @@ class MediaStream:
     def remote_addr(self) -> tuple[str, int]:
         """Where packets go: the SDP address until the peer's real source is latched."""
         return self._remote
+
+    @property
+    def rtcp_addr(self) -> tuple[str, int]:
+        """Where RTCP goes: the RTP address itself with rtcp-mux, else its port + 1 (§11)."""
+        host, port = self._remote
+        return (host, port) if self.rtcp_mux else (host, port + 1)
 
     @property
     def direction(self) -> Direction:
@@ -282,6 +295,28 @@ class MediaStream:
             self.srtp_protect_failed += 1
             return None
 
+    def _sender_info(self, now: float) -> SenderInfo:
+        # the next packet's timestamp belongs to the next slot; step back to `now`
+        ahead = round((self._schedule.next_deadline() - now) * SAMPLE_RATE)
+        sender = self._sender
+        return SenderInfo((sender.timestamp - ahead) % (1 << 32), sender.packets_sent,
+                          sender.octets_sent)
+
+    def _rtcp_out(self, packets: list[RtcpPacket]) -> bytes | None:
+        return self.protect_rtcp(compound(packets))
+
+    def rtcp_due(self, now: float) -> bytes | None:
+        """Our next compound RTCP report (SRTCP on a secure call) once it is due, else None."""
+        if not self._rtcp.due(now):
+            return None
+        rx = self._rx_stats if self._rx_stats.ssrc is not None else None
+        return self._rtcp_out(self._rtcp.report(now, self._sender_info(now), rx))
+
+    def rtcp_bye(self, now: float, reason: str = "") -> bytes | None:
+        """A final report ending in BYE, for when the call's media stops."""
+        rx = self._rx_stats if self._rx_stats.ssrc is not None else None
+        return self._rtcp_out(self._rtcp.goodbye(now, self._sender_info(now), rx, reason))
+
     def next_deadline(self) -> float:
         """When send_due() (or poll()) next has work: the next 20 ms slot at the latest."""
         deadline = self._schedule.next_deadline()
@@ -294,13 +329,18 @@ class MediaStream:
         """Take one datagram from the RTP port; returns digits and address changes."""
         events: list[MediaEvent] = list(self.poll(now))
         if is_rtcp(data):
+            plain_rtcp = data
             if self._srtp is not None:
                 try:
-                    self._srtp.receive.unprotect_rtcp(data)
+                    plain_rtcp = self._srtp.receive.unprotect_rtcp(data)
                 except SrtpError as exc:
                     self.srtcp_dropped[exc.reason] += 1
                     return events
             self.rtcp_received += 1
+            try:
+                self._rtcp.receive(plain_rtcp, now)
+            except RtcpError:
+                pass  # counted by the session as malformed
             return events
         plain = data
         if self._srtp is not None:
@@ -386,6 +426,11 @@ class MediaStream:
 
     # ----------------------------------------------------------------- figures
 
+    def rtcp_stats(self) -> dict[str, float | int | None]:
+        """RTCP sent and received, our loss and jitter, the peer's view of ours, and RTT."""
+        rx = self._rx_stats if self._rx_stats.ssrc is not None else None
+        return self._rtcp.stats(rx)
+
     def stats(self) -> dict[str, float | int]:
         """Counters and quality figures for the call record, `branchline status` and metrics."""
         rx = self._rx_stats
@@ -413,6 +458,7 @@ class MediaStream:
             "dropped_direction": self.dropped_direction,
             "dropped_foreign": self.dropped_foreign,
             "rtcp_received": self.rtcp_received,
+            "rtcp_sent": self._rtcp.sent,
             "frames_missing": self.frames_missing,
             "frames_dropped": self.frames_dropped,
             "skipped_slots": self._schedule.skipped,

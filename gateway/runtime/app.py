@@ -316,9 +316,7 @@ class Gateway(SipCalls):
             call = self.calls.get(lp.call_id) if lp.call_id else None
             if call is not None and call.media is not None and call.rtp is not None:
                 call.media.push_frame(lp.mic)
-                packets = call.media.send_due(now)
-                if packets:
-                    call.rtp.send(packets)
+                call.rtp.tick(now)  # the RTP and RTCP that are due, digit timeouts
             if lp.tone is not None:
                 ear = lp.tone.next_frame()
             elif call is not None and call.audio:

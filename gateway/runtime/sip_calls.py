@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import secrets
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -79,6 +80,7 @@ class Call:
             "duration": round(now - self.answered_at, 1) if self.answered_at else 0.0,
             "held": self.held,
             "stats": self.media.stats() if self.media else {},
+            "rtcp": self.media.rtcp_stats() if self.media else {},
         }
 
 
@@ -191,6 +193,7 @@ class SipCalls:
                 timestamp=secrets.randbits(32),
                 now=self.clock.stream_anchor(now),
                 srtp=srtp_pair(call.srtp),
+                wallclock_offset=time.time() - self.loop.time(),  # for RTCP's NTP times
             )
             if call.rtp is not None:
                 call.rtp.attach(call.media)
@@ -204,6 +207,7 @@ class SipCalls:
 
     def _release_media(self, call: Call) -> None:
         if call.rtp is not None:
+            call.rtp.send_bye(self.loop.time())
             call.rtp.close()
             call.rtp = None
         call.media = None

@@ -309,10 +309,11 @@ def test_status_tables_are_aligned() -> None:
 def test_status_call_row() -> None:
     result = {"calls": [{"call_id": "abc", "line": "1", "direction": "out",
                          "remote": "sip:200@pbx", "state": "connected", "codec": "PCMU",
-                         "duration": 125.4, "stats": {"loss_pct": 0.5, "mos": 4.38}}]}
+                         "duration": 125.4, "stats": {"loss_pct": 0.5, "mos": 4.38},
+                         "rtcp": {"sent": 3, "rtt_ms": 41.5}}]}
     row = cli.format_status(result).splitlines()[-1].split()
     assert row == ["abc", "1", "out", "sip:200@pbx", "connected", "PCMU", "2:05",
-                   "loss_pct=0.5", "mos=4.38"]
+                   "loss_pct=0.5", "mos=4.38", "sent=3", "rtt_ms=41.5"]
     assert cli.format_duration(3725) == "1:02:05"
 
 

@@ -1,0 +1,92 @@
+"""RTCP from the daemon, checked against baresip, which sends and reads RTCP itself.
+
+The real `branchline run` daemon calls a baresip phone through Kamailio (the set-up of
+test_first_call.py). During the call:
+
+- the gateway's `status` shows baresip's reports received: the round-trip time computed
+  from the LSR/DLSR baresip echoed (a sane positive number), and baresip's jitter figure;
+- baresip got ours: it raises a CALL_RTCP event for each RTCP report it receives on the
+  call (without rtcp-mux it drops RTCP that arrives on its RTP port, so this also shows
+  ours went to its RTP port + 1), with the statistics libre computed from them: `rx.sent`
+  is the packet count of our SR, `tx.lost` / `tx.jit` the loss and jitter (in us) of our
+  report block about its stream, and `rtt` (us) is non-zero only once it has read the
+  LSR/DLSR of a block of ours that echoed one of its SRs.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from .conftest import BaresipFactory, KamailioFactory
+from .gateway_proc import GatewayProcess
+from .peers.ports import free_port
+from .test_first_call import LINE_PASS, LINE_USER, call_auto_answering_bob, gateway_config
+
+pytestmark = [pytest.mark.peers, pytest.mark.slow]
+
+
+def _rtcp_events(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [e for e in events if e.get("type") == "CALL_RTCP"]
+
+
+def test_daemon_and_baresip_exchange_rtcp_reports(
+    tmp_path: Path, kamailio_factory: KamailioFactory, baresip_factory: BaresipFactory
+) -> None:
+    trunk = kamailio_factory(users={LINE_USER: LINE_PASS, "300": "bob-pass-300"})
+    gw = GatewayProcess(tmp_path, gateway_config(trunk, free_port(), tmp_path))
+    gw.start()
+    try:
+        bob = call_auto_answering_bob(trunk, gw, baresip_factory)
+        since = time.monotonic()
+
+        def rtcp() -> dict[str, Any]:
+            calls = gw.status()["calls"]
+            return dict(calls[0].get("rtcp") or {}) if calls else {}
+
+        # Reports go every 2.5-7.5 s each way; RTT needs ours, then theirs echoing it.
+        gw.wait_until(
+            "baresip's reports with an RTT in the gateway's status",
+            lambda: (rtcp().get("received", 0) >= 2 and rtcp().get("rtt_ms") is not None
+                     and rtcp().get("remote_reports", 0) >= 1),
+            timeout=30, interval=0.5,
+        )
+        ours = rtcp()
+        stats = gw.status()["calls"][0]["stats"]
+        # ... and ours in baresip: wait for a report of ours that echoed its SR (rtt > 0)
+        deadline = time.monotonic() + 30
+        while (not any(e["rtcp_stats"]["rtt"] > 0 for e in _rtcp_events(bob.events))
+               and time.monotonic() < deadline):
+            time.sleep(0.5)
+        theirs = _rtcp_events(bob.events)
+        sent_by_gateway = gw.status()["calls"][0]["stats"]["packets_sent"]
+        print(f"gateway status rtcp after {time.monotonic() - since:.1f} s: {ours}")
+        print("baresip CALL_RTCP rtcp_stats:", [e["rtcp_stats"] for e in theirs])
+        bob.hangup()
+        bob.wait_for_event("CALL_CLOSED", timeout=10)
+        gw.wait_until("call gone", lambda: not gw.status()["calls"], timeout=5)
+    finally:
+        code = gw.stop()
+        if code not in (0, None):
+            print(gw.log_text()[-6000:])
+
+    # Baresip's reports, as the gateway read them.
+    assert ours["sent"] >= 1 and ours["malformed"] == 0, ours
+    rtt = ours["rtt_ms"]
+    assert isinstance(rtt, float) and 0.0 < rtt < 200.0, ours  # loopback: well under 200 ms
+    assert isinstance(ours["remote_jitter_ms"], float) and ours["remote_jitter_ms"] >= 0.0
+    assert ours["remote_lost"] == 0 and ours["remote_fraction_lost"] == 0.0, ours
+    # Our own figures are what the stream measured on baresip's RTP.
+    assert ours["local_lost"] == stats["lost"] == 0
+    assert ours["local_jitter_ms"] == pytest.approx(stats["jitter_ms"], abs=0.01)
+
+    # Ours, as baresip read them: one CALL_RTCP event per report it got on this call.
+    assert theirs, f"baresip saw no RTCP from the gateway; events: {bob.event_types()}"
+    last = theirs[-1]["rtcp_stats"]
+    assert 0 < last["rx"]["sent"] <= sent_by_gateway  # our SR's packet count
+    assert last["tx"]["lost"] == 0 and last["tx"]["jit"] >= 0  # our block about its RTP
+    rtts = [e["rtcp_stats"]["rtt"] for e in theirs if e["rtcp_stats"]["rtt"] > 0]
+    assert rtts and all(r < 200_000 for r in rtts), [e["rtcp_stats"] for e in theirs]
