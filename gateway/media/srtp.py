@@ -27,10 +27,11 @@ Not supported: MKI, key derivation rate other than 0, the NULL and F8 ciphers.
 from __future__ import annotations
 
 import ctypes
+import functools
 import struct
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Final, Literal
+from typing import Any, Final, Literal
 
 import pylibsrtp
 from pylibsrtp import _binding
@@ -284,12 +285,20 @@ class SrtpContext:
         return bytes(out)
 
 
-# libsrtp keeps the rollover counter inside the stream; pylibsrtp does not wrap
-# srtp_get_stream_roc (libsrtp >= 2.3), so it is called from the same loaded library.
-_LIB = ctypes.CDLL(_binding.__file__)
-_get_stream_roc = _LIB.srtp_get_stream_roc
-_get_stream_roc.argtypes = [ctypes.c_void_p, ctypes.c_uint32, ctypes.POINTER(ctypes.c_uint32)]
-_get_stream_roc.restype = ctypes.c_int
+@functools.cache
+def _get_stream_roc() -> Any:
+    """libsrtp's srtp_get_stream_roc (libsrtp >= 2.3), which pylibsrtp does not wrap.
+
+    Looked up in the library pylibsrtp already loaded, on first use, so a build without
+    it costs only the ROC read-out, never packet protection.
+    """
+    try:
+        func = ctypes.CDLL(_binding.__file__).srtp_get_stream_roc
+    except (OSError, AttributeError) as exc:
+        raise RuntimeError(f"this libsrtp build cannot report the ROC: {exc}") from None
+    func.argtypes = [ctypes.c_void_p, ctypes.c_uint32, ctypes.POINTER(ctypes.c_uint32)]
+    func.restype = ctypes.c_int
+    return func
 
 
 def _stream_roc(side: _Side | None, ssrc: int) -> int | None:
@@ -297,7 +306,7 @@ def _stream_roc(side: _Side | None, ssrc: int) -> int | None:
         return None
     handle = int(_binding.ffi.cast("uintptr_t", side.session._srtp[0]))
     roc = ctypes.c_uint32()
-    if _get_stream_roc(handle, ssrc, ctypes.byref(roc)) != 0:
+    if _get_stream_roc()(handle, ssrc, ctypes.byref(roc)) != 0:
         return None
     return int(roc.value)
 
