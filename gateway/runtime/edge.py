@@ -131,12 +131,22 @@ class SipEdge:
         event_window: float = 60.0,
         nonce_max_age: float = NONCE_MAX_AGE,
         logger: logging.Logger | None = None,
+        digest_algorithms: Iterable[str] = auth.SERVER_ALGORITHMS,
     ) -> None:
-        """`nonce_secret` signs our nonces; any random bytes, fresh per start is fine."""
+        """`nonce_secret` signs our nonces; any random bytes, fresh per start is fine.
+
+        `digest_algorithms` is the challenge offer, best first; ``("MD5",)`` for phones
+        that cannot skip a challenge they do not know (see `auth.make_challenges`).
+        """
         if not realm or '"' in realm or "\\" in realm:
             raise ValueError(f"realm: expected a plain non-empty string, got {realm!r}")
         if len(nonce_secret) < 16:
             raise ValueError("nonce_secret: expected at least 16 bytes")
+        algorithms = tuple(name.upper() for name in digest_algorithms)
+        if not algorithms or not set(algorithms) <= auth.SERVER_SUPPORTED:
+            raise ValueError(f"digest_algorithms: expected some of "
+                             f"{sorted(auth.SERVER_SUPPORTED)}, got {list(algorithms)}")
+        self.digest_algorithms = algorithms
         self.acl = acl
         self.realm = realm
         self.users: LocalUsers = users if users is not None else StaticUsers()
@@ -252,7 +262,8 @@ class SipEdge:
         nonce = auth.make_nonce(self._secret, now)
         return Respond(401, "Unauthorized", tuple(
             ("WWW-Authenticate", value)
-            for value in auth.make_challenges(self.realm, nonce, stale=stale)))
+            for value in auth.make_challenges(self.realm, nonce, stale=stale,
+                                              algorithms=self.digest_algorithms)))
 
     def _credentials(self, request: Request) -> str | None:
         """The first Authorization (or Proxy-Authorization) value that names our realm."""
@@ -287,7 +298,7 @@ class SipEdge:
             params, method=method, request_uri=request.uri,
             password=password if password is not None else self._dummy_password,
             secret=self._secret, counts=self._nonce_counts, now=now, body=request.body,
-            max_age=self.nonce_max_age)
+            max_age=self.nonce_max_age, algorithms=self.digest_algorithms)
         if check.outcome is auth.DigestOutcome.REFUSED:
             return self._auth_failed(method, ip, port, username, check.reason, now)
         if password is None or check.outcome is auth.DigestOutcome.WRONG:

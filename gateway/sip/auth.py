@@ -38,8 +38,10 @@ except ValueError:  # pragma: no cover - depends on the OpenSSL build
 
 #: Client preference among digest algorithms, best first; unknown ones are skipped.
 CLIENT_PREFERENCE: Final = ("SHA-512-256", "SHA-256", "MD5")
-#: What the server offers, one challenge each, in this order (RFC 8760 section 2.1).
+#: What the server offers by default, one challenge each, best first (RFC 8760 section 2.3).
 SERVER_ALGORITHMS: Final = ("SHA-256", "MD5")
+#: What the server can check; an offer is any ordered subset of these.
+SERVER_SUPPORTED: Final = frozenset({"SHA-512-256", "SHA-256", "MD5"}) & frozenset(_HASHES)
 
 
 def _hash_for(algorithm: str) -> tuple[Callable[[bytes], str], bool]:
@@ -327,15 +329,17 @@ def verify_response(
 # ---------------------------------------------------------------------- server side
 
 
-def make_challenges(realm: str, nonce: str, *, stale: bool = False) -> tuple[str, ...]:
-    """WWW-Authenticate values, one per algorithm in `SERVER_ALGORITHMS`, sharing one nonce.
+def make_challenges(realm: str, nonce: str, *, stale: bool = False,
+                    algorithms: Iterable[str] = SERVER_ALGORITHMS) -> tuple[str, ...]:
+    """WWW-Authenticate values, one per algorithm in ``algorithms``, sharing one nonce.
 
-    SHA-256 comes first: RFC 8760 clients take the first they support, and older clients
-    that read only one header still find MD5 among them.
+    Best first: RFC 8760 clients take the topmost one they support. Older clients may not:
+    sipp 3.6 answers only the first header and baresip 1.0 gives up on any non-MD5 one, so
+    a site with such phones offers ``("MD5",)`` alone.
     """
     tail = ', qop="auth"' + (", stale=true" if stale else "")
     return tuple(f"Digest realm={_quote(realm)}, nonce={_quote(nonce)}, algorithm={alg}{tail}"
-                 for alg in SERVER_ALGORITHMS)
+                 for alg in algorithms)
 
 
 def nonce_issued_ms(nonce: str) -> int | None:

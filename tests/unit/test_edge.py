@@ -482,6 +482,26 @@ def test_challenge_offers_sha256_first_and_accepts_either_answer() -> None:
         answer_with(offered[0], "bob"))["response"]) == 64
 
 
+def test_an_md5_only_offer_for_old_phones_refuses_other_algorithms(
+        caplog: pytest.LogCaptureFixture) -> None:
+    edge = SipEdge(SourceAcl(()), realm=REALM, nonce_secret=SECRET, users=StaticUsers(USERS),
+                   digest_algorithms=("md5",))
+    ch = edge.filter(request("REGISTER", "bob"), SCANNER, "udp", 0.0, False)
+    assert isinstance(ch, Respond)
+    [md5] = challenges(ch)
+    assert md5.algorithm == "MD5"
+    sha = auth.Challenge(realm=REALM, nonce=md5.nonce, algorithm="SHA-256", qop=["auth"])
+    v = edge.filter(request("REGISTER", "bob", cseq=2, authz=answer_with(sha, "bob")), SCANNER,
+                    "udp", 1.0, False)
+    assert v == Respond(403, "Forbidden")
+    assert 'reason="algorithm not offered"' in events(caplog, "auth-failure")[0]
+    assert edge.filter(request("REGISTER", "bob", cseq=3, authz=answer_with(md5, "bob")),
+                       SCANNER, "udp", 1.0, False) == Accept()
+    for bad in ((), ("SHA-1",), ("MD5-sess",)):
+        with pytest.raises(ValueError, match="digest_algorithms"):
+            SipEdge(SourceAcl(()), realm=REALM, nonce_secret=SECRET, digest_algorithms=bad)
+
+
 def answer_with(ch: auth.Challenge, user: str) -> str:
     return auth.build_authorization(ch, method="REGISTER", uri="sip:gw.example", username=user,
                                     password=USERS[user])
