@@ -16,6 +16,7 @@ import sys
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Protocol, TextIO
 
+import gateway.dsp  # noqa: F401  first: pins numpy's BLAS to one thread before numpy can load
 from gateway import cli_security
 from gateway.config import Config, ConfigError, load_config, load_default
 from gateway.config.schema import DEFAULT_CONTROL_SOCKET, LOG_LEVELS, UNIX_SOCKET_PATH_MAX

@@ -15,22 +15,27 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-
-import numpy as np
-import numpy.typing as npt
+from typing import TYPE_CHECKING
 
 from gateway.dsp import FRAME_MS, SAMPLE_RATE
 from gateway.dsp.dtmf import DtmfDetector
 from gateway.dsp.tones import ToneProfile, ToneSpec
 
+if TYPE_CHECKING:
+    import numpy as np
+    import numpy.typing as npt
+
+    FloatArray = npt.NDArray[np.float64]
+
 SILENCE_DBFS = -100.0
 """Level reported for digital silence (and floor for everything else)."""
 
 _FULL_SCALE_POWER = 32768.0**2
-FloatArray = npt.NDArray[np.float64]
 
 
 def _samples(pcm: bytes) -> FloatArray:
+    import numpy as np
+
     if len(pcm) % 2:
         raise ValueError(f"PCM: odd byte count {len(pcm)}, expected S16LE samples")
     return np.frombuffer(pcm, dtype="<i2").astype(np.float64)
@@ -44,6 +49,10 @@ def _power_to_dbfs(power: float) -> float:
 
 def level_dbfs(pcm: bytes) -> float:
     """RMS level in dBFS (full-scale square = 0; sine = -3.01); -100 for silence/empty."""
+    if not pcm.strip(b"\0"):
+        return SILENCE_DBFS  # digital silence, what an idle line carries: no numpy needed
+    import numpy as np
+
     x = _samples(pcm)
     if not len(x):
         return SILENCE_DBFS
@@ -51,6 +60,8 @@ def level_dbfs(pcm: bytes) -> float:
 
 
 def _hann(n: int) -> FloatArray:
+    import numpy as np
+
     w: FloatArray = np.hanning(n + 2)[1:-1]
     return w
 
@@ -61,6 +72,8 @@ def dominant_frequency(pcm: bytes, min_hz: float = 50.0) -> float:
     Hann window, 8x zero padding and parabolic interpolation of the log magnitude:
     better than 0.5 % for a tone of 100 ms or more.
     """
+    import numpy as np
+
     x = _samples(pcm)
     if len(x) < 8 or not np.any(x):
         return 0.0
@@ -87,6 +100,8 @@ def _probe_basis(
     probes: tuple[float, ...], n: int, spread: float, cache: bool
 ) -> npt.NDArray[np.complex128]:
     """exp(-j w t) for each probe: cached for the classifier, which asks for the same ones."""
+    import numpy as np
+
     if cache and n <= _BASIS_CACHE_SAMPLES:
         key = (probes, spread)
         basis = _BASIS_CACHE.get(key)
@@ -108,6 +123,8 @@ def _component_powers(
     x: FloatArray, freqs: Sequence[float], spread: float = 0.005, cache: bool = False
 ) -> FloatArray:
     """Power (A^2/2, in sample units) of each sinusoid, max over +-``spread`` probes."""
+    import numpy as np
+
     if not len(x) or not len(freqs):
         return np.zeros(len(freqs))
     w = _hann(len(x))
@@ -137,6 +154,8 @@ def frequencies_present(
     than ``relative_db`` below the signal's total level (so a leak of a loud
     neighbour, or a trace in noise, does not).
     """
+    import numpy as np
+
     freqs = list(candidates)
     x = _samples(pcm)
     if not len(x):
@@ -362,6 +381,8 @@ class ToneClassifier:
                 return
 
     def _label(self, audio: list[bytes]) -> str:
+        import numpy as np
+
         x = _samples(b"".join(audio))
         if not len(x):
             return "audio"

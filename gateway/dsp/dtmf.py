@@ -12,16 +12,24 @@ and, by parabolic interpolation of the log magnitudes, its actual frequency. A b
 "hits" a digit when one row and one column dominate their groups, sit within 2.5 % of
 nominal, carry most of the block's energy, meet the twist limits and the block is
 stationary (its two halves have similar energy, so tone edges do not count).
+
+Quiet audio (no sample loud enough to be one component at the minimum level) cannot hold a
+digit. It is recognised in pure Python, so a line that is off hook but silent, the usual
+state of every line between key presses, runs no numpy and does not even load it.
 """
 
 from __future__ import annotations
 
 import math
-
-import numpy as np
-import numpy.typing as npt
+import sys
+from array import array
+from typing import TYPE_CHECKING
 
 from gateway.dsp import SAMPLE_RATE
+
+if TYPE_CHECKING:
+    import numpy as np
+    import numpy.typing as npt
 
 ROW_HZ: tuple[float, ...] = (697.0, 770.0, 852.0, 941.0)
 COL_HZ: tuple[float, ...] = (1209.0, 1336.0, 1477.0, 1633.0)
@@ -57,8 +65,7 @@ MAX_HALF_RATIO_DB = 6.0
 """The two halves of a block must be within this energy ratio (rejects tone edges)."""
 
 _PROBE_STEP = 0.0125
-_PROBE_K = np.arange(-3, 4)
-_NOMINAL = np.array(ROW_HZ + COL_HZ)
+_PROBE_K = tuple(range(-3, 4))
 
 
 def _amplitude(level_dbfs: float) -> float:
@@ -92,6 +99,8 @@ def generate(
     twist_db`` (positive = normal twist). ``freq_error`` scales both frequencies
     (0.015 = +1.5 %) so receivers can be tested at their tolerance limits.
     """
+    import numpy as np
+
     r, c = _check_digit(digit)
     n = round(duration_ms * SAMPLE_RATE / 1000)
     t = np.arange(n, dtype=np.float64) / SAMPLE_RATE
@@ -117,20 +126,46 @@ def generate_sequence(
     return bytes(out)
 
 
-def _build_basis() -> tuple[npt.NDArray[np.complex128], npt.NDArray[np.float64], float]:
-    window: npt.NDArray[np.float64] = np.hanning(BLOCK + 2)[1:-1]
-    freqs = (_NOMINAL[:, None] * (1.0 + _PROBE_STEP * _PROBE_K[None, :])).reshape(-1)
-    n = np.arange(BLOCK)
-    basis: npt.NDArray[np.complex128] = np.exp(-2j * math.pi * np.outer(n, freqs) / SAMPLE_RATE)
-    basis = basis * window[:, None]
-    # |X|^2 * scale = component power (A^2 / 2) for a sinusoid of amplitude A.
-    scale = 2.0 / float(window.sum()) ** 2
-    return basis, window, scale
+class _Basis:
+    """The probe comb's windowed DFT basis, built when the first loud block arrives."""
+
+    def __init__(self) -> None:
+        import numpy as np
+
+        window: npt.NDArray[np.float64] = np.hanning(BLOCK + 2)[1:-1]
+        nominal = np.array(ROW_HZ + COL_HZ)
+        probes = np.array(_PROBE_K)
+        freqs = (nominal[:, None] * (1.0 + _PROBE_STEP * probes[None, :])).reshape(-1)
+        n = np.arange(BLOCK)
+        basis: npt.NDArray[np.complex128] = np.exp(
+            -2j * math.pi * np.outer(n, freqs) / SAMPLE_RATE
+        )
+        self.basis = basis * window[:, None]
+        self.window = window
+        # |X|^2 * scale = component power (A^2 / 2) for a sinusoid of amplitude A.
+        self.scale = 2.0 / float(window.sum()) ** 2
+        self.win_power = float(np.mean(window**2))
 
 
-_BASIS, _WINDOW, _SCALE = _build_basis()
-_WIN_POWER = float(np.mean(_WINDOW**2))
+_BASIS: list[_Basis] = []
 _FULL_SCALE_POWER = 32768.0**2
+
+
+def _basis() -> _Basis:
+    if not _BASIS:
+        _BASIS.append(_Basis())
+    return _BASIS[0]
+
+
+def peak(pcm: bytes) -> int:
+    """Largest sample magnitude in S16LE PCM (0 for none), without numpy."""
+    samples = array("h")
+    samples.frombytes(pcm)
+    if not samples:
+        return 0
+    if sys.byteorder == "big":
+        samples.byteswap()
+    return max(max(samples), -min(samples))
 
 
 class DtmfDetector:
@@ -144,7 +179,7 @@ class DtmfDetector:
 
     def reset(self) -> None:
         """Forget buffered audio and any digit in progress."""
-        self._buf: npt.NDArray[np.float64] = np.zeros(0)
+        self._buf = b""  # S16LE samples not yet consumed by a whole hop
         self._current: str | None = None  # digit being held
         self._candidate: str | None = None
         self._hits = 0
@@ -162,17 +197,22 @@ class DtmfDetector:
         """Add PCM (S16LE); return the digits whose press completed detection now."""
         if len(frame) % 2:
             raise ValueError(f"DtmfDetector.feed: odd byte count {len(frame)}, expected S16LE")
-        x = np.frombuffer(frame, dtype="<i2").astype(np.float64)
-        buf = np.concatenate([self._buf, x]) if len(self._buf) else x
-        if len(buf) < BLOCK:
+        buf = self._buf + frame if self._buf else frame
+        count = len(buf) // 2
+        if count < BLOCK:
             self._buf = buf
             return []
-        nblocks = (len(buf) - BLOCK) // HOP + 1
-        idx = np.arange(nblocks)[:, None] * HOP + np.arange(BLOCK)[None, :]
-        blocks = buf[idx]
+        nblocks = (count - BLOCK) // HOP + 1
         consumed = nblocks * HOP
-        self._buf = buf[consumed:]
-        hits = self._classify_blocks(blocks)
+        covered = buf[: 2 * ((nblocks - 1) * HOP + BLOCK)]
+        self._buf = buf[2 * consumed :]
+        hits: list[str | None]
+        if peak(covered) < _QUIET_PEAK:
+            # Quiet audio (most of every call): no sample reaches the peak of one DTMF
+            # component at the minimum level, so no block can hold a digit.
+            hits = [None] * nblocks
+        else:
+            hits = self._classify_blocks(_blocks(covered, nblocks))
         out: list[str] = []
         for i, hit in enumerate(hits):
             digit = self._step(hit)
@@ -213,13 +253,12 @@ class DtmfDetector:
 
     @staticmethod
     def _classify_blocks(blocks: npt.NDArray[np.float64]) -> list[str | None]:
-        # Fast path for quiet audio (most of every call): no sample reaches the peak of one
-        # DTMF component at the minimum level, so no block can hold a digit.
-        if not blocks.size or float(np.max(np.abs(blocks))) < _QUIET_PEAK:
-            return [None] * len(blocks)
-        spec = blocks @ _BASIS
-        power = (spec.real**2 + spec.imag**2).reshape(len(blocks), 8, len(_PROBE_K)) * _SCALE
-        total = np.mean((blocks * _WINDOW[None, :]) ** 2, axis=1) / _WIN_POWER
+        import numpy as np
+
+        comb = _basis()
+        spec = blocks @ comb.basis
+        power = (spec.real**2 + spec.imag**2).reshape(len(blocks), 8, len(_PROBE_K)) * comb.scale
+        total = np.mean((blocks * comb.window[None, :]) ** 2, axis=1) / comb.win_power
         half = BLOCK // 2
         e1 = np.sum(blocks[:, :half] ** 2, axis=1)
         e2 = np.sum(blocks[:, half:] ** 2, axis=1)
@@ -263,8 +302,20 @@ class DtmfDetector:
 _QUIET_PEAK = 32768.0 * 10.0 ** (MIN_LEVEL_DBFS / 20.0)
 
 
+def _blocks(pcm: bytes, nblocks: int) -> npt.NDArray[np.float64]:
+    """The overlapping analysis blocks (one per hop) over S16LE PCM, as float rows."""
+    import numpy as np
+
+    x = np.frombuffer(pcm, dtype="<i2").astype(np.float64)
+    idx = np.arange(nblocks)[:, None] * HOP + np.arange(BLOCK)[None, :]
+    out: npt.NDArray[np.float64] = x[idx]
+    return out
+
+
 def _in_tolerance(probes: npt.NDArray[np.float64]) -> bool:
     """True if the probe comb peaks within FREQ_TOLERANCE of its centre."""
+    import numpy as np
+
     k = int(np.argmax(probes))
     if k == 0 or k == len(probes) - 1:
         return False

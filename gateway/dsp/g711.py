@@ -1,7 +1,9 @@
 """ITU-T G.711 mu-law (PCMU) and A-law (PCMA) companding, table-driven with numpy.
 
 Every call's audio is companded 50 times a second each way, so both directions are a single
-table lookup over the whole frame. The standard library's `audioop` is gone in Python 3.13,
+table lookup over the whole frame. The tables, and numpy itself, are loaded on the first
+call that companding serves, not when the module is imported: an idle gateway never needs
+them (see :mod:`gateway.dsp`). The standard library's `audioop` is gone in Python 3.13,
 so Branchline carries its own tables; they follow the G.711 segment layout with the same
 16-bit scaling that `audioop` used (mu-law on the top 14 bits, A-law on the top 13 bits), so
 bytes are identical to what other implementations produce.
@@ -9,10 +11,11 @@ bytes are identical to what other implementations produce.
 
 from __future__ import annotations
 
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
-import numpy as np
-import numpy.typing as npt
+if TYPE_CHECKING:
+    import numpy as np
+    import numpy.typing as npt
 
 __all__ = ["CODECS", "decode", "encode", "silence_byte"]
 
@@ -24,6 +27,8 @@ _ULAW_CLIP_14: Final = 8159  # largest 14-bit magnitude the mu-law segments cove
 
 def _segment(magnitude: npt.NDArray[np.int32], first_top: int) -> npt.NDArray[np.int32]:
     """Index of the G.711 segment: 0 for magnitude <= first_top, +1 per doubling, 8 = overflow."""
+    import numpy as np
+
     seg = np.zeros(magnitude.shape, dtype=np.int32)
     top = first_top
     for _ in range(8):
@@ -33,6 +38,8 @@ def _segment(magnitude: npt.NDArray[np.int32], first_top: int) -> npt.NDArray[np
 
 
 def _build_ulaw_encode() -> npt.NDArray[np.uint8]:
+    import numpy as np
+
     sample = np.arange(-32768, 32768, dtype=np.int32)
     v14 = sample >> 2  # arithmetic shift: floor, as the 14-bit reference input does
     negative = v14 < 0
@@ -47,6 +54,8 @@ def _build_ulaw_encode() -> npt.NDArray[np.uint8]:
 
 
 def _build_alaw_encode() -> npt.NDArray[np.uint8]:
+    import numpy as np
+
     sample = np.arange(-32768, 32768, dtype=np.int32)
     v13 = sample >> 3
     negative = v13 < 0
@@ -60,6 +69,8 @@ def _build_alaw_encode() -> npt.NDArray[np.uint8]:
 
 
 def _build_ulaw_decode() -> npt.NDArray[np.int16]:
+    import numpy as np
+
     code = ~np.arange(256, dtype=np.int32) & 0xFF
     exponent = (code >> 4) & 0x07
     magnitude = (((code & 0x0F) << 3) + _ULAW_BIAS) << exponent
@@ -68,6 +79,8 @@ def _build_ulaw_decode() -> npt.NDArray[np.int16]:
 
 
 def _build_alaw_decode() -> npt.NDArray[np.int16]:
+    import numpy as np
+
     code = np.arange(256, dtype=np.int32) ^ 0x55
     seg = (code >> 4) & 0x07
     mantissa = (code & 0x0F) << 4
@@ -76,25 +89,24 @@ def _build_alaw_decode() -> npt.NDArray[np.int16]:
     return value.astype("<i2")
 
 
-_ENCODE: Final[dict[str, npt.NDArray[np.uint8]]] = {
-    "PCMU": _build_ulaw_encode(),
-    "PCMA": _build_alaw_encode(),
-}
-_DECODE: Final[dict[str, npt.NDArray[np.int16]]] = {
-    "PCMU": _build_ulaw_decode(),
-    "PCMA": _build_alaw_decode(),
-}
+_ENCODE: Final[dict[str, npt.NDArray[np.uint8]]] = {}
+_DECODE: Final[dict[str, npt.NDArray[np.int16]]] = {}
 
 
 def _codec(codec: str) -> str:
     name = codec.upper()
-    if name not in _ENCODE:
+    if name not in CODECS:
         raise ValueError(f"G.711 codec {codec!r} is not supported; expected one of {CODECS}")
+    if not _ENCODE:
+        _ENCODE.update(PCMU=_build_ulaw_encode(), PCMA=_build_alaw_encode())
+        _DECODE.update(PCMU=_build_ulaw_decode(), PCMA=_build_alaw_decode())
     return name
 
 
 def encode(pcm: bytes, codec: str) -> bytes:
     """Compand 16-bit little-endian PCM to one G.711 byte per sample for an RTP payload."""
+    import numpy as np
+
     table = _ENCODE[_codec(codec)]
     if len(pcm) % 2:
         raise ValueError(f"PCM must be whole 16-bit samples, got {len(pcm)} bytes")
@@ -105,6 +117,8 @@ def encode(pcm: bytes, codec: str) -> bytes:
 
 def decode(payload: bytes, codec: str) -> bytes:
     """Expand a G.711 payload back to 16-bit little-endian PCM for the earpiece."""
+    import numpy as np
+
     table = _DECODE[_codec(codec)]
     index = np.frombuffer(payload, dtype=np.uint8)
     out: bytes = table[index].tobytes()

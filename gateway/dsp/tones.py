@@ -13,12 +13,13 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Literal
-
-import numpy as np
-import numpy.typing as npt
+from typing import TYPE_CHECKING, Literal
 
 from gateway.dsp import FRAME_SAMPLES, SAMPLE_RATE
+
+if TYPE_CHECKING:
+    import numpy as np
+    import numpy.typing as npt
 
 DBM0_TO_DBFS = -6.15
 """Add to a dBm0 level to get dBFS (full-scale square = 0 dBFS)."""
@@ -202,10 +203,13 @@ class ToneGenerator:
     """Produces a tone as consecutive 20 ms frames, phase-continuous across frames.
 
     The cadence is kept by counting samples, so it does not drift however frames are
-    paced; the caller's clock never enters.
+    paced; the caller's clock never enters. numpy is loaded by the first generator made,
+    i.e. when a line first needs a tone, not when profiles are read.
     """
 
     def __init__(self, spec: ToneSpec, sample_rate: int = SAMPLE_RATE) -> None:
+        import numpy as np
+
         self.spec = spec
         self._rate = sample_rate
         self._amp = _amplitude(spec.level_dbfs)
@@ -228,6 +232,8 @@ class ToneGenerator:
         self._n = 0
 
     def _gate(self, idx: npt.NDArray[np.int64]) -> npt.NDArray[np.bool_]:
+        import numpy as np
+
         if self._period == 0:
             return np.ones(idx.shape, dtype=np.bool_)
         pos = idx % self._period
@@ -240,6 +246,8 @@ class ToneGenerator:
 
     def next_samples(self, count: int) -> npt.NDArray[np.int16]:
         """Next ``count`` samples as int16, for callers that need other block sizes."""
+        import numpy as np
+
         k = np.arange(count, dtype=np.float64)
         phases = self._phase[:, None] + self._step[:, None] * k[None, :]
         wave = self._amp * np.sin(phases).sum(axis=0)

@@ -10,16 +10,20 @@ context on an old key would reuse keystream, which SRTP must never do.
 Each context also carries its key's SDES lifetime (RFC 4568 §6.1), so a key that has
 protected or authenticated as many packets as its a=crypto line allows stops working.
 
-Pure code, like the rest of the media path.
+Pure code, like the rest of the media path. The SRTP implementation (and the crypto library
+under it) is imported by the first pair built, not with this module: a gateway whose calls
+never negotiate SRTP never loads it.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Final
+from typing import TYPE_CHECKING, Any, Final
 
-from gateway.media.srtp import PROFILES, SrtpContext, SrtpError
 from gateway.sip.sdes import CryptoAttribute, CryptoSelection
+
+if TYPE_CHECKING:
+    from gateway.media.srtp import SrtpContext, SrtpError
 
 __all__ = ["DROP_REASONS", "SrtpPair", "SrtpError", "srtp_pair"]
 
@@ -59,6 +63,8 @@ class SrtpPair:
     receive: SrtpContext = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
+        from gateway.media.srtp import PROFILES, SrtpContext
+
         if self.suite not in PROFILES:
             raise ValueError(
                 f"unsupported SRTP suite {self.suite!r}; expected one of {', '.join(PROFILES)}"
@@ -117,3 +123,12 @@ def _lifetime(attr: CryptoAttribute) -> int | None:
 def srtp_pair(selection: CryptoSelection | None) -> SrtpPair | None:
     """The pair for a negotiation outcome, or None for plain RTP; saves the app an `if`."""
     return None if selection is None else SrtpPair.from_selection(selection)
+
+
+def __getattr__(name: str) -> Any:
+    """``SrtpError`` on demand: importing it would load the SRTP implementation."""
+    if name == "SrtpError":
+        from gateway.media.srtp import SrtpError
+
+        return SrtpError
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

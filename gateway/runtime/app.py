@@ -23,6 +23,8 @@ from gateway.lines import events as lev
 from gateway.lines.fxs import FxsLine
 from gateway.routing.dialplan import DigitMap
 from gateway.routing.router import NoRoute, Router
+from gateway.runtime import call_end
+from gateway.runtime.call_end import CallEnd
 from gateway.runtime.clock import AudioClock
 from gateway.runtime.control import ControlServer
 from gateway.runtime.edge import SipEdge, build_edge, build_route_guard
@@ -205,7 +207,7 @@ class Gateway(SipCalls):
             return
         now = self.loop.time()
         for call in list(self.calls.values()):
-            self._end_call_locally(call, now)
+            self._end_call_locally(call, now, call_end.shutdown())
         for account_id in list(self.registrations):
             self.ua.remove_account(account_id, now)
         self._pump()
@@ -409,7 +411,7 @@ class Gateway(SipCalls):
         lp.line.set_call_id(a.call_id)
         if target is lp:
             lp.line.call_ended("busy", 486, now)
-            del self.calls[a.call_id]
+            self.end_call(a, call_end.rejected(486), now)
             return
         self.calls[b.call_id] = b
         result = target.line.incoming_call(b.call_id, lp.number, lp.config.display_name, now)
@@ -436,27 +438,37 @@ class Gateway(SipCalls):
         self._start_media(call, call.params, now)
 
     def _reject(self, call_id: str, status: int, now: float) -> None:
-        call = self.calls.pop(call_id, None)
+        """Our line refuses an incoming call (busy, or nobody answered)."""
+        call = self.calls.get(call_id)
         if call is None:
             return
         if call.kind == "local":
-            if call.peer is not None and call.peer.call_id in self.calls:
+            self.end_call(call, call_end.rejected(status), now)
+            peer = call.peer
+            if peer is not None and self.end_call(
+                    peer, call_end.rejected(status, f"line {call.line.name}"), now):
                 reason = "busy" if status == 486 else "no answer"
-                self.calls.pop(call.peer.call_id, None)
-                call.peer.line.line.call_ended(reason, status, now)
+                peer.line.line.call_ended(reason, status, now)
             return
         assert self.ua is not None
         self.ua.reject(call_id, status, now)
-        self._release_media(call)
+        self.end_call(call, call_end.rejected(status), now)
 
-    def _end_call_locally(self, call: Call, now: float) -> None:
-        """Our side hung up or gave up on `call`."""
-        self.calls.pop(call.call_id, None)
-        if call.line.call_id == call.call_id:
-            call.line.call_id = None
+    def _end_call_locally(self, call: Call, now: float, cause: CallEnd | None = None) -> None:
+        """Our side hung up or gave up on `call` (the handset, a policy, or shutdown)."""
+        if self.calls.get(call.call_id) is not call:
+            return  # already ended (e.g. the other leg of a line-to-line call)
+        if call.state == "connected":
+            default = call_end.local_hangup()
+        elif call.direction == "out":
+            default = call_end.local_cancel()
+        else:
+            default = call_end.rejected(480)
         if call.kind == "local":
+            self.end_call(call, cause or default, now)
             peer = call.peer
-            if peer is not None and self.calls.pop(peer.call_id, None) is not None:
+            if peer is not None and self.end_call(peer, call_end.peer_hangup(call.line.name),
+                                                  now):
                 if peer.state == "ringing" and peer.direction == "in":
                     peer.line.line.incoming_cancelled(now)
                 else:
@@ -469,7 +481,7 @@ class Gateway(SipCalls):
             self.ua.cancel(call.call_id, now)
         else:
             self.ua.reject(call.call_id, 480, now)
-        self._release_media(call)
+        self.end_call(call, cause or default, now)
 
     # ------------------------------------------------------------------ control socket
 

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from gateway.runtime.control import ControlError
+from gateway.runtime.process import process_info
 
 if TYPE_CHECKING:
     from gateway.runtime.app import Gateway
@@ -68,6 +69,7 @@ def status(gw: Gateway) -> dict[str, Any]:
         "sip": dict(gw.ua.stats) if gw.ua is not None else {},
         "sip_tables": gw.ua.table_sizes() if gw.ua is not None else {},
         "transport": dict(gw.sip.stats) if gw.sip is not None else {},
+        "process": process_info(),
     }
 
 

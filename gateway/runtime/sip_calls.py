@@ -18,6 +18,8 @@ from gateway.lines import events as lev
 from gateway.media.secure import srtp_pair
 from gateway.media.stream import MediaStream
 from gateway.media.telephone_event import DigitReceived
+from gateway.runtime import call_end
+from gateway.runtime.call_end import CallEnd
 from gateway.runtime.clock import AudioClock
 from gateway.runtime.edge import SipEdge
 from gateway.runtime.ports import LinePort
@@ -121,7 +123,7 @@ class SipCalls:
     def _server_name(self, t: TrunkConfig) -> str | None:
         raise NotImplementedError
 
-    def _end_call_locally(self, call: Call, now: float) -> None:
+    def _end_call_locally(self, call: Call, now: float, cause: CallEnd | None = None) -> None:
         raise NotImplementedError
 
     async def _place_sip_call(self, lp: LinePort, number: str, trunk_name: str) -> None:
@@ -212,6 +214,24 @@ class SipCalls:
             call.rtp = None
         call.media = None
 
+    def end_call(self, call: Call, cause: CallEnd, now: float) -> bool:
+        """The one place a call leg ends: forget it, free its media, log one line with why.
+
+        Every path (handset, far end, CANCEL, rejection, timeout, shutdown) comes here once
+        the signalling is done, so call records hang here too. False when the leg had
+        already ended (nothing is done twice).
+        """
+        if self.calls.get(call.call_id) is not call:
+            return False
+        del self.calls[call.call_id]
+        if call.line.call_id == call.call_id:
+            call.line.call_id = None
+        self._release_media(call)
+        talked = (f"{now - call.answered_at:.1f} s" if call.answered_at is not None
+                  else "not answered")
+        log.info("call %s (line %s) ended: %s, %s", call.call_id, call.line.name, cause, talked)
+        return True
+
     # ------------------------------------------------------------------ SIP events
 
     def _on_sip_event(self, ev: Any) -> None:
@@ -241,7 +261,7 @@ class SipCalls:
                 if call.offer is not None and ev.sdp and not self._apply_answer(call, ev.sdp, now):
                     # Never play media the policy refuses (e.g. plain RTP when SRTP is required).
                     call.state = "connected"
-                    self._end_call_locally(call, now)
+                    self._end_call_locally(call, now, call_end.media_refused(488))
                     call.line.line.call_ended("media refused", 488, now)
                     return
                 call.state = "connected"
@@ -250,18 +270,15 @@ class SipCalls:
             case sev.CallUpdated():
                 self._reinvite(ev, now)
             case sev.CallEnded():
-                call = self.calls.pop(ev.call_id, None)
+                call = self.calls.get(ev.call_id)
                 if call is None:
-                    return
-                log.info("call %s ended: %s (%s)", ev.call_id, ev.reason, ev.status)
+                    return  # already ended here: we hung up, cancelled or rejected it
                 lp = call.line
                 if call.direction == "in" and call.state != "connected":
                     lp.line.incoming_cancelled(now)
                 else:
                     lp.line.call_ended(ev.reason, ev.status, now)
-                if lp.call_id == call.call_id:
-                    lp.call_id = None
-                self._release_media(call)
+                self.end_call(call, call_end.from_ua(ev.reason, ev.status, call.direction), now)
             case sev.DtmfInfo():
                 call = self.calls.get(ev.call_id)
                 if call is not None and call.audio:

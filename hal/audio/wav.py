@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import wave
 from pathlib import Path
-
-import numpy as np
+from typing import TYPE_CHECKING
 
 from gateway.dsp import SAMPLE_RATE
+
+if TYPE_CHECKING:
+    import numpy as np  # loaded by read_wav_8k only: the simulated phone imports this module
 
 _RESAMPLE_RATES = (8000, 16000, 11025, 22050, 44100, 48000, 32000, 24000)
 
@@ -31,6 +33,8 @@ def read_wav_8k(path: str | Path) -> bytes:
         raise ValueError(
             f"{path}: {rate} Hz, expected one of {', '.join(map(str, _RESAMPLE_RATES))}"
         )
+    import numpy as np
+
     x = np.frombuffer(raw, dtype="<i2").astype(np.float64)
     if channels == 2:
         x = x[: len(x) // 2 * 2].reshape(-1, 2).mean(axis=1)
@@ -41,6 +45,8 @@ def read_wav_8k(path: str | Path) -> bytes:
 
 def _resample(x: np.ndarray, rate: int) -> np.ndarray:
     """Band-limit to 3.6 kHz in the frequency domain, then interpolate to 8 kHz."""
+    import numpy as np
+
     if not len(x):
         return x
     n = len(x)

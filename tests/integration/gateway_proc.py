@@ -54,6 +54,11 @@ class GatewayProcess:
         raise RuntimeError(f"branchline did not answer on {self.control_path}:\n{self.log_text()}")
 
     @property
+    def pid(self) -> int | None:
+        """The daemon's process id (for /proc), or None before start()."""
+        return self._proc.pid if self._proc is not None else None
+
+    @property
     def running(self) -> bool:
         return self._proc is not None and self._proc.poll() is None
 

@@ -212,7 +212,9 @@ def test_sdes_key_lifetime_reaches_the_media_path() -> None:
         "1 AES_CM_128_HMAC_SHA1_80 inline:" + base64.b64encode(remote_key).decode() + "|2^4"
     )
     selection = choose_answer([offered])
-    b = stream(srtp_pair(selection))  # type: ignore[arg-type]
+    made = srtp_pair(selection)
+    assert made is not None and made.remote_lifetime == 16
+    b = stream(made)
     peer = SrtpContext(remote_key[:16], remote_key[16:])
     for seq in range(20):
         b.receive(peer.protect(rtp(seq, ssrc=0xAB)), ("127.0.0.1", 4002), seq * 0.02)
