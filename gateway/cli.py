@@ -86,6 +86,18 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("status", help="registrations, lines and calls", parents=[common])
     cli_security.add_parser(sub, common)
 
+    trace = sub.add_parser(
+        "trace", parents=[common],
+        help="watch SIP messages live (Ctrl-C ends), or switch the trace in the log",
+    )
+    trace.add_argument(
+        "action", nargs="?", choices=("watch", "on", "off", "status"), default="watch",
+        help="watch (default): stream messages here; on/off: the trace in the debug log",
+    )
+    trace.add_argument("--call-id", metavar="CALL-ID", help="only this Call-ID")
+    trace.add_argument("--address", metavar="HOST[:PORT]",
+                       help="only messages to or from this far end")
+
     phone = sub.add_parser("phone", help="drive a line's (simulated) handset", parents=[common])
     phone.add_argument("line", metavar="LINE", help="line name from the config")
     actions = phone.add_subparsers(dest="action", metavar="ACTION", required=True)
@@ -395,6 +407,50 @@ def _cmd_check(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     return EXIT_OK
 
 
+def _cmd_trace(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    from gateway.runtime.trace import format_record
+    from gateway.sip.trace import parse_address
+
+    path = resolve_control_path(getattr(args, "control", None), os.environ)
+    as_json = getattr(args, "json", False)
+    client = ControlClient(path, DEFAULT_TIMEOUT)
+    if args.action != "watch":
+        if args.call_id or args.address:
+            raise UsageError("--call-id and --address filter `trace` (watch) only")
+        result = client.request("trace", action=args.action)
+        if as_json:
+            print(json.dumps(result, indent=2), file=out)
+        else:
+            state = "on" if result.get("log") else "off"
+            print(f"SIP trace in the debug log: {state}; {result.get('watchers', 0)} live "
+                  "watcher(s)", file=out)
+            if result.get("note"):
+                print(f"note: {result['note']}", file=err)
+        return EXIT_OK
+    request: dict[str, Any] = {"action": "watch"}
+    if args.call_id:
+        request["call_id"] = args.call_id
+    if args.address:
+        try:
+            parse_address(args.address)
+        except ValueError as exc:
+            raise UsageError(str(exc)) from None
+        request["address"] = args.address
+    stream = client.stream("trace", **request)
+    try:
+        head = next(stream)
+        print(f"tracing SIP ({head.get('filter', 'all messages')}); Ctrl-C to stop",
+              file=err, flush=True)
+        for record in stream:
+            text = json.dumps(record) if as_json else format_record(record)
+            print(text, file=out, flush=True)
+    except (KeyboardInterrupt, BrokenPipeError):
+        pass
+    finally:
+        stream.close()
+    return EXIT_OK
+
+
 def _cmd_daemon(args: argparse.Namespace, factory: ClientFactory, out: TextIO) -> int:
     path = resolve_control_path(getattr(args, "control", None), os.environ)
     as_json = getattr(args, "json", False)
@@ -447,6 +503,8 @@ def main(
             return cli_security.run(args, factory(path, DEFAULT_TIMEOUT), out)
         if args.command in ("status", "phone"):
             return _cmd_daemon(args, factory, out)
+        if args.command == "trace":
+            return _cmd_trace(args, out, err)
         parser.print_help(err)
         return EXIT_USAGE
     except UsageError as exc:

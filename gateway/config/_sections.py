@@ -124,6 +124,12 @@ class _Reader(_TrunkReader):
         dns_servers = self.take(
             f, "dns_servers", self.dns_servers(f.child("dns_servers")), no_servers
         )
+        trace = self.take(f, "trace", _bool, False)
+        receive_buffer = self.take(
+            f, "udp_receive_buffer",
+            _int_range(s.UDP_RECEIVE_BUFFER_MIN, s.UDP_RECEIVE_BUFFER_MAX),
+            s.DEFAULT_UDP_RECEIVE_BUFFER,
+        )
         if len(self.issues) > before:
             return None
         if tls_listen is not None and tls is None:
@@ -154,7 +160,8 @@ class _Reader(_TrunkReader):
         if public is None:
             public = self.derive_public_host(listen, trunks)
         return SipSettings(
-            listen, public, agent, rtp, codecs, dtmf, tcp_listen, tls_listen, tls, dns_servers
+            listen, public, agent, rtp, codecs, dtmf, tcp_listen, tls_listen, tls, dns_servers,
+            trace, receive_buffer,
         )
 
     def sip_tls(self, node: Node | None, path: str) -> TlsFiles | None:

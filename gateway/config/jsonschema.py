@@ -140,6 +140,19 @@ def export_json_schema() -> dict[str, Any]:
                 "default": [],
                 "description": "Name servers for trunk lookups (NAPTR/SRV/A); the system's when empty.",
             },
+            "trace": {
+                "type": "boolean",
+                "default": False,
+                "description": "Log every SIP message (redacted) at debug level from the start; "
+                "`branchline trace on|off` switches it at run time.",
+            },
+            "udp_receive_buffer": {
+                "type": "integer",
+                "minimum": s.UDP_RECEIVE_BUFFER_MIN,
+                "maximum": s.UDP_RECEIVE_BUFFER_MAX,
+                "default": s.DEFAULT_UDP_RECEIVE_BUFFER,
+                "description": "SO_RCVBUF in bytes for the SIP UDP socket (bursts queue here).",
+            },
         },
         s.SIP_KEYS,
     )

@@ -53,6 +53,9 @@ TRUNK_BURST_MIN, TRUNK_BURST_MAX = 1.0, 100000.0
 DEFAULT_TRUNK_REQUEST_RATE, DEFAULT_TRUNK_REQUEST_BURST = 100.0, 500.0
 DEFAULT_TRUNK_CALL_RATE, DEFAULT_TRUNK_CALL_BURST = 10.0, 60.0
 MAX_DNS_SERVERS = 4
+#: SO_RCVBUF asked for the SIP UDP socket: room for a burst of some 800 datagrams.
+UDP_RECEIVE_BUFFER_MIN, UDP_RECEIVE_BUFFER_MAX = 4096, 64 * 1024 * 1024
+DEFAULT_UDP_RECEIVE_BUFFER = 1024 * 1024
 RTP_PORT_MIN, RTP_PORT_MAX = 1024, 65535
 
 #: Trunk names appear in route targets ("trunk:<name>"), logs and metrics labels.
@@ -96,6 +99,8 @@ SIP_KEYS: tuple[str, ...] = (
     "tls_listen",
     "tls",
     "dns_servers",
+    "trace",
+    "udp_receive_buffer",
 )
 SIP_TLS_KEYS: tuple[str, ...] = ("cert_file", "key_file", "ca_file", "verify_clients")
 TRUNK_TLS_KEYS: tuple[str, ...] = ("ca_file", "cert_file", "key_file", "server_name", "verify")
@@ -247,6 +252,8 @@ class SipSettings:
     tls_listen: HostPort | None = None
     tls: TlsFiles | None = None
     dns_servers: tuple[HostPort, ...] = ()
+    trace: bool = False
+    udp_receive_buffer: int = DEFAULT_UDP_RECEIVE_BUFFER
 
 
 @dataclass(frozen=True)
@@ -464,6 +471,8 @@ def _config_dict(config: Config, *, redact: bool) -> dict[str, Any]:
                 else None
             ),
             "dns_servers": [str(d) for d in s.dns_servers],
+            "trace": s.trace,
+            "udp_receive_buffer": s.udp_receive_buffer,
         },
         "trunks": [
             {

@@ -102,12 +102,14 @@ class Gateway(SipCalls):
         ua = self.ua
         s = cfg.sip
         self.sip = TransportManager(ua, self.loop, self._pump)
+        self.sip.trace.log_enabled = s.trace
         await self.sip.start(ListenSettings(
             udp=(listen.host, listen.port),
             tcp=(s.tcp_listen.host, s.tcp_listen.port) if s.tcp_listen else None,
             tls=(s.tls_listen.host, s.tls_listen.port) if s.tls_listen else None,
             tls_server=TlsServerSettings(s.tls.cert_file, s.tls.key_file, s.tls.ca_file,
                                          s.tls.verify_clients) if s.tls else None,
+            udp_receive_buffer=s.udp_receive_buffer,
         ))
         # Tests bind port 0: tell the agent which ports it actually got.
         ua.local_port = self.sip.ports["udp"]
@@ -485,7 +487,7 @@ class Gateway(SipCalls):
 
     # ------------------------------------------------------------------ control socket
 
-    async def _control(self, request: dict[str, Any]) -> dict[str, Any]:
+    async def _control(self, request: dict[str, Any]) -> Any:
         from gateway.runtime.control_handlers import handle
 
         return await handle(self, request)

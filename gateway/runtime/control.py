@@ -3,6 +3,9 @@
 Request:  {"cmd": "status", ...args}\\n
 Response: {"ok": true, "result": ...}\\n  or  {"ok": false, "error": "message"}\\n
 
+A streaming command (`trace`) answers with one response line and then keeps writing one
+JSON line per item until the client closes the connection (`ControlClient.stream`).
+
 The socket is the only way the `branchline` admin commands reach the daemon, so access is
 governed by its file mode (0660): root and the socket's group. A connection may carry many
 requests; each gets exactly one response line, in order. A bad request gets an error reply
@@ -19,7 +22,7 @@ import os
 import socket
 import stat
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Generator
 from types import TracebackType
 from typing import Any
 
@@ -36,6 +39,20 @@ Handler = Callable[[dict[str, Any]], Awaitable[Any]]
 
 class ControlError(Exception):
     """A control request failed: the daemon refused it, or the daemon could not be reached."""
+
+
+class Stream:
+    """A handler result that keeps the connection open after the response line.
+
+    `next_batch` waits for the next items (None ends the stream); `close` runs once when the
+    stream ends for any reason, the client going away included.
+    """
+
+    def __init__(self, head: Any, next_batch: Callable[[], Awaitable[list[Any] | None]],
+                 close: Callable[[], None]) -> None:
+        self.head = head
+        self.next_batch = next_batch
+        self.close = close
 
 
 def _error(message: str) -> dict[str, Any]:
@@ -142,8 +159,12 @@ class ControlServer:
                     line = await reader.readuntil(b"\n")
                 except asyncio.IncompleteReadError as exc:
                     if exc.partial.strip():  # last request without a newline
-                        writer.write(await self._answer(exc.partial))
-                        await writer.drain()
+                        answer = await self._answer(exc.partial)
+                        if isinstance(answer, Stream):
+                            answer.close()  # nobody is left to stream to
+                        else:
+                            writer.write(answer)
+                            await writer.drain()
                     break
                 except asyncio.LimitOverrunError:
                     more = await _discard_line(reader)
@@ -153,7 +174,11 @@ class ControlServer:
                         break
                     continue
                 if line.strip():
-                    writer.write(await self._answer(line))
+                    answer = await self._answer(line)
+                    if isinstance(answer, Stream):
+                        await self._stream(answer, reader, writer)
+                        break
+                    writer.write(answer)
                     await writer.drain()
         except ConnectionError:
             pass  # the client went away; nothing to answer
@@ -163,7 +188,32 @@ class ControlServer:
             if task is not None:
                 self._clients.discard(task)
 
-    async def _answer(self, line: bytes) -> bytes:
+    async def _stream(self, stream: Stream, reader: asyncio.StreamReader,
+                      writer: asyncio.StreamWriter) -> None:
+        """Write the head, then each batch, until the client closes (any byte or EOF)."""
+        hangup: asyncio.Future[bytes] = asyncio.ensure_future(reader.read(1))
+        try:
+            writer.write(_encode({"ok": True, "result": stream.head}))
+            await writer.drain()
+            while True:
+                batch: asyncio.Future[list[Any] | None] = asyncio.ensure_future(
+                    stream.next_batch())
+                pending: set[asyncio.Future[Any]] = {hangup, batch}
+                await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+                if hangup.done():
+                    batch.cancel()
+                    return
+                items = batch.result()
+                if items is None:
+                    return
+                for item in items:
+                    writer.write(_encode(item))
+                await writer.drain()
+        finally:
+            hangup.cancel()
+            stream.close()
+
+    async def _answer(self, line: bytes) -> bytes | Stream:
         try:
             request = json.loads(line)
         except (ValueError, UnicodeDecodeError) as exc:
@@ -180,6 +230,8 @@ class ControlServer:
         except Exception as exc:
             log.exception("control command %r failed", cmd)
             return _encode(_error(f"internal error in {cmd!r}: {type(exc).__name__}: {exc}"))
+        if isinstance(result, Stream):
+            return result
         try:
             return _encode({"ok": True, "result": result})
         except (TypeError, ValueError) as exc:
@@ -241,6 +293,54 @@ class ControlClient:
             except OSError as exc:
                 raise ControlError(f"connection to branchline daemon failed: {exc}") from exc
         return _unwrap(line)
+
+    def stream(self, cmd: str, **args: Any) -> Generator[Any, None, None]:
+        """Send a streaming command: yields its result, then every item the daemon sends,
+        until the daemon closes. Leaving the loop (or Ctrl-C) closes the connection."""
+        payload = _encode({"cmd": cmd, **args})
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+            sock.settimeout(self.timeout)
+            try:
+                sock.connect(self.path)
+                sock.sendall(payload)
+            except PermissionError as exc:
+                raise ControlError(
+                    f"permission denied on {self.path}: run as root or as a member of the "
+                    "socket's group"
+                ) from exc
+            except OSError as exc:
+                raise ControlError(
+                    f"cannot reach branchline daemon at {self.path}: is it running? ({exc})"
+                ) from exc
+            buffer = bytearray()
+            first = True
+            while True:
+                while b"\n" not in buffer:
+                    try:
+                        chunk = sock.recv(65536)
+                    except TimeoutError as exc:
+                        raise ControlError(
+                            f"no answer from branchline daemon at {self.path} within "
+                            f"{self.timeout:g} s") from exc
+                    if not chunk:
+                        if first:
+                            raise ControlError("branchline daemon closed the connection "
+                                               "without answering")
+                        return
+                    buffer += chunk
+                    if len(buffer) > MAX_RESPONSE:
+                        raise ControlError("answer from branchline daemon is too long")
+                end = buffer.index(b"\n")
+                line, buffer = bytes(buffer[:end]), buffer[end + 1:]
+                if first:
+                    first = False
+                    yield _unwrap(line)
+                    sock.settimeout(None)  # items come when the daemon has them
+                    continue
+                try:
+                    yield json.loads(line)
+                except ValueError as exc:
+                    raise ControlError(f"malformed item from branchline daemon: {exc}") from exc
 
     def _read_line(self, sock: socket.socket, deadline: float) -> bytes:
         buffer = bytearray()

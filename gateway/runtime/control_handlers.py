@@ -12,7 +12,7 @@ import enum
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from gateway.runtime.control import ControlError
+from gateway.runtime.control import ControlError, Stream
 from gateway.runtime.process import process_info
 
 if TYPE_CHECKING:
@@ -68,7 +68,8 @@ def status(gw: Gateway) -> dict[str, Any]:
         "calls": [c.describe(now) for c in gw.calls.values()],
         "sip": dict(gw.ua.stats) if gw.ua is not None else {},
         "sip_tables": gw.ua.table_sizes() if gw.ua is not None else {},
-        "transport": dict(gw.sip.stats) if gw.sip is not None else {},
+        "transport": {**gw.sip.stats, **gw.sip.kernel_stats()} if gw.sip is not None else {},
+        "sip_trace": gw.sip.trace.describe() if gw.sip is not None else {},
         "process": process_info(),
     }
 
@@ -183,7 +184,19 @@ async def phone(gw: Gateway, request: dict[str, Any]) -> dict[str, Any]:
     return line_state(gw, lp)
 
 
-async def handle(gw: Gateway, request: dict[str, Any]) -> dict[str, Any]:
+def trace(gw: Gateway, request: dict[str, Any]) -> dict[str, Any] | Stream:
+    """`trace on|off|status` switch the SIP trace in the debug log; `watch` streams it."""
+    from gateway.runtime.trace import trace_command
+
+    if gw.sip is None:
+        raise ControlCommandError("SIP is not running yet")
+    try:
+        return trace_command(gw.sip.trace, request)
+    except ValueError as exc:
+        raise ControlCommandError(str(exc)) from exc
+
+
+async def handle(gw: Gateway, request: dict[str, Any]) -> Any:
     """Dispatch one control request."""
     cmd = request.get("cmd")
     try:
@@ -195,7 +208,8 @@ async def handle(gw: Gateway, request: dict[str, Any]) -> dict[str, Any]:
             from gateway.runtime.control_security import handle as security
 
             return security(gw, request)
-        raise ControlCommandError(f"unknown command {cmd!r}: status, phone, security")
+        if cmd == "trace":
+            return trace(gw, request)
     except ControlCommandError:
         raise
     except Exception as exc:  # report, don't kill the daemon

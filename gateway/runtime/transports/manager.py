@@ -15,10 +15,13 @@ import asyncio
 import logging
 import re
 import ssl
+from collections import OrderedDict
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Protocol, cast
 
+from gateway.runtime.trace import SipTrace
+from gateway.runtime.transports.kernel import ListenError, set_receive_buffer, udp_socket_counters
 from gateway.runtime.transports.stream import Address, StreamConnection
 from gateway.runtime.transports.tls import (
     TlsClientSettings,
@@ -33,6 +36,10 @@ from gateway.sip.target import Outgoing, Target
 log = logging.getLogger("branchline.sip.transport")
 
 KEEPALIVE_MODES = ("options", "crlf", "none")
+#: How long the address of an inbound flow the peer closed is remembered: responses still
+#: due to it are dropped quietly instead of dialling back to a port nobody listens on.
+CLOSED_FLOW_MEMORY = 32.0
+MAX_CLOSED_FLOWS = 1024
 _VIA_ALIAS = re.compile(
     rb"^(?:via|v)[ \t]*:[ \t]*SIP/2\.0/(?:TCP|TLS)[ \t]+(\[[^\]]+\]|[^;:\s]+)(?::([0-9]+))?"
     rb"[^,\r\n]*;alias\b", re.I | re.M,
@@ -58,6 +65,12 @@ class ListenSettings:
     tcp: Address | None = None
     tls: Address | None = None
     tls_server: TlsServerSettings | None = None
+    #: SO_RCVBUF asked for the UDP socket (None keeps the kernel's default).
+    udp_receive_buffer: int | None = None
+    #: The config key each listener comes from, named when it cannot be opened.
+    config_keys: tuple[tuple[str, str], ...] = (
+        ("udp", "sip.listen"), ("tcp", "sip.tcp_listen"), ("tls", "sip.tls_listen"),
+    )
 
 
 class _Udp(asyncio.DatagramProtocol):
@@ -65,12 +78,18 @@ class _Udp(asyncio.DatagramProtocol):
         self.manager = manager
         self.transport: asyncio.DatagramTransport | None = None
         self.last_dest: Address | None = None
+        self.local: Address | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.DatagramTransport, transport)
+        name = transport.get_extra_info("sockname")
+        self.local = (str(name[0]), int(name[1])) if name else None
 
     def datagram_received(self, data: bytes, addr: tuple[str | int, ...]) -> None:
-        self.manager.deliver(data, (str(addr[0]), int(addr[1])), "udp")
+        remote = (str(addr[0]), int(addr[1]))
+        if self.manager.trace.active:
+            self.manager.trace.message("in", "udp", self.local, remote, data)
+        self.manager.deliver(data, remote, "udp")
         self.manager.after_input()
 
     def error_received(self, exc: Exception) -> None:
@@ -99,6 +118,9 @@ class TransportManager:
         self.connect_timeout = connect_timeout
         self.max_connections = max_connections
         self.ports: dict[str, int] = {}
+        self.trace = SipTrace()
+        #: SO_RCVBUF of the UDP socket as the kernel reports it (it doubles what is asked).
+        self.udp_receive_buffer: int | None = None
         self.stats: dict[str, int] = {
             "sent": 0, "send_failures": 0, "connects": 0, "connect_failures": 0,
             "accepted": 0, "refused": 0, "framing_errors": 0, "idle_closed": 0,
@@ -112,34 +134,74 @@ class TransportManager:
         self._keepalives: dict[str, asyncio.TimerHandle] = {}
         self._sweeper: asyncio.TimerHandle | None = None
         self._tasks: set[asyncio.Task[None]] = set()
+        self._closed_flows: OrderedDict[tuple[str, str, int], float] = OrderedDict()
 
     # -- life cycle
 
     async def start(self, listen: ListenSettings) -> None:
-        """Open the listeners; `ports` then holds the bound port of each."""
+        """Open the listeners; `ports` then holds the bound port of each.
+
+        A listener that cannot be opened raises `ListenError` naming the address and its
+        config key; the listeners already open are closed again.
+        """
+        keys = dict(listen.config_keys)
+        try:
+            await self._listen(listen, keys)
+        except Exception:
+            await self.close()
+            raise
+        self._arm_sweeper()
+
+    async def _listen(self, listen: ListenSettings, keys: dict[str, str]) -> None:
         if listen.udp is not None:
-            transport, proto = await self.loop.create_datagram_endpoint(
-                lambda: _Udp(self), local_addr=listen.udp
-            )
+            try:
+                transport, proto = await self.loop.create_datagram_endpoint(
+                    lambda: _Udp(self), local_addr=listen.udp
+                )
+            except OSError as exc:
+                raise ListenError("udp", listen.udp, keys.get("udp", "?"), exc) from None
             self._udp = proto
             self.ports["udp"] = int(transport.get_extra_info("sockname")[1])
+            if listen.udp_receive_buffer is not None:
+                sock = transport.get_extra_info("socket")
+                self.udp_receive_buffer = set_receive_buffer(sock, listen.udp_receive_buffer)
         if listen.tcp is not None:
-            server = await self.loop.create_server(
-                lambda: StreamConnection(self, "tcp", False), listen.tcp[0], listen.tcp[1]
-            )
+            try:
+                server = await self.loop.create_server(
+                    lambda: StreamConnection(self, "tcp", False), listen.tcp[0], listen.tcp[1]
+                )
+            except OSError as exc:
+                raise ListenError("tcp", listen.tcp, keys.get("tcp", "?"), exc) from None
             self._servers.append(server)
             self.ports["tcp"] = int(server.sockets[0].getsockname()[1])
         if listen.tls is not None:
             if listen.tls_server is None:
                 raise ValueError("a TLS listener needs sip.tls cert_file and key_file")
             ctx = server_context(listen.tls_server)
-            server = await self.loop.create_server(
-                lambda: StreamConnection(self, "tls", False), listen.tls[0], listen.tls[1],
-                ssl=ctx,
-            )
+            try:
+                server = await self.loop.create_server(
+                    lambda: StreamConnection(self, "tls", False), listen.tls[0], listen.tls[1],
+                    ssl=ctx,
+                )
+            except OSError as exc:
+                raise ListenError("tls", listen.tls, keys.get("tls", "?"), exc) from None
             self._servers.append(server)
             self.ports["tls"] = int(server.sockets[0].getsockname()[1])
-        self._arm_sweeper()
+
+    def kernel_stats(self) -> dict[str, int]:
+        """The UDP socket as the kernel sees it: receive buffer, queued bytes, drops.
+
+        `kernel_drops` counts datagrams the kernel threw away before we read them (a full
+        receive buffer during a burst, mostly).
+        """
+        out: dict[str, int] = {}
+        if self.udp_receive_buffer is not None:
+            out["udp_receive_buffer"] = self.udp_receive_buffer
+        if self._udp is not None and self._udp.transport is not None:
+            sock = self._udp.transport.get_extra_info("socket")
+            if sock is not None:
+                out.update(udp_socket_counters(sock))
+        return out
 
     async def close(self) -> None:
         """Close listeners, connections and timers."""
@@ -201,8 +263,14 @@ class TransportManager:
         if out.transport == "udp":
             self._send_udp(out.data, out.dest)
             return
-        conn = self._conns.get((out.transport, out.dest[0], out.dest[1]))
+        key = (out.transport, out.dest[0], out.dest[1])
+        conn = self._conns.get(key)
         if conn is None or conn.closed:
+            if out.data.startswith(b"SIP/2.0 ") and self._peer_closed(key):
+                # The client closed its own flow (RFC 3261 18.2.2 would dial back to the
+                # same ephemeral port, where nobody listens any more).
+                self.count("replies_after_close")
+                return
             conn = self._connect(out)
             if conn is None:
                 return
@@ -235,6 +303,8 @@ class TransportManager:
         try:
             self._udp.transport.sendto(data, dest)
             self.stats["sent"] += 1
+            if self.trace.active:
+                self.trace.message("out", "udp", self._udp.local, dest, data)
         except OSError as exc:
             log.warning("SIP send to %s:%s failed: %s", dest[0], dest[1], exc)
             self.stats["send_failures"] += 1
@@ -322,6 +392,10 @@ class TransportManager:
         self._drop(conn)
         if conn.closed_locally:
             return
+        if not conn.outbound and conn.peer is not None:
+            self._closed_flows[(conn.name, conn.peer[0], conn.peer[1])] = self.loop.time()
+            while len(self._closed_flows) > MAX_CLOSED_FLOWS:
+                self._closed_flows.popitem(last=False)
         dest = conn.key or conn.peer
         if dest is not None and (exc is not None or conn.outbound):
             self.report_error(dest, conn.name)
@@ -337,6 +411,15 @@ class TransportManager:
     def count(self, name: str) -> None:
         """Bump a counter in `stats`."""
         self.stats[name] = self.stats.get(name, 0) + 1
+
+    def _peer_closed(self, key: tuple[str, str, int]) -> bool:
+        closed_at = self._closed_flows.get(key)
+        if closed_at is None:
+            return False
+        if self.loop.time() - closed_at > CLOSED_FLOW_MEMORY:
+            del self._closed_flows[key]
+            return False
+        return True
 
     def _drop(self, conn: StreamConnection) -> None:
         for key in [k for k, c in self._conns.items() if c is conn]:

@@ -37,6 +37,7 @@ class StreamConnection(asyncio.Protocol):
         self.outbound = outbound
         self.key = key  # the address we dialled (outbound); peer address once connected
         self.peer: Address | None = None
+        self.local: Address | None = None
         self.framer = StreamFramer()
         self.transport: asyncio.Transport | None = None
         self.pending: list[bytes] = []
@@ -52,6 +53,8 @@ class StreamConnection(asyncio.Protocol):
         self.transport = transport
         peer = transport.get_extra_info("peername")
         self.peer = (str(peer[0]), int(peer[1])) if peer else self.key
+        local = transport.get_extra_info("sockname")
+        self.local = (str(local[0]), int(local[1])) if local else None
         self.last_activity = self.manager.loop.time()
         if not self.manager.accept_connection(self):
             transport.abort()
@@ -68,9 +71,15 @@ class StreamConnection(asyncio.Protocol):
         if pings and self.transport is not None:
             self._write(PONG * pings)
         addr = self.peer or ("0.0.0.0", 0)
+        trace = self.manager.trace
         for message in messages:
+            if trace.active:
+                trace.message("in", self.name, self.local, addr, message)
             self.manager.deliver(message, addr, self.name, self)
         if self.framer.error is not None:
+            if trace.active:  # the read that broke framing, as it came
+                trace.message("in", self.name, self.local, addr, data,
+                              malformed=f"framing: {self.framer.error}")
             log.warning("SIP %s from %s:%s cut off: %s", self.name, addr[0], addr[1],
                         self.framer.error)
             self.manager.count("framing_errors")
@@ -99,12 +108,18 @@ class StreamConnection(asyncio.Protocol):
 
     def _write(self, data: bytes) -> bool:
         assert self.transport is not None
+        if self.transport.is_closing():
+            # The peer went away (a failed send closes the transport); asyncio would log a
+            # warning for every further write, so the rest of the queue goes nowhere quietly.
+            return False
         if self.transport.get_write_buffer_size() > MAX_WRITE_BUFFER:
             log.warning("SIP %s peer %s is not reading; disconnecting", self.name, self.peer)
             self.abort()
             return False
         self.transport.write(data)
         self.last_activity = self.manager.loop.time()
+        if self.manager.trace.active and self.peer is not None:
+            self.manager.trace.message("out", self.name, self.local, self.peer, data)
         return True
 
     def close(self) -> None:
