@@ -33,6 +33,15 @@ Decisions, so the runtime knows what to expect:
 
 from __future__ import annotations
 
+from gateway.sip.call_state import (
+    ESTABLISHED,
+    Call,
+    CallInput,
+    CallState,
+    CallTimer,
+    OwnOffer,
+    SentAnswer,
+)
 from gateway.sip.dialog import incoming_request_dialog_id
 from gateway.sip.events import (
     CallUpdated,
@@ -60,7 +69,7 @@ from gateway.sip.transaction import (
     TxEvent,
 )
 from gateway.sip.ua_calls import UaCalls
-from gateway.sip.ua_core import ALLOW, SDP, Address, Call, CallState, RequestFilter
+from gateway.sip.ua_core import ALLOW, SDP, Address, RequestFilter
 
 __all__ = ["ALLOW", "SDP", "Address", "CallState", "RequestFilter", "UserAgent"]
 
@@ -87,7 +96,7 @@ class UserAgent(UaCalls):
         re-INVITE asked for while another offer is in progress fails at once with 491.
         """
         call = self._calls.get(call_id)
-        if call is None or call.state is not CallState.CONFIRMED or call.dialog is None:
+        if call is None or call.state not in ESTABLISHED or call.dialog is None:
             self._events.append(ReinviteFailed(call_id, 481))
             return
         if self._offer_pending(call):
@@ -98,10 +107,11 @@ class UserAgent(UaCalls):
     def answer_reinvite(self, call_id: str, sdp: bytes, now: float) -> None:
         """Answer the re-INVITE announced by `CallUpdated` with our SDP."""
         call = self._calls.get(call_id)
-        if call is None or call.reinvite_tx is None or call.reinvite_tx.final_sent:
+        tx = call.their_offer if call is not None else None
+        if call is None or tx is None or not call.can(CallInput.OFFER_ANSWERED):
             return
-        tx = call.reinvite_tx
         resp = self._dialog_response(call, tx.request, 200, sdp)
+        call.fire(CallInput.OFFER_ANSWERED)
         self._session_timer_answer(call, tx.request, resp, now)
         call.local_sdp = sdp
         tx.send_response(resp, now)
@@ -110,15 +120,15 @@ class UserAgent(UaCalls):
     def reject_reinvite(self, call_id: str, status: int, now: float) -> None:
         """Refuse a re-INVITE (e.g. 488 for an SDP we cannot accept); the call goes on."""
         call = self._calls.get(call_id)
-        if call is None or call.reinvite_tx is None or call.reinvite_tx.final_sent:
+        tx = call.their_offer if call is not None else None
+        if call is None or tx is None or call.fire(CallInput.OFFER_REFUSED) is None:
             return
-        call.reinvite_tx.send_response(
-            make_response(call.reinvite_tx.request, status, to_tag=call.local_tag), now)
+        tx.send_response(make_response(tx.request, status, to_tag=call.local_tag), now)
 
     def _offer_pending(self, call: Call) -> bool:
-        incoming = call.reinvite_tx is not None and not call.reinvite_tx.final_sent
-        outgoing = call.out_reinvite is not None or call.reinvite_retry_at is not None
-        return incoming or outgoing or call.ok is not None
+        """An offer is in flight either way, or ours waits out a 491 back-off."""
+        return (call.state is not CallState.CONFIRMED
+                or CallTimer.REINVITE_RETRY in call.timers)
 
     def _send_reinvite(self, call: Call, sdp: bytes, now: float, *, refresh: bool) -> None:
         assert call.dialog is not None
@@ -139,9 +149,8 @@ class UserAgent(UaCalls):
         tx = ClientInviteTransaction(req, now, reliable=call.target.reliable, t1=self.t1,
                                      t2=self.t2, dest=dest)
         self._apply_target(tx, call.target)
-        call.out_reinvite = tx
-        call.out_reinvite_sdp = sdp
-        call.out_reinvite_refresh = refresh
+        call.fire(CallInput.OFFER_SENT)
+        call.own_offer = OwnOffer(sdp, refresh, tx)
         acked: list[Request] = []
         self._track(tx, lambda ev, t: self._on_reinvite_events(call, tx, acked, ev, t))
 
@@ -149,11 +158,9 @@ class UserAgent(UaCalls):
                             acked: list[Request], events: list[TxEvent], now: float) -> None:
         for event in events:
             if isinstance(event, TransactionTimedOut):
-                if tx is call.out_reinvite:
-                    call.out_reinvite = None
-                    if call.state is CallState.CONFIRMED:
-                        self._send_bye(call, now)  # 14.1: 408 ends the dialog
-                        self._end(call, "timeout", 408, now)
+                if self._offer_done(call, tx) is not None:
+                    self._send_bye(call, now)  # 14.1: 408 ends the dialog
+                    self._end(call, "timeout", 408, now)
                 continue
             if not isinstance(event, ResponseReceived):
                 continue
@@ -171,32 +178,37 @@ class UserAgent(UaCalls):
                 acked.append(ack)
                 self._send_to(ack, self._dialog_dest(call.dialog, call.peer), call.target)
                 call.dialog.refresh_target(resp)
-                if tx is call.out_reinvite:
-                    call.out_reinvite = None
-                    call.local_sdp = call.out_reinvite_sdp
+                offer = self._offer_done(call, tx)
+                if offer is not None:
+                    call.local_sdp = offer.sdp
                     self._session_timer_start(call, resp, now)
-                    if not call.out_reinvite_refresh:
+                    if not offer.refresh:
                         self._events.append(ReinviteAnswered(call.call_id, resp.body))
                 continue
-            if tx is not call.out_reinvite:
-                continue
-            call.out_reinvite = None
-            self._reinvite_failed(call, resp.status, now)
+            offer = self._offer_done(call, tx)
+            if offer is not None:
+                self._reinvite_failed(call, offer, resp.status, now)
 
-    def _reinvite_failed(self, call: Call, status: int, now: float) -> None:
-        if call.state is not CallState.CONFIRMED:
-            return
+    def _offer_done(self, call: Call, tx: ClientInviteTransaction) -> OwnOffer | None:
+        """Our re-INVITE `tx` completed: its offer, or None if it is not the call's live one."""
+        offer = call.own_offer
+        if offer is None or offer.tx is not tx:
+            return None
+        call.own_offer = None
+        return offer if call.fire(CallInput.OFFER_DONE) is not None else None
+
+    def _reinvite_failed(self, call: Call, offer: OwnOffer, status: int, now: float) -> None:
         if status == 491:
             self.stats["glare"] += 1
             delay = (self.rng.uniform(2.1, 4.0) if call.uac else self.rng.uniform(0.0, 2.0))
-            call.reinvite_retry_at = now + delay
-            call.reinvite_retry_sdp = call.out_reinvite_sdp
+            call.own_offer = OwnOffer(offer.sdp, offer.refresh)
+            call.arm(CallTimer.REINVITE_RETRY, now + delay)
             return
         if status in (408, 481):
             self._send_bye(call, now)
             self._end(call, "timeout" if status == 408 else "dialog gone", status, now)
             return
-        if call.out_reinvite_refresh:
+        if offer.refresh:
             self._send_bye(call, now)
             self._end(call, "session refresh failed", status, now)
             return
@@ -229,7 +241,8 @@ class UserAgent(UaCalls):
         se = parse_session_expires(resp.headers.get("Session-Expires"))
         if se is None:
             call.se_interval = None
-            call.se_refresh_at = call.se_expire_at = None
+            call.disarm(CallTimer.SESSION_REFRESH)
+            call.disarm(CallTimer.SESSION_EXPIRE)
             return
         call.se_interval = max(se[0], 1)
         call.se_we_refresh = (se[1] or "uac") == "uac"
@@ -239,11 +252,11 @@ class UserAgent(UaCalls):
         if call.se_interval is None:
             return
         if call.se_we_refresh:
-            call.se_refresh_at = now + refresh_delay(call.se_interval)
-            call.se_expire_at = None
+            call.disarm(CallTimer.SESSION_EXPIRE)
+            call.arm(CallTimer.SESSION_REFRESH, now + refresh_delay(call.se_interval))
         else:
-            call.se_refresh_at = None
-            call.se_expire_at = now + expiry_delay(call.se_interval)
+            call.disarm(CallTimer.SESSION_REFRESH)
+            call.arm(CallTimer.SESSION_EXPIRE, now + expiry_delay(call.se_interval))
 
     # -- requests ----------------------------------------------------------------------
 
@@ -275,24 +288,23 @@ class UserAgent(UaCalls):
 
     def _on_ack(self, req: Request, now: float) -> None:
         call = self._find_dialog_call(req)
-        if call is None or call.ok is None or req.cseq.number != call.ok_cseq:
+        if call is None or call.answer is None or req.cseq.number != call.answer.cseq:
             self.stats["dropped"] += 1
             return
-        call.ok = None
-        call.ok_next = None
-        call.ok_giveup = None
-        if call.bye_after_ack:
-            call.bye_after_ack = False
-            self._send_bye(call, now)
+        offerless = call.state is CallState.ACCEPTED and not call.invite.body
+        call.answer = None
+        if call.state is CallState.ENDING:
+            self._send_bye(call, now)  # we hung up before this ACK (RFC 3261 15)
+            self._end(call, "local hangup", None, now, CallInput.ACKED)
             return
-        if call.offerless and req.body:
-            call.offerless = False
+        call.fire(CallInput.ACKED)
+        if offerless and req.body:  # the answer to our offer in the 2xx
             self._events.append(CallUpdated(call.call_id, req.body))
 
     def _on_in_dialog(self, req: Request, dest: Address, now: float) -> None:
         method = req.method.upper()
         call = self._find_dialog_call(req)
-        if call is None or call.state is CallState.ENDED:
+        if call is None or call.over:
             self._respond(req, 481, dest, now)
             return
         assert call.dialog is not None
@@ -317,12 +329,11 @@ class UserAgent(UaCalls):
 
     def _on_reinvite(self, call: Call, req: Request, dest: Address, now: float) -> None:
         assert call.dialog is not None
-        if call.out_reinvite is not None:
+        if call.state is CallState.OFFER_SENT:
             self.stats["glare"] += 1
             self._respond(req, 491, dest, now)  # 14.2: our own offer is pending
             return
-        pending = call.reinvite_tx is not None and not call.reinvite_tx.final_sent
-        if pending or call.ok is not None:
+        if not call.can(CallInput.OFFER_RECEIVED):  # an INVITE is in progress (14.2)
             self._respond(req, 500, dest, now, extra=[("Retry-After", "2")])
             return
         se = parse_session_expires(req.headers.get("Session-Expires"))
@@ -333,7 +344,8 @@ class UserAgent(UaCalls):
         assert isinstance(tx, ServerInviteTransaction)
         tx.send_response(make_response(req, 100), now)
         call.dialog.refresh_target(req)
-        call.reinvite_tx = tx
+        call.their_offer = tx
+        call.fire(CallInput.OFFER_RECEIVED)
         self._events.append(CallUpdated(call.call_id, req.body))
 
     def _on_info(self, call: Call, req: Request, dest: Address, now: float) -> None:
@@ -355,65 +367,48 @@ class UserAgent(UaCalls):
 
     def _start_2xx_retransmission(self, call: Call, resp: Response,
                                   tx: ServerInviteTransaction, now: float) -> None:
-        call.ok = resp
-        call.ok_dest = tx.dest
-        call.ok_cseq = tx.request.cseq.number
-        if tx.reliable:
-            call.ok_next = None
-        else:
-            call.ok_interval = self.t1
-            call.ok_next = now + self.t1
-        call.ok_giveup = now + 64 * self.t1
+        call.answer = SentAnswer(resp, tx.dest, tx.request.cseq.number, self.t1)
+        if not tx.reliable:
+            call.arm(CallTimer.OK_RETRANSMIT, now + self.t1)
+        call.arm(CallTimer.OK_GIVEUP, now + 64 * self.t1)
 
     def _call_timers(self, call: Call, now: float) -> None:
-        if call.alert_deadline is not None and call.alert_deadline <= now:
-            call.alert_deadline = None
-            if call.state is CallState.INCOMING:
-                self.stats["unanswered"] = self.stats.get("unanswered", 0) + 1
-                self.reject(call.call_id, 480, now)
-        if call.ok is not None and call.ok_giveup is not None and call.ok_giveup <= now:
-            call.ok = None
-            call.ok_next = None
-            call.ok_giveup = None
-            call.bye_after_ack = False
+        while (timer := call.pop_due(now)) is not None:
+            self._call_timer(call, timer, now)
+
+    def _call_timer(self, call: Call, timer: CallTimer, now: float) -> None:
+        if timer is CallTimer.ALERT:
+            self.stats["unanswered"] = self.stats.get("unanswered", 0) + 1
+            self.reject(call.call_id, 480, now)
+        elif timer is CallTimer.OK_GIVEUP:
+            call.answer = None
             self._send_bye(call, now)  # 13.3.1.4: confirmed but no ACK: end the session
-            self._end(call, "no ACK", None, now)
-        elif call.ok is not None and call.ok_next is not None and call.ok_next <= now:
-            if call.ok_dest is not None:
-                self._send_to(call.ok, call.ok_dest, call.target)
-            call.ok_interval = min(call.ok_interval * 2, self.t2)
-            call.ok_next = now + call.ok_interval
-            if call.ok_giveup is not None:
-                call.ok_next = min(call.ok_next, call.ok_giveup)
-        if call.target_deadline is not None and call.target_deadline <= now:
+            self._end(call, "no ACK", None, now, CallInput.NO_ACK)
+        elif timer is CallTimer.OK_RETRANSMIT and call.answer is not None:
+            answer = call.answer
+            if answer.dest is not None:
+                self._send_to(answer.response, answer.dest, call.target)
+            answer.interval = min(answer.interval * 2, self.t2)
+            giveup = call.timers.get(CallTimer.OK_GIVEUP, now + answer.interval)
+            call.arm(CallTimer.OK_RETRANSMIT, min(now + answer.interval, giveup))
+        elif timer is CallTimer.TARGET:
             self._target_silence(call, now)
-        if call.cancel_deadline is not None and call.cancel_deadline <= now:
-            call.cancel_deadline = None
+        elif timer is CallTimer.CANCEL:
             self._end(call, "cancelled", None, now)  # 9.1: no final after 64*T1
-        if call.reinvite_retry_at is not None and call.reinvite_retry_at <= now:
-            call.reinvite_retry_at = None
-            sdp = call.reinvite_retry_sdp if call.reinvite_retry_sdp is not None \
-                else call.local_sdp
-            call.reinvite_retry_sdp = None
-            if call.state is CallState.CONFIRMED and call.dialog is not None:
-                self._send_reinvite(call, sdp, now, refresh=call.out_reinvite_refresh)
-        self._session_timers(call, now)
-        if call.linger_until is not None and call.linger_until <= now and call.ok is None:
+        elif timer is CallTimer.REINVITE_RETRY and call.own_offer is not None:
+            if self._offer_pending(call):
+                call.arm(CallTimer.REINVITE_RETRY, now + 1.0)  # their offer goes first
+            else:
+                offer, call.own_offer = call.own_offer, None
+                self._send_reinvite(call, offer.sdp, now, refresh=offer.refresh)
+        elif timer is CallTimer.SESSION_REFRESH:
+            if self._offer_pending(call):
+                call.arm(CallTimer.SESSION_REFRESH, now + 1.0)  # let the offer finish first
+            else:
+                self._send_reinvite(call, call.local_sdp, now, refresh=True)
+        elif timer is CallTimer.SESSION_EXPIRE:
+            self.stats["session_expired"] += 1
+            self._send_bye(call, now)
+            self._end(call, "session expired", None, now)
+        elif timer is CallTimer.LINGER:
             self._calls.pop(call.call_id, None)
-
-    def _session_timers(self, call: Call, now: float) -> None:
-        if call.se_refresh_at is not None and call.se_refresh_at <= now:
-            call.se_refresh_at = None
-            if call.state is CallState.CONFIRMED and call.dialog is not None:
-                if self._offer_pending(call):
-                    call.se_refresh_at = now + 1.0  # let the pending offer finish first
-                else:
-                    self._send_reinvite(call, call.local_sdp, now, refresh=True)
-        if call.se_expire_at is not None and call.se_expire_at <= now:
-            call.se_expire_at = None
-            if call.state is CallState.CONFIRMED:
-                self.stats["session_expired"] += 1
-                self._send_bye(call, now)
-                self._end(call, "session expired", None, now)
-
-

@@ -12,6 +12,13 @@ from collections.abc import Sequence
 from dataclasses import replace
 
 from gateway.sip.auth import build_authorization, challenge_from
+from gateway.sip.call_state import (
+    SETTING_UP,
+    Call,
+    CallInput,
+    CallState,
+    CallTimer,
+)
 from gateway.sip.dialog import Dialog
 from gateway.sip.errors import SipError
 from gateway.sip.events import CallAnswered, CallEnded, CallProgress, IncomingCall
@@ -37,8 +44,6 @@ from gateway.sip.ua_core import (
     ALLOW,
     SDP,
     Address,
-    Call,
-    CallState,
     Handler,
     UaCore,
     is_ip,
@@ -140,45 +145,38 @@ class UaCalls(UaCore):
                     account_id=account_id, targets=tset, target_index=index,
                     local_sdp=sdp)
         call.visited.add(target_uri)
-        self._arm_target_timer(call, now)
         self._calls[call_id] = call
+        self._arm_target_timer(call, now)
         self._track(tx, lambda ev, t: self._on_invite_client_events(call, tx, ev, t))
         return call_id
 
     def cancel(self, call_id: str, now: float) -> None:
         """Abandon an unanswered outgoing call (CANCEL once a provisional arrived, 9.1)."""
         call = self._calls.get(call_id)
-        if call is None or not call.uac or call.state not in (CallState.CALLING,
-                                                              CallState.EARLY):
+        if call is None or not call.uac or call.fire(CallInput.CANCEL) is None:
             return
-        if call.cancel_requested:
-            return
-        call.cancel_requested = True
-        call.target_deadline = None
-        call.cancel_deadline = now + 64 * self.t1
-        if call.provisional_seen:
+        call.arm(CallTimer.CANCEL, now + 64 * self.t1)
+        if call.state is CallState.CANCELLING:  # a provisional came: CANCEL may go now
             self._send_cancel(call, now)
 
     def bye(self, call_id: str, now: float) -> None:
         """Hang up in any state: CANCEL, 480, or BYE as the state requires."""
         call = self._calls.get(call_id)
-        if call is None or call.state is CallState.ENDED:
+        if call is None or call.over:
             return
-        if call.uac and call.state in (CallState.CALLING, CallState.EARLY):
+        if call.state in SETTING_UP:
             self.cancel(call_id, now)
-        elif not call.uac and call.state in (CallState.INCOMING, CallState.EARLY):
+        elif call.state in (CallState.INCOMING, CallState.RINGING):
             self.reject(call_id, 480, now)
-        elif call.ok is not None:  # our 2xx not yet ACKed: BYE must wait (RFC 3261 15)
-            call.bye_after_ack = True
-            self._end(call, "local hangup", None, now)
         else:
-            self._send_bye(call, now)
-            self._end(call, "local hangup", None, now)
+            if call.answer is None:  # else our 2xx is not ACKed yet: BYE waits (RFC 3261 15)
+                self._send_bye(call, now)
+            self._end(call, "local hangup", None, now, CallInput.HANGUP)
 
     def call_state(self, call_id: str) -> str | None:
         """The call's state name, or None for unknown calls (for the control socket)."""
         call = self._calls.get(call_id)
-        return call.state.value if call is not None else None
+        return call.state.public if call is not None else None
 
     # -- incoming calls --------------------------------------------------------------
 
@@ -190,7 +188,7 @@ class UaCalls(UaCore):
         resp = self._dialog_response(call, call.invite, 183 if sdp else 180, sdp)
         if call.dialog is None:
             call.dialog = Dialog.from_uas_request(call.invite, call.local_tag, early=True)
-        call.state = CallState.EARLY
+        call.fire(CallInput.RING)
         assert isinstance(call.invite_tx, ServerInviteTransaction)
         call.invite_tx.send_response(resp, now)
 
@@ -200,11 +198,11 @@ class UaCalls(UaCore):
         if call is None:
             return
         resp = self._dialog_response(call, call.invite, 200, sdp)
-        self._session_timer_answer(call, call.invite, resp, now)
         if call.dialog is None:
             call.dialog = Dialog.from_uas_request(call.invite, call.local_tag, early=False)
         call.dialog.confirm()
-        call.state = CallState.CONFIRMED
+        call.fire(CallInput.ANSWER)
+        self._session_timer_answer(call, call.invite, resp, now)
         call.local_sdp = sdp
         assert isinstance(call.invite_tx, ServerInviteTransaction)
         call.invite_tx.send_response(resp, now)
@@ -244,9 +242,8 @@ class UaCalls(UaCore):
         return tx
 
     def _arm_target_timer(self, call: Call, now: float) -> None:
-        more = call.targets is not None and call.tried < len(call.targets)
-        call.any_response = False
-        call.target_deadline = now + self.target_timeout if more else None
+        if call.targets is not None and call.tried < len(call.targets):
+            call.arm(CallTimer.TARGET, now + self.target_timeout)
 
     def _reissue_invite(self, call: Call, now: float, *, target: Target | None = None,
                         uri: str | None = None,
@@ -276,12 +273,12 @@ class UaCalls(UaCore):
         call.invite_tx = tx
         call.target = target
         call.peer = target.addr
-        call.provisional_seen = False
+        call.fire(CallInput.REISSUED)
         self._track(tx, lambda ev, t: self._on_invite_client_events(call, tx, ev, t))
 
     def _fail_over(self, call: Call, now: float) -> bool:
         """Try the call's next target; False when there is none left."""
-        if call.targets is None or call.cancel_requested or call.state is CallState.ENDED:
+        if call.targets is None or not call.can(CallInput.REISSUED):
             return False
         nxt = call.targets.next_after(call.target_index, call.tried)
         if nxt is None:
@@ -295,9 +292,6 @@ class UaCalls(UaCore):
 
     def _target_silence(self, call: Call, now: float) -> None:
         """No response at all from the current target within `target_timeout`."""
-        call.target_deadline = None
-        if call.any_response:
-            return
         tx = call.invite_tx
         if isinstance(tx, ClientInviteTransaction) and not tx.terminated:
             tx.abandon()
@@ -305,7 +299,7 @@ class UaCalls(UaCore):
             self._end(call, "timeout", 408, now)
 
     def _follow_redirect(self, call: Call, resp: Response, now: float) -> bool:
-        if call.hops >= MAX_REDIRECTS or call.cancel_requested:
+        if call.hops >= MAX_REDIRECTS or not call.can(CallInput.REISSUED):
             return False
         contacts: list[NameAddr] = []
         for value in resp.headers.get_all("Contact"):
@@ -331,7 +325,7 @@ class UaCalls(UaCore):
                 host, port = uri.host_port(5061 if transport == "tls" else 5060)
                 target = Target(transport, host.strip("[]"), port)
             call.targets = None
-            call.target_deadline = None
+            call.disarm(CallTimer.TARGET)
             self._reissue_invite(call, now, target=target, uri=text)
             return True
         return False
@@ -358,9 +352,9 @@ class UaCalls(UaCore):
         for event in events:
             if isinstance(event, ResponseReceived):
                 resp = event.response
-                if tx is call.invite_tx and not call.any_response:
-                    call.any_response = True
-                    call.target_deadline = None
+                first = call.state in (CallState.CALLING, CallState.CANCEL_WAIT)
+                if tx is call.invite_tx and first:  # the target answers: no failover now
+                    call.disarm(CallTimer.TARGET)
                     if call.targets is not None and resp.status != 503:
                         call.targets.succeeded(call.target_index)
                 if 200 <= resp.status < 300:
@@ -368,7 +362,7 @@ class UaCalls(UaCore):
                 elif tx is call.invite_tx:
                     self._on_invite_response(call, resp, now)
             elif isinstance(event, TransactionTimedOut) and tx is call.invite_tx:
-                if call.cancel_requested:
+                if call.cancelling:
                     self._end(call, "cancelled", None, now)
                 elif event.reason == "transport error":
                     if not self._fail_over(call, now):
@@ -379,20 +373,17 @@ class UaCalls(UaCore):
     def _on_invite_response(self, call: Call, resp: Response, now: float) -> None:
         status = resp.status
         if status < 200:
-            call.provisional_seen = True
-            if call.cancel_requested:
+            new = call.fire(CallInput.TRYING if status == 100 else CallInput.PROVISIONAL)
+            if new is CallState.CANCELLING:  # the CANCEL waited for this provisional
                 self._send_cancel(call, now)
-                return
-            if status == 100 or call.state is CallState.ENDED:
-                return
-            if resp.to_tag and call.dialog is None:
-                call.dialog = Dialog.from_uac_response(call.invite, resp)
-            call.state = CallState.EARLY
-            self._events.append(CallProgress(call.call_id, status, resp.body or None))
+            elif new is CallState.EARLY:
+                if resp.to_tag and call.dialog is None:
+                    call.dialog = Dialog.from_uac_response(call.invite, resp)
+                self._events.append(CallProgress(call.call_id, status, resp.body or None))
             return
-        if call.state is CallState.ENDED:
+        if call.over:
             return
-        if not call.cancel_requested:
+        if not call.cancelling:
             if status in (401, 407) and self._retry_with_auth(call, resp, now):
                 return
             if status == 503 and self._fail_over(call, now):
@@ -401,7 +392,7 @@ class UaCalls(UaCore):
                 return
             if status == 422 and self._retry_session_interval(call, resp, now):
                 return
-        if call.cancel_requested:
+        if call.cancelling:
             self._end(call, "cancelled", status, now)
         elif status in (401, 407):
             self._end(call, "authentication failed", status, now)
@@ -411,9 +402,8 @@ class UaCalls(UaCore):
     def _retry_session_interval(self, call: Call, resp: Response, now: float) -> bool:
         """422 Session Interval Too Small: retry once with the peer's Min-SE (RFC 4028 7.4)."""
         minimum = parse_min_se(resp.headers.get("Min-SE"))
-        if call.se_retried or minimum is None or minimum > 86400:
-            return False
-        call.se_retried = True
+        if call.se_offer is not None or minimum is None or minimum > 86400:
+            return False  # retried once already, or no usable Min-SE
         call.se_offer = max(minimum, MIN_SE)
         self._reissue_invite(call, now, headers_extra=[
             ("Session-Expires", str(call.se_offer)), ("Min-SE", str(call.se_offer))])
@@ -446,12 +436,11 @@ class UaCalls(UaCore):
                                           via=self._via(call.target.transport))
         call.ack_dest = dest
         self._send_to(call.ack, dest, call.target)
-        if call.cancel_requested or call.state is CallState.ENDED:
+        if call.cancelling or call.over:
             self._send_bye(call, now)  # answered while we were cancelling
-            self._end(call, "cancelled", None, now)
+            self._end(call, "cancelled", None, now, CallInput.ANSWERED)
             return
-        call.state = CallState.CONFIRMED
-        call.cancel_deadline = None
+        call.fire(CallInput.ANSWERED)
         self._session_timer_start(call, resp, now)
         self._events.append(CallAnswered(call.call_id, resp.body))
 
@@ -482,9 +471,6 @@ class UaCalls(UaCore):
         return True
 
     def _send_cancel(self, call: Call, now: float) -> None:
-        if call.cancel_sent:
-            return
-        call.cancel_sent = True
         inv = call.invite
         headers = Headers()
         headers.add("Via", inv.headers.get_all("Via")[0])
@@ -506,7 +492,7 @@ class UaCalls(UaCore):
 
     def _on_invite(self, req: Request, addr: Address, dest: Address, now: float) -> None:
         existing = self._calls.get(req.call_id)
-        if existing is not None and existing.state is not CallState.ENDED:
+        if existing is not None and not existing.over:
             self._respond(req, 482, dest, now)  # merged/looped request (8.2.2.2)
             return
         if len(self._calls) >= self.max_calls:
@@ -532,9 +518,9 @@ class UaCalls(UaCore):
         tx.send_response(make_response(req, 100), now)
         target = Target(self._rx_transport, addr[0], addr[1])
         call = Call(req.call_id, False, addr, generate_tag(), req, tx, CallState.INCOMING,
-                    target, offerless=not req.body)
+                    target)
         # Safety net: an application that never answers must not keep the call forever.
-        call.alert_deadline = now + self.max_alerting
+        call.arm(CallTimer.ALERT, now + self.max_alerting)
         self._calls[req.call_id] = call
         self._events.append(IncomingCall(
             call_id=req.call_id, from_uri=str(from_addr.uri), from_display=from_addr.display,
@@ -560,24 +546,26 @@ class UaCalls(UaCore):
     def _send_to(self, msg: Request | Response, dest: Address, target: Target) -> None:
         self._out.append(Outgoing(bytes(msg), dest, target.transport, target.server_name))
 
-    def _end(self, call: Call, reason: str, status: int | None, now: float) -> None:
-        if call.state is CallState.ENDED:
+    def _end(self, call: Call, reason: str, status: int | None, now: float,
+             inp: CallInput = CallInput.END) -> None:
+        """Feed `inp` (END unless a more precise input applies); report the end once.
+
+        ENDED forgets our 2xx and lingers 64*T1 for retransmissions; ENDING (hung up
+        before the ACK) keeps retransmitting the 2xx and sends BYE after the ACK.
+        """
+        was_over = call.over
+        if call.fire(inp) is None:
             return
-        call.state = CallState.ENDED
-        call.cancel_deadline = None
-        call.target_deadline = None
-        call.reinvite_retry_at = None
-        call.se_refresh_at = None
-        call.se_expire_at = None
-        if not call.bye_after_ack:
-            call.ok = None
-            call.ok_next = None
-        call.linger_until = now + 64 * self.t1
-        self._events.append(CallEnded(call.call_id, reason, status))
+        if call.state is CallState.ENDED:
+            call.answer = None
+            call.arm(CallTimer.LINGER, now + 64 * self.t1)
+        if not was_over:
+            self._events.append(CallEnded(call.call_id, reason, status))
 
     def _uas_pending(self, call_id: str) -> Call | None:
         call = self._calls.get(call_id)
-        if call is None or call.uac or call.state not in (CallState.INCOMING, CallState.EARLY):
+        if call is None or call.uac or call.state not in (CallState.INCOMING,
+                                                          CallState.RINGING):
             return None
         return call
 

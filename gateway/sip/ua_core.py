@@ -15,10 +15,9 @@ import ipaddress
 import random
 from collections import OrderedDict, deque
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
-from enum import Enum
 
-from gateway.sip.dialog import Dialog, incoming_request_dialog_id
+from gateway.sip.call_state import Call
+from gateway.sip.dialog import incoming_request_dialog_id
 from gateway.sip.errors import SipError, SipParseError
 from gateway.sip.events import Drop, FilterVerdict, MessageDropped, Respond, UaEvent
 from gateway.sip.headers import Via, generate_branch, generate_tag
@@ -28,7 +27,6 @@ from gateway.sip.target import Outgoing, Target, TargetSet
 from gateway.sip.transaction import (
     T1,
     T2,
-    ClientInviteTransaction,
     RequestReceived,
     ServerInviteTransaction,
     ServerNonInviteTransaction,
@@ -46,80 +44,6 @@ RequestFilter = Callable[[Request, Address, str, float, bool], FilterVerdict | N
 Validator = Callable[[Request], Response | None]
 MAX_CALLS = 500
 MAX_TARGET_SETS = 64
-
-
-class CallState(Enum):
-    """Where a call stands; both roles share it."""
-
-    CALLING = "calling"
-    INCOMING = "incoming"
-    EARLY = "early"
-    CONFIRMED = "confirmed"
-    ENDED = "ended"
-
-
-@dataclass
-class Call:
-    """Everything the agent keeps per call (both roles); internal to the ua modules."""
-
-    call_id: str
-    uac: bool
-    peer: Address
-    local_tag: str
-    invite: Request
-    invite_tx: ClientInviteTransaction | ServerInviteTransaction
-    state: CallState
-    target: Target
-    account_id: str | None = None
-    dialog: Dialog | None = None
-    provisional_seen: bool = False
-    cancel_requested: bool = False
-    cancel_sent: bool = False
-    cancel_deadline: float | None = None
-    auth_nonce: str | None = None
-    auth_nc: int = 0
-    ack: Request | None = None
-    ack_dest: Address | None = None
-    ok: Response | None = None
-    ok_dest: Address | None = None
-    ok_cseq: int = 0
-    ok_next: float | None = None
-    ok_interval: float = T1
-    ok_giveup: float | None = None
-    bye_after_ack: bool = False
-    reinvite_tx: ServerInviteTransaction | None = None
-    offerless: bool = False
-    linger_until: float | None = None
-    # failover over RFC 3263 targets (UAC)
-    targets: TargetSet | None = None
-    target_index: int = 0
-    tried: int = 1
-    target_deadline: float | None = None
-    any_response: bool = False
-    # 3xx redirects (UAC)
-    hops: int = 0
-    visited: set[str] = field(default_factory=set)
-    # our own re-INVITE (hold/resume, session refresh)
-    out_reinvite: ClientInviteTransaction | None = None
-    out_reinvite_sdp: bytes = b""
-    out_reinvite_refresh: bool = False
-    reinvite_retry_at: float | None = None
-    reinvite_retry_sdp: bytes | None = None
-    # session timers (RFC 4028)
-    local_sdp: bytes = b""
-    se_interval: int | None = None
-    se_we_refresh: bool = False
-    se_refresh_at: float | None = None
-    se_expire_at: float | None = None
-    alert_deadline: float | None = None
-    se_retried: bool = False
-    se_offer: int | None = None
-
-    def deadlines(self) -> list[float | None]:
-        """Every call-level deadline, for `get_timer`."""
-        return [self.ok_next, self.cancel_deadline, self.linger_until, self.target_deadline,
-                self.reinvite_retry_at, self.se_refresh_at, self.se_expire_at,
-                self.alert_deadline]
 
 
 def is_ip(host: str) -> bool:
@@ -253,8 +177,7 @@ class UaCore:
         """Earliest absolute deadline the runtime must call `handle_timer` at."""
         times = [self._txl.get_timer()]
         times.extend(reg.get_timer() for reg in self._accounts.values())
-        for call in self._calls.values():
-            times.extend(call.deadlines())
+        times.extend(call.get_timer() for call in self._calls.values())
         due = [t for t in times if t is not None]
         return min(due) if due else None
 
