@@ -262,8 +262,27 @@ def format_status(result: Mapping[str, Any]) -> str:
                  "RTCP"],
                 calls,
             ),
+            *format_transport(result),
         ]
     )
+
+
+def format_transport(result: Mapping[str, Any]) -> list[str]:
+    """The SIP socket as the kernel sees it, and the trace; nothing when not reported."""
+    transport = result.get("transport")
+    if not isinstance(transport, Mapping) or "kernel_drops" not in transport:
+        return []
+    buffer = transport.get("udp_receive_buffer")
+    trace = result.get("sip_trace")
+    trace = trace if isinstance(trace, Mapping) else {}
+    return [
+        "",
+        "SIP transport",
+        f"  UDP receive buffer {_text(buffer)} bytes, kernel drops {transport['kernel_drops']}, "
+        f"queued {_text(transport.get('udp_rx_queue'))} bytes; "
+        f"trace in log {'on' if trace.get('log') else 'off'}, "
+        f"{trace.get('watchers', 0)} watcher(s)",
+    ]
 
 
 #: Words for the tone classes and line states the daemon reports.

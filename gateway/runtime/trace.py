@@ -23,10 +23,12 @@ log = logging.getLogger("branchline.sip.trace")
 
 Address = tuple[str, int]
 
-#: Records queued per watcher before new ones are dropped (and counted).
+#: Records, and bytes of message text, queued per watcher before new ones are dropped
+#: (and counted): a watcher costs at most about this much memory.
 WATCHER_QUEUE = 1000
+WATCHER_BYTES = 1024 * 1024
 #: Watchers at once; each is a control connection.
-MAX_WATCHERS = 16
+MAX_WATCHERS = 8
 
 
 def _addr(addr: Address | None) -> str:
@@ -39,9 +41,12 @@ def _addr(addr: Address | None) -> str:
 class TraceWatcher:
     """One `branchline trace` client: its filter, its bounded queue and its drop count."""
 
-    def __init__(self, flt: TraceFilter, limit: int = WATCHER_QUEUE) -> None:
+    def __init__(self, flt: TraceFilter, limit: int = WATCHER_QUEUE,
+                 byte_limit: int = WATCHER_BYTES) -> None:
         self.filter = flt
         self.limit = limit
+        self.byte_limit = byte_limit
+        self.queued_bytes = 0
         self.queue: deque[dict[str, Any]] = deque()
         self.dropped = 0
         self._reported_dropped = 0
@@ -50,10 +55,12 @@ class TraceWatcher:
 
     def offer(self, record: dict[str, Any]) -> bool:
         """Queue `record`; False (and counted) when the queue is full."""
-        if len(self.queue) >= self.limit:
+        size = len(record.get("text", ""))
+        if len(self.queue) >= self.limit or self.queued_bytes + size > self.byte_limit:
             self.dropped += 1
             return False
         self.queue.append(record)
+        self.queued_bytes += size
         self._wake.set()
         return True
 
@@ -71,6 +78,7 @@ class TraceWatcher:
             self._reported_dropped = self.dropped
         batch.extend(self.queue)
         self.queue.clear()
+        self.queued_bytes = 0
         return batch
 
     def close(self) -> None:

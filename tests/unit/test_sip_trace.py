@@ -104,6 +104,12 @@ def test_watcher_queue_is_bounded_and_counts_drops() -> None:
         hub.unwatch(slow)
         assert await slow.next_batch() is None
         assert not hub.active
+        # big messages are bounded by bytes as well as by count
+        big = hub.watch(TraceFilter())
+        for _ in range(40):
+            hub.message("in", "udp", None, ("192.0.2.7", 5060), REQUEST + b"x" * 60000)
+        assert big.queued_bytes <= big.byte_limit and big.dropped > 0
+        assert len(big.queue) + big.dropped == 40
 
     asyncio.run(run())
 

@@ -180,3 +180,17 @@ def test_config_keys(tmp_path: Path) -> None:
     props = export_json_schema()["properties"]["sip"]["properties"]
     assert props["trace"]["type"] == "boolean"
     assert props["udp_receive_buffer"]["default"] == 1024 * 1024
+
+
+def test_status_shows_kernel_drops_and_trace() -> None:
+    from gateway import cli
+
+    text = cli.format_status({"transport": {"sent": 3, "udp_receive_buffer": 2097152,
+                                            "kernel_drops": 334, "udp_rx_queue": 0},
+                              "sip_trace": {"log": True, "watchers": 1}})
+    assert text.splitlines()[-2:] == [
+        "SIP transport",
+        "  UDP receive buffer 2097152 bytes, kernel drops 334, queued 0 bytes; "
+        "trace in log on, 1 watcher(s)",
+    ]
+    assert "SIP transport" not in cli.format_status({"transport": {"sent": 3}})
