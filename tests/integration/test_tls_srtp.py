@@ -21,6 +21,7 @@ import datetime
 import ipaddress
 import re
 import secrets
+import subprocess
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -538,6 +539,60 @@ def assert_secure_call_audio(gw: GatewayProcess, bob: Baresip, tmp: Path) -> Non
     assert re.search(r"srtp", bob.log_text(), re.IGNORECASE)
 
 
+@dataclass(frozen=True)
+class TcpFlow:
+    local: tuple[str, int]
+    peer: tuple[str, int]
+    sent: int
+    received: int
+
+
+def established_tcp(pid: int) -> list[TcpFlow]:
+    """The established TCP connections of process `pid`, with their byte counts (`ss -tnpi`)."""
+    out = subprocess.run(["ss", "-tnpiH", "state", "established"], capture_output=True,
+                         text=True, check=True).stdout.splitlines()
+    flows: list[TcpFlow] = []
+    for head, info in zip(out[::2], out[1::2], strict=False):
+        if f"pid={pid}," not in head:
+            continue
+        local, peer = head.split()[2:4]
+        flows.append(TcpFlow(_ss_addr(local), _ss_addr(peer), _ss_count(info, "bytes_acked"),
+                             _ss_count(info, "bytes_received")))
+    return flows
+
+
+def _ss_addr(text: str) -> tuple[str, int]:
+    host, _, port = text.rpartition(":")
+    return host.strip("[]"), int(port)
+
+
+def _ss_count(info: str, name: str) -> int:
+    found = re.search(rf"\b{name}:(\d+)", info)
+    return int(found.group(1)) if found else 0
+
+
+def assert_sip_over_tls(gw: GatewayProcess, *, peer_port: int | None = None,
+                        local_port: int | None = None) -> None:
+    """The call's SIP went over a TLS listener: a live connection of the daemon that carried it.
+
+    The listener at the other end (baresip's TLS port, or our `tls_listen`) speaks nothing
+    but TLS, so a connection to it that carried a dialog's worth of bytes both ways is SIP
+    over TLS. A call signalled over UDP would leave no such connection.
+    """
+    assert gw._proc is not None  # noqa: SLF001 - the pid is all we need
+    flows = established_tcp(gw._proc.pid)  # noqa: SLF001
+    found = [f for f in flows
+             if (peer_port is None or f.peer[1] == peer_port)
+             and (local_port is None or f.local[1] == local_port)]
+    assert found, f"no TCP connection of the daemon to :{peer_port} / on :{local_port}: {flows}"
+    # A TLS handshake (certificate included) plus INVITE/SDP and its answers: each way
+    # well over a kilobyte.
+    assert max(f.sent for f in found) > 1000 and max(f.received for f in found) > 1000, found
+    transport = gw.status()["transport"]
+    key = "connects" if peer_port is not None else "accepted"
+    assert transport.get(key, 0) >= 1, transport
+
+
 def NEEDS_TLS(f):  # noqa: N802 - kept as a marker-like name; TLS is wired now
     return f
 
@@ -552,7 +607,7 @@ def test_tls_srtp_call_out_to_baresip(tls_setup: tuple[GatewayProcess, Baresip, 
     bob.wait_for_event("CALL_INCOMING", timeout=15)
     bob.accept()
     bob.wait_for_event("CALL_ESTABLISHED")
-    assert "transport=tls" in bob.log_text().lower() or "TLS" in bob.log_text()
+    assert_sip_over_tls(gw, peer_port=bob.tls_port)
     assert_secure_call_audio(gw, bob, tmp_path)
 
 
@@ -564,6 +619,7 @@ def test_tls_srtp_call_in_from_baresip(tls_setup: tuple[GatewayProcess, Baresip,
     gw.wait_until("line 1 rings", lambda: gw.line("1")["state"] == "ringing", timeout=15)
     gw.phone("1", "offhook")
     bob.wait_for_event("CALL_ESTABLISHED", timeout=10)
+    assert_sip_over_tls(gw, local_port=tls_port)
     assert_secure_call_audio(gw, bob, tmp_path)
 
 
