@@ -17,11 +17,12 @@ from dataclasses import dataclass
 from typing import Final, Literal, get_args
 
 from gateway.dsp import FRAME_BYTES, FRAME_SAMPLES, SAMPLE_RATE, SILENCE_FRAME, g711
+from gateway.media import secure
 from gateway.media.jitterbuffer import JitterBuffer
 from gateway.media.quality import ReceiveStats, mos, r_factor
 from gateway.media.rtcp import RtcpError, RtcpPacket, RtcpSession, SenderInfo, compound
 from gateway.media.rtp import RtpError, RtpPacket, is_rtcp
-from gateway.media.secure import DROP_REASONS, SrtpError, SrtpPair
+from gateway.media.secure import DROP_REASONS, SrtpPair
 from gateway.media.session import PacingSchedule, RtpSender
 from gateway.media.telephone_event import DigitReceived, DtmfReceiver, DtmfSender
 
@@ -277,7 +278,7 @@ class MediaStream:
         for packet in packets:
             try:
                 protected.append(self._srtp.send.protect(packet))
-            except SrtpError:
+            except secure.SrtpError:
                 self.srtp_protect_failed += 1  # never send what we could not protect
         return protected
 
@@ -291,7 +292,7 @@ class MediaStream:
             return rtcp
         try:
             return self._srtp.send.protect_rtcp(rtcp)
-        except SrtpError:
+        except secure.SrtpError:
             self.srtp_protect_failed += 1
             return None
 
@@ -333,7 +334,7 @@ class MediaStream:
             if self._srtp is not None:
                 try:
                     plain_rtcp = self._srtp.receive.unprotect_rtcp(data)
-                except SrtpError as exc:
+                except secure.SrtpError as exc:
                     self.srtcp_dropped[exc.reason] += 1
                     return events
             self.rtcp_received += 1
@@ -346,7 +347,7 @@ class MediaStream:
         if self._srtp is not None:
             try:
                 plain = self._srtp.receive.unprotect(data)
-            except SrtpError as exc:
+            except secure.SrtpError as exc:
                 self.srtp_dropped[exc.reason] += 1
                 return events
         try:

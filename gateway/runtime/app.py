@@ -116,6 +116,8 @@ class Gateway(SipCalls):
         ua.ports = dict(self.sip.ports)
         for t in cfg.trunks:
             await self._resolve_trunk(t)
+        if any(t.srtp != "off" for t in cfg.trunks):
+            import gateway.media.srtp  # noqa: F401  now, rather than in the first call's setup
         profile = get_profile(cfg.gateway.country)
         digit_map = DigitMap(cfg.dialplan.digit_map)
         for lc in cfg.lines:

@@ -3,7 +3,8 @@
 dnspython's asyncio resolver does the lookups against the configured name servers
 (`sip.dns_servers`, else the system's). Answers are cached for their TTL (bounded, with
 a floor and a ceiling) so a call attempt does not wait for DNS; an expired entry is simply
-looked up again on the next `resolve()`.
+looked up again on the next `resolve()`. dnspython is imported by the first lookup: a
+config whose trunks are IP literals (or that has none) never loads it.
 """
 
 from __future__ import annotations
@@ -14,14 +15,13 @@ import random
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-
-import dns.asyncresolver
-import dns.exception
-import dns.rdatatype
-import dns.resolver
+from typing import TYPE_CHECKING, Any
 
 from gateway.sip.dns import Answer, Naptr, Query, Srv, TargetSelection, is_ip
 from gateway.sip.target import Target
+
+if TYPE_CHECKING:
+    import dns.resolver
 
 log = logging.getLogger("branchline.dns")
 
@@ -48,16 +48,9 @@ class SipResolver:
     def __init__(self, nameservers: Sequence[tuple[str, int]] = (), *, timeout: float = 2.0,
                  rng: random.Random | None = None,
                  clock: Callable[[], float] | None = None) -> None:
-        self._resolver = dns.asyncresolver.Resolver(configure=not nameservers)
-        if nameservers:
-            self._resolver.nameservers = [host for host, _ in nameservers]
-            ports = {port for _, port in nameservers}
-            self._resolver.port = ports.pop() if len(ports) == 1 else 53
-            if ports:
-                log.warning("name servers on different ports; using port %s for all",
-                            self._resolver.port)
-        self._resolver.lifetime = timeout
-        self._resolver.timeout = timeout / 2
+        self._nameservers = tuple(nameservers)
+        self._timeout = timeout
+        self._resolver: Any = None  # dnspython's, made by the first lookup (see _dns)
         self.rng = rng or random.Random()
         self._clock = clock  # monotonic seconds; the running loop's clock when None
         self._cache: OrderedDict[Query, tuple[float, Answer, bool]] = OrderedDict()
@@ -117,6 +110,24 @@ class SipResolver:
         """One query through the TTL cache; errors and NXDOMAIN give an empty answer."""
         return (await self._entry(query))[1]
 
+    def _dns(self) -> Any:
+        """dnspython's resolver, imported and set up on first use."""
+        if self._resolver is None:
+            import dns.asyncresolver
+
+            resolver = dns.asyncresolver.Resolver(configure=not self._nameservers)
+            if self._nameservers:
+                resolver.nameservers = [host for host, _ in self._nameservers]
+                ports = {port for _, port in self._nameservers}
+                resolver.port = ports.pop() if len(ports) == 1 else 53
+                if ports:
+                    log.warning("name servers on different ports; using port %s for all",
+                                resolver.port)
+            resolver.lifetime = self._timeout
+            resolver.timeout = self._timeout / 2
+            self._resolver = resolver
+        return self._resolver
+
     def _now(self) -> float:
         return self._clock() if self._clock else asyncio.get_running_loop().time()
 
@@ -132,8 +143,11 @@ class SipResolver:
         ttl = NEGATIVE_TTL
         records: Answer = []
         failed = False
+        import dns.exception
+        import dns.resolver
+
         try:
-            answer = await self._resolver.resolve(query.name, query.rtype, search=False)
+            answer = await self._dns().resolve(query.name, query.rtype, search=False)
             records = _convert(query.rtype, answer)
             ttl = min(max(float(answer.rrset.ttl if answer.rrset else 0), MIN_TTL), MAX_TTL)
         except (dns.resolver.NXDOMAIN, dns.resolver.NoAnswer):
@@ -156,6 +170,8 @@ class SipResolver:
 
 
 def _convert(rtype: str, answer: dns.resolver.Answer) -> Answer:
+    import dns.rdatatype
+
     if rtype == "NAPTR":
         return [
             Naptr(r.order, r.preference, r.flags.decode(), r.service.decode(),
