@@ -33,14 +33,17 @@ import numpy as np
 from bench.capture import (
     PACKET_HOST,
     PACKET_OUTGOING,
+    Arrival,
     LoopbackCapture,
     PacingStats,
     PortSpan,
     RtpStream,
+    UdpDatagram,
     group_rtp_streams,
     pacing_stats,
     sdp_audio_ports,
 )
+from gateway.media.rtp import is_rtcp
 
 BARESIP_RTP: PortSpan = (20000, 29999)  # rtp_ports in tests/integration/peers/baresip.py
 GATEWAY_RTP: PortSpan = (30000, 30999)
@@ -63,6 +66,8 @@ class PacingReport:
     reference: PacingStats
     notes: list[str] = field(default_factory=list)
     capture: dict[str, int] = field(default_factory=dict)
+    starts: dict[str, dict[str, Any]] = field(default_factory=dict)  # per stream label
+    rtcp: dict[str, int] = field(default_factory=dict)  # RTCP datagrams per direction
 
     def ratios(self) -> dict[str, float | None]:
         """subject/reference for each deviation figure and for |drift|; None if undefined."""
@@ -103,6 +108,8 @@ class PacingReport:
                 k: (round(v, 3) if v is not None else None) for k, v in self.ratios().items()
             },
             "targets": self.targets(),
+            "starts": self.starts,
+            "rtcp": self.rtcp,
             "capture": self.capture,
             "notes": self.notes,
         }
@@ -125,6 +132,14 @@ class PacingReport:
             f"{_fmt_ratio(r['p50']):>8} {_fmt_ratio(r['p99']):>8} {_fmt_ratio(r['max']):>8} "
             f"{_fmt_ratio(r['drift']):>10}"
         )
+        for label, start in self.starts.items():
+            at = start["b2b_at"]
+            rows.append(
+                f"{label}: first interval off by {start['first_interval_ms']:.3f} ms; "
+                f"back-to-back at packet {', '.join(map(str, at)) if at else '-'}"
+            )
+        if self.rtcp:
+            rows.append("RTCP datagrams: " + ", ".join(f"{k} {v}" for k, v in self.rtcp.items()))
         targets = self.targets()
         if targets is not None:
             rows.append("")
@@ -256,6 +271,38 @@ def _capture_summary(cap: LoopbackCapture) -> dict[str, int]:
     }
 
 
+def stream_start(arrivals: Sequence[Arrival], clock_rate: int = 8000) -> dict[str, Any]:
+    """How the stream began, and where its back-to-back sends are.
+
+    A sender whose first tick sends two packets shows a first interval off by a whole
+    packet time (about 20 ms) and a back-to-back pair at packet 1; a stall in mid-call
+    shows pairs elsewhere, usually in both streams at once.
+    """
+    first = float("nan")
+    b2b: list[int] = []
+    for i in range(1, len(arrivals)):
+        (t0, s0, ts0), (t1, s1, ts1) = arrivals[i - 1], arrivals[i]
+        if (s1 - s0) % 65536 != 1:
+            continue
+        media = ((ts1 - ts0) % (1 << 32)) / clock_rate
+        if math.isnan(first):
+            first = abs((t1 - t0) - media)
+        if t1 - t0 < 0.25 * media:
+            b2b.append(i)
+    return {"first_interval_ms": round(1000 * first, 3), "b2b_at": b2b[:10]}
+
+
+def rtcp_counts(datagrams: Sequence[UdpDatagram], spans: dict[str, PortSpan]) -> dict[str, int]:
+    """RTCP datagrams (RFC 5761 packet types) by the sender's port range."""
+    counts = dict.fromkeys(spans, 0)
+    for d in datagrams:
+        if is_rtcp(d.payload):
+            for label, (lo, hi) in spans.items():
+                if lo <= d.sport <= hi:
+                    counts[label] += 1
+    return counts
+
+
 def _stream_stats(stream: RtpStream, dump_dir: Path | None, label: str) -> PacingStats:
     arrivals = stream.arrivals()
     if dump_dir is not None:
@@ -378,6 +425,7 @@ def run_gateway(seconds: float, workdir: Path, dump_dir: Path | None = None) -> 
     streams = group_rtp_streams(cap.datagrams)
     sent = _pick(streams, "gateway->baresip", sport_in=GATEWAY_RTP)
     received = _pick(streams, "baresip->gateway", sport_in=BARESIP_RTP)
+    main_pt = {"gateway->baresip": sent, "baresip->gateway": received}
     return PacingReport(
         mode="gateway",
         seconds=seconds,
@@ -387,6 +435,9 @@ def run_gateway(seconds: float, workdir: Path, dump_dir: Path | None = None) -> 
         reference=_stream_stats(received, dump_dir, "baresip->gateway"),
         notes=_capture_notes(cap),
         capture=_capture_summary(cap),
+        starts={k: stream_start(v.arrivals()) for k, v in main_pt.items()},
+        rtcp=rtcp_counts(cap.datagrams, {"gateway->baresip": GATEWAY_RTP,
+                                         "baresip->gateway": BARESIP_RTP}),
     )
 
 
