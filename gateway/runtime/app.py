@@ -70,6 +70,7 @@ class Gateway(SipCalls):
         self.sip: TransportManager | None = None
         self.resolver: SipResolver | None = None
         self.registrar_targets: dict[str, tuple[Target, ...]] = {}
+        self.registrar_dns: dict[str, str] = {}  # trunk -> why its registrar did not resolve
         self.proxy_targets: dict[str, tuple[Target, ...]] = {}
         self.clock = AudioClock(self.loop)
         self.control: ControlServer | None = None
@@ -164,12 +165,14 @@ class Gateway(SipCalls):
                 t.tls,
             )
         sn = self._server_name(t)
-        self.registrar_targets[t.name] = tuple(await self.resolver.resolve_trunk(
-            t.registrar.host, t.registrar.lookup_port, t.transport, server_name=sn))
+        registrar = await self.resolver.resolve_trunk_answer(
+            t.registrar.host, t.registrar.lookup_port, t.transport, server_name=sn)
+        self.registrar_targets[t.name] = registrar.targets
         self.proxy_targets[t.name] = tuple(await self.resolver.resolve_trunk(
             t.proxy.host, t.proxy.lookup_port, t.transport, server_name=sn))
-        if not self.registrar_targets[t.name]:
-            log.warning("trunk %s: registrar %s did not resolve", t.name, t.registrar.host)
+        if not registrar.targets:
+            self.registrar_dns[t.name] = registrar_dns_problem(t.registrar.host, registrar.failed)
+            log.warning("trunk %s: %s", t.name, self.registrar_dns[t.name])
         if t.keepalive == "crlf":
             self.sip.set_keepalive(t.name, self.proxy_targets[t.name], t.keepalive,
                                    t.keepalive_interval)
@@ -493,6 +496,13 @@ class Gateway(SipCalls):
         from gateway.runtime.control_handlers import handle
 
         return await handle(self, request)
+
+
+def registrar_dns_problem(host: str, lookup_failed: bool) -> str:
+    """Why a registrar has no address, for status and log: no such name, or no DNS answer."""
+    if lookup_failed:
+        return f"registrar {host}: DNS lookup failed (no answer from the name servers)"
+    return f"registrar {host}: DNS found no such name (NXDOMAIN or no address records)"
 
 
 def run(config: Config) -> int:

@@ -112,6 +112,7 @@ class SipCalls:
     route_guard: RouteGuard
     resolver: SipResolver | None
     registrar_targets: dict[str, tuple[Target, ...]]
+    registrar_dns: dict[str, str]
     proxy_targets: dict[str, tuple[Target, ...]]
 
     def _pump(self) -> None:
@@ -239,10 +240,15 @@ class SipCalls:
         match ev:
             case sev.RegistrationStateChanged():
                 reg = self.registrations.get(ev.account_id)
+                reason = ev.reason
+                if reg is not None and not ev.registered and not self.registrar_targets.get(
+                        reg.trunk):
+                    # "registrar unreachable" is true but sends admins to the firewall.
+                    reason = self.registrar_dns.get(reg.trunk, reason)
                 if reg is not None:
-                    reg.registered, reg.reason, reg.expires = ev.registered, ev.reason, ev.expires
+                    reg.registered, reg.reason, reg.expires = ev.registered, reason, ev.expires
                 log.info("registration %s: %s (%s)", ev.account_id,
-                         "registered" if ev.registered else "not registered", ev.reason)
+                         "registered" if ev.registered else "not registered", reason)
             case sev.IncomingCall():
                 self._spawn(self._incoming_call(ev))
             case sev.CallProgress():
