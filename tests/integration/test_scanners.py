@@ -26,6 +26,8 @@ from typing import Any
 
 import pytest
 
+from gateway.sip import auth
+
 from .conftest import require_binary
 from .gateway_proc import GatewayProcess
 from .peers.ports import free_port, release
@@ -173,6 +175,49 @@ def probe(port: int, method: str, ext: str, n: int) -> bytes:
                 return data
 
 
+def md5_guess(port: int, ext: str, password: str, n: int) -> int | None:
+    """REGISTER as `ext`, answer the MD5 challenge with `password`: the final status, or
+    None when the daemon stays silent (locked out)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind((TARGET_HOST, 0))
+        s.settimeout(2)
+        lport = s.getsockname()[1]
+        uri = f"sip:{TARGET_HOST}"
+
+        def register(cseq: int, authz: str | None) -> bytes | None:
+            msg = (
+                f"REGISTER {uri} SIP/2.0\r\n"
+                f"Via: SIP/2.0/UDP {TARGET_HOST}:{lport};branch=z9hG4bKguess{n}x{cseq};rport\r\n"
+                "Max-Forwards: 70\r\n"
+                f"From: <sip:{ext}@{TARGET_HOST}>;tag=guess{n}\r\n"
+                f"To: <sip:{ext}@{TARGET_HOST}>\r\n"
+                f"Call-ID: guess-{n}\r\n"
+                f"CSeq: {cseq} REGISTER\r\n"
+                f"Contact: <sip:{ext}@{TARGET_HOST}:{lport}>\r\n"
+                + (f"Authorization: {authz}\r\n" if authz else "")
+                + "Content-Length: 0\r\n\r\n"
+            )
+            s.sendto(msg.encode(), (TARGET_HOST, port))
+            try:
+                while True:
+                    data = s.recv(65535)
+                    if not data.startswith(b"SIP/2.0 100 "):
+                        return data
+            except TimeoutError:
+                return None
+
+        first = register(1, None)
+        if first is None:
+            return None
+        challenges = re.findall(r"(?m)^WWW-Authenticate: (Digest .*algorithm=MD5.*?)\r?$",
+                                first.decode(errors="replace"))
+        assert challenges, first
+        ch = auth.Challenge.parse(challenges[0])
+        answer = register(2, auth.build_authorization(ch, method="REGISTER", uri=uri,
+                                                      username=ext, password=password))
+        return None if answer is None else int(answer.split()[1])
+
+
 def normalise(wire: bytes, ext: str) -> str:
     text = wire.decode(errors="replace")
     text = re.sub(r'nonce="[^"]*"', 'nonce="N"', text)
@@ -231,10 +276,17 @@ def test_svcrack_is_rate_limited_and_cracks_nothing(daemon: GatewayProcess) -> N
     started = time.monotonic()
     with RingWatch(daemon) as watch:
         run = scans.svcrack(REAL[0], "1000-1300", give_up_after=5)
+        assert run.found_nothing and not run.table(), scans.transcript()
+        if "Unknown algorithm: sha-256" in run.output:
+            # sipvicious answers only the first challenge, and ours is SHA-256 (RFC 8760):
+            # it gives up before guessing, so guess the way it would, over MD5
+            statuses = [md5_guess(sip_port(daemon), REAL[0], f"{1000 + i}", i)
+                        for i in range(8)]
+            assert statuses == [403] * 5 + [None] * 3, statuses
+        else:
+            # svcrack itself reports that the daemon went quiet on it
+            assert "since we last received a response" in run.output, scans.transcript()
     elapsed = time.monotonic() - started
-    assert run.found_nothing and not run.table(), scans.transcript()
-    # svcrack itself reports that the daemon went quiet on it
-    assert "since we last received a response" in run.output, scans.transcript()
     limited = security_lines(daemon, "rate-limited")
     assert limited, daemon.log_text()[-3000:]
     assert 'bucket="auth-failure"' in limited[0]
