@@ -210,6 +210,7 @@ async def handle(gw: Gateway, request: dict[str, Any]) -> Any:
             return security(gw, request)
         if cmd == "trace":
             return trace(gw, request)
+        raise ControlCommandError(f"unknown command {cmd!r}: status, phone, security, trace")
     except ControlCommandError:
         raise
     except Exception as exc:  # report, don't kill the daemon
