@@ -11,6 +11,10 @@ test_first_call.py). During the call:
   is the packet count of our SR, `tx.lost` / `tx.jit` the loss and jitter (in us) of our
   report block about its stream, and `rtt` (us) is non-zero only once it has read the
   LSR/DLSR of a block of ours that echoed one of its SRs.
+
+It runs twice: plain RTP/RTCP, and SRTP with SDES (baresip `mediaenc=srtp`, the trunk's
+`srtp: offer`; `require` needs TLS signalling), where every report either way is SRTCP:
+the gateway counts one only once it authenticated, and plain RTCP would be dropped.
 """
 
 from __future__ import annotations
@@ -24,7 +28,7 @@ import pytest
 from .conftest import BaresipFactory, KamailioFactory
 from .gateway_proc import GatewayProcess
 from .peers.ports import free_port
-from .test_first_call import LINE_PASS, LINE_USER, call_auto_answering_bob, gateway_config
+from .test_first_call import LINE_PASS, LINE_USER, gateway_config
 
 pytestmark = [pytest.mark.peers, pytest.mark.slow]
 
@@ -33,14 +37,29 @@ def _rtcp_events(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return [e for e in events if e.get("type") == "CALL_RTCP"]
 
 
+@pytest.mark.parametrize("secure", [False, True], ids=["rtcp", "srtcp"])
 def test_daemon_and_baresip_exchange_rtcp_reports(
-    tmp_path: Path, kamailio_factory: KamailioFactory, baresip_factory: BaresipFactory
+    secure: bool, tmp_path: Path, kamailio_factory: KamailioFactory,
+    baresip_factory: BaresipFactory,
 ) -> None:
     trunk = kamailio_factory(users={LINE_USER: LINE_PASS, "300": "bob-pass-300"})
-    gw = GatewayProcess(tmp_path, gateway_config(trunk, free_port(), tmp_path))
+    config = gateway_config(trunk, free_port(), tmp_path)
+    if secure:
+        config = config.replace("    keepalive_interval: 1\n",
+                                "    keepalive_interval: 1\n    srtp: offer\n")
+        assert "srtp: offer" in config
+    gw = GatewayProcess(tmp_path, config)
     gw.start()
     try:
-        bob = call_auto_answering_bob(trunk, gw, baresip_factory)
+        bob = baresip_factory("300", trunk=trunk, password="bob-pass-300", tone=1000,
+                              answer_mode="auto", mediaenc="srtp" if secure else None)
+        bob.wait_registered()
+        gw.wait_until("line 1 registered", lambda: gw.registered("1"), timeout=10)
+        gw.phone("1", "offhook")
+        gw.phone("1", "dial", digits="300")
+        bob.wait_for_event("CALL_ESTABLISHED", timeout=15)
+        gw.wait_until("call connected", lambda: gw.line("1")["state"] == "connected",
+                      timeout=10)
         since = time.monotonic()
 
         def rtcp() -> dict[str, Any]:
@@ -73,6 +92,8 @@ def test_daemon_and_baresip_exchange_rtcp_reports(
         if code not in (0, None):
             print(gw.log_text()[-6000:])
 
+    assert stats["srtp"] == int(secure), stats
+    assert stats["srtcp_dropped_auth"] == 0 and stats["srtcp_dropped_replay"] == 0, stats
     # Baresip's reports, as the gateway read them.
     assert ours["sent"] >= 1 and ours["malformed"] == 0, ours
     rtt = ours["rtt_ms"]
