@@ -9,6 +9,44 @@ from __future__ import annotations
 from typing import Any
 
 from gateway.config import schema as s
+from hal.registry import FXS_BACKENDS, FXS_OPTIONS, OptionSpec
+
+_JSON_TYPES = {"int": "integer", "number": "number", "str": "string", "null": "null"}
+
+
+def _option_schema(spec: OptionSpec) -> dict[str, Any]:
+    types = [_JSON_TYPES[k] for k in spec.kinds]
+    out: dict[str, Any] = {"type": types[0] if len(types) == 1 else types,
+                           "description": spec.expected}
+    if spec.choices:
+        out["enum"] = [*spec.choices, *([None] if "null" in spec.kinds else [])]
+    if spec.minimum is not None:
+        out["minimum"] = spec.minimum
+    return out
+
+
+def _backend_options() -> list[dict[str, Any]]:
+    """Per backend, the options it takes (from hal/registry.py, like the loader's check)."""
+    rules: list[dict[str, Any]] = []
+    for backend in sorted(FXS_OPTIONS):
+        specs = FXS_OPTIONS[backend]
+        required = [k for k, spec in specs.items() if spec.required]
+        options: dict[str, Any] = {
+            "type": "object",
+            "properties": {k: _option_schema(spec) for k, spec in specs.items()},
+            "additionalProperties": False,
+        }
+        then: dict[str, Any] = {"properties": {"options": options}}
+        if required:
+            options["required"] = required
+            then["required"] = ["options"]
+        else:
+            then["properties"]["options"] = {"anyOf": [{"type": "null"}, options]}
+        rules.append({
+            "if": {"properties": {"backend": {"const": backend}}, "required": ["backend"]},
+            "then": then,
+        })
+    return rules
 
 
 def _obj(
@@ -285,22 +323,25 @@ def export_json_schema() -> dict[str, Any]:
                 pattern=f"^{s.LINE_NAME_PATTERN}$",
             ),
             "type": _enum(s.LINE_TYPES, s.DEFAULT_LINE_TYPE, "Port type."),
-            "backend": _string(
-                "hal backend name, e.g. sim or ag1171.", pattern=f"^{s.BACKEND_PATTERN}$"
-            ),
+            "backend": {
+                "type": "string",
+                "enum": sorted(FXS_BACKENDS),
+                "description": "hal backend name (hal/registry.py).",
+            },
             "number": _word(
                 "Local extension (digits; quote it to keep leading 0s).",
                 pattern=f"^{s.NUMBER_PATTERN}$",
             ),
             "display_name": _nullable(_string("Caller name sent with calls.")),
             "options": _nullable(
-                {"type": "object", "description": "Passed to the backend unchanged (e.g. pins)."}
+                {"type": "object", "description": "The backend's own options (e.g. pins)."}
             ),
             "trunk": _nullable(account),
         },
         s.LINE_KEYS,
         required=("name", "backend", "number"),
     )
+    line["allOf"] = _backend_options()
     route = _obj(
         {
             "pattern": _string(

@@ -132,3 +132,24 @@ def test_run_refuses_a_bad_backend_with_exit_2_and_no_traceback(tmp_path: Path) 
     assert "did you mean 'sim'?" in proc.stderr
     assert "Traceback" not in proc.stderr + proc.stdout
     assert "HalError" not in proc.stderr + proc.stdout
+
+
+def test_json_schema_knows_the_backends_and_their_options() -> None:
+    jsonschema = pytest.importorskip("jsonschema")
+    from gateway.config.jsonschema import export_json_schema
+
+    validator = jsonschema.Draft202012Validator(export_json_schema())
+
+    def errors(line: dict[str, object]) -> list[str]:
+        base = {"name": "1", "number": "101"}
+        return [e.message for e in validator.iter_errors({"lines": [{**base, **line}]})]
+
+    assert errors({"backend": "sim"}) == []
+    assert errors({"backend": "sim", "options": {"country": "DE", "auto_answer_ms": None}}) == []
+    assert errors({"backend": "ag1171",
+                   "options": {"shk_pin": 17, "rm_pin": "GPIO27", "fr_pin": 22}}) == []
+    assert errors({"backend": "simm"})
+    assert errors({"backend": "sim", "options": {"coutry": "DE"}})
+    assert errors({"backend": "sim", "options": {"clock": "frame"}})
+    assert errors({"backend": "ag1171"})  # its pins are required
+    assert errors({"backend": "ag1171", "options": {"shk_pin": 17, "rm_pin": [27], "fr_pin": 2}})
