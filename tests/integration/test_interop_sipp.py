@@ -239,6 +239,29 @@ def test_sipp_uas_challenges_gateway_invite(sipp_rig: SippRig, challenge: int) -
     wait_no_calls(rig.gw)
 
 
+@pytest.mark.parametrize("sipp_rig", [True], indirect=True, ids=["line-account-on-sipp"])
+def test_sipp_uas_several_challenges_gateway_skips_an_unknown_algorithm(
+        sipp_rig: SippRig) -> None:
+    """The 401 lists an algorithm nobody knows before MD5: the gateway answers the MD5 one."""
+    rig = sipp_rig
+    peer = rig.sipp("uas_auth_multi.xml", service=SIPP_USER, calls=None).start()
+    rig.gw.start()
+    rig.gw.wait_until("line registered on sipp", lambda: rig.gw.registered(LINE), timeout=10)
+    handset_calls_sipp(rig)
+    handset_talks(rig)
+    rig.gw.phone(LINE, "onhook")
+    code = peer.wait(15)
+    invites = peer.received("INVITE ")
+    assert len(invites) == 2, f"expected one challenged INVITE and one retry:\n{peer.report()}"
+    lines = [ln for ln in invites[1].splitlines() if ln.lower().startswith("authorization:")]
+    assert lines, f"retried INVITE has no Authorization:\n{invites[1]}"
+    params = digest_params(lines[0].split(":", 1)[1])
+    assert params.get("algorithm") == "MD5" and params["nonce"].endswith("x47a1"), params
+    assert params.get("response") == expected_digest(params, "INVITE", AUTH_PASS), params
+    assert_sipp_passed(peer, code, ok=(0, 97))
+    wait_no_calls(rig.gw)
+
+
 def test_sipp_uac_with_authentication_calls_gateway(sipp_rig: SippRig) -> None:
     rig = sipp_rig
     rig.gw.start()
