@@ -6,9 +6,10 @@ name; `datagrams_to_send()` is the older UDP-only view of the same queue), the n
 deadline from `get_timer`, and what happened from `next_event`. No sockets, no clock, no
 DNS: targets are passed in already resolved (see gateway/sip/target.py).
 
-The class is layered: ua_core.py (I/O, bounds, filter and validation hooks), ua_calls.py
-(call setup, failover, redirects) and this module (in-dialog requests, re-INVITE and
-glare, session timers, INFO DTMF).
+The agent is composed of parts with one job each (see gateway/sip/ua_core.py): the
+plumbing (`SipCore`), accounts (`Registrations`), the call table with its state machine
+(`CallTable`, call_state.py), our INVITE (`OutgoingCalls`) and later offers (`Reoffers`).
+This module takes messages in, routes them to the part that owns them and merges timers.
 
 Decisions, so the runtime knows what to expect:
 - An incoming INVITE gets 100 Trying at once, then `IncomingCall`.
@@ -33,48 +34,43 @@ Decisions, so the runtime knows what to expect:
 
 from __future__ import annotations
 
-from gateway.sip.call_state import (
-    ESTABLISHED,
-    Call,
-    CallInput,
-    CallState,
-    CallTimer,
-    OwnOffer,
-    SentAnswer,
+import random
+from collections.abc import Sequence
+
+from gateway.sip.call_state import SETTING_UP, Call, CallState
+from gateway.sip.errors import SipError, SipParseError
+from gateway.sip.events import Drop, MessageDropped, Respond, UaEvent
+from gateway.sip.message import Request, Response, parse_message
+from gateway.sip.registration import AccountSettings
+from gateway.sip.target import Outgoing, Target
+from gateway.sip.transaction import T1, T2, RequestReceived
+from gateway.sip.ua_accounts import Registrations
+from gateway.sip.ua_calls import CallTable
+from gateway.sip.ua_core import (
+    ALLOW,
+    MAX_CALLS,
+    SDP,
+    Address,
+    RequestFilter,
+    SipCore,
+    Validator,
 )
-from gateway.sip.dialog import incoming_request_dialog_id
-from gateway.sip.events import (
-    CallUpdated,
-    DtmfInfo,
-    ReinviteAnswered,
-    ReinviteFailed,
-)
-from gateway.sip.info import ACCEPTED as INFO_ACCEPT
-from gateway.sip.info import UnsupportedInfo, parse_dtmf_info
-from gateway.sip.message import Request, Response, make_response
-from gateway.sip.session_timer import (
-    MIN_SE,
-    expiry_delay,
-    format_session_expires,
-    parse_min_se,
-    parse_session_expires,
-    refresh_delay,
-    supports_timer,
-)
-from gateway.sip.transaction import (
-    ClientInviteTransaction,
-    ResponseReceived,
-    ServerInviteTransaction,
-    TransactionTimedOut,
-    TxEvent,
-)
-from gateway.sip.ua_calls import UaCalls
-from gateway.sip.ua_core import ALLOW, SDP, Address, RequestFilter
+from gateway.sip.ua_outgoing import OutgoingCalls
+from gateway.sip.ua_reinvite import Reoffers
 
 __all__ = ["ALLOW", "SDP", "Address", "CallState", "RequestFilter", "UserAgent"]
 
 
-class UserAgent(UaCalls):
+def _load_validator() -> Validator | None:
+    try:
+        from gateway.sip import validate
+    except ImportError:
+        return None
+    func = getattr(validate, "validate_request", None)
+    return func if callable(func) else None
+
+
+class UserAgent:
     """Calls and registrations over one local SIP identity, with no I/O of its own.
 
     Constructor keywords: local_host, local_port, transport ("udp" default for Via and
@@ -86,7 +82,217 @@ class UserAgent(UaCalls):
     rng (random.Random for the 491 back-off; injectable for tests).
     """
 
-    # -- re-INVITE (hold / resume) -------------------------------------------------------
+    def __init__(self, *, local_host: str, local_port: int, transport: str = "udp",
+                 user_agent: str = "Branchline/0.1", instance_id: str, t1: float = T1,
+                 t2: float = T2, target_timeout: float = 1.5,
+                 request_filter: RequestFilter | None = None,
+                 validator: Validator | None = None,
+                 max_server_transactions: int = 1000, max_calls: int = MAX_CALLS,
+                 ports: dict[str, int] | None = None,
+                 rng: random.Random | None = None) -> None:
+        self._core = SipCore(local_host=local_host, local_port=local_port,
+                             transport=transport, user_agent=user_agent,
+                             instance_id=instance_id, t1=t1, t2=t2,
+                             max_server_transactions=max_server_transactions, ports=ports,
+                             rng=rng)
+        self.request_filter = request_filter
+        self.validator = validator if validator is not None else _load_validator()
+        self._accounts = Registrations(self._core)
+        self._table = CallTable(self._core, max_calls=max_calls)
+        self._outgoing = OutgoingCalls(self._core, self._table, self._accounts,
+                                       target_timeout=target_timeout)
+        self._reoffers = Reoffers(self._core, self._table)
+        missing = self._table.missing_handlers()
+        if missing:
+            raise AssertionError(f"call timers without a handler: {sorted(t.name for t in missing)}")
+
+    # -- what the runtime reads ------------------------------------------------------------
+
+    @property
+    def local_host(self) -> str:
+        """The host in our Via and Contact."""
+        return self._core.local_host
+
+    @property
+    def local_port(self) -> int:
+        """The port in our Via and Contact (UDP, and other transports unless in `ports`).
+
+        Settable: the runtime learns the port it bound only after building the agent.
+        """
+        return self._core.local_port
+
+    @local_port.setter
+    def local_port(self, port: int) -> None:
+        self._core.local_port = port
+
+    @property
+    def ports(self) -> dict[str, int]:
+        """Listening port per transport where it differs from `local_port` (settable)."""
+        return self._core.ports
+
+    @ports.setter
+    def ports(self, ports: dict[str, int]) -> None:
+        self._core.ports = dict(ports)
+
+    @property
+    def transport(self) -> str:
+        """The default transport, upper case ("UDP")."""
+        return self._core.transport
+
+    @property
+    def stats(self) -> dict[str, int]:
+        """Counters: received, sent, malformed, dropped, filtered, overload, glare, ..."""
+        return self._core.stats
+
+    @property
+    def _calls(self) -> dict[str, Call]:
+        """The call table (tests look at dialogs and states through it)."""
+        return self._table.calls
+
+    # -- runtime I/O -----------------------------------------------------------------
+
+    def receive_datagram(self, data: bytes, addr: Address, now: float, *,
+                         transport: str = "udp") -> None:
+        """Feed one whole SIP message from `addr`; never raises.
+
+        For TCP/TLS the transport layer frames the stream (Content-Length) and passes one
+        message per call, with `transport="tcp"` or `"tls"`; responses to requests that
+        arrived that way go back over the same transport to `addr`.
+        """
+        core = self._core
+        core.stats["received"] += 1
+        core.rx_transport = transport.lower()
+        try:
+            if not data.strip(b"\r\n"):
+                return  # CRLF keep-alive (RFC 5626)
+            try:
+                msg = parse_message(data)
+            except SipParseError as exc:
+                core.malformed(exc, addr)
+                return
+            if isinstance(msg, Response):
+                self._on_response(msg, now)
+            else:
+                self._on_request(msg, addr, now)
+        except Exception as exc:  # the contract: one bad packet must not stop the agent
+            core.stats["internal_errors"] += 1
+            core.emit(MessageDropped(f"internal error: {type(exc).__name__}", addr))
+        finally:
+            core.rx_transport = "udp"
+        self._accounts.pull_events()
+
+    def messages_out(self) -> list[Outgoing]:
+        """Drain everything queued for the network, each with its transport and TLS name."""
+        out = self._core.take_output()
+        out.extend(self._accounts.take_output())
+        self._core.stats["sent"] += len(out)
+        return out
+
+    def datagrams_to_send(self) -> list[tuple[bytes, Address]]:
+        """Legacy UDP view of `messages_out()` (same queue): (bytes, destination) pairs.
+
+        The runtime switches to `messages_out()` once it has TCP/TLS sockets; until then
+        everything here is sent over UDP whatever transport it was meant for.
+        """
+        return [(o.data, o.dest) for o in self.messages_out()]
+
+    def transport_error(self, addr: Address, now: float, *, transport: str = "udp") -> None:
+        """The adapter saw ICMP unreachable, a refused connection or a send failure."""
+        transport = transport.lower()
+        core = self._core
+        for tx in core.txl.all():
+            if tx.dest == addr and tx.transport == transport and not tx.terminated:
+                core.route(tx, tx.transport_error(now), now)
+        self._accounts.transport_error(addr, transport, now)
+        self._accounts.pull_events()
+
+    def get_timer(self) -> float | None:
+        """Earliest absolute deadline the runtime must call `handle_timer` at."""
+        times = [self._core.txl.get_timer(), self._accounts.get_timer(),
+                 self._table.get_timer()]
+        due = [t for t in times if t is not None]
+        return min(due) if due else None
+
+    def handle_timer(self, now: float) -> None:
+        """Run every timer due at `now`."""
+        for tx, events in self._core.txl.handle_timer(now):
+            self._core.route(tx, events, now)
+        self._accounts.handle_timer(now)
+        self._table.handle_timer(now)
+        self._accounts.pull_events()
+
+    def next_event(self) -> UaEvent | None:
+        """The oldest undelivered event, or None."""
+        events = self._core.events
+        return events.popleft() if events else None
+
+    def table_sizes(self) -> dict[str, int]:
+        """How many entries each internal table holds (flood tests check they stay bounded)."""
+        return {**self._core.sizes(), "calls": len(self._table.calls)}
+
+    # -- accounts --------------------------------------------------------------------------
+
+    def add_account(self, account_id: str, settings: AccountSettings, now: float) -> None:
+        """Start registering `account_id` (replaces an account of the same id).
+
+        With `settings.targets` the REGISTER fails over like an INVITE and shares the
+        sticky target choice with calls that pass the same targets to `invite`.
+        """
+        self._accounts.add(account_id, settings, now)
+
+    def remove_account(self, account_id: str, now: float) -> None:
+        """Unregister; the account disappears once the registrar answered or timed out."""
+        self._accounts.remove(account_id, now)
+
+    def registration_state(self, account_id: str) -> dict[str, object]:
+        """Snapshot for the control socket: registered, phase, expires, reason..."""
+        return self._accounts.state(account_id)
+
+    # -- calls -----------------------------------------------------------------------------
+
+    def invite(self, *, target_uri: str, from_uri: str, dest: Address | Sequence[Target],
+               sdp: bytes, account_id: str | None = None, display_name: str | None = None,
+               now: float) -> str:
+        """Place a call; returns its Call-ID, the key of every later event and method.
+
+        `dest` is an address (sent over the agent's default transport) or an ordered
+        list of RFC 3263 targets, tried in turn with failover.
+        """
+        return self._outgoing.invite(target_uri=target_uri, from_uri=from_uri, dest=dest,
+                                     sdp=sdp, account_id=account_id,
+                                     display_name=display_name, now=now)
+
+    def cancel(self, call_id: str, now: float) -> None:
+        """Abandon an unanswered outgoing call (CANCEL once a provisional arrived, 9.1)."""
+        self._outgoing.cancel(call_id, now)
+
+    def bye(self, call_id: str, now: float) -> None:
+        """Hang up in any state: CANCEL, 480, or BYE as the state requires."""
+        call = self._table.get(call_id)
+        if call is None or call.over:
+            return
+        if call.state in SETTING_UP:
+            self._outgoing.cancel(call_id, now)
+        elif call.state in (CallState.INCOMING, CallState.RINGING):
+            self._table.reject(call_id, 480, now)
+        else:
+            self._table.hang_up(call, now)
+
+    def call_state(self, call_id: str) -> str | None:
+        """The call's state name, or None for unknown calls (for the control socket)."""
+        return self._table.state_name(call_id)
+
+    def ringing(self, call_id: str, now: float, *, sdp: bytes | None = None) -> None:
+        """Tell the caller we alert: 180, or 183 with early-media SDP."""
+        self._table.ringing(call_id, now, sdp=sdp)
+
+    def answer(self, call_id: str, sdp: bytes, now: float) -> None:
+        """Accept an incoming call with our SDP; 2xx is retransmitted until the ACK."""
+        self._table.answer(call_id, sdp, now)
+
+    def reject(self, call_id: str, status: int, now: float) -> None:
+        """Refuse an incoming call with a 300-699 status."""
+        self._table.reject(call_id, status, now)
 
     def reinvite(self, call_id: str, sdp: bytes, now: float) -> None:
         """Send a new offer in an established call (hold, resume).
@@ -95,320 +301,108 @@ class UserAgent(UaCalls):
         status)`; a 491 (glare) is retried by itself after the RFC 3261 14.1 delay. A
         re-INVITE asked for while another offer is in progress fails at once with 491.
         """
-        call = self._calls.get(call_id)
-        if call is None or call.state not in ESTABLISHED or call.dialog is None:
-            self._events.append(ReinviteFailed(call_id, 481))
-            return
-        if self._offer_pending(call):
-            self._events.append(ReinviteFailed(call_id, 491))
-            return
-        self._send_reinvite(call, sdp, now, refresh=False)
+        self._reoffers.reinvite(call_id, sdp, now)
 
     def answer_reinvite(self, call_id: str, sdp: bytes, now: float) -> None:
         """Answer the re-INVITE announced by `CallUpdated` with our SDP."""
-        call = self._calls.get(call_id)
-        tx = call.their_offer if call is not None else None
-        if call is None or tx is None or not call.can(CallInput.OFFER_ANSWERED):
-            return
-        resp = self._dialog_response(call, tx.request, 200, sdp)
-        call.fire(CallInput.OFFER_ANSWERED)
-        self._session_timer_answer(call, tx.request, resp, now)
-        call.local_sdp = sdp
-        tx.send_response(resp, now)
-        self._start_2xx_retransmission(call, resp, tx, now)
+        self._reoffers.answer_reinvite(call_id, sdp, now)
 
     def reject_reinvite(self, call_id: str, status: int, now: float) -> None:
         """Refuse a re-INVITE (e.g. 488 for an SDP we cannot accept); the call goes on."""
-        call = self._calls.get(call_id)
-        tx = call.their_offer if call is not None else None
-        if call is None or tx is None or call.fire(CallInput.OFFER_REFUSED) is None:
+        self._reoffers.reject_reinvite(call_id, status, now)
+
+    # -- routing what comes in -------------------------------------------------------------
+
+    def _on_response(self, resp: Response, now: float) -> None:
+        core = self._core
+        tx = core.txl.match_response(resp)
+        if tx is not None:
+            core.route(tx, tx.receive(resp, now), now)
             return
-        tx.send_response(make_response(tx.request, status, to_tag=call.local_tag), now)
+        if self._accounts.receive_response(resp, now) or self._outgoing.absorb_stray(resp):
+            return
+        core.stats["stray_responses"] += 1
 
-    def _offer_pending(self, call: Call) -> bool:
-        """An offer is in flight either way, or ours waits out a 491 back-off."""
-        return (call.state is not CallState.CONFIRMED
-                or CallTimer.REINVITE_RETRY in call.timers)
-
-    def _send_reinvite(self, call: Call, sdp: bytes, now: float, *, refresh: bool) -> None:
-        assert call.dialog is not None
-        extra = [("Allow", ALLOW), ("Supported", "timer"), ("User-Agent", self.user_agent)]
-        if call.se_interval is not None:
-            extra.append(("Session-Expires", format_session_expires(
-                call.se_interval, "uac" if call.se_we_refresh else "uas")))
-        user = None
+    def _on_request(self, req: Request, addr: Address, now: float) -> None:
+        core = self._core
         try:
-            user = call.invite.to_addr.uri.user if not call.uac else call.invite.from_addr.uri.user
-        except Exception:  # a URI without user part is fine
-            user = None
-        req = call.dialog.create_request(
-            "INVITE", via=self._via(call.target.transport),
-            contact=self._contact(user, call.target.transport), body=sdp,
-            content_type=SDP if sdp else None, extra=extra)
-        dest = self._dialog_dest(call.dialog, call.peer)
-        tx = ClientInviteTransaction(req, now, reliable=call.target.reliable, t1=self.t1,
-                                     t2=self.t2, dest=dest)
-        self._apply_target(tx, call.target)
-        call.fire(CallInput.OFFER_SENT)
-        call.own_offer = OwnOffer(sdp, refresh, tx)
-        acked: list[Request] = []
-        self._track(tx, lambda ev, t: self._on_reinvite_events(call, tx, acked, ev, t))
-
-    def _on_reinvite_events(self, call: Call, tx: ClientInviteTransaction,
-                            acked: list[Request], events: list[TxEvent], now: float) -> None:
-        for event in events:
-            if isinstance(event, TransactionTimedOut):
-                if self._offer_done(call, tx) is not None:
-                    self._send_bye(call, now)  # 14.1: 408 ends the dialog
-                    self._end(call, "timeout", 408, now)
-                continue
-            if not isinstance(event, ResponseReceived):
-                continue
-            resp = event.response
-            if resp.status < 200:
-                continue
-            assert call.dialog is not None
-            if resp.status < 300:
-                if acked:  # retransmitted 2xx: ACK again
-                    self._send_to(acked[0], self._dialog_dest(call.dialog, call.peer),
-                                  call.target)
-                    continue
-                ack = call.dialog.create_ack(tx.request.cseq.number,
-                                             via=self._via(call.target.transport))
-                acked.append(ack)
-                self._send_to(ack, self._dialog_dest(call.dialog, call.peer), call.target)
-                call.dialog.refresh_target(resp)
-                offer = self._offer_done(call, tx)
-                if offer is not None:
-                    call.local_sdp = offer.sdp
-                    self._session_timer_start(call, resp, now)
-                    if not offer.refresh:
-                        self._events.append(ReinviteAnswered(call.call_id, resp.body))
-                continue
-            offer = self._offer_done(call, tx)
-            if offer is not None:
-                self._reinvite_failed(call, offer, resp.status, now)
-
-    def _offer_done(self, call: Call, tx: ClientInviteTransaction) -> OwnOffer | None:
-        """Our re-INVITE `tx` completed: its offer, or None if it is not the call's live one."""
-        offer = call.own_offer
-        if offer is None or offer.tx is not tx:
-            return None
-        call.own_offer = None
-        return offer if call.fire(CallInput.OFFER_DONE) is not None else None
-
-    def _reinvite_failed(self, call: Call, offer: OwnOffer, status: int, now: float) -> None:
-        if status == 491:
-            self.stats["glare"] += 1
-            delay = (self.rng.uniform(2.1, 4.0) if call.uac else self.rng.uniform(0.0, 2.0))
-            call.own_offer = OwnOffer(offer.sdp, offer.refresh)
-            call.arm(CallTimer.REINVITE_RETRY, now + delay)
-            return
-        if status in (408, 481):
-            self._send_bye(call, now)
-            self._end(call, "timeout" if status == 408 else "dialog gone", status, now)
-            return
-        if offer.refresh:
-            self._send_bye(call, now)
-            self._end(call, "session refresh failed", status, now)
-            return
-        self._events.append(ReinviteFailed(call.call_id, status))
-
-    # -- session timers (RFC 4028) -------------------------------------------------------
-
-    def _session_timer_answer(self, call: Call, req: Request, resp: Response,
-                              now: float) -> None:
-        """Our 2xx to an (re-)INVITE: echo Session-Expires with a refresher when asked."""
-        resp.headers.add("Supported", "timer")
-        se = parse_session_expires(req.headers.get("Session-Expires"))
-        if se is None:
-            if call.se_interval is not None and not call.se_we_refresh:
-                self._arm_session(call, now)  # any re-INVITE from the refresher refreshes
-            return
-        interval = max(se[0], MIN_SE, parse_min_se(req.headers.get("Min-SE")) or 0)
-        refresher = se[1]
-        if refresher is None:
-            refresher = "uac" if supports_timer(req.headers.get_all("Supported")) else "uas"
-        resp.headers.add("Session-Expires", format_session_expires(interval, refresher))
-        if refresher == "uac":
-            resp.headers.add("Require", "timer")
-        call.se_interval = interval
-        call.se_we_refresh = refresher == "uas"
-        self._arm_session(call, now)
-
-    def _session_timer_start(self, call: Call, resp: Response, now: float) -> None:
-        """A 2xx to our (re-)INVITE: adopt the interval and refresher it names."""
-        se = parse_session_expires(resp.headers.get("Session-Expires"))
-        if se is None:
-            call.se_interval = None
-            call.disarm(CallTimer.SESSION_REFRESH)
-            call.disarm(CallTimer.SESSION_EXPIRE)
-            return
-        call.se_interval = max(se[0], 1)
-        call.se_we_refresh = (se[1] or "uac") == "uac"
-        self._arm_session(call, now)
-
-    def _arm_session(self, call: Call, now: float) -> None:
-        if call.se_interval is None:
-            return
-        if call.se_we_refresh:
-            call.disarm(CallTimer.SESSION_EXPIRE)
-            call.arm(CallTimer.SESSION_REFRESH, now + refresh_delay(call.se_interval))
-        else:
-            call.disarm(CallTimer.SESSION_REFRESH)
-            call.arm(CallTimer.SESSION_EXPIRE, now + expiry_delay(call.se_interval))
-
-    # -- requests ----------------------------------------------------------------------
-
-    def _on_new_request(self, req: Request, addr: Address, dest: Address, now: float,
-                        in_dialog: bool) -> None:
+            core.stamp_via(req, addr)
+        except SipError:
+            pass
+        dest = core.response_dest(req, addr)
         method = req.method.upper()
-        if req.to_tag:
+        tx = core.txl.match_request(req)
+        if tx is not None:  # retransmission or ACK for a non-2xx: absorbed here
+            for event in tx.receive(req, now):
+                if isinstance(event, RequestReceived):
+                    self._table.on_ack(event.request, now)
+            return
+        if method == "ACK":
+            self._table.on_ack(req, now)
+            return
+        if method == "CANCEL" and core.txl.invite_for_cancel(req) is not None:
+            self._table.on_cancel(req, dest, now)
+            return
+        in_dialog = self._table.is_in_dialog(req)
+        if self.request_filter is not None:
+            verdict = self.request_filter(req, addr, core.rx_transport, now, in_dialog)
+            if isinstance(verdict, Drop):
+                core.stats["filtered"] += 1
+                return
+            if isinstance(verdict, Respond):
+                core.stats["filter_responded"] += 1
+                if core.txl.server_full():  # a flood of challenges must not grow the table
+                    core.stats["overload"] += 1
+                    core.stateless(req, verdict.status, dest, list(verdict.headers))
+                else:
+                    core.respond(req, verdict.status, dest, now, reason=verdict.reason,
+                                 extra=list(verdict.headers))
+                return
+        if self.validator is not None:
+            refusal = self.validator(req)
+            if refusal is not None:
+                core.stats["invalid"] += 1
+                core.send_response_tx(req, refusal, dest, now)
+                return
+        if core.txl.server_full():
+            core.stats["overload"] += 1
+            core.stateless(req, 503, dest, [("Retry-After", "5")])
+            return
+        if method == "CANCEL":
+            core.respond(req, 481, dest, now)
+        elif req.to_tag:
             self._on_in_dialog(req, dest, now)
         elif method == "INVITE":
-            self._on_invite(req, addr, dest, now)
+            self._table.on_invite(req, addr, dest, now)
         elif method == "OPTIONS":
-            self._respond(req, 200, dest, now, extra=self._capabilities())
+            core.respond(req, 200, dest, now, extra=self._capabilities())
         elif method in ("BYE", "INFO"):
-            self._respond(req, 481, dest, now)
+            core.respond(req, 481, dest, now)
         else:
-            self._respond(req, 405, dest, now, extra=[("Allow", ALLOW)])
+            core.respond(req, 405, dest, now, extra=[("Allow", ALLOW)])
 
     def _capabilities(self) -> list[tuple[str, str]]:
         return [("Allow", ALLOW), ("Accept", SDP), ("Supported", "timer"),
-                ("User-Agent", self.user_agent)]
-
-    def _find_dialog_call(self, req: Request) -> Call | None:
-        call = self._calls.get(req.call_id)
-        if call is None or call.dialog is None:
-            return None
-        if incoming_request_dialog_id(req) != call.dialog.id:
-            return None
-        return call
-
-    def _on_ack(self, req: Request, now: float) -> None:
-        call = self._find_dialog_call(req)
-        if call is None or call.answer is None or req.cseq.number != call.answer.cseq:
-            self.stats["dropped"] += 1
-            return
-        offerless = call.state is CallState.ACCEPTED and not call.invite.body
-        call.answer = None
-        if call.state is CallState.ENDING:
-            self._send_bye(call, now)  # we hung up before this ACK (RFC 3261 15)
-            self._end(call, "local hangup", None, now, CallInput.ACKED)
-            return
-        call.fire(CallInput.ACKED)
-        if offerless and req.body:  # the answer to our offer in the 2xx
-            self._events.append(CallUpdated(call.call_id, req.body))
+                ("User-Agent", self._core.user_agent)]
 
     def _on_in_dialog(self, req: Request, dest: Address, now: float) -> None:
+        core = self._core
         method = req.method.upper()
-        call = self._find_dialog_call(req)
+        call = self._table.find_dialog_call(req)
         if call is None or call.over:
-            self._respond(req, 481, dest, now)
+            core.respond(req, 481, dest, now)
             return
         assert call.dialog is not None
         if not call.dialog.check_remote_cseq(req):
-            self._respond(req, 500, dest, now, extra=[("Retry-After", "1")])
+            core.respond(req, 500, dest, now, extra=[("Retry-After", "1")])
             return
         if method == "BYE":
-            self._respond(req, 200, dest, now)
-            if not call.uac and isinstance(call.invite_tx, ServerInviteTransaction) \
-                    and not call.invite_tx.final_sent:
-                call.invite_tx.send_response(
-                    make_response(call.invite, 487, to_tag=call.local_tag), now)
-            self._end(call, "remote hangup", None, now)
+            self._table.on_bye(call, req, dest, now)
         elif method == "INVITE":
-            self._on_reinvite(call, req, dest, now)
+            self._reoffers.on_reinvite(call, req, dest, now)
         elif method == "OPTIONS":
-            self._respond(req, 200, dest, now, extra=self._capabilities())
+            core.respond(req, 200, dest, now, extra=self._capabilities())
         elif method == "INFO":
-            self._on_info(call, req, dest, now)
+            self._reoffers.on_info(call, req, dest, now)
         else:
-            self._respond(req, 405, dest, now, extra=[("Allow", ALLOW)])
-
-    def _on_reinvite(self, call: Call, req: Request, dest: Address, now: float) -> None:
-        assert call.dialog is not None
-        if call.state is CallState.OFFER_SENT:
-            self.stats["glare"] += 1
-            self._respond(req, 491, dest, now)  # 14.2: our own offer is pending
-            return
-        if not call.can(CallInput.OFFER_RECEIVED):  # an INVITE is in progress (14.2)
-            self._respond(req, 500, dest, now, extra=[("Retry-After", "2")])
-            return
-        se = parse_session_expires(req.headers.get("Session-Expires"))
-        if se is not None and se[0] < MIN_SE:
-            self._respond(req, 422, dest, now, extra=[("Min-SE", str(MIN_SE))])
-            return
-        tx = self._server_tx(req, dest, now)
-        assert isinstance(tx, ServerInviteTransaction)
-        tx.send_response(make_response(req, 100), now)
-        call.dialog.refresh_target(req)
-        call.their_offer = tx
-        call.fire(CallInput.OFFER_RECEIVED)
-        self._events.append(CallUpdated(call.call_id, req.body))
-
-    def _on_info(self, call: Call, req: Request, dest: Address, now: float) -> None:
-        if not req.body:
-            self._respond(req, 200, dest, now)  # an empty INFO is a liveness check
-            return
-        try:
-            parsed = parse_dtmf_info(req.headers.get("Content-Type") or "", req.body)
-        except UnsupportedInfo:
-            self._respond(req, 415, dest, now, extra=[("Accept", INFO_ACCEPT)])
-            return
-        self._respond(req, 200, dest, now)
-        if parsed is not None:
-            self._events.append(DtmfInfo(call.call_id, parsed[0], parsed[1]))
-        else:
-            self.stats["dropped"] += 1
-
-    # -- call timers -----------------------------------------------------------------
-
-    def _start_2xx_retransmission(self, call: Call, resp: Response,
-                                  tx: ServerInviteTransaction, now: float) -> None:
-        call.answer = SentAnswer(resp, tx.dest, tx.request.cseq.number, self.t1)
-        if not tx.reliable:
-            call.arm(CallTimer.OK_RETRANSMIT, now + self.t1)
-        call.arm(CallTimer.OK_GIVEUP, now + 64 * self.t1)
-
-    def _call_timers(self, call: Call, now: float) -> None:
-        while (timer := call.pop_due(now)) is not None:
-            self._call_timer(call, timer, now)
-
-    def _call_timer(self, call: Call, timer: CallTimer, now: float) -> None:
-        if timer is CallTimer.ALERT:
-            self.stats["unanswered"] = self.stats.get("unanswered", 0) + 1
-            self.reject(call.call_id, 480, now)
-        elif timer is CallTimer.OK_GIVEUP:
-            call.answer = None
-            self._send_bye(call, now)  # 13.3.1.4: confirmed but no ACK: end the session
-            self._end(call, "no ACK", None, now, CallInput.NO_ACK)
-        elif timer is CallTimer.OK_RETRANSMIT and call.answer is not None:
-            answer = call.answer
-            if answer.dest is not None:
-                self._send_to(answer.response, answer.dest, call.target)
-            answer.interval = min(answer.interval * 2, self.t2)
-            giveup = call.timers.get(CallTimer.OK_GIVEUP, now + answer.interval)
-            call.arm(CallTimer.OK_RETRANSMIT, min(now + answer.interval, giveup))
-        elif timer is CallTimer.TARGET:
-            self._target_silence(call, now)
-        elif timer is CallTimer.CANCEL:
-            self._end(call, "cancelled", None, now)  # 9.1: no final after 64*T1
-        elif timer is CallTimer.REINVITE_RETRY and call.own_offer is not None:
-            if self._offer_pending(call):
-                call.arm(CallTimer.REINVITE_RETRY, now + 1.0)  # their offer goes first
-            else:
-                offer, call.own_offer = call.own_offer, None
-                self._send_reinvite(call, offer.sdp, now, refresh=offer.refresh)
-        elif timer is CallTimer.SESSION_REFRESH:
-            if self._offer_pending(call):
-                call.arm(CallTimer.SESSION_REFRESH, now + 1.0)  # let the offer finish first
-            else:
-                self._send_reinvite(call, call.local_sdp, now, refresh=True)
-        elif timer is CallTimer.SESSION_EXPIRE:
-            self.stats["session_expired"] += 1
-            self._send_bye(call, now)
-            self._end(call, "session expired", None, now)
-        elif timer is CallTimer.LINGER:
-            self._calls.pop(call.call_id, None)
+            core.respond(req, 405, dest, now, extra=[("Allow", ALLOW)])
