@@ -2,7 +2,7 @@
 
 The table itself: complete, no dead ends, illegal entries raise, timers follow the state.
 Then the user agent driven through whole calls, checking after every message that each
-call holds only timers its state allows.
+call holds only timers its state allows, and the composed agent handling every timer.
 """
 
 from __future__ import annotations
@@ -28,6 +28,8 @@ from gateway.sip.message import Response, build_request
 from gateway.sip.target import Target
 from gateway.sip.transaction import ServerInviteTransaction
 from gateway.sip.ua import UserAgent
+from gateway.sip.ua_calls import CallTable
+from gateway.sip.ua_core import SipCore
 
 A = ("127.0.0.1", 5060)
 B = ("127.0.0.1", 5070)
@@ -294,3 +296,15 @@ def test_call_state_keeps_its_coarse_public_names() -> None:
     assert ua.call_state(inc.call_id) == "confirmed"
     ua.bye(inc.call_id, 0.1)
     assert ua.call_state(inc.call_id) == "ended"
+
+
+def test_every_call_timer_has_exactly_one_handler_in_the_composed_agent() -> None:
+    core = SipCore(local_host="127.0.0.1", local_port=5060, transport="udp",
+                   user_agent="t", instance_id="urn:uuid:0")
+    table = CallTable(core)
+    assert table.missing_handlers() == {CallTimer.TARGET, CallTimer.CANCEL,
+                                        CallTimer.REINVITE_RETRY, CallTimer.SESSION_REFRESH,
+                                        CallTimer.SESSION_EXPIRE}
+    assert make_ua(A)._table.missing_handlers() == set()  # noqa: SLF001
+    with pytest.raises(ValueError, match="LINGER already has a handler"):
+        table.on_timer(CallTimer.LINGER, lambda call, now: None)
