@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import random
 import secrets
+from pathlib import Path
 
 import pytest
 
@@ -265,3 +266,26 @@ def test_final_report_ends_in_bye() -> None:
     assert data is not None
     packets = parse_compound(data)
     assert isinstance(packets[0], ReceiverReport) and packets[-1] == Bye((0xA,), "hangup")
+
+
+# ---------------------------------------------------------------- captured from baresip
+
+DATA = Path(__file__).parent.parent / "data" / "rtcp"
+
+
+@pytest.mark.parametrize("name", sorted(p.name for p in DATA.glob("*.bin")))
+def test_captured_rtcp_round_trips_byte_for_byte(name: str) -> None:
+    data = (DATA / name).read_bytes()
+    assert compound(parse_compound(data)) == data
+
+
+def test_captured_baresip_report_fields() -> None:
+    sr, sdes = parse_compound((DATA / "baresip-sr-lsr-sdes.bin").read_bytes())
+    assert isinstance(sr, SenderReport) and sr.packet_count == 500 and sr.octet_count == 80000
+    (block,) = sr.reports
+    assert block.lsr != 0 and block.dlsr > 0 and block.cumulative_lost == 0
+    assert sdes == SourceDescription.cname(sr.ssrc, "sip:300@127.0.0.1")
+    bye, _ = parse_compound((DATA / "baresip-bye-sdes.bin").read_bytes())
+    assert bye == Bye((sr.ssrc,), "Adjo")
+    (app,) = parse_compound((DATA / "baresip-app-ping.bin").read_bytes())
+    assert isinstance(app, UnknownRtcp) and app.packet_type == 204 and b"PING" in app.body
