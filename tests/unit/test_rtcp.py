@@ -283,7 +283,10 @@ def test_captured_baresip_report_fields() -> None:
     sr, sdes = parse_compound((DATA / "baresip-sr-lsr-sdes.bin").read_bytes())
     assert isinstance(sr, SenderReport) and sr.packet_count == 500 and sr.octet_count == 80000
     (block,) = sr.reports
-    assert block.lsr != 0 and block.dlsr > 0 and block.cumulative_lost == 0
+    assert block.dlsr > 0 and block.cumulative_lost == 0
+    ours, _ = parse_compound((DATA / "gateway-sr-sdes.bin").read_bytes())
+    assert isinstance(ours, SenderReport) and block.ssrc == ours.ssrc
+    assert block.lsr == ntp_middle(ours.ntp_timestamp)  # baresip echoed our SR's time
     assert sdes == SourceDescription.cname(sr.ssrc, "sip:300@127.0.0.1")
     bye, _ = parse_compound((DATA / "baresip-bye-sdes.bin").read_bytes())
     assert bye == Bye((sr.ssrc,), "Adjo")
