@@ -150,6 +150,8 @@ class SenderReport:
     def __bytes__(self) -> bytes:
         for name in ("ssrc", "rtp_timestamp", "packet_count", "octet_count"):
             _check_u32(name, getattr(self, name))
+        if not 0 <= self.ntp_timestamp < 1 << 64:
+            raise ValueError(f"RTCP NTP timestamp must be 0..2**64-1, got {self.ntp_timestamp}")
         body = _SENDER.pack(self.ssrc, self.ntp_timestamp, self.rtp_timestamp,
                             self.packet_count, self.octet_count)
         body += b"".join(bytes(b) for b in self.reports)
