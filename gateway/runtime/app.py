@@ -89,8 +89,10 @@ class Gateway(SipCalls):
         listen = cfg.sip.listen
         self.resolver = SipResolver([(d.host, d.port) for d in cfg.sip.dns_servers])
         self.edge = build_edge(cfg, trunk_limits=trunk_limits(cfg.trunks))
-        # Trunk host names are trusted by what DNS says, re-asked as answers expire.
-        self.trunk_trust = TrunkTrust(cfg.trunks, self.edge, self.resolver, self.loop)
+        # Trunk host names are trusted, and sent to, by what DNS says, re-asked as answers
+        # expire: one lookup feeds the ACL and the registrar and proxy targets.
+        self.trunk_trust = TrunkTrust(cfg.trunks, self.edge, self.resolver, self.loop,
+                                      on_targets=self._trunk_dns_changed)
         await self.trunk_trust.start()
         self.ua = UserAgent(
             local_host=cfg.sip.public_host,
@@ -165,17 +167,52 @@ class Gateway(SipCalls):
                 t.tls,
             )
         sn = self._server_name(t)
-        registrar = await self.resolver.resolve_trunk_answer(
-            t.registrar.host, t.registrar.lookup_port, t.transport, server_name=sn)
-        self.registrar_targets[t.name] = registrar.targets
-        self.proxy_targets[t.name] = tuple(await self.resolver.resolve_trunk(
-            t.proxy.host, t.proxy.lookup_port, t.transport, server_name=sn))
-        if not registrar.targets:
-            self.registrar_dns[t.name] = registrar_dns_problem(t.registrar.host, registrar.failed)
+        found: list[tuple[Target, ...]] = []
+        for hp in (t.registrar, t.proxy):  # names come from the trust's lookups, kept fresh
+            named = self.trunk_trust.targets_for(t, hp) if self.trunk_trust else None
+            found.append(named if named is not None else tuple(
+                await self.resolver.resolve_trunk(hp.host, hp.lookup_port, t.transport,
+                                                  server_name=sn)))
+        self._set_trunk_targets(t, found[0], found[1])
+
+    def _set_trunk_targets(self, t: TrunkConfig, registrar: tuple[Target, ...],
+                           proxy: tuple[Target, ...]) -> None:
+        """Send to these targets from now on: REGISTERs, INVITEs and keep-alives."""
+        assert self.sip is not None
+        self.registrar_targets[t.name] = registrar
+        self.proxy_targets[t.name] = proxy
+        if registrar:
+            self.registrar_dns.pop(t.name, None)
+        else:
+            failed = self.trunk_trust.lookup_failed(t, t.registrar) if self.trunk_trust \
+                else False
+            self.registrar_dns[t.name] = registrar_dns_problem(t.registrar.host, failed)
             log.warning("trunk %s: %s", t.name, self.registrar_dns[t.name])
         if t.keepalive == "crlf":
-            self.sip.set_keepalive(t.name, self.proxy_targets[t.name], t.keepalive,
-                                   t.keepalive_interval)
+            self.sip.set_keepalive(t.name, proxy, t.keepalive, t.keepalive_interval)
+
+    def _trunk_dns_changed(self, names: set[str]) -> None:
+        """The trust's lookups moved these trunks' targets: registrations follow at once."""
+        if self.ua is None or self.sip is None or self.trunk_trust is None:
+            return  # still starting: start() reads the targets itself
+        now = self.loop.time()
+        for name in sorted(names):
+            t = self.trunks[name]
+            reg = self.trunk_trust.targets_for(t, t.registrar)
+            proxy = self.trunk_trust.targets_for(t, t.proxy)
+            self._set_trunk_targets(t, self.registrar_targets.get(name, ()) if reg is None
+                                    else reg,
+                                    self.proxy_targets.get(name, ()) if proxy is None else proxy)
+            for account_id, r in self.registrations.items():
+                if r.trunk != name:
+                    continue
+                # UserAgent has no public accessor for an account's client yet.
+                client = self.ua._accounts.get(account_id)
+                if client is not None and reg:
+                    client.set_targets(reg, now)
+                if not r.registered and name in self.registrar_dns:
+                    r.reason = self.registrar_dns[name]
+        self._pump()
 
     def _account_settings(self, lc: LineConfig) -> Any:
         from gateway.sip.registration import AccountSettings

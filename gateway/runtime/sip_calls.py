@@ -131,9 +131,11 @@ class SipCalls:
         cfg = self.config
         trunk = self.trunks[trunk_name]
         rtp = await RtpEndpoint.open(cfg.sip.listen.host, (cfg.sip.rtp_ports.first, cfg.sip.rtp_ports.last))
+        # Kept fresh from DNS by the trunk trust's lookups (and through a DNS outage); ask
+        # now only when the name has no address yet.
         targets: tuple[Target, ...] = self.proxy_targets.get(trunk_name, ())
-        if self.resolver is not None:
-            try:  # cached; picks up DNS changes once the TTL runs out
+        if not targets and self.resolver is not None:
+            try:
                 targets = tuple(await self.resolver.resolve_trunk(
                     trunk.proxy.host, trunk.proxy.lookup_port, trunk.transport,
                     server_name=self._server_name(trunk)))

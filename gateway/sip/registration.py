@@ -21,7 +21,8 @@ so a recovered primary is used again at the next refresh.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
 from enum import Enum
 
 from gateway.sip.auth import Challenge, build_authorization, challenge_from
@@ -170,6 +171,40 @@ class RegistrationClient:
         self.phase = RegPhase.UNREGISTERING
         self._auth_rounds = 0
         self._register(now, expires=0, timeout=self.settings.unregister_timeout)
+
+    def set_targets(self, targets: Sequence[Target], now: float) -> bool:
+        """The registrar's name resolved anew (DNS answered at last, or changed its answer).
+
+        The new targets replace the old ones; an empty list is ignored (the last addresses
+        are the best guess left). A binding in place is left alone: its next refresh or
+        probe goes to the new targets. An account that is not registered and is not waiting
+        on one of the new targets registers now instead of at its next retry. Returns True
+        when the targets changed.
+        """
+        fresh = tuple(targets)
+        if not fresh or fresh == self.targets.targets:
+            return False
+        in_flight = self._reg_tx.dest if self._reg_tx is not None else None
+        current = self.target
+        self.targets = TargetSet(fresh)
+        self.settings = replace(self.settings, targets=fresh)
+        if current in fresh:
+            self.targets.succeeded(fresh.index(current))
+        self._index = self.targets.start()
+        self._tried = 1
+        if self.registered or self.phase in (RegPhase.IDLE, RegPhase.UNREGISTERING,
+                                             RegPhase.STOPPED):
+            return True
+        if in_flight is not None and any(t.addr == in_flight for t in fresh):
+            return True  # a REGISTER to a target still listed is under way
+        if self._reg_tx is not None:
+            self._reg_tx.abandon()
+        self._reg_tx = self._probe_tx = None
+        self._retry_at = self._probe_at = self._target_deadline = None
+        self._attempt = 0
+        self.phase = RegPhase.REGISTERING
+        self._register(now)
+        return True
 
     @property
     def done(self) -> bool:
