@@ -363,14 +363,13 @@ class SipCalls:
             if source is not None else None
         )
         if verdict is None or isinstance(verdict, Denied):
-            self.ua.reject(ev.call_id, verdict.status if verdict is not None else 403, now)
-            self._pump()
+            self._refuse_incoming(ev, lp, verdict.status if verdict is not None else 403,
+                                  "not permitted", now)
             return
         try:
             offer = SessionDescription.parse(ev.sdp)
         except SdpError:
-            self.ua.reject(ev.call_id, 488, now)
-            self._pump()
+            self._refuse_incoming(ev, lp, 488, "unreadable SDP", now)
             return
         rtp = await RtpEndpoint.open(cfg.sip.listen.host, (cfg.sip.rtp_ports.first, cfg.sip.rtp_ports.last))
         now = self.loop.time()
@@ -384,8 +383,7 @@ class SipCalls:
         except SdpError as exc:
             log.info("call %s: no usable media (%s): 488", ev.call_id, exc)
             rtp.close()
-            self.ua.reject(ev.call_id, 488, now)
-            self._pump()
+            self._refuse_incoming(ev, lp, 488, "no usable media", now)
             return
         call = Call(ev.call_id, lp, "in", ev.from_uri, "sip", now, rtp=rtp,
                     answer_sdp=bytes(answer), params=params, srtp=selection, srtp_policy=policy,
@@ -397,6 +395,16 @@ class SipCalls:
             lp.call_id = ev.call_id
             call.state = "ringing"
             self.ua.ringing(ev.call_id, now)
+        self._pump()
+
+    def _refuse_incoming(self, ev: sev.IncomingCall, lp: LinePort, status: int, why: str,
+                         now: float) -> None:
+        """Answer `status` to a call for `lp` before it rings; it ends like any other call."""
+        assert self.ua is not None
+        self.ua.reject(ev.call_id, status, now)
+        call = Call(ev.call_id, lp, "in", ev.from_uri, "sip", now)
+        self.calls[ev.call_id] = call
+        self.end_call(call, call_end.rejected(status, why), now)
         self._pump()
 
     def _reinvite(self, ev: sev.CallUpdated, now: float) -> None:

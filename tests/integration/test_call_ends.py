@@ -14,6 +14,7 @@ right cause and never "None":
 | the far end is busy | sipp `uas_busy.xml` | rejected 486 Busy Here |
 | line 1 hangs up on line 2 | - | local hangup / remote hangup (line 1) |
 | line 2 is off-hook when line 1 calls | - | rejected 486 Busy Here, twice |
+| the far end offers only G.729 | sipp `uac_no_codec.xml` | rejected 488 ... (no usable media) |
 """
 
 from __future__ import annotations
@@ -134,9 +135,17 @@ def test_each_way_a_call_ends_is_logged_once_with_its_cause(rig: SippRig) -> Non
     hang_up(rig)
     hang_up(rig, "2")
 
+    # 7. The far end offers no codec we speak: refused with 488 before the line rings.
+    peer = rig.uac("uac_no_codec.xml")
+    assert_sipp_passed(peer, peer.wait(15))
+    [(_, line, cause, talked)] = new_ends(rig, 8, 1)
+    assert (line, cause, talked) == (
+        LINE, "rejected 488 Not Acceptable Here (no usable media)", "not answered")
+    assert gw.line(LINE)["state"] == "idle"
+
     # Exactly one line per call leg, and no cause is "None" anywhere in the log.
     all_ends = ended(rig)
-    assert len(all_ends) == 8
+    assert len(all_ends) == 9
     ids = [call_id for call_id, *_ in all_ends]
     assert len(set(ids)) == len(ids), all_ends
     log = gw.log_text()
