@@ -48,6 +48,7 @@ from gateway.config.schema import (
     LineConfig,
     LineTrunk,
     Route,
+    SecuritySettings,
     SipSettings,
     TlsFiles,
     TrunkConfig,
@@ -67,6 +68,7 @@ class _Reader(_TrunkReader):
         sip = self.sip(top.values.get("sip"), trunks)
         lines = self.lines(top.values.get("lines"), trunk_names)
         dialplan = self.dialplan(top.values.get("dialplan"), trunks, trunk_names)
+        security = self.security(top.values.get("security"))
         if (
             self.issues
             or gateway is None
@@ -74,9 +76,47 @@ class _Reader(_TrunkReader):
             or trunks is None
             or lines is None
             or dialplan is None
+            or security is None
         ):
             return None
-        return Config(gateway, sip, tuple(trunks), tuple(lines), dialplan, source)
+        return Config(gateway, sip, tuple(trunks), tuple(lines), dialplan, source,
+                      security=security)
+
+    # -- security
+
+    def security(self, node: Node | None) -> SecuritySettings | None:
+        """The `security:` section: how the SIP edge challenges clients."""
+        f = self.mapping(node, "security", s.SECURITY_KEYS)
+        if f is None:
+            return None
+        before = len(self.issues)
+        algorithms = self.take(f, "digest_algorithms",
+                               self.digest_algorithms(f.child("digest_algorithms")),
+                               s.DEFAULT_DIGEST_ALGORITHMS)
+        if len(self.issues) > before:
+            return None
+        return SecuritySettings(algorithms)
+
+    def digest_algorithms(self, path: str) -> Callable[[Node], tuple[str, ...]]:
+        """A converter for `security.digest_algorithms`: a non-empty list, each name once."""
+        aliases = {name.lower(): name for name in s.DIGEST_ALGORITHMS}
+        aliases.update({"SHA256": "SHA-256", "sha256": "SHA-256", "SHA-512/256": "SHA-512-256"})
+
+        def convert(node: Node) -> tuple[str, ...]:
+            before = len(self.issues)
+            names = self.list_of(node, path, _choice(s.DIGEST_ALGORITHMS, aliases))
+            if len(self.issues) > before:
+                return s.DEFAULT_DIGEST_ALGORITHMS
+            if not names:
+                raise _Bad("the digest algorithm list is empty",
+                           "at least one of " + ", ".join(s.DIGEST_ALGORITHMS))
+            for index, name in enumerate(names):
+                if name in names[:index]:
+                    raise _Bad(f"digest algorithm {name!r} is listed twice", "each one once",
+                               node=node.value[index])
+            return tuple(names)
+
+        return convert
 
     # -- gateway
 

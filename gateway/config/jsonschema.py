@@ -378,6 +378,20 @@ def export_json_schema() -> dict[str, Any]:
         },
         s.DIALPLAN_KEYS,
     )
+    security = _obj(
+        {
+            "digest_algorithms": {
+                "type": "array",
+                "items": {"enum": list(s.DIGEST_ALGORITHMS)},
+                "minItems": 1,
+                "uniqueItems": True,
+                "default": list(s.DEFAULT_DIGEST_ALGORITHMS),
+                "description": "Digest challenges offered to clients that are not trusted "
+                "trunks, one each, in this order (many phones answer only the first).",
+            },
+        },
+        s.SECURITY_KEYS,
+    )
     top = _obj(
         {
             "gateway": gateway,
@@ -385,6 +399,7 @@ def export_json_schema() -> dict[str, Any]:
             "trunks": _nullable({"type": "array", "items": trunk}),
             "lines": _nullable({"type": "array", "items": line}),
             "dialplan": dialplan,
+            "security": security,
         },
         s.TOP_KEYS,
         description="Branchline gateway configuration.",

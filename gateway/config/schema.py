@@ -57,6 +57,12 @@ MAX_DNS_SERVERS = 4
 UDP_RECEIVE_BUFFER_MIN, UDP_RECEIVE_BUFFER_MAX = 4096, 64 * 1024 * 1024
 DEFAULT_UDP_RECEIVE_BUFFER = 1024 * 1024
 RTP_PORT_MIN, RTP_PORT_MAX = 1024, 65535
+#: Digest algorithms the gateway can challenge with (gateway/sip/auth.py checks them).
+DIGEST_ALGORITHMS: tuple[str, ...] = ("MD5", "SHA-256", "SHA-512-256")
+#: The default offer, one challenge each in this order. MD5 leads because sipp 3.6 and
+#: sipvicious answer only the first challenge and baresip 1.0 gives up on a SHA-256 one
+#: first; SHA-256 is offered beside it for clients that pick the best (RFC 8760).
+DEFAULT_DIGEST_ALGORITHMS: tuple[str, ...] = ("MD5", "SHA-256")
 
 #: Trunk names appear in route targets ("trunk:<name>"), logs and metrics labels.
 TRUNK_NAME_PATTERN = r"[a-z0-9_-]+"
@@ -86,7 +92,8 @@ UNIX_SOCKET_PATH_MAX = 107
 
 # --- keys allowed in each mapping (unknown keys are errors) ----------------------------
 
-TOP_KEYS: tuple[str, ...] = ("gateway", "sip", "trunks", "lines", "dialplan")
+TOP_KEYS: tuple[str, ...] = ("gateway", "sip", "trunks", "lines", "dialplan", "security")
+SECURITY_KEYS: tuple[str, ...] = ("digest_algorithms",)
 GATEWAY_KEYS: tuple[str, ...] = ("name", "country", "control_socket", "state_dir", "log_level")
 SIP_KEYS: tuple[str, ...] = (
     "listen",
@@ -350,6 +357,14 @@ class DialPlan:
 
 
 @dataclass(frozen=True)
+class SecuritySettings:
+    """How the SIP edge challenges clients that are not trusted trunks."""
+
+    #: The digest challenge offer, one WWW-Authenticate each, in this order.
+    digest_algorithms: tuple[str, ...] = DEFAULT_DIGEST_ALGORITHMS
+
+
+@dataclass(frozen=True)
 class Config:
     """The whole validated configuration; build it with the loader, never by hand from YAML."""
 
@@ -359,6 +374,7 @@ class Config:
     lines: tuple[LineConfig, ...] = ()
     dialplan: DialPlan = field(default_factory=DialPlan)
     source: str = field(default="<default>", compare=False)
+    security: SecuritySettings = field(default_factory=SecuritySettings)
 
     def trunk(self, name: str) -> TrunkConfig:
         """The trunk called `name` (KeyError if there is none)."""
@@ -511,4 +527,5 @@ def _config_dict(config: Config, *, redact: bool) -> dict[str, Any]:
                 for r in config.dialplan.routes
             ],
         },
+        "security": {"digest_algorithms": list(config.security.digest_algorithms)},
     }

@@ -19,11 +19,12 @@ Toll fraud starts with one INVITE from a stranger, so every request passes throu
 5. **Everyone else authenticates as a local user** (`LocalUsers`). Without credentials for
    our realm: 401 with a fresh nonce, the same answer whatever user or extension the request
    names, and decided without looking at the name, so scanners cannot enumerate
-   extensions. The challenge is two WWW-Authenticate headers sharing one nonce, SHA-256
-   first and MD5 second (RFC 8760), both ``qop="auth"``. With credentials: unknown user and
-   wrong password both get the same 403, after the same amount of hashing, an
-   ``auth-failure`` event and an auth-failure on the rate limiter (which locks the source
-   out after a few). So do credentials that break the rules before any hashing: no qop, an
+   extensions. The challenge is one WWW-Authenticate header per offered algorithm sharing
+   one nonce, each ``qop="auth"`` (RFC 8760); `SipEdge` offers SHA-256 then MD5 by default,
+   the daemon what ``security.digest_algorithms`` says (MD5 then SHA-256 unless set).
+   With credentials: unknown user and wrong password both get the same 403, after the same
+   amount of hashing, an ``auth-failure`` event and an auth-failure on the rate limiter
+   (which locks the source out after a few). So do credentials that break the rules before any hashing: no qop, an
    algorithm we did not offer, or a digest ``uri`` that is not this Request-URI (a header
    captured from another request). A correct password with an old nonce gets 401
    ``stale=true``. A correct password with a nonce count already used (the same header sent
@@ -407,6 +408,11 @@ class _Gateway(Protocol):
     def name(self) -> str: ...
 
 
+class _Security(Protocol):
+    @property
+    def digest_algorithms(self) -> tuple[str, ...]: ...
+
+
 class EdgeConfig(Protocol):
     """What `build_edge` and `build_route_guard` read of `gateway.config.schema.Config`."""
 
@@ -416,6 +422,8 @@ class EdgeConfig(Protocol):
     def trunks(self) -> tuple[_Trunk, ...]: ...
     @property
     def lines(self) -> tuple[_Line, ...]: ...
+    @property
+    def security(self) -> _Security: ...
 
 
 def trunk_sources_pinned(trunks: Iterable[_Trunk],
@@ -469,7 +477,8 @@ def build_edge(
     realm = config.gateway.name.replace('"', "").replace("\\", "") or "branchline"
     return SipEdge(acl, realm=realm, users=users, limiter=limiter, trunk_limits=trunk_limits,
                    nonce_secret=nonce_secret if nonce_secret is not None
-                   else secrets.token_bytes(32))
+                   else secrets.token_bytes(32),
+                   digest_algorithms=config.security.digest_algorithms)
 
 
 def build_route_guard(config: EdgeConfig, *, allow: Iterable[str] = (),
