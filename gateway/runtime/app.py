@@ -200,9 +200,10 @@ class Gateway(SipCalls):
             t = self.trunks[name]
             reg = self.trunk_trust.targets_for(t, t.registrar)
             proxy = self.trunk_trust.targets_for(t, t.proxy)
+            # An empty answer keeps the last proxy targets (the best guess left), as the
+            # registration clients keep theirs; the registrar's status says DNS failed.
             self._set_trunk_targets(t, self.registrar_targets.get(name, ()) if reg is None
-                                    else reg,
-                                    self.proxy_targets.get(name, ()) if proxy is None else proxy)
+                                    else reg, proxy or self.proxy_targets.get(name, ()))
             for account_id, r in self.registrations.items():
                 if r.trunk != name:
                     continue
