@@ -5,7 +5,8 @@ While the daemon starts, the loopback DNS server is either bound but silent (the
 down) or answers NXDOMAIN for everything (the records are not there yet). Then it answers
 with an SRV record pointing at Kamailio. The line must register, and status must stop
 saying that DNS failed. The old daemon resolved the registrar once at start and never
-registered until restarted.
+registered until restarted. A registered line whose SRV record moves to another Kamailio
+must follow it at its next refresh (the old daemon kept refreshing at the first).
 """
 
 from __future__ import annotations
@@ -92,3 +93,32 @@ def test_line_registers_once_dns_answers_without_a_restart(
             print(gw.log_text()[-6000:])
         dns.stop()
         release(sip_port)
+
+
+def test_a_registered_line_follows_a_changed_dns_answer_at_its_next_refresh(
+        tmp_path: Path, kamailio_factory: KamailioFactory) -> None:
+    """The SRV record moves from one Kamailio to another: the binding moves with it."""
+    old = kamailio_factory(users={USER: PASSWORD}, domain=DOMAIN)
+    new = kamailio_factory(users={USER: PASSWORD}, domain=DOMAIN)
+
+    def records(port: int) -> dict[tuple[str, str], list[str]]:
+        return {(f"_sip._udp.{DOMAIN}", "SRV"): [f"10 0 {port} sip.{DOMAIN}."],
+                (f"sip.{DOMAIN}", "A"): ["127.0.0.1"]}
+
+    sip_port = free_port()
+    with DnsTestServer(records(old.port), ttl=5) as dns:
+        gw = GatewayProcess(tmp_path, gateway_config(tmp_path, sip_port, dns.address))
+        try:
+            gw.start()
+            gw.wait_until("registered at the first", lambda: old.registered(USER), timeout=15)
+            dns.set_records(records(new.port))
+            moved = time.monotonic()
+            # Answers are kept at least 30 s; expires 60 refreshes every 30 s.
+            gw.wait_until("registered at the second", lambda: new.registered(USER),
+                          timeout=75, interval=0.5)
+            print(f"\nregistered at the new target {time.monotonic() - moved:.1f} s after "
+                  "the SRV record changed")
+            assert gw.registered("1")
+        finally:
+            gw.stop()
+            release(sip_port)
