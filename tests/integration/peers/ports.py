@@ -13,6 +13,11 @@ import threading
 
 LOOPBACK = "127.0.0.1"
 
+#: The gateway's RTP ranges in the integration tests (`rtp_ports:` 30000-33999). Linux hands
+#: out ephemeral ports from 32768, so a SIP port taken from the kernel could land inside one
+#: of them, and the daemon rightly refuses a config whose RTP range holds its SIP port.
+TEST_RTP_SPAN = range(30000, 34000)
+
 _lock = threading.Lock()
 _handed_out: set[int] = set()
 
@@ -41,7 +46,8 @@ def _allocate(span: int, attempts: int = 200) -> int:
         for _ in range(attempts):
             base = _kernel_port(socket.SOCK_DGRAM)
             ports = range(base, base + span)
-            if base + span - 1 > 65535 or any(p in _handed_out for p in ports):
+            if base + span - 1 > 65535 or any(p in _handed_out or p in TEST_RTP_SPAN
+                                              for p in ports):
                 continue
             if all(
                 _can_bind(p, socket.SOCK_DGRAM) and _can_bind(p, socket.SOCK_STREAM)
