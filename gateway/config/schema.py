@@ -11,6 +11,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from gateway.sip.auth import SERVER_ALGORITHMS
+
 # --- choices, ranges and defaults -------------------------------------------------------
 
 COUNTRIES: tuple[str, ...] = ("US", "UK", "DE", "FR")
@@ -59,10 +61,9 @@ DEFAULT_UDP_RECEIVE_BUFFER = 1024 * 1024
 RTP_PORT_MIN, RTP_PORT_MAX = 1024, 65535
 #: Digest algorithms the gateway can challenge with (gateway/sip/auth.py checks them).
 DIGEST_ALGORITHMS: tuple[str, ...] = ("MD5", "SHA-256", "SHA-512-256")
-#: The default offer, one challenge each in this order. MD5 leads because sipp 3.6 and
-#: sipvicious answer only the first challenge and baresip 1.0 gives up on a SHA-256 one
-#: first; SHA-256 is offered beside it for clients that pick the best (RFC 8760).
-DEFAULT_DIGEST_ALGORITHMS: tuple[str, ...] = ("MD5", "SHA-256")
+#: The default offer, one challenge each in this order: the SIP edge's own default (see
+#: `gateway.sip.auth.SERVER_ALGORITHMS` for why MD5 leads).
+DEFAULT_DIGEST_ALGORITHMS: tuple[str, ...] = SERVER_ALGORITHMS
 
 #: Trunk names appear in route targets ("trunk:<name>"), logs and metrics labels.
 TRUNK_NAME_PATTERN = r"[a-z0-9_-]+"

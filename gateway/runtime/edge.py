@@ -20,8 +20,8 @@ Toll fraud starts with one INVITE from a stranger, so every request passes throu
    our realm: 401 with a fresh nonce, the same answer whatever user or extension the request
    names, and decided without looking at the name, so scanners cannot enumerate
    extensions. The challenge is one WWW-Authenticate header per offered algorithm sharing
-   one nonce, each ``qop="auth"`` (RFC 8760); `SipEdge` offers SHA-256 then MD5 by default,
-   the daemon what ``security.digest_algorithms`` says (MD5 then SHA-256 unless set).
+   one nonce, each ``qop="auth"`` (RFC 8760); `SipEdge` and the daemon offer MD5 then SHA-256
+   unless told otherwise (``security.digest_algorithms``; one default, `auth.SERVER_ALGORITHMS`).
    With credentials: unknown user and wrong password both get the same 403, after the same
    amount of hashing, an ``auth-failure`` event and an auth-failure on the rate limiter
    (which locks the source out after a few). So do credentials that break the rules before any hashing: no qop, an

@@ -2,7 +2,7 @@
 
 Client side answers a 401/407 challenge, choosing the best of several (`select_challenge`).
 Server side (the edge filter, later the local survivable registrar) issues stateless nonces,
-offers SHA-256 before MD5 (RFC 8760) and checks responses so that a captured header cannot
+offers MD5 and SHA-256 (RFC 8760; `SERVER_ALGORITHMS`) and checks responses so that a captured header cannot
 be replayed (`check_credentials`, `NonceCounts`). Pure: the caller passes ``now`` and secrets.
 """
 
@@ -38,8 +38,11 @@ except ValueError:  # pragma: no cover - depends on the OpenSSL build
 
 #: Client preference among digest algorithms, best first; unknown ones are skipped.
 CLIENT_PREFERENCE: Final = ("SHA-512-256", "SHA-256", "MD5")
-#: What the server offers by default, one challenge each, best first (RFC 8760 section 2.3).
-SERVER_ALGORITHMS: Final = ("SHA-256", "MD5")
+#: What the server offers by default, one challenge each in this order; also the default of
+#: the daemon's ``security.digest_algorithms``. MD5 leads because sipp 3.6 and sipvicious
+#: answer only the first challenge and baresip 1.0 gives up on a SHA-256 one first; SHA-256
+#: is offered beside it for clients that pick the best (RFC 8760 section 2.3).
+SERVER_ALGORITHMS: Final[tuple[str, ...]] = ("MD5", "SHA-256")
 #: What the server can check; an offer is any ordered subset of these.
 SERVER_SUPPORTED: Final = frozenset({"SHA-512-256", "SHA-256", "MD5"}) & frozenset(_HASHES)
 

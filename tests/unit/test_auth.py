@@ -246,12 +246,18 @@ SECRET = b"s" * 32
 
 
 def test_server_offers_sha256_first_then_md5_with_one_nonce() -> None:
-    values = make_challenges("branch", "NONCE", stale=True)
+    values = make_challenges("branch", "NONCE", stale=True, algorithms=("SHA-256", "MD5"))
     parsed = [Challenge.parse(v) for v in values]
     assert [c.algorithm for c in parsed] == ["SHA-256", "MD5"]
     assert {c.nonce for c in parsed} == {"NONCE"}
     assert all(c.stale and c.qop == ["auth"] and c.realm == "branch" for c in parsed)
     assert select_challenge(values).algorithm == "SHA-256"
+
+
+def test_the_default_offer_leads_with_md5_for_clients_that_read_only_the_first() -> None:
+    values = make_challenges("branch", "NONCE")
+    assert [Challenge.parse(v).algorithm for v in values] == ["MD5", "SHA-256"]
+    assert select_challenge(values).algorithm == "SHA-256"  # a client that picks the best
 
 
 @pytest.mark.parametrize(("digest_uri", "request_uri"), [

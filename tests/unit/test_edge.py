@@ -59,11 +59,12 @@ TRUNKS = (Trunk("main", HP(TRUNK_IP, TRUNK_PORT), HP(TRUNK_IP, TRUNK_PORT)),)
 
 
 def make_edge(*, pin_ports: bool = True, local_networks: tuple[str, ...] | None = None,
-              limits: RateLimits | None = None) -> SipEdge:
+              limits: RateLimits | None = None,
+              algorithms: tuple[str, ...] = auth.SERVER_ALGORITHMS) -> SipEdge:
     acl = SourceAcl(trunk_sources_pinned(TRUNKS, pin_ports=pin_ports),
                     local_networks=local_networks)
     return SipEdge(acl, realm=REALM, nonce_secret=SECRET, users=StaticUsers(USERS),
-                   limiter=RateLimiter(limits))
+                   limiter=RateLimiter(limits), digest_algorithms=algorithms)
 
 
 def request(method: str, user: str, *, src: tuple[str, int] = SCANNER, call_id: str = "c1",
@@ -464,8 +465,19 @@ def test_answer_without_qop_is_refused_when_qop_was_offered(
     assert 'reason="qop missing"' in line
 
 
+def test_edge_offers_what_the_daemon_config_offers_by_default() -> None:
+    """One default: a bare `SipEdge` challenges as the daemon does with no config key."""
+    from gateway.config.schema import DEFAULT_DIGEST_ALGORITHMS
+
+    edge = SipEdge(SourceAcl(()), realm=REALM, nonce_secret=SECRET, users=StaticUsers(USERS))
+    ch = edge.filter(request("REGISTER", "bob"), SCANNER, "udp", 0.0, False)
+    assert isinstance(ch, Respond)
+    offered = [c.algorithm for c in challenges(ch)]
+    assert offered == list(DEFAULT_DIGEST_ALGORITHMS) == ["MD5", "SHA-256"]
+
+
 def test_challenge_offers_sha256_first_and_accepts_either_answer() -> None:
-    edge = make_edge()
+    edge = make_edge(algorithms=("SHA-256", "MD5"))
     ch = edge.filter(request("REGISTER", "bob"), SCANNER, "udp", 0.0, False)
     assert isinstance(ch, Respond)
     assert [name for name, _ in ch.headers] == ["WWW-Authenticate", "WWW-Authenticate"]
