@@ -20,7 +20,14 @@ from gateway.dsp import FRAME_BYTES, FRAME_SAMPLES, SAMPLE_RATE, SILENCE_FRAME, 
 from gateway.media import secure
 from gateway.media.jitterbuffer import JitterBuffer
 from gateway.media.quality import ReceiveStats, mos, r_factor
-from gateway.media.rtcp import RtcpError, RtcpPacket, RtcpSession, SenderInfo, compound
+from gateway.media.rtcp import (
+    RtcpError,
+    RtcpPacket,
+    RtcpSession,
+    SenderInfo,
+    compound,
+    parse_compound,
+)
 from gateway.media.rtp import RtpError, RtpPacket, is_rtcp
 from gateway.media.secure import DROP_REASONS, SrtpPair
 from gateway.media.session import PacingSchedule, RtpSender
@@ -78,6 +85,7 @@ class MediaStream:
         cname: str | None = None,
         wallclock_offset: float = 0.0,
         rtcp_mux: bool = False,
+        rtcp_addr: tuple[str, int] | None = None,
     ) -> None:
         self._codec = _check_codec(codec)
         self._sender = RtpSender(ssrc, payload_type, seq=seq, timestamp=timestamp)
@@ -117,6 +125,12 @@ class MediaStream:
         self.srtp_protect_failed = 0
         self.srtp_rekeys = 0
         self.rtcp_mux = rtcp_mux
+        self._rtcp_sdp = rtcp_addr  # the peer's a=rtcp (RFC 3605), if it gave one
+        self._rtcp_latched: tuple[str, int] | None = None  # where its RTCP really comes from
+        self._rtcp_candidate: tuple[tuple[str, int], int] | None = None  # addr, count
+        self.rtcp_dropped_foreign = 0
+        self.rtcp_remote_changes = 0
+        self.srtcp_dropped_tag32 = 0
         self._rtcp = RtcpSession(ssrc, cname or f"{ssrc:08x}@branchline", now,
                                  wallclock_offset=wallclock_offset, clock_rate=SAMPLE_RATE)
 
@@ -129,9 +143,16 @@ class MediaStream:
 
     @property
     def rtcp_addr(self) -> tuple[str, int]:
-        """Where RTCP goes: the RTP address itself with rtcp-mux, else its port + 1 (§11)."""
+        """Where RTCP goes: with rtcp-mux the RTP address itself; else where the peer's
+        RTCP was latched from, else its SDP a=rtcp address, else the RTP port + 1 (§11)."""
+        if self.rtcp_mux:
+            return self._remote
+        if self._rtcp_latched is not None:
+            return self._rtcp_latched
+        if self._rtcp_sdp is not None:
+            return self._rtcp_sdp
         host, port = self._remote
-        return (host, port) if self.rtcp_mux else (host, port + 1)
+        return (host, port + 1)
 
     @property
     def direction(self) -> Direction:
@@ -180,7 +201,8 @@ class MediaStream:
                 self._dtmf_tx.cancel()
 
     def update_remote(
-        self, remote_addr: tuple[str, int], codec: str, payload_type: int, dtmf_pt: int | None
+        self, remote_addr: tuple[str, int], codec: str, payload_type: int, dtmf_pt: int | None,
+        *, rtcp_addr: tuple[str, int] | None = None, rtcp_mux: bool = False,
     ) -> None:
         """Apply a re-INVITE's answer; SSRC and numbering carry on, latching starts afresh."""
         new_codec = _check_codec(codec)
@@ -197,6 +219,10 @@ class MediaStream:
         self._remote = remote_addr
         self._latched = False
         self._candidate = None
+        self.rtcp_mux = rtcp_mux
+        self._rtcp_sdp = rtcp_addr
+        self._rtcp_latched = None
+        self._rtcp_candidate = None
 
     def set_srtp(self, srtp: SrtpPair | None) -> None:
         """Apply a re-INVITE's SDES outcome: same keys keep the running contexts.
@@ -330,18 +356,7 @@ class MediaStream:
         """Take one datagram from the RTP port; returns digits and address changes."""
         events: list[MediaEvent] = list(self.poll(now))
         if is_rtcp(data):
-            plain_rtcp = data
-            if self._srtp is not None:
-                try:
-                    plain_rtcp = self._srtp.receive.unprotect_rtcp(data)
-                except secure.SrtpError as exc:
-                    self.srtcp_dropped[exc.reason] += 1
-                    return events
-            self.rtcp_received += 1
-            try:
-                self._rtcp.receive(plain_rtcp, now)
-            except RtcpError:
-                pass  # counted by the session as malformed
+            self._receive_rtcp(data, addr, now)
             return events
         plain = data
         if self._srtp is not None:
@@ -406,6 +421,72 @@ class MediaStream:
         self._latched = True
         self._candidate = None
         self.remote_changes += 1
+        # the peer moved (NAT): its RTCP must now come from the new address to be latched
+        self._rtcp_latched = None
+        self._rtcp_candidate = None
+
+    def _receive_rtcp(self, data: bytes, addr: tuple[str, int], now: float) -> None:
+        """Read the peer's (S)RTCP and latch where it comes from, as RTP latches.
+
+        Only the peer's IP may send it: the RTP source (latched or from SDP), or its a=rtcp
+        address. Latching needs a packet that authenticated (SRTCP) and parsed; once
+        latched, another port must send LATCH_PROBATION such packets in a row to take over.
+        """
+        if self._latch and not self._rtcp_from_peer_ip(addr):
+            self.rtcp_dropped_foreign += 1  # before SRTCP: a stranger moves no replay window
+            return
+        plain = data
+        if self._srtp is not None:
+            try:
+                plain = self._srtp.receive.unprotect_rtcp(data)
+            except secure.SrtpError as exc:
+                self._count_srtcp_drop(exc.reason, data)
+                return
+        latched = self._rtcp_latched
+        if self._latch and not self.rtcp_mux and latched is not None and addr != latched:
+            cand = self._rtcp_candidate
+            count = cand[1] + 1 if cand is not None and cand[0] == addr else 1
+            try:
+                parse_compound(plain)
+            except RtcpError:
+                self._rtcp.malformed += 1
+                return
+            if count < LATCH_PROBATION:
+                self._rtcp_candidate = (addr, count)
+                self.rtcp_dropped_foreign += 1
+                return
+        self.rtcp_received += 1
+        try:
+            self._rtcp.receive(plain, now)
+        except RtcpError:
+            return  # counted by the session as malformed; latches nothing
+        if self._latch and not self.rtcp_mux and addr != latched:
+            if latched is not None:
+                self.rtcp_remote_changes += 1
+            self._rtcp_latched = addr
+        self._rtcp_candidate = None
+
+    def _rtcp_from_peer_ip(self, addr: tuple[str, int]) -> bool:
+        if addr[0] == self._remote[0]:
+            return True
+        return self._rtcp_sdp is not None and addr[0] == self._rtcp_sdp[0]
+
+    def _count_srtcp_drop(self, reason: str, data: bytes) -> None:
+        """Count a refused SRTCP packet; name libre's short SRTCP tag when that is why.
+
+        On AES_CM_128_HMAC_SHA1_32 RFC 3711/4568 keep SRTCP's 80-bit tag, but baresip's
+        libre sends a 32-bit one. Such a packet is still dropped: it is only counted as
+        ``tag32`` when it authenticates with the peer's key under that framing.
+        """
+        srtp = self._srtp
+        if (srtp is not None and reason in ("auth", "unencrypted", "short", "malformed")
+                and srtp.suite == "AES_CM_128_HMAC_SHA1_32"):
+            from gateway.media.srtcp_tag32 import authenticates_with_short_tag
+
+            if authenticates_with_short_tag(srtp.remote_key, data):
+                self.srtcp_dropped_tag32 += 1
+                return
+        self.srtcp_dropped[reason] += 1
 
     def poll(self, now: float) -> list[MediaEvent]:
         """Digits whose end packets never came; call it from the 20 ms tick."""
@@ -459,6 +540,8 @@ class MediaStream:
             "dropped_direction": self.dropped_direction,
             "dropped_foreign": self.dropped_foreign,
             "rtcp_received": self.rtcp_received,
+            "rtcp_dropped_foreign": self.rtcp_dropped_foreign,
+            "rtcp_remote_changes": self.rtcp_remote_changes,
             "rtcp_sent": self._rtcp.sent,
             "frames_missing": self.frames_missing,
             "frames_dropped": self.frames_dropped,
@@ -473,4 +556,5 @@ class MediaStream:
             "srtp_rekeys": self.srtp_rekeys,
             **{f"srtp_dropped_{k}": v for k, v in self.srtp_dropped.items()},
             **{f"srtcp_dropped_{k}": v for k, v in self.srtcp_dropped.items()},
+            "srtcp_dropped_tag32": self.srtcp_dropped_tag32,
         }

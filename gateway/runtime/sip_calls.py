@@ -199,12 +199,15 @@ class SipCalls:
                 now=self.clock.stream_anchor(now),
                 srtp=srtp_pair(call.srtp),
                 wallclock_offset=time.time() - self.loop.time(),  # for RTCP's NTP times
+                rtcp_addr=params.rtcp_addr,  # the peer's a=rtcp (RFC 3605)
+                rtcp_mux=params.rtcp_mux,
             )
             if call.rtp is not None:
                 call.rtp.attach(call.media)
         else:
             call.media.update_remote(params.remote_addr, params.codec, params.payload_type,
-                                     params.telephone_event_pt)
+                                     params.telephone_event_pt, rtcp_addr=params.rtcp_addr,
+                                     rtcp_mux=params.rtcp_mux)
             call.media.set_srtp(srtp_pair(call.srtp))
         call.media.set_direction(params.direction)
         log.info("call %s: media %s/%s to %s:%s (%s)", call.call_id, params.codec,

@@ -281,6 +281,36 @@ class MediaParams:
     ptime: int
     direction: str
     on_hold: bool
+    rtcp_addr: tuple[str, int] | None = None
+    """Where the peer wants RTCP (RFC 3605 a=rtcp); None: the RTP port + 1 (RFC 3550 §11)."""
+    rtcp_mux: bool = False
+    """RTCP shares the RTP port (RFC 5761): both sides agreed to a=rtcp-mux."""
+
+
+def rtcp_address(sdp: SessionDescription, media: MediaDescription) -> tuple[str, int] | None:
+    """The peer's RTCP address from an RFC 3605 ``a=rtcp:port [IN IP4|IP6 address]`` line.
+
+    Without an address the stream's own c= address applies. None when there is no such
+    line: RTCP then goes to the RTP port + 1. A malformed line raises :class:`SdpError`.
+    """
+    value = next((v for n, v in media.attributes if n == "rtcp"), None)
+    if value is None:
+        return None
+    parts = value.split()
+    port = _int(parts[0], "a=rtcp port") if parts else 0
+    if not 1 <= port <= 65535:
+        raise SdpError(f"bad a=rtcp port in {value[:60]!r}: expected 1..65535")
+    if len(parts) == 1:
+        address = sdp.media_address(media)
+        return None if address is None else (address, port)
+    if len(parts) != 4 or parts[1] != "IN" or parts[2] not in ("IP4", "IP6"):
+        raise SdpError(f"bad a=rtcp {value[:60]!r}: expected 'port [IN IP4|IP6 address]'")
+    return (parts[3], port)
+
+
+def has_rtcp_mux(media: MediaDescription) -> bool:
+    """True when the stream carries ``a=rtcp-mux`` (RFC 5761 section 5.1.1)."""
+    return any(name == "rtcp-mux" for name, _ in media.attributes)
 
 
 def _is_null_address(address: str | None) -> bool:
@@ -392,6 +422,10 @@ def answer_offer(
     we_send = direction in ("sendrecv", "sendonly") and they_recv
     we_recv = direction in ("sendrecv", "recvonly") and they_send
     our_direction = _direction(we_send, we_recv)
+    # RFC 5761: we take RTCP on the RTP port whenever the offerer asks (our RTCP port stays
+    # bound, so either way works); a=rtcp then names no other port.
+    mux = has_rtcp_mux(offered)
+    rtcp_addr = None if mux else rtcp_address(offer, offered)
 
     answer_media: list[MediaDescription] = []
     for i, m in enumerate(offer.media):
@@ -408,6 +442,8 @@ def answer_offer(
             am.formats.append(te_pt)
             am.rtpmap[te_pt] = ("telephone-event", 8000, 1)
             am.fmtp[te_pt] = offered.fmtp.get(te_pt, "0-15")
+        if mux:
+            am.attributes.append(("rtcp-mux", None))
         answer_media.append(am)
     answer = SessionDescription(
         _origin(address, session_id, session_version), "-", address, answer_media
@@ -420,6 +456,8 @@ def answer_offer(
         ptime=offered.ptime or ptime,
         direction=our_direction,
         on_hold=null_addr or offered.direction in ("sendonly", "inactive"),
+        rtcp_addr=rtcp_addr,
+        rtcp_mux=mux,
     )
     return answer, params
 
@@ -454,6 +492,9 @@ def params_from_answer(offer: SessionDescription, answer: SessionDescription) ->
         te_pt = None
     remote_address = answer.media_address(theirs)
     null_addr = _is_null_address(remote_address)
+    # an answer may take rtcp-mux only if we offered it (RFC 5761 section 5.1.1)
+    mux = has_rtcp_mux(ours) and has_rtcp_mux(theirs)
+    rtcp_addr = None if mux else rtcp_address(answer, theirs)
     we_send = ours.direction in ("sendrecv", "sendonly") and (
         theirs.direction in ("sendrecv", "recvonly") and not null_addr
     )
@@ -469,4 +510,6 @@ def params_from_answer(offer: SessionDescription, answer: SessionDescription) ->
         ptime=theirs.ptime or ours.ptime or 20,
         direction=_direction(we_send, we_recv),
         on_hold=null_addr or theirs.direction in ("sendonly", "inactive"),
+        rtcp_addr=rtcp_addr,
+        rtcp_mux=mux,
     )
