@@ -14,8 +14,10 @@ for ``--idle-seconds``, side by side, and their RSS and CPU (% of one core, from
 
 Part 2 starts the gateway with 20 simulated lines and no trunk, reads its idle CPU and RSS,
 then puts the 20 lines in 10 line-to-line calls (lines 1-10 dial 11-20, which answer by
-themselves) with both handsets of every call playing a tone, and reads CPU and RSS over
-``--call-seconds``. The simulated handsets listen to what they hear inside the daemon,
+themselves) with both handsets of every call playing a tone in talkspurts (0.4 s on, 0.6 s
+off; ``--call-audio tone`` for a steady one), and reads CPU and RSS over
+``--call-seconds``. ``--blas-threads N`` hands that daemon OPENBLAS_NUM_THREADS=N, to see
+what pinning BLAS to one thread is worth on the same code. The simulated handsets listen to what they hear inside the daemon,
 so this CPU includes their work; a real FXS port spends none of it.
 
 Figures are printed, never judged, except the project's RSS target, shown as met or not.
@@ -33,6 +35,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import wave
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -68,7 +71,8 @@ def _in_state(gw: Daemon, lines: Sequence[str], state: str) -> Callable[[], bool
 class Daemon:
     """`branchline run` from a chosen source tree, driven over its control socket."""
 
-    def __init__(self, workdir: Path, config_text: str, root: Path | None) -> None:
+    def __init__(self, workdir: Path, config_text: str, root: Path | None,
+                 blas_threads: int | None = None) -> None:
         from gateway.runtime.control import ControlClient
 
         self.dir = workdir
@@ -78,6 +82,7 @@ class Daemon:
         self.control = str(self.dir / "control.sock")
         self.log_path = self.dir / "branchline.log"
         self.root = root
+        self.blas_threads = blas_threads
         self._client = ControlClient
         self.proc: subprocess.Popen[bytes] | None = None
 
@@ -86,6 +91,8 @@ class Daemon:
         env = dict(os.environ, PYTHONUNBUFFERED="1")
         for name in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
             env.pop(name, None)  # measure what the code does, not what this shell set
+        if self.blas_threads is not None:
+            env["OPENBLAS_NUM_THREADS"] = env["OMP_NUM_THREADS"] = str(self.blas_threads)
         if self.root is not None:
             env["PYTHONPATH"] = str(self.root)
         with open(self.log_path, "ab") as log:
@@ -276,10 +283,13 @@ def part_calls(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     from tests.integration.peers.ports import free_port
 
     gw = Daemon(work / "calls", calls_config(free_port(), work / "calls-state"),
-                args.gateway_root)
+                args.gateway_root, args.blas_threads)
     tone_a = write_tone_wav(work / "a.wav", 440.0, -12.0, 30.0)
     tone_b = write_tone_wav(work / "b.wav", 1000.0, -12.0, 30.0)
-    out: dict[str, Any] = {"lines": 2 * CALLS, "calls": CALLS}
+    if args.call_audio == "talkspurts":
+        tone_a, tone_b = _talkspurts(tone_a), _talkspurts(tone_b)
+    out: dict[str, Any] = {"lines": 2 * CALLS, "calls": CALLS, "audio": args.call_audio,
+                           "blas_threads": args.blas_threads}
     try:
         gw.start()
         time.sleep(args.settle)
@@ -306,12 +316,47 @@ def part_calls(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     return out
 
 
+def _talkspurts(path: Path, on: float = 0.4, off: float = 0.6) -> Path:
+    """The WAV with every `on + off` seconds' last `off` silenced: bursts, as speech has."""
+    with wave.open(str(path), "rb") as w:
+        params, pcm = w.getparams(), bytearray(w.readframes(w.getnframes()))
+    period, keep = round((on + off) * params.framerate) * 2, round(on * params.framerate) * 2
+    for start in range(0, len(pcm), period):
+        end = min(start + period, len(pcm))
+        pcm[start + keep : end] = bytes(max(0, end - start - keep))
+    out = path.with_name(path.stem + "-spurts.wav")
+    with wave.open(str(out), "wb") as w:
+        w.setparams(params)
+        w.writeframes(bytes(pcm))
+    return out
+
+
 def _mib(kib: int | None) -> str:
     return "n/a" if kib is None else f"{kib / 1024:.1f} MB"
 
 
 def render(report: dict[str, Any]) -> str:
-    reg, calls = report["registered"], report["calls"]
+    calls = report["calls"]
+    text = [f"bench.footprint  {report['date']}  gateway from {report['gateway_root']}",
+            f"load average before: {report['loadavg']}  cpus: {report['cpus']}", ""]
+    if "registered" in report:
+        text += _render_registered(report) + [""]
+    blas = calls["blas_threads"]
+    text += [
+        f"  20 lines, no call : CPU {calls['idle_cpu_pct']}% of a core, RSS "
+        f"{_mib(calls['idle_rss_kib'])}",
+        f"  20 lines, 10 calls: CPU {calls['calls_cpu_pct']}% of a core, RSS "
+        f"{_mib(calls['calls_rss_kib'])} ({report['call_seconds']:g} s, {calls['audio']}, "
+        f"{calls['lines_connected_at_end']}/20 lines still connected, "
+        f"{calls['threads']} threads"
+        + ("" if blas is None else f", OPENBLAS_NUM_THREADS={blas} from the environment")
+        + ")",
+    ]
+    return "\n".join(text)
+
+
+def _render_registered(report: dict[str, Any]) -> list[str]:
+    reg = report["registered"]
     rss = reg["gateway_idle_rss_kib"]
     goal = "n/a" if rss is None else ("met" if rss <= IDLE_RSS_GOAL_KIB else "NOT met")
     rows = [
@@ -322,23 +367,14 @@ def render(report: dict[str, Any]) -> str:
         (f"idle CPU ({report['idle_seconds']:g} s)", f"{reg['gateway_idle_cpu_pct']}%",
          f"{reg['baresip_idle_cpu_pct']}%"),
     ]
-    text = [f"bench.footprint  {report['date']}  gateway from {report['gateway_root']}",
-            f"load average before: {report['loadavg']}  cpus: {report['cpus']}", ""]
-    text += [f"  {a:<26}{b:>12}{c:>12}" for a, b, c in rows]
+    text = [f"  {a:<26}{b:>12}{c:>12}" for a, b, c in rows]
     text += [
         "",
         f"  gateway idle RSS, two registered lines: {_mib(rss)} (goal <= 45 MB: {goal})",
         f"  gateway threads: {reg['gateway_threads']}; optional libraries loaded: "
         f"{reg['gateway_loaded'] if reg['gateway_loaded'] is not None else 'not reported'}",
-        "",
-        f"  20 lines, no call : CPU {calls['idle_cpu_pct']}% of a core, RSS "
-        f"{_mib(calls['idle_rss_kib'])}",
-        f"  20 lines, 10 calls: CPU {calls['calls_cpu_pct']}% of a core, RSS "
-        f"{_mib(calls['calls_rss_kib'])} ({report['call_seconds']:g} s, "
-        f"{calls['lines_connected_at_end']}/20 lines still connected, "
-        f"{calls['threads']} threads)",
     ]
-    return "\n".join(text)
+    return text
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -352,6 +388,14 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="starts of both to take the median start-to-registered over")
     parser.add_argument("--settle", type=float, default=2.0,
                         help="seconds to wait after start-up or call set-up before measuring")
+    parser.add_argument("--call-audio", choices=("talkspurts", "tone"), default="talkspurts",
+                        help="what the handsets play in the calls: a tone in 0.4 s bursts every "
+                        "second, as speech comes in talkspurts (default), or a steady tone")
+    parser.add_argument("--blas-threads", type=int, default=None,
+                        help="give the 20-line daemon OPENBLAS_NUM_THREADS=N (default: unset, "
+                        "so the code decides)")
+    parser.add_argument("--calls-only", action="store_true",
+                        help="skip Kamailio/baresip and measure the 20-line part only")
     parser.add_argument("--json", action="store_true", help="print the report as JSON")
     parser.add_argument("--keep", action="store_true", help="keep configs and logs")
     args = parser.parse_args(argv)
@@ -376,7 +420,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         "call_seconds": args.call_seconds,
     }
     try:
-        report["registered"] = part_registered(args, work)
+        if not args.calls_only:
+            report["registered"] = part_registered(args, work)
         report["calls"] = part_calls(args, work)
     finally:
         if args.keep:
