@@ -185,3 +185,54 @@ def test_baresip_srtcp_on_the_32_bit_suite_is_dropped_and_named(
     assert st["srtcp_dropped_tag32"] >= 2, st
     assert st["srtcp_dropped_auth"] == 0 and st["srtcp_dropped_unencrypted"] == 0, st
     assert st["rtcp_received"] == 0 and rtcp["received"] == 0, rtcp  # none was read
+
+
+def test_rtcp_mux_offered_by_baresip_is_accepted_by_the_daemon(
+    tmp_path: Path, kamailio_factory: KamailioFactory, baresip_factory: BaresipFactory,
+) -> None:
+    """baresip with `rtcp_mux yes` calls a line and offers a=rtcp-mux (RFC 5761); the daemon
+    accepts, so both sides' reports travel between the two RTP ports. baresip then starts
+    RTCP towards our (even) RTP port, not the odd one above it, and reads our reports."""
+    trunk = kamailio_factory(users={LINE_USER: LINE_PASS, "300": "bob-pass-300"})
+    gw = GatewayProcess(tmp_path, gateway_config(trunk, free_port(), tmp_path))
+    gw.start()
+    try:
+        bob = baresip_factory("300", trunk=trunk, password="bob-pass-300", tone=1000,
+                              rtcp_mux=True)
+        bob.wait_registered()
+        gw.wait_until("line 1 registered", lambda: gw.registered("1"), timeout=10)
+        bob.dial(f"sip:{LINE_USER}@127.0.0.1:{trunk.port}")
+        gw.wait_until("line 1 ringing", lambda: gw.line("1")["ringing"]
+                      or gw.line("1")["state"] == "ringing", timeout=15)
+        gw.phone("1", "offhook")
+        bob.wait_for_event("CALL_ESTABLISHED", timeout=10)
+
+        def rtcp() -> dict[str, Any]:
+            calls = gw.status()["calls"]
+            return dict(calls[0].get("rtcp") or {}) if calls else {}
+
+        gw.wait_until("baresip's muxed reports with an RTT in the gateway's status",
+                      lambda: rtcp().get("rtt_ms") is not None and rtcp().get("received", 0) >= 2,
+                      timeout=30, interval=0.5)
+        ours = rtcp()
+        stats = gw.status()["calls"][0]["stats"]
+        deadline = time.monotonic() + 30
+        while (not any(e["rtcp_stats"]["rtt"] > 0 for e in _rtcp_events(bob.events))
+               and time.monotonic() < deadline):
+            time.sleep(0.5)
+        theirs = _rtcp_events(bob.events)
+        print(f"gateway status rtcp (mux): {ours}")
+        print("baresip CALL_RTCP rtcp_stats:", [e["rtcp_stats"] for e in theirs])
+        bob.hangup()
+        bob.wait_for_event("CALL_CLOSED", timeout=10)
+        gw.wait_until("call gone", lambda: not gw.status()["calls"], timeout=5)
+        gw.phone("1", "onhook")
+    finally:
+        gw.stop()
+
+    starts = [ln for ln in bob.log_text().splitlines() if "starting RTCP with remote" in ln]
+    assert starts and all(int(ln.rsplit(":", 1)[1]) % 2 == 0 for ln in starts), starts
+    assert isinstance(ours["rtt_ms"], float) and 0.0 < ours["rtt_ms"] < 100.0, ours
+    assert ours["remote_lost"] == 0 and ours["malformed"] == 0, ours
+    assert stats["lost"] == 0 and stats["rtcp_dropped_foreign"] == 0, stats
+    assert any(e["rtcp_stats"]["rtt"] > 0 for e in theirs), [e["rtcp_stats"] for e in theirs]

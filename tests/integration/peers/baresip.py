@@ -128,6 +128,7 @@ class Baresip:
         tls_certificate: Path | str | None = None,
         tls_cafile: Path | str | None = None,
         transport: Literal["udp", "tcp", "tls"] | None = None,
+        rtcp_mux: bool = False,
     ) -> None:
         if ctrl_port in (sip_port, sip_port + 1):
             raise ValueError(
@@ -166,6 +167,7 @@ class Baresip:
         self.tls_certificate = Path(tls_certificate) if tls_certificate is not None else None
         self.tls_cafile = Path(tls_cafile) if tls_cafile is not None else None
         self.transport = transport
+        self.rtcp_mux = rtcp_mux  # offer and accept a=rtcp-mux (RFC 5761)
         self._own_tmpdir = tmpdir is None
         base = Path(tmpdir) if tmpdir is not None else Path(tempfile.mkdtemp(prefix="bs-"))
         self.confdir = base / f"baresip-{name}-{sip_port}"
@@ -266,6 +268,7 @@ ausrc_channels\t\t{_SOURCE_CHANNELS}
 audio_level\t\tno
 rtp_ports\t\t20000-29999
 rtp_timeout\t\t0
+rtcp_mux\t\t{"yes" if self.rtcp_mux else "no"}
 statmode_default\toff
 ringback_disabled\tyes
 module_path\t\t{_module_dir()}
