@@ -3,7 +3,10 @@
 dnspython's asyncio resolver does the lookups against the configured name servers
 (`sip.dns_servers`, else the system's). Answers are cached for their TTL (bounded, with
 a floor and a ceiling) so a call attempt does not wait for DNS; an expired entry is simply
-looked up again on the next `resolve()`. dnspython is imported by the first lookup: a
+looked up again on the next `resolve()`. A negative answer (NXDOMAIN, or no records of the
+type) is cached as RFC 2308 says: for the SOA's MINIMUM (or its TTL, if lower) from the
+authority section, clamped to `NEGATIVE_TTL_MIN`..`NEGATIVE_TTL_MAX`, else for
+`NEGATIVE_TTL`; `TrunkAnswer.ttl` carries it, so a retry is not scheduled inside it. dnspython is imported by the first lookup: a
 config whose trunks are IP literals (or that has none) never loads it.
 """
 
@@ -25,7 +28,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("branchline.dns")
 
-MIN_TTL, MAX_TTL, NEGATIVE_TTL = 5.0, 3600.0, 30.0
+MIN_TTL, MAX_TTL = 5.0, 3600.0
+#: How long a negative answer is held: without an SOA, and the bounds on the SOA's value.
+NEGATIVE_TTL, NEGATIVE_TTL_MIN, NEGATIVE_TTL_MAX = 5.0, 1.0, 30.0
 MAX_CACHE = 512
 
 
@@ -150,8 +155,11 @@ class SipResolver:
             answer = await self._dns().resolve(query.name, query.rtype, search=False)
             records = _convert(query.rtype, answer)
             ttl = min(max(float(answer.rrset.ttl if answer.rrset else 0), MIN_TTL), MAX_TTL)
-        except (dns.resolver.NXDOMAIN, dns.resolver.NoAnswer):
-            pass
+        except dns.resolver.NXDOMAIN as exc:
+            ttl = min((negative_ttl(r) for r in exc.kwargs.get("responses", {}).values()),
+                      default=NEGATIVE_TTL)
+        except dns.resolver.NoAnswer as exc:
+            ttl = negative_ttl(exc.kwargs.get("response"))
         except (dns.exception.DNSException, OSError) as exc:
             self.stats["failures"] += 1
             log.info("DNS %s %s failed: %s", query.rtype, query.name, exc)
@@ -167,6 +175,21 @@ class SipResolver:
     def forget(self) -> None:
         """Drop the cache (e.g. after a network change)."""
         self._cache.clear()
+
+
+def negative_ttl(response: Any) -> float:
+    """Seconds to hold a negative answer (RFC 2308 section 5), from its authority SOA.
+
+    min(SOA TTL, SOA MINIMUM) clamped to NEGATIVE_TTL_MIN..NEGATIVE_TTL_MAX; NEGATIVE_TTL
+    when the response carries no SOA (or there is no response).
+    """
+    import dns.rdatatype
+
+    for rrset in getattr(response, "authority", None) or ():
+        if rrset.rdtype == dns.rdatatype.SOA and len(rrset):
+            ttl = min(rrset.ttl, min(r.minimum for r in rrset))
+            return min(max(float(ttl), NEGATIVE_TTL_MIN), NEGATIVE_TTL_MAX)
+    return NEGATIVE_TTL
 
 
 def _convert(rtype: str, answer: dns.resolver.Answer) -> Answer:

@@ -15,7 +15,8 @@ answers back. Pure: ``now`` comes in, the next deadline goes out.
   DNS outage does not cut off a trunk that still works; a trunk that never resolved is
   trusted as soon as a retry brings an answer.
 - **An empty answer** (NXDOMAIN, no records) drops the name's addresses at once and is
-  retried with the same backoff.
+  retried with the same backoff, but never before the answer's own (RFC 2308 negative)
+  TTL has run out, up to `retry_max`: a retry inside it would only meet the cached "no".
 """
 
 from __future__ import annotations
@@ -122,7 +123,8 @@ class TrunkAddressBook:
         else:
             entry.failures += 1
             entry.expires = now
-            entry.due = now + self.policy.retry_after(entry.failures)
+            entry.due = now + max(self.policy.retry_after(entry.failures),
+                                  min(ttl, self.policy.retry_max))
         return changed
 
     def failed(self, host: TrunkHost, now: float) -> bool:

@@ -3,6 +3,10 @@
 Records are zone-file rdata text keyed by (name, type), e.g.
 `{("_sip._udp.trunk.test", "SRV"): ["10 0 5071 a.trunk.test."]}`. Unknown names get
 NXDOMAIN; known names without that type get an empty NOERROR answer. Runs in a thread.
+
+`negative_ttl` puts an SOA record in the authority section of those negative answers, whose
+MINIMUM (and TTL) is how long a resolver may cache them (RFC 2308); without it there is none.
+`silent = True` makes a running server log queries but answer nothing (the WAN is down).
 """
 
 from __future__ import annotations
@@ -27,8 +31,10 @@ class DnsTestServer:
     """Answers UDP queries on 127.0.0.1 from a fixed record table; `queries` logs them."""
 
     def __init__(self, records: Records, *, ttl: int = 60, host: str = "127.0.0.1",
-                 port: int = 0) -> None:
+                 port: int = 0, negative_ttl: int | None = None) -> None:
         self.ttl = ttl
+        self.negative_ttl = negative_ttl
+        self.silent = False
         self._lock = threading.Lock()
         self._records: dict[tuple[str, str], list[str]] = {}
         self.set_records(records)
@@ -54,7 +60,8 @@ class DnsTestServer:
 
     def stop(self) -> None:
         self._stop.set()
-        self._thread.join(2)
+        if self._thread.is_alive():
+            self._thread.join(2)
         self._sock.close()
 
     def __enter__(self) -> DnsTestServer:
@@ -72,7 +79,14 @@ class DnsTestServer:
             except OSError:
                 return
             try:
-                reply = self._answer(dns.message.from_wire(data))
+                query = dns.message.from_wire(data)
+                if self.silent:
+                    with self._lock:
+                        self.queries.extend(
+                            (q.name.to_text().rstrip(".").lower(),
+                             dns.rdatatype.to_text(q.rdtype)) for q in query.question)
+                    continue
+                reply = self._answer(query)
             except Exception:
                 continue  # not a query we can parse: stay silent like a real server
             try:
@@ -95,7 +109,10 @@ class DnsTestServer:
             values = self._records.get((name, rtype), [])
         if not known:
             reply.set_rcode(dns.rcode.NXDOMAIN)
+            self._add_soa(reply, name)
             return reply
+        if not values:
+            self._add_soa(reply, name)
         if values:
             rrset = dns.rrset.RRset(question.name, dns.rdataclass.IN, question.rdtype)
             rrset.update_ttl(self.ttl)
@@ -104,3 +121,15 @@ class DnsTestServer:
                           self.ttl)
             reply.answer.append(rrset)
         return reply
+
+    def _add_soa(self, reply: dns.message.Message, name: str) -> None:
+        """RFC 2308: the zone's SOA beside a negative answer (the zone is the name's parent)."""
+        if self.negative_ttl is None:
+            return
+        zone = dns.name.from_text(name.split(".", 1)[-1] if "." in name else name)
+        rrset = dns.rrset.RRset(zone, dns.rdataclass.IN, dns.rdatatype.SOA)
+        rrset.add(dns.rdata.from_text(
+            dns.rdataclass.IN, dns.rdatatype.SOA,
+            f"ns.{zone} hostmaster.{zone} 1 3600 600 86400 {self.negative_ttl}"),
+            self.negative_ttl)
+        reply.authority.append(rrset)

@@ -119,3 +119,30 @@ def test_resolve_trunk_keeps_the_configured_transport(server: Any) -> None:
     assert [t.port for t in by_naptr] == [5071, 5073]
     assert [(t.transport, t.host, t.port) for t in with_port] == [("tcp", "127.0.0.9", 5070)]
     assert numeric == [Target("tls", "127.0.0.3", 5061, "sip.test")]
+
+
+@pytest.mark.parametrize(("soa_minimum", "held"), [(None, 5.0), (12, 12.0), (0, 1.0),
+                                                   (86400, 30.0)])
+def test_negative_answers_are_held_as_the_soa_says_within_bounds(
+        soa_minimum: int | None, held: float) -> None:
+    """RFC 2308: SOA MINIMUM from the authority section, clamped 1..30 s; 5 s without one."""
+    srv = _load_dns_server().DnsTestServer({("known.test", "A"): ["127.0.0.5"]},
+                                           negative_ttl=soa_minimum).start()
+    now = [100.0]
+    try:
+        resolver = SipResolver([srv.address], clock=lambda: now[0])
+
+        async def ask(name: str, rtype: str) -> None:
+            assert await resolver.lookup(Query(name, rtype)) == []
+
+        for name, rtype in (("gone.test", "A"), ("known.test", "AAAA")):  # NXDOMAIN, NODATA
+            asyncio.run(ask(name, rtype))
+            asked = len(srv.queries)
+            now[0] += held - 0.5
+            asyncio.run(ask(name, rtype))
+            assert len(srv.queries) == asked  # still held
+            now[0] += 0.5
+            asyncio.run(ask(name, rtype))
+            assert len(srv.queries) == asked + 1  # expired: asked again
+    finally:
+        srv.stop()

@@ -88,9 +88,23 @@ def test_an_empty_answer_untrusts_at_once_and_is_retried() -> None:
     book.due(0.0)
     book.answered(HOST, [("192.0.2.1", 5060)], 60.0, 0.0)
     book.due(60.0)
-    assert book.answered(HOST, [], 30.0, 60.0)
+    assert book.answered(HOST, [], 5.0, 60.0)
     assert book.addresses()[HOST] == ()
     assert book.next_deadline() == 65.0
+
+
+def test_an_empty_answer_is_retried_once_its_negative_ttl_ran_out() -> None:
+    """RFC 2308: the zone says how long "no such name" holds; a retry inside it is wasted."""
+    book = TrunkAddressBook([HOST], POLICY, now=0.0)
+    book.due(0.0)
+    assert not book.answered(HOST, [], 20.0, 0.0)
+    assert book.next_deadline() == 20.0  # not at retry_min (5 s)
+    book.due(20.0)
+    book.answered(HOST, [], 2.0, 20.0)
+    assert book.next_deadline() == 30.0  # the backoff (10 s) when the TTL is shorter
+    book.due(30.0)
+    book.answered(HOST, [], 3600.0, 30.0)
+    assert book.next_deadline() == 90.0  # never past retry_max
 
 
 def test_policy_refuses_nonsense() -> None:

@@ -104,17 +104,18 @@ def test_reresolution_on_ttl_expiry_drops_an_address_no_longer_returned(dns: Any
                            policy=POLICY, clock=clock)
         await trust.start()
         try:
-            # The "no NAPTR" answer is held 30 s, the SRV and A records their 60 s TTL.
-            assert trust.book.next_deadline() == clock.now + 30.0
+            # The "no NAPTR" answer is held 5 s (no SOA in it), so the name is asked again
+            # after the policy's min_ttl (10 s); the SRV and A records keep their 60 s TTL.
+            assert trust.book.next_deadline() == clock.now + 10.0
             dns.set_records({
                 ("_sip._udp.carrier.test", "SRV"): ["10 0 5071 a.carrier.test."],
                 ("a.carrier.test", "A"): ["127.0.0.23"],
             })
-            clock.now += 30.0
+            clock.now += 10.0
             await trust.refresh()  # NAPTR asked again; SRV and A still cached
-            assert trust.book.next_deadline() == clock.now + 30.0
+            assert trust.book.next_deadline() == clock.now + 10.0
             assert trusted(trust, "127.0.0.22", 5073)
-            clock.now += 31.0
+            clock.now += 51.0
             await trust.refresh()
             assert not trusted(trust, "127.0.0.22", 5073)
             assert not trusted(trust, "127.0.0.21", 5071)
@@ -195,3 +196,68 @@ def test_ip_literal_trunks_need_no_lookup_and_config_limits_reach_the_edge() -> 
     edge = build_edge(cfg, trunk_limits=limits)
     assert edge.acl.check("127.0.0.9", 5090).is_trunk
     assert edge.trunk_limits["main"].call.burst == 8
+
+
+def test_a_name_that_did_not_exist_is_found_by_the_next_scheduled_retry() -> None:
+    """NXDOMAIN at start, then the records appear: the first retry (5 s) reaches DNS.
+
+    The resolver used to hold every negative answer 30 s, so the retries at 5 and 10 s
+    only met its cache (a registration came 34 s after DNS answered).
+    """
+    server = _load_dns_server().DnsTestServer({}, ttl=60).start()
+
+    async def run() -> None:
+        clock = Clock()
+        cfg = config()
+        resolver = SipResolver([server.address], clock=clock, timeout=1.0)
+        trust = TrunkTrust(cfg.trunks, build_edge(cfg), resolver, asyncio.get_running_loop(),
+                           policy=RefreshPolicy(retry_min=5.0, retry_max=60.0), clock=clock)
+        await trust.start()
+        try:
+            host = trust.book.hosts[0]
+            assert not trusted(trust, "127.0.0.21", 5071)
+            assert trust.targets_for(cfg.trunks[0], cfg.trunks[0].registrar) == ()
+            server.set_records(SRV_RECORDS)
+            retry = trust.book.next_deadline()
+            assert retry == clock.now + 5.0
+            clock.now = retry
+            await trust.refresh()
+            assert trusted(trust, "127.0.0.21", 5071)
+            assert trust.book.failures(host) == 0
+            [first, *_] = trust.targets_for(cfg.trunks[0], cfg.trunks[0].registrar) or ()
+            assert (first.host, first.port) == ("127.0.0.21", 5071)
+        finally:
+            trust.stop()
+
+    try:
+        asyncio.run(run())
+    finally:
+        server.stop()
+
+
+def test_a_negative_answer_s_soa_minimum_sets_when_the_name_is_asked_again() -> None:
+    """RFC 2308: the zone's SOA MINIMUM (20 s here) holds "no such name"; the retry waits."""
+    server = _load_dns_server().DnsTestServer({}, ttl=60, negative_ttl=20).start()
+
+    async def run() -> None:
+        clock = Clock()
+        cfg = config()
+        resolver = SipResolver([server.address], clock=clock, timeout=1.0)
+        trust = TrunkTrust(cfg.trunks, build_edge(cfg), resolver, asyncio.get_running_loop(),
+                           policy=RefreshPolicy(retry_min=5.0, retry_max=60.0), clock=clock)
+        await trust.start()
+        try:
+            assert trust.book.next_deadline() == clock.now + 20.0
+            server.set_records(SRV_RECORDS)
+            asked = len(server.queries)
+            clock.now += 20.0
+            await trust.refresh()
+            assert len(server.queries) > asked  # the cache let it through
+            assert trusted(trust, "127.0.0.21", 5071)
+        finally:
+            trust.stop()
+
+    try:
+        asyncio.run(run())
+    finally:
+        server.stop()
