@@ -207,8 +207,7 @@ class Gateway(SipCalls):
             for account_id, r in self.registrations.items():
                 if r.trunk != name:
                     continue
-                # UserAgent has no public accessor for an account's client yet.
-                client = self.ua._accounts.get(account_id)
+                client = self.ua.registration(account_id)
                 if client is not None and reg:
                     client.set_targets(reg, now)
                 if not r.registered and name in self.registrar_dns:

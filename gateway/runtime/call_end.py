@@ -47,6 +47,13 @@ def rejected(status: int, by: str = "") -> CallEnd:
     return CallEnd("rejected", f"rejected {status} {default_reason(status)}{suffix}", status)
 
 
+def no_address(trunk: str, host: str) -> CallEnd:
+    """Not sent: the trunk's proxy name has no address (DNS down or no such name); 503."""
+    return CallEnd("no-address",
+                   f"not sent 503 Service Unavailable (trunk {trunk}: no address for {host})",
+                   503)
+
+
 def shutdown() -> CallEnd:
     """The daemon is stopping and hangs up everything."""
     return CallEnd("shutdown", "gateway stopping")

@@ -28,6 +28,7 @@ from gateway.runtime.rtp import RtpEndpoint
 from gateway.security.permissions import Denied
 from gateway.security.routeguard import LOCAL_TARGET, RouteGuard
 from gateway.sip import events as sev
+from gateway.sip.dns import is_ip
 from gateway.sip.errors import SdpError
 from gateway.sip.sdes import CryptoSelection
 from gateway.sip.sdp import MediaParams, SessionDescription, build_offer, params_from_answer
@@ -130,18 +131,14 @@ class SipCalls:
     async def _place_sip_call(self, lp: LinePort, number: str, trunk_name: str) -> None:
         cfg = self.config
         trunk = self.trunks[trunk_name]
-        rtp = await RtpEndpoint.open(cfg.sip.listen.host, (cfg.sip.rtp_ports.first, cfg.sip.rtp_ports.last))
-        # Kept fresh from DNS by the trunk trust's lookups (and through a DNS outage); ask
-        # now only when the name has no address yet.
+        # Kept fresh from DNS by the trunk trust's lookups (and through a DNS outage). A
+        # name with no address fails the call now: never send to the bare name (the
+        # transport would resolve it on the event loop) nor wait here for DNS.
         targets: tuple[Target, ...] = self.proxy_targets.get(trunk_name, ())
-        if not targets and self.resolver is not None:
-            try:
-                targets = tuple(await self.resolver.resolve_trunk(
-                    trunk.proxy.host, trunk.proxy.lookup_port, trunk.transport,
-                    server_name=self._server_name(trunk)))
-            except Exception as exc:
-                log.warning("trunk %s: lookup of %s failed (%s); using the last targets",
-                            trunk_name, trunk.proxy.host, exc)
+        if not targets and not is_ip(trunk.proxy.host):
+            self._fail_unaddressed(lp, number, trunk)
+            return
+        rtp = await RtpEndpoint.open(cfg.sip.listen.host, (cfg.sip.rtp_ports.first, cfg.sip.rtp_ports.last))
         now = self.loop.time()
         if lp.line.state not in (lev.LineState.CALLING,) or lp.line.call_id is not None:
             rtp.close()  # the user hung up while the socket was being opened
@@ -171,6 +168,20 @@ class SipCalls:
         lp.line.set_call_id(call_id)
         self._attach_rtp(call)
         log.info("line %s: calling %s via %s (%s)", lp.name, number, trunk_name, call_id)
+        self._pump()
+
+    def _fail_unaddressed(self, lp: LinePort, number: str, trunk: TrunkConfig) -> None:
+        """The trunk's proxy name has no address: 503 here, reorder on the line, one log line."""
+        now = self.loop.time()
+        if lp.line.state is not lev.LineState.CALLING or lp.line.call_id is not None:
+            return  # the user hung up first
+        call = Call(f"unsent-{secrets.token_hex(8)}", lp, "out", f"sip:{number}@{trunk.domain}",
+                    "sip", now)
+        self.calls[call.call_id] = call
+        lp.call_id = call.call_id
+        lp.line.set_call_id(call.call_id)
+        lp.line.call_ended("no address", 503, now)
+        self.end_call(call, call_end.no_address(trunk.name, trunk.proxy.host), now)
         self._pump()
 
     def _attach_rtp(self, call: Call) -> None:
@@ -445,6 +456,8 @@ class SipCalls:
             direction="inactive" if hold else "sendrecv",
             session_id=call.sdp_id, session_version=call.next_sdp_version(),
         ))
+        if call.params.rtcp_mux:  # RFC 5761 5.1.3: a re-offer keeps asking for the mux
+            offer.media[0].attributes.append(("rtcp-mux", None))
         call.offer, call.srtp_pending, call.held, call.hold_pending = offer, pending, hold, True
         log.info("call %s: %s", call_id, "hold" if hold else "resume")
         self.ua.reinvite(call_id, bytes(offer), now)

@@ -17,6 +17,9 @@ next target on transport error, on 503, or when nothing at all (not even 100) ca
 within `target_timeout`. The target that answered becomes sticky (shared with calls of the
 same trunk through a `TargetSet`); each refresh goes back to the preferred first target,
 so a recovered primary is used again at the next refresh.
+
+A registrar known only by name (no `targets`, no IP literal) gets nothing sent to it, never a
+bare name, until `set_targets` hands it addresses (reason `NO_ADDRESS` meanwhile).
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ from dataclasses import dataclass, replace
 from enum import Enum
 
 from gateway.sip.auth import Challenge, build_authorization, challenge_from
+from gateway.sip.dns import is_ip
 from gateway.sip.errors import SipError
 from gateway.sip.events import RegistrationStateChanged
 from gateway.sip.headers import NameAddr, generate_branch, generate_call_id, generate_tag
@@ -42,6 +46,8 @@ from gateway.sip.transaction import (
 from gateway.sip.uri import SipUri
 
 MAX_AUTH_ROUNDS = 3
+#: The reason while the registrar's name has no address (the runtime adds what DNS said).
+NO_ADDRESS = "registrar has no address (waiting for DNS)"
 
 
 @dataclass
@@ -157,6 +163,11 @@ class RegistrationClient:
     def dest(self) -> tuple[str, int]:
         """(host, port) of the registrar target in use now."""
         return self.target.addr
+
+    @property
+    def addressed(self) -> bool:
+        """True when there is an address to send to: resolved targets or an IP literal."""
+        return bool(self.settings.targets) or is_ip(self.settings.registrar_host)
 
     # -- driving ---------------------------------------------------------------------
 
@@ -336,6 +347,9 @@ class RegistrationClient:
     def _register(self, now: float, *, expires: int | None = None,
                   challenge: tuple[str, Challenge] | None = None,
                   timeout: float | None = None, failover: bool = False) -> None:
+        if not self.addressed:
+            self._no_address()
+            return
         if not failover and challenge is None:
             self._index = self.targets.start()
             self._tried = 1
@@ -506,6 +520,19 @@ class RegistrationClient:
             self._probe_tx = None
         self._emit(False, reason, None)
 
+    def _no_address(self) -> None:
+        """Nothing to send to: wait for `set_targets` (an unregister simply ends)."""
+        self._reg_tx = None
+        self._retry_at = self._target_deadline = None
+        if self.phase is RegPhase.UNREGISTERING:
+            self._stopped(f"unregistered ({NO_ADDRESS})")
+            return
+        self.registered = False
+        self.granted_expires = None
+        self._refresh_at = None
+        self.phase = RegPhase.WAITING_RETRY
+        self._emit(False, NO_ADDRESS, None)
+
     def _stopped(self, reason: str) -> None:
         self.phase = RegPhase.STOPPED
         self.registered = False
@@ -527,7 +554,7 @@ class RegistrationClient:
     # -- OPTIONS probes --------------------------------------------------------------
 
     def _probe(self, now: float) -> None:
-        if self.phase in (RegPhase.UNREGISTERING, RegPhase.STOPPED):
+        if self.phase in (RegPhase.UNREGISTERING, RegPhase.STOPPED) or not self.addressed:
             return
         req = build_request(
             "OPTIONS", self.registrar_uri,

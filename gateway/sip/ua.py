@@ -41,7 +41,7 @@ from gateway.sip.call_state import SETTING_UP, Call, CallState
 from gateway.sip.errors import SipError, SipParseError
 from gateway.sip.events import Drop, MessageDropped, Respond, UaEvent
 from gateway.sip.message import Request, Response, parse_message
-from gateway.sip.registration import AccountSettings
+from gateway.sip.registration import AccountSettings, RegistrationClient
 from gateway.sip.target import Outgoing, Target
 from gateway.sip.transaction import T1, T2, RequestReceived
 from gateway.sip.ua_accounts import Registrations
@@ -239,6 +239,7 @@ class UserAgent:
         sticky target choice with calls that pass the same targets to `invite`.
         """
         self._accounts.add(account_id, settings, now)
+        self._accounts.pull_events()  # e.g. "no address" when nothing could be sent
 
     def remove_account(self, account_id: str, now: float) -> None:
         """Unregister; the account disappears once the registrar answered or timed out."""
@@ -247,6 +248,14 @@ class UserAgent:
     def registration_state(self, account_id: str) -> dict[str, object]:
         """Snapshot for the control socket: registered, phase, expires, reason..."""
         return self._accounts.state(account_id)
+
+    def registration(self, account_id: str) -> RegistrationClient | None:
+        """The registration client of `account_id` (None when there is no such account).
+
+        The runtime uses it to hand an account new registrar targets when DNS moves them
+        (`RegistrationClient.set_targets`).
+        """
+        return self._accounts.get(account_id)
 
     # -- calls -----------------------------------------------------------------------------
 

@@ -1,15 +1,16 @@
 """Registration client: registrar targets replaced while running (the name resolved anew).
 
-A trunk known by name whose DNS failed at boot has no targets; the client falls back to the
-bare name, which cannot be sent to. When DNS answers, `set_targets` must get the account
+A trunk known by name whose DNS failed at boot has no targets; the client sends nothing (a
+bare name would make the transport resolve it on the event loop). When DNS answers, `set_targets` must get the account
 registered at once, not at its next backoff retry; a live binding is left alone.
 """
 
 from __future__ import annotations
 
 from gateway.sip.message import Request, Response, make_response, parse_message
-from gateway.sip.registration import AccountSettings, RegistrationClient, RegPhase
+from gateway.sip.registration import NO_ADDRESS, AccountSettings, RegistrationClient, RegPhase
 from gateway.sip.target import Target
+from gateway.sip.ua import UserAgent
 
 A = Target("udp", "127.0.0.21", 5071)
 B = Target("udp", "127.0.0.22", 5073)
@@ -38,24 +39,45 @@ def ok(req: Request, expires: int = 600) -> Response:
     return parsed
 
 
-def test_an_account_failing_for_want_of_an_address_registers_as_soon_as_dns_answers() -> None:
+def test_an_account_without_an_address_sends_nothing_and_registers_as_soon_as_dns_answers(
+        ) -> None:
     rc = client()
     rc.start(0.0)
-    [(req, target)] = out(rc)
-    assert target.host == "carrier.test"  # the bare name: nowhere to send it
-    rc.transport_error(0.01)
-    assert not rc.registered and rc.phase is RegPhase.RECOVERING
-    retry = rc.state()["next_retry"]
-    assert isinstance(retry, float) and retry > 0.5
-    rc.events()
+    assert out(rc) == []  # never a REGISTER to the bare name "carrier.test"
+    [ev] = rc.events()
+    assert not ev.registered and ev.reason == NO_ADDRESS
+    assert not rc.registered and rc.phase is RegPhase.WAITING_RETRY
+    assert rc.get_timer() is None  # nothing to retry until DNS hands over targets
+    rc.handle_timer(100.0)
+    assert out(rc) == []
 
     assert rc.set_targets([A, B], 0.5)
     [(req, target)] = [(r, t) for r, t in out(rc) if r.method == "REGISTER"]
-    assert target == A  # now, not at the retry
+    assert target == A
     assert rc.receive_response(ok(req), 0.52)
     [ev] = rc.events()
     assert ev.registered and rc.registered
     assert rc.settings.targets == (A, B)
+
+
+def test_an_account_without_an_address_unregisters_without_sending() -> None:
+    rc = client()
+    rc.start(0.0)
+    rc.unregister(1.0)
+    assert out(rc) == [] and rc.done
+
+
+def test_the_user_agent_hands_out_an_account_s_client() -> None:
+    ua = UserAgent(local_host="127.0.0.1", local_port=5060, instance_id="urn:uuid:x")
+    ua.add_account("1", AccountSettings(aor="sip:1001@carrier.test",
+                                        registrar_host="carrier.test"), 0.0)
+    client_ = ua.registration("1")
+    assert isinstance(client_, RegistrationClient)
+    assert ua.registration("2") is None
+    assert ua.messages_out() == []  # no address yet: nothing goes out
+    assert client_.set_targets([A], 1.0)
+    [sent] = ua.messages_out()
+    assert sent.dest == A.addr and sent.data.startswith(b"REGISTER ")
 
 
 def test_a_live_binding_is_left_alone_and_the_next_refresh_uses_the_new_address() -> None:

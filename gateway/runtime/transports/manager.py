@@ -260,6 +260,8 @@ class TransportManager:
 
     def send(self, out: Outgoing) -> None:
         """Send one message over its transport, opening a connection when needed."""
+        if not self._addressed(out.dest, out.transport):
+            return
         if out.transport == "udp":
             self._send_udp(out.data, out.dest)
             return
@@ -282,6 +284,8 @@ class TransportManager:
 
     def ping(self, target: Target) -> None:
         """One keep-alive: CRLFCRLF on an open stream to `target`, CRLF over UDP."""
+        if not self._addressed(target.addr, target.transport):
+            return
         if target.transport == "udp":
             self._send_udp(b"\r\n", target.addr)
         else:
@@ -293,6 +297,21 @@ class TransportManager:
     def connection_count(self) -> int:
         """Open stream connections (aliases counted once)."""
         return len({id(c) for c in self._conns.values() if not c.closed})
+
+    def _addressed(self, dest: Address, transport: str) -> bool:
+        """False (and the agent told) for a host name: it is never resolved here.
+
+        `socket.sendto` with a name runs the system resolver inside the call, on the event
+        loop, which stalls every call's audio while DNS is down; names are resolved by the
+        trunk lookups and only their addresses get this far.
+        """
+        if is_ip(dest[0]):
+            return True
+        self.count("unresolved_dest")
+        log.warning("SIP send to %s:%s over %s refused: a host name, not an address",
+                    dest[0], dest[1], transport)
+        self.report_error(dest, transport)
+        return False
 
     def _send_udp(self, data: bytes, dest: Address) -> None:
         if self._udp is None or self._udp.transport is None:
