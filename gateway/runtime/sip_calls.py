@@ -221,8 +221,10 @@ class SipCalls:
                                      rtcp_mux=params.rtcp_mux)
             call.media.set_srtp(srtp_pair(call.srtp))
         call.media.set_direction(params.direction)
-        log.info("call %s: media %s/%s to %s:%s (%s)", call.call_id, params.codec,
-                 params.payload_type, *params.remote_addr, params.direction)
+        host, port = call.media.rtcp_addr
+        log.info("call %s: media %s/%s to %s:%s (%s), RTCP %s", call.call_id, params.codec,
+                 params.payload_type, *params.remote_addr, params.direction,
+                 "muxed on RTP" if params.rtcp_mux else f"to {host}:{port}")
 
     def _release_media(self, call: Call) -> None:
         if call.rtp is not None:

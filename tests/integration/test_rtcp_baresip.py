@@ -221,6 +221,21 @@ def test_rtcp_mux_offered_by_baresip_is_accepted_by_the_daemon(
                and time.monotonic() < deadline):
             time.sleep(0.5)
         theirs = _rtcp_events(bob.events)
+
+        def held() -> bool:
+            calls = gw.status()["calls"]
+            return bool(calls and calls[0]["held"])
+
+        # hold and resume: our re-offers must keep the mux, or our reports go astray
+        gw.phone("1", "flash")
+        gw.wait_until("call held", held, timeout=5)
+        gw.phone("1", "flash")
+        gw.wait_until("call resumed", lambda: not held(), timeout=5)
+        resumed = len(_rtcp_events(bob.events))
+        deadline = time.monotonic() + 25
+        while len(_rtcp_events(bob.events)) < resumed + 2 and time.monotonic() < deadline:
+            time.sleep(0.5)
+        after_resume = len(_rtcp_events(bob.events)) - resumed
         print(f"gateway status rtcp (mux): {ours}")
         print("baresip CALL_RTCP rtcp_stats:", [e["rtcp_stats"] for e in theirs])
         bob.hangup()
@@ -236,3 +251,7 @@ def test_rtcp_mux_offered_by_baresip_is_accepted_by_the_daemon(
     assert ours["remote_lost"] == 0 and ours["malformed"] == 0, ours
     assert stats["lost"] == 0 and stats["rtcp_dropped_foreign"] == 0, stats
     assert any(e["rtcp_stats"]["rtt"] > 0 for e in theirs), [e["rtcp_stats"] for e in theirs]
+    assert after_resume >= 2, f"baresip read {after_resume} reports of ours after resume"
+    media_lines = [ln for ln in gw.log_text().splitlines() if ": media PCM" in ln]
+    assert len(media_lines) >= 3 and all("RTCP muxed on RTP" in ln for ln in media_lines), \
+        media_lines  # the answer, and both re-INVITE answers (hold, resume) kept the mux
