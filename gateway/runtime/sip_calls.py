@@ -23,7 +23,6 @@ from gateway.runtime.call_end import CallEnd
 from gateway.runtime.clock import AudioClock
 from gateway.runtime.edge import SipEdge
 from gateway.runtime.ports import LinePort
-from gateway.runtime.resolver import SipResolver
 from gateway.runtime.rtp import RtpEndpoint
 from gateway.security.permissions import Denied
 from gateway.security.routeguard import LOCAL_TARGET, RouteGuard
@@ -111,7 +110,6 @@ class SipCalls:
     clock: AudioClock
     edge: SipEdge | None
     route_guard: RouteGuard
-    resolver: SipResolver | None
     registrar_targets: dict[str, tuple[Target, ...]]
     registrar_dns: dict[str, str]
     proxy_targets: dict[str, tuple[Target, ...]]
