@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from types import MappingProxyType
 from typing import Any
 
@@ -38,6 +38,7 @@ from gateway.config._convert import (
     _text,
     _value_node,
 )
+from gateway.config._modems import _ModemReader
 from gateway.config._reader import _Fields, _Seen
 from gateway.config._trunks import _TrunkReader
 from gateway.config.schema import (
@@ -53,9 +54,18 @@ from gateway.config.schema import (
     TlsFiles,
     TrunkConfig,
 )
+from gateway.routing.targets import EXPECTED as EXPECTED_TARGET
+from gateway.routing.targets import (
+    FxoTarget,
+    GsmTarget,
+    LineTarget,
+    RouteTarget,
+    TrunkTarget,
+    parse_target,
+)
 
 
-class _Reader(_TrunkReader):
+class _Reader(_TrunkReader, _ModemReader):
     """Reads a whole config file into a `Config`, collecting every issue."""
 
     def config(self, root: Node | None, source: str) -> Config | None:
@@ -67,8 +77,10 @@ class _Reader(_TrunkReader):
         trunks, trunk_names = self.trunks(top.values.get("trunks"))
         sip = self.sip(top.values.get("sip"), trunks)
         lines = self.lines(top.values.get("lines"), trunk_names)
-        dialplan = self.dialplan(top.values.get("dialplan"), trunks, trunk_names)
+        dialplan = self.dialplan(top.values.get("dialplan"), trunks, trunk_names, lines)
         security = self.security(top.values.get("security"))
+        groups, group_names = self.gsm_groups(top.values.get("gsm_groups"))
+        modems = self.modems(top.values.get("modems"), groups, group_names)
         if (
             self.issues
             or gateway is None
@@ -77,10 +89,12 @@ class _Reader(_TrunkReader):
             or lines is None
             or dialplan is None
             or security is None
+            or groups is None
+            or modems is None
         ):
             return None
         return Config(gateway, sip, tuple(trunks), tuple(lines), dialplan, source,
-                      security=security)
+                      security=security, modems=tuple(modems), gsm_groups=tuple(groups))
 
     # -- security
 
@@ -408,9 +422,20 @@ class _Reader(_TrunkReader):
     # -- dial plan
 
     def dialplan(
-        self, node: Node | None, trunks: list[TrunkConfig] | None, trunk_names: dict[str, Node]
+        self,
+        node: Node | None,
+        trunks: list[TrunkConfig] | None,
+        trunk_names: dict[str, Node],
+        lines: list[LineConfig] | None = None,
+        gsm_groups: Collection[str] | None = None,
     ) -> DialPlan | None:
-        """The `dialplan:` section, with default routes when none are written."""
+        """The `dialplan:` section, with default routes when none are written.
+
+        Route targets name lines, trunks, GSM groups and FXO lines; each name is checked
+        against what is configured. `lines` None (the lines section had errors) skips the
+        line checks; `gsm_groups` None (no `modems:` section read) leaves gsm:<group>
+        names to the runtime, which refuses a call to a group it does not have.
+        """
         f = self.mapping(node, "dialplan", s.DIALPLAN_KEYS)
         if f is None:
             return None
@@ -419,7 +444,8 @@ class _Reader(_TrunkReader):
         items = self.sequence(f.values.get("routes"), f.child("routes"))
         routes: list[Route] = []
         for index, item in enumerate(items):
-            route = self.route(item, f"dialplan.routes[{index}]", trunk_names)
+            route = self.route(item, f"dialplan.routes[{index}]", trunk_names, lines,
+                               gsm_groups)
             if route is not None:
                 routes.append(route)
         if len(self.issues) > before:
@@ -430,7 +456,14 @@ class _Reader(_TrunkReader):
                 routes.append(Route(s.CATCH_ALL_ROUTE, f"trunk:{trunks[0].name}"))
         return DialPlan(digit_map, tuple(routes))
 
-    def route(self, node: Node, path: str, trunk_names: dict[str, Node]) -> Route | None:
+    def route(
+        self,
+        node: Node,
+        path: str,
+        trunk_names: dict[str, Node],
+        lines: list[LineConfig] | None = None,
+        gsm_groups: Collection[str] | None = None,
+    ) -> Route | None:
         """One route: pattern, target, and the digit rewrite."""
         f = self.mapping(node, path, s.ROUTE_KEYS)
         if f is None:
@@ -438,22 +471,10 @@ class _Reader(_TrunkReader):
         before = len(self.issues)
         pattern = self.require(f, "pattern", _regex, "", "a regular expression")
         target = self.require(
-            f,
-            "to",
-            _pattern(s.ROUTE_TARGET_PATTERN, "'local' or 'trunk:<name>'"),
-            "",
-            "'local' or 'trunk:<name>'",
+            f, "to", _pattern(s.ROUTE_TARGET_PATTERN, EXPECTED_TARGET), "", EXPECTED_TARGET
         )
-        if target.startswith("trunk:"):
-            trunk = target.split(":", 1)[1]
-            if trunk not in trunk_names:
-                known = ", ".join(trunk_names) or "none are defined"
-                self.issue(
-                    f.node_of("to"),
-                    f.child("to"),
-                    f"no trunk named {trunk!r}{_suggest(trunk, trunk_names)}",
-                    f"'local' or 'trunk:<name>' with a name from trunks ({known})",
-                )
+        if target:
+            self.route_target(f, parse_target(target), trunk_names, lines, gsm_groups)
         strip = self.take(f, "strip", _int_range(0, 64), 0)
         prepend = self.take(
             f, "prepend", _pattern(s.PREPEND_PATTERN, "digits, '*', '#', '+'", allow_empty=True), ""
@@ -471,3 +492,36 @@ class _Reader(_TrunkReader):
         if len(self.issues) > before:
             return None
         return Route(pattern, target, strip, prepend)
+
+    def route_target(
+        self,
+        f: _Fields,
+        target: RouteTarget,
+        trunk_names: dict[str, Node],
+        lines: list[LineConfig] | None,
+        gsm_groups: Collection[str] | None,
+    ) -> None:
+        """An issue at `to:` when the target names a trunk, line or group that is not there."""
+        names: Collection[str] | None
+        match target:
+            case TrunkTarget(name=name):
+                what, names, section = "trunk", trunk_names, "trunks"
+            case LineTarget(name=name):
+                what, section = "line", "lines"
+                names = None if lines is None else [ln.name for ln in lines if ln.type == "fxs"]
+            case FxoTarget(name=name):
+                what, section = "FXO line", "lines of type fxo"
+                names = None if lines is None else [ln.name for ln in lines if ln.type == "fxo"]
+            case GsmTarget(group=name):
+                what, names, section = "GSM group", gsm_groups, "gsm_groups"
+            case _:
+                return
+        if names is None or name in names:
+            return
+        known = ", ".join(names) or "none are defined"
+        self.issue(
+            f.node_of("to"),
+            f.child("to"),
+            f"no {what} named {name!r}{_suggest(name, names)}",
+            f"{EXPECTED_TARGET} with a name from {section} ({known})",
+        )

@@ -347,7 +347,9 @@ def export_json_schema() -> dict[str, Any]:
             "pattern": _string(
                 "Regular expression, full match on the dialled digits.", minLength=1
             ),
-            "to": _string("local, or trunk:<name>.", pattern=f"^({s.ROUTE_TARGET_PATTERN})$"),
+            "to": _string("local (the number's own line), line:<name>, trunk:<name>, "
+                          "gsm:<group> or fxo:<name>.",
+                          pattern=f"^({s.ROUTE_TARGET_PATTERN})$"),
             "strip": {
                 "type": "integer",
                 "minimum": 0,

@@ -1,8 +1,9 @@
-"""Route a dialled number to a local line or a trunk.
+"""Route a dialled number to a target: the number's own line, a named line, a trunk, a GSM
+group or an FXO line.
 
 Pure: the router only looks at the dialled digits and the configured dial plan (whose
 routes already know how to match and rewrite). Whether the target is reachable
-(registered, trunk healthy) is decided by the caller.
+(registered, trunk healthy, modem attached) is decided by the caller.
 """
 
 from __future__ import annotations
@@ -10,15 +11,43 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from gateway.config.schema import DialPlan
+from gateway.routing.targets import (
+    FxoTarget,
+    GsmTarget,
+    LineTarget,
+    LocalTarget,
+    RouteTarget,
+    TrunkTarget,
+    parse_target,
+)
 
 
 @dataclass(frozen=True)
 class RouteDecision:
-    """Where a call goes: `kind` is "local" or "trunk"; `trunk` names the trunk."""
+    """Where a call goes: the typed `target` and the number sent on (after rewriting)."""
 
-    kind: str
+    target: RouteTarget
     number: str
-    trunk: str | None = None
+
+    @property
+    def kind(self) -> str:
+        """"local", "line", "trunk", "gsm" or "fxo": the target's prefix."""
+        match self.target:
+            case LocalTarget():
+                return "local"
+            case LineTarget():
+                return "line"
+            case TrunkTarget():
+                return "trunk"
+            case GsmTarget():
+                return "gsm"
+            case FxoTarget():
+                return "fxo"
+
+    @property
+    def trunk(self) -> str | None:
+        """The trunk's name for a trunk target, else None."""
+        return self.target.name if isinstance(self.target, TrunkTarget) else None
 
 
 class NoRoute(LookupError):
@@ -35,7 +64,4 @@ class Router:
         route = self.dialplan.route_for(digits)
         if route is None:
             raise NoRoute(f"no route for {digits!r}")
-        number = route.rewrite(digits)
-        if route.trunk is not None:
-            return RouteDecision("trunk", number, route.trunk)
-        return RouteDecision("local", number)
+        return RouteDecision(parse_target(route.to), route.rewrite(digits))
