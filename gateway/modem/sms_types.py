@@ -1,0 +1,92 @@
+"""SMS PDU data types (3GPP TS 23.040): what the decoder returns and the encoder takes."""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+
+from gateway.modem.sms_text import Encoding
+
+TON_UNKNOWN = 0
+TON_INTERNATIONAL = 1
+TON_NATIONAL = 2
+TON_ALPHANUMERIC = 5
+NPI_ISDN = 1
+
+IEI_CONCAT_8 = 0x00
+IEI_CONCAT_16 = 0x08
+
+DIGITS = "0123456789*#abc"
+
+Validity = dt.timedelta | dt.datetime
+
+
+@dataclass(frozen=True)
+class InformationElement:
+    """One UDH information element; unknown ones are kept as they came."""
+
+    iei: int
+    data: bytes
+
+
+@dataclass(frozen=True)
+class Concat:
+    """Concatenation: part ``seq`` (1-based) of ``total``, sharing ``reference``."""
+
+    reference: int
+    total: int
+    seq: int
+    ref16: bool = False
+
+
+@dataclass(frozen=True)
+class EncodedPdu:
+    """A PDU as the modem wants it: hex text and the TPDU length for AT+CMGS=/+CMGR:."""
+
+    hex: str
+    length: int
+
+
+@dataclass(frozen=True)
+class SmsDeliver:
+    """A received message (SC -> MS)."""
+
+    originator: str
+    text: str
+    timestamp: dt.datetime
+    originator_ton: int = TON_INTERNATIONAL
+    smsc: str | None = None
+    pid: int = 0
+    dcs: int = 0
+    encoding: Encoding = Encoding.GSM7
+    message_class: int | None = None
+    udh: tuple[InformationElement, ...] = ()
+    concat: Concat | None = None
+    data: bytes = b""
+    more_messages: bool = False
+    status_report: bool = False
+    reply_path: bool = False
+    tpdu_length: int = 0
+
+
+@dataclass(frozen=True)
+class SmsSubmit:
+    """A message to send (MS -> SC)."""
+
+    destination: str
+    text: str
+    destination_ton: int = TON_INTERNATIONAL
+    reference: int = 0
+    smsc: str | None = None
+    pid: int = 0
+    dcs: int = 0
+    encoding: Encoding = Encoding.GSM7
+    message_class: int | None = None
+    validity: Validity | None = None
+    udh: tuple[InformationElement, ...] = ()
+    concat: Concat | None = None
+    data: bytes = b""
+    status_report_request: bool = False
+    reject_duplicates: bool = False
+    reply_path: bool = False
+    tpdu_length: int = 0
