@@ -99,6 +99,36 @@ class DtmfInfo:
     duration_ms: int | None
 
 
+@dataclass(frozen=True)
+class MessageDelivered:
+    """Our MESSAGE (`UserAgent.send_message`) got a 2xx: the peer took it."""
+
+    handle: str
+    status: int
+
+
+@dataclass(frozen=True)
+class MessageFailed:
+    """Our MESSAGE was refused, timed out or could not be sent; the sender may retry."""
+
+    handle: str
+    status: int | None
+    reason: str
+
+
+@dataclass(frozen=True)
+class MessageReceived:
+    """A MESSAGE (RFC 3428) passed the filter; answer it with `UserAgent.answer_message`."""
+
+    handle: str
+    from_uri: str
+    to_uri: str
+    request_uri: str
+    content_type: str
+    body: bytes
+    source: tuple[str, int]
+
+
 # -- request filter verdicts (the security hook) -----------------------------------------
 
 
@@ -136,4 +166,7 @@ UaEvent = (
     | ReinviteAnswered
     | ReinviteFailed
     | DtmfInfo
+    | MessageDelivered
+    | MessageFailed
+    | MessageReceived
 )

@@ -8,7 +8,8 @@ DNS: targets are passed in already resolved (see gateway/sip/target.py).
 
 The agent is composed of parts with one job each (see gateway/sip/ua_core.py): the
 plumbing (`SipCore`), accounts (`Registrations`), the call table with its state machine
-(`CallTable`, call_state.py), our INVITE (`OutgoingCalls`) and later offers (`Reoffers`).
+(`CallTable`, call_state.py), our INVITE (`OutgoingCalls`), later offers (`Reoffers`)
+and pager-mode MESSAGE both ways (`Messages`, ua_messages.py).
 This module takes messages in, routes them to the part that owns them and merges timers.
 
 Decisions, so the runtime knows what to expect:
@@ -55,6 +56,7 @@ from gateway.sip.ua_core import (
     SipCore,
     Validator,
 )
+from gateway.sip.ua_messages import TEXT_PLAIN, Messages
 from gateway.sip.ua_outgoing import OutgoingCalls
 from gateway.sip.ua_reinvite import Reoffers
 
@@ -102,6 +104,7 @@ class UserAgent:
         self._outgoing = OutgoingCalls(self._core, self._table, self._accounts,
                                        target_timeout=target_timeout)
         self._reoffers = Reoffers(self._core, self._table)
+        self._messages = Messages(self._core, self._accounts)
         missing = self._table.missing_handlers()
         if missing:
             raise AssertionError(f"call timers without a handler: {sorted(t.name for t in missing)}")
@@ -209,7 +212,7 @@ class UserAgent:
     def get_timer(self) -> float | None:
         """Earliest absolute deadline the runtime must call `handle_timer` at."""
         times = [self._core.txl.get_timer(), self._accounts.get_timer(),
-                 self._table.get_timer()]
+                 self._table.get_timer(), self._messages.get_timer()]
         due = [t for t in times if t is not None]
         return min(due) if due else None
 
@@ -219,6 +222,7 @@ class UserAgent:
             self._core.route(tx, events, now)
         self._accounts.handle_timer(now)
         self._table.handle_timer(now)
+        self._messages.handle_timer(now)
         self._accounts.pull_events()
 
     def next_event(self) -> UaEvent | None:
@@ -228,7 +232,8 @@ class UserAgent:
 
     def table_sizes(self) -> dict[str, int]:
         """How many entries each internal table holds (flood tests check they stay bounded)."""
-        return {**self._core.sizes(), "calls": len(self._table.calls)}
+        return {**self._core.sizes(), "calls": len(self._table.calls),
+                **self._messages.sizes()}
 
     # -- accounts --------------------------------------------------------------------------
 
@@ -320,6 +325,28 @@ class UserAgent:
         """Refuse a re-INVITE (e.g. 488 for an SDP we cannot accept); the call goes on."""
         self._reoffers.reject_reinvite(call_id, status, now)
 
+    # -- MESSAGE (RFC 3428) ------------------------------------------------------------
+
+    def send_message(self, *, target_uri: str, body: bytes, from_uri: str,
+                     dest: Address | Sequence[Target], now: float,
+                     content_type: str = TEXT_PLAIN, account_id: str | None = None,
+                     to_uri: str | None = None,
+                     extra: Sequence[tuple[str, str]] = ()) -> str:
+        """Send an out-of-dialog MESSAGE; returns its handle (Call-ID).
+
+        The outcome is exactly one `MessageDelivered(handle, status)` (2xx) or
+        `MessageFailed(handle, status, reason)`. A 401/407 is answered with the
+        credentials of `account_id`; `dest` fails over like an INVITE's.
+        """
+        return self._messages.send(target_uri=target_uri, body=body,
+                                   content_type=content_type, from_uri=from_uri, dest=dest,
+                                   now=now, account_id=account_id, to_uri=to_uri,
+                                   extra=extra)
+
+    def answer_message(self, handle: str, status: int, now: float) -> bool:
+        """Answer a `MessageReceived` (202 once stored); False if unknown or answered."""
+        return self._messages.answer(handle, status, now)
+
     # -- routing what comes in -------------------------------------------------------------
 
     def _on_response(self, resp: Response, now: float) -> None:
@@ -385,6 +412,8 @@ class UserAgent:
             self._table.on_invite(req, addr, dest, now)
         elif method == "OPTIONS":
             core.respond(req, 200, dest, now, extra=self._capabilities())
+        elif method == "MESSAGE":
+            self._messages.on_request(req, addr, dest, now)
         elif method in ("BYE", "INFO"):
             core.respond(req, 481, dest, now)
         else:
@@ -413,5 +442,7 @@ class UserAgent:
             core.respond(req, 200, dest, now, extra=self._capabilities())
         elif method == "INFO":
             self._reoffers.on_info(call, req, dest, now)
+        elif method == "MESSAGE":
+            self._messages.on_request(req, dest, dest, now)
         else:
             core.respond(req, 405, dest, now, extra=[("Allow", ALLOW)])
