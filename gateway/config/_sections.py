@@ -38,6 +38,7 @@ from gateway.config._convert import (
     _text,
     _value_node,
 )
+from gateway.config._modems import _ModemReader
 from gateway.config._reader import _Fields, _Seen
 from gateway.config._trunks import _TrunkReader
 from gateway.config.schema import (
@@ -64,7 +65,7 @@ from gateway.routing.targets import (
 )
 
 
-class _Reader(_TrunkReader):
+class _Reader(_TrunkReader, _ModemReader):
     """Reads a whole config file into a `Config`, collecting every issue."""
 
     def config(self, root: Node | None, source: str) -> Config | None:
@@ -78,6 +79,8 @@ class _Reader(_TrunkReader):
         lines = self.lines(top.values.get("lines"), trunk_names)
         dialplan = self.dialplan(top.values.get("dialplan"), trunks, trunk_names, lines)
         security = self.security(top.values.get("security"))
+        groups, group_names = self.gsm_groups(top.values.get("gsm_groups"))
+        modems = self.modems(top.values.get("modems"), groups, group_names)
         if (
             self.issues
             or gateway is None
@@ -86,10 +89,12 @@ class _Reader(_TrunkReader):
             or lines is None
             or dialplan is None
             or security is None
+            or groups is None
+            or modems is None
         ):
             return None
         return Config(gateway, sip, tuple(trunks), tuple(lines), dialplan, source,
-                      security=security)
+                      security=security, modems=tuple(modems), gsm_groups=tuple(groups))
 
     # -- security
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from gateway.config import schema as s
+from gateway.config._modems_schema import modem_schemas
 from hal.registry import FXS_BACKENDS, FXS_OPTIONS, OptionSpec
 
 _JSON_TYPES = {"int": "integer", "number": "number", "str": "string", "null": "null"}
@@ -402,6 +403,7 @@ def export_json_schema() -> dict[str, Any]:
             "lines": _nullable({"type": "array", "items": line}),
             "dialplan": dialplan,
             "security": security,
+            **modem_schemas(),
         },
         s.TOP_KEYS,
         description="Branchline gateway configuration.",

@@ -11,6 +11,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from gateway.config.modems import GsmGroup, ModemConfig, modems_dict
 from gateway.routing.targets import TARGET_PATTERN as _ROUTE_TARGET_PATTERN
 from gateway.sip.auth import SERVER_ALGORITHMS
 
@@ -94,7 +95,9 @@ UNIX_SOCKET_PATH_MAX = 107
 
 # --- keys allowed in each mapping (unknown keys are errors) ----------------------------
 
-TOP_KEYS: tuple[str, ...] = ("gateway", "sip", "trunks", "lines", "dialplan", "security")
+TOP_KEYS: tuple[str, ...] = (
+    "gateway", "sip", "trunks", "lines", "dialplan", "security", "modems", "gsm_groups"
+)
 SECURITY_KEYS: tuple[str, ...] = ("digest_algorithms",)
 GATEWAY_KEYS: tuple[str, ...] = ("name", "country", "control_socket", "state_dir", "log_level")
 SIP_KEYS: tuple[str, ...] = (
@@ -377,6 +380,8 @@ class Config:
     dialplan: DialPlan = field(default_factory=DialPlan)
     source: str = field(default="<default>", compare=False)
     security: SecuritySettings = field(default_factory=SecuritySettings)
+    modems: tuple[ModemConfig, ...] = ()
+    gsm_groups: tuple[GsmGroup, ...] = ()
 
     def trunk(self, name: str) -> TrunkConfig:
         """The trunk called `name` (KeyError if there is none)."""
@@ -530,4 +535,5 @@ def _config_dict(config: Config, *, redact: bool) -> dict[str, Any]:
             ],
         },
         "security": {"digest_algorithms": list(config.security.digest_algorithms)},
+        **modems_dict(config.modems, config.gsm_groups, redact=redact),
     }
