@@ -80,8 +80,10 @@ class UserAgent:
     target_timeout (1.5 s: silence before failing over to the next target),
     request_filter (security hook, see the module docstring), validator (defaults to
     gateway.sip.validate.validate_request), max_server_transactions (1000), max_calls,
-    ports ({"tcp": 5060, "tls": 5061} when those listen elsewhere than local_port) and
-    rng (random.Random for the 491 back-off; injectable for tests).
+    ports ({"tcp": 5060, "tls": 5061} when those listen elsewhere than local_port),
+    rng (random.Random for the 491 back-off; injectable for tests) and accept_messages
+    (False: a MESSAGE addressed to us gets 405 as before; True once the runtime routes
+    `MessageReceived` somewhere, e.g. to a modem, and answers it).
     """
 
     def __init__(self, *, local_host: str, local_port: int, transport: str = "udp",
@@ -91,13 +93,14 @@ class UserAgent:
                  validator: Validator | None = None,
                  max_server_transactions: int = 1000, max_calls: int = MAX_CALLS,
                  ports: dict[str, int] | None = None,
-                 rng: random.Random | None = None) -> None:
+                 rng: random.Random | None = None, accept_messages: bool = False) -> None:
         self._core = SipCore(local_host=local_host, local_port=local_port,
                              transport=transport, user_agent=user_agent,
                              instance_id=instance_id, t1=t1, t2=t2,
                              max_server_transactions=max_server_transactions, ports=ports,
                              rng=rng)
         self.request_filter = request_filter
+        self.accept_messages = accept_messages
         self.validator = validator if validator is not None else _load_validator()
         self._accounts = Registrations(self._core)
         self._table = CallTable(self._core, max_calls=max_calls)
@@ -412,7 +415,7 @@ class UserAgent:
             self._table.on_invite(req, addr, dest, now)
         elif method == "OPTIONS":
             core.respond(req, 200, dest, now, extra=self._capabilities())
-        elif method == "MESSAGE":
+        elif method == "MESSAGE" and self.accept_messages:
             self._messages.on_request(req, addr, dest, now)
         elif method in ("BYE", "INFO"):
             core.respond(req, 481, dest, now)
@@ -442,7 +445,7 @@ class UserAgent:
             core.respond(req, 200, dest, now, extra=self._capabilities())
         elif method == "INFO":
             self._reoffers.on_info(call, req, dest, now)
-        elif method == "MESSAGE":
+        elif method == "MESSAGE" and self.accept_messages:
             self._messages.on_request(req, dest, dest, now)
         else:
             core.respond(req, 405, dest, now, extra=[("Allow", ALLOW)])

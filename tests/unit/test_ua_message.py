@@ -146,8 +146,17 @@ def test_fails_over_to_the_next_target_on_transport_error_and_503() -> None:
     assert events(ua) == [MessageDelivered(handle, 200)]
 
 
-def test_incoming_message_is_reported_and_answered_202_by_the_runtime() -> None:
+def test_incoming_message_is_refused_405_unless_the_runtime_takes_messages() -> None:
     ua = make_ua(A_ADDR)
+    src = ("127.0.0.1", 5070)
+    ua.receive_datagram(raw_request("MESSAGE", body=b"x", content_type="text/plain",
+                                    src=src), src, 0.0)
+    (resp,) = responses(drain(ua))
+    assert resp.status == 405 and events(ua) == []
+
+
+def test_incoming_message_is_reported_and_answered_202_by_the_runtime() -> None:
+    ua = make_ua(A_ADDR, accept_messages=True)
     src = ("127.0.0.1", 5070)
     data = raw_request("MESSAGE", uri="sip:+41791112233@127.0.0.1:5060", body=b"send me",
                        content_type="text/plain", src=src)
@@ -169,7 +178,7 @@ def test_incoming_message_is_reported_and_answered_202_by_the_runtime() -> None:
 
 
 def test_unanswered_message_gets_500_and_filter_refusal_makes_no_event() -> None:
-    ua = make_ua(A_ADDR)
+    ua = make_ua(A_ADDR, accept_messages=True)
     src = ("127.0.0.1", 5070)
     ua.receive_datagram(raw_request("MESSAGE", body=b"x", content_type="text/plain",
                                     src=src), src, 0.0)
@@ -180,7 +189,7 @@ def test_unanswered_message_gets_500_and_filter_refusal_makes_no_event() -> None
     assert [r.status for r in responses(drain(ua))] == [500]
     assert ua.table_sizes()["messages_in"] == 0
 
-    guarded = make_ua(A_ADDR, request_filter=lambda *a: Respond(401))
+    guarded = make_ua(A_ADDR, request_filter=lambda *a: Respond(401), accept_messages=True)
     guarded.receive_datagram(raw_request("MESSAGE", body=b"x", content_type="text/plain",
                                          src=src), src, 0.0)
     assert events(guarded) == []
