@@ -77,10 +77,14 @@ class _Reader(_TrunkReader, _ModemReader):
         trunks, trunk_names = self.trunks(top.values.get("trunks"))
         sip = self.sip(top.values.get("sip"), trunks)
         lines = self.lines(top.values.get("lines"), trunk_names)
-        dialplan = self.dialplan(top.values.get("dialplan"), trunks, trunk_names, lines)
-        security = self.security(top.values.get("security"))
         groups, group_names = self.gsm_groups(top.values.get("gsm_groups"))
         modems = self.modems(top.values.get("modems"), groups, group_names)
+        # gsm:<group> targets are checked once a gsm_groups section is written
+        known_groups = list(group_names) if top.has("gsm_groups") else None
+        dialplan = self.dialplan(
+            top.values.get("dialplan"), trunks, trunk_names, lines, known_groups
+        )
+        security = self.security(top.values.get("security"))
         if (
             self.issues
             or gateway is None

@@ -342,3 +342,24 @@ def test_json_schema_accepts_the_good_example_and_its_round_trip() -> None:
     assert schema_errors(GOOD) == []
     validator = jsonschema.Draft202012Validator(export_json_schema())
     validator.validate(load(GOOD).to_dict())
+
+
+def test_a_route_to_an_undefined_gsm_group_is_refused_once_groups_are_written() -> None:
+    [issue] = issues("""\
+        gsm_groups: [{name: mobile}]
+        modems: [{name: a, profile: sim, port: /dev/ttyUSB2, group: mobile}]
+        dialplan:
+          routes:
+            - {pattern: '0[0-9]+', to: 'gsm:mobil'}
+        """)
+    assert (issue.line, issue.column) == (5, 32)
+    assert issue.path == "dialplan.routes[0].to"
+    assert "no GSM group named 'mobil' (did you mean 'mobile'?)" in issue.message
+    config = load("""\
+        gsm_groups: [{name: mobile}]
+        modems: [{name: a, profile: sim, port: /dev/ttyUSB2, group: mobile}]
+        dialplan:
+          routes:
+            - {pattern: '0[0-9]+', to: 'gsm:mobile'}
+        """)
+    assert config.dialplan.routes[0].to == "gsm:mobile"
