@@ -138,6 +138,11 @@ class Gateway(SipCalls):
             cfg.sip.public_host, ua.local_port, len(self.lines), len(self.trunks),
             cfg.gateway.control_socket,
         )
+        if cfg.modems:
+            log.warning(
+                "%d modem(s) configured but GSM support is not wired yet: no modem is opened,"
+                " and no call or SMS uses them", len(cfg.modems),
+            )
         self._pump()
 
     def _add_line(self, lc: LineConfig, profile: Any, digit_map: DigitMap) -> None:
