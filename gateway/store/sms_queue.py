@@ -311,15 +311,15 @@ class SmsQueue:
                 " FROM deliveries d JOIN messages m ON m.id = d.message_id"
                 " WHERE d.state = ? AND d.next_at <= ? ORDER BY d.message_id, d.dest",
                 (PENDING, now)).fetchall()
-        out: list[Delivery] = []
-        for row in rows:
-            key = (int(row[0]), str(row[1]))
-            if key in self._in_flight or row[8] in self._closed_gates:
-                continue
-            self._in_flight.add(key)
-            out.append(Delivery(key[0], key[1], int(row[2]), _sms(row[3:])))
-            if len(out) >= limit:
-                break
+            out: list[Delivery] = []
+            for row in rows:
+                key = (int(row[0]), str(row[1]))
+                if key in self._in_flight or row[8] in self._closed_gates:
+                    continue
+                self._in_flight.add(key)
+                out.append(Delivery(key[0], key[1], int(row[2]), _sms(row[3:])))
+                if len(out) >= limit:
+                    break
         return out
 
     def next_deadline(self) -> float | None:
@@ -329,16 +329,16 @@ class SmsQueue:
                 "SELECT d.message_id, d.dest, d.next_at, m.imei FROM deliveries d"
                 " JOIN messages m ON m.id = d.message_id WHERE d.state = ?"
                 " ORDER BY d.next_at", (PENDING,)).fetchall()
-        for message_id, dest, next_at, imei in rows:
-            if (int(message_id), str(dest)) in self._in_flight or imei in self._closed_gates:
-                continue
-            return float(next_at)
+            for message_id, dest, next_at, imei in rows:
+                if (int(message_id), str(dest)) in self._in_flight or imei in self._closed_gates:
+                    continue
+                return float(next_at)
         return None
 
     def mark_delivered(self, message_id: int, dest: str, now: float) -> None:
         """The destination confirmed the message (2xx); committed before returning."""
-        self._in_flight.discard((message_id, dest))
         with self._lock:
+            self._in_flight.discard((message_id, dest))
             db = self._conn()
             db.execute("BEGIN IMMEDIATE")
             db.execute("UPDATE deliveries SET state = ?, delivered_at = ?, last_error = ''"
@@ -348,8 +348,8 @@ class SmsQueue:
 
     def mark_failed(self, message_id: int, dest: str, now: float, reason: str) -> float:
         """The attempt failed; returns when the next one is due (capped backoff)."""
-        self._in_flight.discard((message_id, dest))
         with self._lock:
+            self._in_flight.discard((message_id, dest))
             db = self._conn()
             db.execute("BEGIN IMMEDIATE")
             row = db.execute("SELECT attempts FROM deliveries WHERE message_id = ? AND dest = ?"

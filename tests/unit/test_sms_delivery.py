@@ -1,0 +1,163 @@
+"""SMS delivery to an HTTP webhook through the persistent queue (a real HTTP server on loopback).
+
+The main scenario: the webhook is down (connection refused), the daemon restarts (a new
+queue object on the same file), the webhook comes back, and the SMS arrives once, whole.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import socket
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+
+from gateway.runtime.sms_delivery import (
+    SmsDelivery,
+    post_webhook,
+    sip_user,
+    webhook_payload,
+)
+from gateway.store.sms_queue import Delivery, Sms, SmsQueue
+
+TEXT = "Ihr Code: 4711 — gültig 5 Minuten 😀"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class Hook:
+    """A tiny webhook receiver: answers `statuses` in turn (then 200), records bodies."""
+
+    def __init__(self, port: int, statuses: list[int]) -> None:
+        self.bodies: list[dict[str, object]] = []
+        self.paths: list[str] = []
+        hook = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:  # noqa: N802 (http.server naming)
+                length = int(self.headers.get("Content-Length") or 0)
+                hook.bodies.append(json.loads(self.rfile.read(length)))
+                hook.paths.append(self.path)
+                status = statuses.pop(0) if statuses else 200
+                self.send_response(status)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
+        self.thread = threading.Thread(target=self.server.serve_forever,
+                                       kwargs={"poll_interval": 0.02}, daemon=True)
+        self.thread.start()
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def hooks() -> Iterator[list[Hook]]:
+    started: list[Hook] = []
+    yield started
+    for hook in started:
+        hook.stop()
+
+
+async def run_until(delivery: SmsDelivery, done: object, timeout: float = 5.0) -> None:
+    task = asyncio.create_task(delivery.run())
+    try:
+        loop = asyncio.get_running_loop()
+        end = loop.time() + timeout
+        while not done() and loop.time() < end:  # type: ignore[operator]
+            await asyncio.sleep(0.02)
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+
+
+def test_webhook_down_restart_then_delivered_once(tmp_path: Path, hooks: list[Hook]) -> None:
+    port = free_port()
+    url = f"http://127.0.0.1:{port}/sms?site=zrh"
+    path = tmp_path / "sms.db"
+    sms = Sms(originator="+41791234567", text=TEXT, received_at=1_700_000_000.0,
+              imei="358000000000001", recipient="+41790000000", parts=3)
+
+    async def first_run() -> int:
+        queue = SmsQueue(path, retry_base=0.05, retry_max=0.2)
+        delivery = SmsDelivery(queue)
+        message_id = await delivery.store(sms, [url])
+        await run_until(delivery, lambda: delivery.attempts >= 3)
+        assert delivery.delivered == 0 and delivery.attempts >= 3
+        stored = queue.get(message_id)
+        assert stored is not None and not stored.delivered
+        assert "refused" in stored.deliveries[0].last_error.lower() or \
+            "connect" in stored.deliveries[0].last_error.lower()
+        return message_id  # the daemon "dies" here: the queue is never closed
+
+    message_id = asyncio.run(first_run())
+    hooks.append(Hook(port, [503]))  # back, but the first answer is a 503
+
+    async def second_run() -> None:
+        with SmsQueue(path, retry_base=0.05, retry_max=0.2) as queue:
+            delivery = SmsDelivery(queue)
+            await run_until(delivery, lambda: delivery.delivered == 1)
+            assert delivery.delivered == 1
+            stored = queue.get(message_id)
+            assert stored is not None and stored.delivered
+            assert queue.due(10**10) == []
+
+    asyncio.run(second_run())
+    hook = hooks[0]
+    assert len(hook.bodies) == 2  # the 503 was retried, the 200 ended it
+    assert hook.paths == ["/sms?site=zrh"] * 2
+    assert hook.bodies[-1] == {"id": message_id, "from": "+41791234567", "to": "+41790000000",
+                               "text": TEXT, "received_at": "2023-11-14T22:13:20Z",
+                               "imei": "358000000000001", "parts": 3}
+
+
+def test_webhook_timeout_and_garbage_are_failures() -> None:
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(1)
+    port = silent.getsockname()[1]
+    delivery = Delivery(1, "x", 0, Sms(originator="a", text="b", received_at=0.0))
+    try:
+        outcome = asyncio.run(post_webhook(f"http://127.0.0.1:{port}/", webhook_payload(delivery),
+                                           timeout=0.2))
+        assert not outcome.delivered and "0.2 s" in outcome.reason
+    finally:
+        silent.close()
+    outcome = asyncio.run(post_webhook("ftp://127.0.0.1/", {}, timeout=0.2))
+    assert not outcome.delivered and "http://" in outcome.reason
+
+
+def test_unknown_destination_scheme_is_retried_not_dropped(tmp_path: Path) -> None:
+    async def go() -> None:
+        with SmsQueue(tmp_path / "sms.db", retry_base=10.0, retry_max=10.0) as queue:
+            delivery = SmsDelivery(queue, clock=lambda: 100.0)
+            mid = await delivery.store(Sms(originator="a", text="b", received_at=0.0),
+                                       ["sip:sms@127.0.0.1", "mailto:x@example.org"])
+            await delivery.run_once()
+            for _ in range(50):
+                if delivery.attempts == 2 and not delivery._tasks:
+                    break
+                await asyncio.sleep(0.01)
+            stored = queue.get(mid)
+            assert stored is not None
+            reasons = {d.dest: (d.state, d.last_error) for d in stored.deliveries}
+            assert reasons["sip:sms@127.0.0.1"] == ("pending", "no SIP agent to send MESSAGE with")
+            assert reasons["mailto:x@example.org"][0] == "pending"
+            assert queue.next_deadline() == 110.0
+
+    asyncio.run(go())
+    assert sip_user("+41791234567") == "+41791234567"
+    assert sip_user("My Bank") == "My%20Bank"
