@@ -28,6 +28,7 @@ required=(
   fail2ban        # fail2ban-regex checks the security filter (tests/unit/test_fail2ban_filter.py)
   sipvicious      # svmap/svwar/svcrack against the gateway (tests/integration/test_scanners.py)
   linphone-cli    # linphonec softphone (tests/integration/test_interop_linphone.py)
+  gammu           # AT software against the modem emulator (tests/integration/test_modem_emulator_gammu.py)
 )
 optional=()
 dry_run=0

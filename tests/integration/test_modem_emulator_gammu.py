@@ -1,0 +1,104 @@
+"""Debian's gammu, pointed at the modem emulator's pty, treats it as a real module:
+identify, signal, send an SMS (PDU mode) and read the SMS the emulator received.
+
+This is the check that the emulator is faithful to AT software other than our driver.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from hal.sim.modem import ModemEmulator
+
+from .conftest import require_binary
+
+
+@pytest.fixture
+def gammu() -> str:
+    return require_binary("gammu", shutil.which("gammu"))
+
+
+@pytest.fixture(params=["ec25", "sim7600", "sim800"])
+def emulator(request: pytest.FixtureRequest) -> Iterator[ModemEmulator]:
+    with ModemEmulator(request.param, imei="861234567890123") as emu:
+        yield emu
+
+
+def run_gammu(gammu: str, emu: ModemEmulator, tmp_path: Path, *args: str) -> str:
+    rc = tmp_path / "gammurc"
+    log = tmp_path / "gammu.log"
+    rc.write_text(
+        f"[gammu]\ndevice = {emu.at_path}\nconnection = at\n"
+        f"logfile = {log}\nlogformat = textall\n"
+    )
+    proc = subprocess.run(
+        [gammu, "-c", str(rc), *args], capture_output=True, text=True, timeout=30
+    )
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, (
+        f"gammu {' '.join(args)} exited {proc.returncode}:\n{out}\n"
+        f"--- gammu log tail ---\n{log.read_text(errors='replace')[-3000:] if log.exists() else ''}"
+    )
+    return out
+
+
+def field(out: str, name: str) -> str:
+    for line in out.splitlines():
+        key, sep, value = line.partition(":")
+        if sep and key.strip() == name:
+            return value.strip()
+    raise AssertionError(f"no {name!r} line in gammu output:\n{out}")
+
+
+def test_gammu_identifies_the_emulator(gammu: str, emulator: ModemEmulator, tmp_path: Path) -> None:
+    out = run_gammu(gammu, emulator, tmp_path, "identify")
+    expected = {"ec25": "Quectel", "sim7600": "SIMCOM INCORPORATED", "sim800": "SIMCOM_Ltd"}
+    assert field(out, "Manufacturer") == expected[emulator.dialect.name]
+    assert emulator.dialect.cgmm in field(out, "Model")
+    assert field(out, "IMEI") == "861234567890123"
+    assert field(out, "SIM IMSI") == emulator.core.imsi
+
+
+def test_gammu_reads_signal(gammu: str, emulator: ModemEmulator, tmp_path: Path) -> None:
+    emulator.set_signal(20)  # -73 dBm
+    out = run_gammu(gammu, emulator, tmp_path, "monitor", "1")
+    assert "-73 dBm" in field(out, "Signal strength"), out
+    assert field(out, "Network level") != "0 percent", out
+    emulator.signal_loss()
+    out = run_gammu(gammu, emulator, tmp_path, "monitor", "1")
+    assert "-73 dBm" not in out and "Network level" not in out or "0 percent" in out, out
+
+
+def test_gammu_sends_an_sms_through_the_emulator(
+    gammu: str, emulator: ModemEmulator, tmp_path: Path
+) -> None:
+    run_gammu(gammu, emulator, tmp_path, "sendsms", "TEXT", "+4912345", "-text", "hello")
+    assert emulator.far_end_texts() == [("+4912345", "hello")]
+
+
+def test_gammu_sends_a_long_sms_in_parts(
+    gammu: str, emulator: ModemEmulator, tmp_path: Path
+) -> None:
+    text = "Filiale Nord: Leitung 3 gestört, bitte Techniker schicken. " * 4
+    run_gammu(gammu, emulator, tmp_path, "sendsms", "TEXT", "+4912345", "-len", "400",
+              "-text", text)
+    assert len(emulator.core.sent_sms) >= 2
+    assert emulator.far_end_texts() == [("+4912345", text)]
+
+
+def test_gammu_reads_the_sms_the_emulator_received(
+    gammu: str, emulator: ModemEmulator, tmp_path: Path
+) -> None:
+    emulator.deliver_sms("+4917612345678", "Server down, call back")
+    emulator.deliver_sms("+4930111", "Grüße aus Köln €")
+    out = run_gammu(gammu, emulator, tmp_path, "getallsms")
+    assert "Server down, call back" in out
+    assert '"+4917612345678"' in out
+    assert "Grüße aus Köln €" in out
+    assert '"+4930111"' in out
+    assert "2 SMS parts in 2 SMS sequences" in out
