@@ -24,12 +24,13 @@ MODEM_PROFILES: tuple[str, ...] = (
 #: a second serial port, an analog module wired to a USB sound card, or the emulator's pty.
 AUDIO_TYPES: tuple[str, ...] = ("uac", "serial-pcm", "usb-soundcard", "sim")
 #: The audio paths each profile can carry. The SIM800 has only analog audio; the EC25/EG25-G
-#: switch between UAC and serial PCM with AT+QPCMV; the SIM7600 sends PCM on a serial port
-#: after AT+CPCMREG=1, or uses its analog pins; the emulator speaks serial PCM on a pty.
+#: switch between UAC and serial PCM with AT+QPCMV; the SIM7600 sends PCM on its USB audio
+#: serial port after AT+CPCMREG=1; the emulator speaks serial PCM on a pty. (gateway/modem/
+#: profiles.py calls the SIM800's path "analog": here it is named after what is plugged in.)
 PROFILE_AUDIO: Mapping[str, tuple[str, ...]] = {
     "quectel-ec25": ("uac", "serial-pcm"),
     "quectel-eg25-g": ("uac", "serial-pcm"),
-    "simcom-sim7600": ("serial-pcm", "usb-soundcard"),
+    "simcom-sim7600": ("serial-pcm",),
     "simcom-sim800": ("usb-soundcard",),
     "sim": ("sim", "serial-pcm"),
 }

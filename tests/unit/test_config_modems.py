@@ -363,3 +363,29 @@ def test_a_route_to_an_undefined_gsm_group_is_refused_once_groups_are_written() 
             - {pattern: '0[0-9]+', to: 'gsm:mobile'}
         """)
     assert config.dialplan.routes[0].to == "gsm:mobile"
+
+
+def test_config_profiles_agree_with_the_modem_profiles() -> None:
+    from gateway.config import modems as m
+    from gateway.modem.profiles import PROFILES
+
+    assert set(m.MODEM_PROFILES) - {"sim"} == set(PROFILES)
+    for name, profile in PROFILES.items():
+        # profiles.py names the SIM800's path after the module ("analog"), config after the
+        # device the installer plugs in ("usb-soundcard")
+        names = {"usb-soundcard" if a == "analog" else a for a in profile.audio}
+        assert set(m.PROFILE_AUDIO[name]) == names, name
+
+
+def test_check_config_prints_modem_problems_with_line_and_column(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    import io
+
+    from gateway.cli import main
+
+    path = tmp_path / "office.yaml"
+    path.write_text("modems:\n  - name: a\n    profile: simcom-sim7660\n    port: /dev/ttyUSB2\n"
+                    "    audio: {type: serial-pcm, pcm_port: /dev/ttyUSB4}\n")
+    out, err = io.StringIO(), io.StringIO()
+    assert main(["check-config", str(path)], stdout=out, stderr=err) != 0
+    assert f"{path}:3:14: modems[0].profile: unknown value 'simcom-sim7660'" in err.getvalue()
+    assert "did you mean 'simcom-sim7600'?" in err.getvalue()
