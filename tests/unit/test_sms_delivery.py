@@ -8,7 +8,10 @@ from __future__ import annotations
 
 import asyncio
 import json
+import shutil
 import socket
+import ssl
+import subprocess
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -55,8 +58,9 @@ class Hook:
                 pass
 
         self.server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
-        self.thread = threading.Thread(target=self.server.serve_forever,
-                                       kwargs={"poll_interval": 0.02}, daemon=True)
+        self.thread = threading.Thread(
+            target=self.server.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True
+        )
         self.thread.start()
 
     def stop(self) -> None:
@@ -88,8 +92,14 @@ def test_webhook_down_restart_then_delivered_once(tmp_path: Path, hooks: list[Ho
     port = free_port()
     url = f"http://127.0.0.1:{port}/sms?site=zrh"
     path = tmp_path / "sms.db"
-    sms = Sms(originator="+41791234567", text=TEXT, received_at=1_700_000_000.0,
-              imei="358000000000001", recipient="+41790000000", parts=3)
+    sms = Sms(
+        originator="+41791234567",
+        text=TEXT,
+        received_at=1_700_000_000.0,
+        imei="358000000000001",
+        recipient="+41790000000",
+        parts=3,
+    )
 
     async def first_run() -> int:
         queue = SmsQueue(path, retry_base=0.05, retry_max=0.2)
@@ -99,8 +109,10 @@ def test_webhook_down_restart_then_delivered_once(tmp_path: Path, hooks: list[Ho
         assert delivery.delivered == 0 and delivery.attempts >= 3
         stored = queue.get(message_id)
         assert stored is not None and not stored.delivered
-        assert "refused" in stored.deliveries[0].last_error.lower() or \
-            "connect" in stored.deliveries[0].last_error.lower()
+        assert (
+            "refused" in stored.deliveries[0].last_error.lower()
+            or "connect" in stored.deliveries[0].last_error.lower()
+        )
         return message_id  # the daemon "dies" here: the queue is never closed
 
     message_id = asyncio.run(first_run())
@@ -119,9 +131,15 @@ def test_webhook_down_restart_then_delivered_once(tmp_path: Path, hooks: list[Ho
     hook = hooks[0]
     assert len(hook.bodies) == 2  # the 503 was retried, the 200 ended it
     assert hook.paths == ["/sms?site=zrh"] * 2
-    assert hook.bodies[-1] == {"id": message_id, "from": "+41791234567", "to": "+41790000000",
-                               "text": TEXT, "received_at": "2023-11-14T22:13:20Z",
-                               "imei": "358000000000001", "parts": 3}
+    assert hook.bodies[-1] == {
+        "id": message_id,
+        "from": "+41791234567",
+        "to": "+41790000000",
+        "text": TEXT,
+        "received_at": "2023-11-14T22:13:20Z",
+        "imei": "358000000000001",
+        "parts": 3,
+    }
 
 
 def test_webhook_timeout_and_garbage_are_failures() -> None:
@@ -131,8 +149,9 @@ def test_webhook_timeout_and_garbage_are_failures() -> None:
     port = silent.getsockname()[1]
     delivery = Delivery(1, "x", 0, Sms(originator="a", text="b", received_at=0.0))
     try:
-        outcome = asyncio.run(post_webhook(f"http://127.0.0.1:{port}/", webhook_payload(delivery),
-                                           timeout=0.2))
+        outcome = asyncio.run(
+            post_webhook(f"http://127.0.0.1:{port}/", webhook_payload(delivery), timeout=0.2)
+        )
         assert not outcome.delivered and "0.2 s" in outcome.reason
     finally:
         silent.close()
@@ -144,8 +163,10 @@ def test_unknown_destination_scheme_is_retried_not_dropped(tmp_path: Path) -> No
     async def go() -> None:
         with SmsQueue(tmp_path / "sms.db", retry_base=10.0, retry_max=10.0) as queue:
             delivery = SmsDelivery(queue, clock=lambda: 100.0)
-            mid = await delivery.store(Sms(originator="a", text="b", received_at=0.0),
-                                       ["sip:sms@127.0.0.1", "mailto:x@example.org"])
+            mid = await delivery.store(
+                Sms(originator="a", text="b", received_at=0.0),
+                ["sip:sms@127.0.0.1", "mailto:x@example.org"],
+            )
             await delivery.run_once()
             for _ in range(50):
                 if delivery.attempts == 2 and not delivery._tasks:
@@ -161,3 +182,63 @@ def test_unknown_destination_scheme_is_retried_not_dropped(tmp_path: Path) -> No
     asyncio.run(go())
     assert sip_user("+41791234567") == "+41791234567"
     assert sip_user("My Bank") == "My%20Bank"
+
+
+def test_sms_during_a_call_waits_for_the_gate_then_goes(tmp_path: Path,
+                                                         hooks: list[Hook]) -> None:
+    port = free_port()
+    hooks.append(Hook(port, []))
+    imei = "358000000000001"
+
+    async def go() -> None:
+        with SmsQueue(tmp_path / "sms.db", retry_base=0.05, retry_max=0.2) as queue:
+            delivery = SmsDelivery(queue)
+            queue.close_gate(imei)  # a call is up on that modem
+            task = asyncio.create_task(delivery.run())
+            await delivery.store(Sms(originator="+4179", text="during the call",
+                                     received_at=0.0, imei=imei),
+                                 [f"http://127.0.0.1:{port}/"])
+            await asyncio.sleep(0.3)
+            assert delivery.attempts == 0 and hooks[0].bodies == []
+            queue.open_gate(imei)  # the call ended
+            delivery.wake()
+            for _ in range(100):
+                if delivery.delivered:
+                    break
+                await asyncio.sleep(0.02)
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+            assert delivery.delivered == 1
+
+    asyncio.run(go())
+    assert [b["text"] for b in hooks[0].bodies] == ["during the call"]
+
+
+class TlsHook(Hook):
+    def __init__(self, port: int, cert: Path, key: Path) -> None:
+        super().__init__(port, [])
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.load_cert_chain(cert, key)
+        self.server.socket = context.wrap_socket(self.server.socket, server_side=True)
+
+
+def test_https_webhook_checks_the_certificate(tmp_path: Path, hooks: list[Hook]) -> None:
+    openssl = shutil.which("openssl")
+    if openssl is None:
+        pytest.fail("openssl is needed to make a test certificate (apt-get install openssl)")
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run([openssl, "req", "-x509", "-newkey", "ec", "-pkeyopt",
+                    "ec_paramgen_curve:prime256v1", "-nodes", "-days", "1", "-subj",
+                    "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1",
+                    "-keyout", str(key), "-out", str(cert)],
+                   check=True, capture_output=True, timeout=30)
+    port = free_port()
+    hooks.append(TlsHook(port, cert, key))
+    url = f"https://127.0.0.1:{port}/hook"
+    payload = {"text": "über TLS"}
+    refused = asyncio.run(post_webhook(url, payload, timeout=5.0))
+    assert not refused.delivered and "CERTIFICATE_VERIFY_FAILED" in refused.reason
+    trusting = ssl.create_default_context(cafile=str(cert))
+    ok = asyncio.run(post_webhook(url, payload, timeout=5.0, ssl_context=trusting))
+    assert ok.delivered and ok.reason == "HTTP 200 OK"
+    assert hooks[0].bodies == [payload]
