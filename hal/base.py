@@ -11,6 +11,9 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Callable
+from dataclasses import dataclass
+
+from gateway.modem.at import CommandDone, CommandFailed, CommandTimedOut, Unsolicited
 
 HookCallback = Callable[[bool, float], None]
 """``callback(off_hook, t)``: t is the time.monotonic() of the edge (see each backend)."""
@@ -116,31 +119,91 @@ class FxoPort(AudioPort):
 
 
 
-class Modem(ABC):
-    """A cellular voice modem driven by AT commands.
+@dataclass(frozen=True)
+class PortLost:
+    """The AT port went away: end of file or an I/O error, as when a USB modem is
+    unplugged or resets. The port is closed; the supervisor re-probes and re-opens."""
+
+    port: str
+    reason: str
+
+
+ModemEvent = Unsolicited | PortLost
+"""What an `AtPort` reports on its own: an unsolicited result code, or its own loss."""
+
+
+class CommandError(HalError):
+    """An AT command ended without OK: `result` says how (an error code or a timeout)."""
+
+    def __init__(self, result: CommandFailed | CommandTimedOut) -> None:
+        self.result = result
+        if isinstance(result, CommandTimedOut):
+            super().__init__(f"{result.command}: no final result (timed out)")
+        else:
+            super().__init__(f"{result.command}: {result.final}")
+
+    @property
+    def timed_out(self) -> bool:
+        """True if no final result came in time (the modem may be unresponsive)."""
+        return isinstance(self.result, CommandTimedOut)
+
+    @property
+    def final(self) -> str | None:
+        """The final result code as received (``+CME ERROR: 10``), None after a timeout."""
+        return None if isinstance(self.result, CommandTimedOut) else self.result.final
+
+
+class ModemLost(HalError):
+    """The AT port is gone (or was closed) while a command was out, or before it was sent."""
+
+
+class AtPort(ABC):
+    """An AT command channel to a modem, driven from the asyncio loop without blocking it.
+
+    Commands are answered in the order sent, one at a time; replies never reach
+    `on_event`, and unsolicited result codes never end up in a reply, even when one
+    arrives in the middle of it (see :mod:`gateway.modem.at`).
 
     Must implement:
 
-    - ``name``;
-    - ``start(on_event)``: deliver unsolicited results (RING, +CLIP, NO CARRIER, SMS
-      indications) as ``(code, text, t)``;
-    - ``command(line, timeout)``: send one AT command and return its reply lines
-      (raising :class:`HalError` on ERROR/timeout);
-    - ``audio``: the :class:`AudioPort` carrying call audio (USB or serial PCM);
-    - ``close()``.
+    - ``start(on_event)``: open the port (called from inside the running loop) and report
+      each :class:`~gateway.modem.at.Unsolicited` and, once, :class:`PortLost` to
+      ``on_event`` on the loop thread; raise :class:`HalError` if the port cannot be opened;
+    - ``await command(line, timeout, body=None)``: send one command (``body`` is typed
+      after the ``> `` prompt of AT+CMGS/AT+CMGW and ended with Ctrl-Z) and return its
+      :class:`~gateway.modem.at.CommandDone`; raise :class:`CommandError` on an error
+      result or timeout, :class:`ModemLost` if the port is or goes away. Cancelling the
+      await does not recall a command already queued;
+    - ``close()``: release the port; commands still out raise ModemLost; idempotent.
     """
 
-    name: str
-    audio: AudioPort
+    @abstractmethod
+    def start(self, on_event: Callable[[ModemEvent], None]) -> None:
+        """Open the port and begin delivering unsolicited result codes."""
 
     @abstractmethod
-    def start(self, on_event: Callable[[str, str, float], None]) -> None:
-        """Begin delivering unsolicited result codes."""
-
-    @abstractmethod
-    def command(self, line: str, timeout: float = 5.0) -> list[str]:
-        """Send an AT command; return the reply lines before the final result."""
+    async def command(
+        self, line: str, timeout: float = 5.0, *, body: bytes | None = None
+    ) -> CommandDone:
+        """Send an AT command (without CR); return its result once it ends with OK."""
 
     @abstractmethod
     def close(self) -> None:
-        """Release the serial port and audio."""
+        """Release the port."""
+
+
+class Modem(AtPort):
+    """A cellular voice modem: its AT channel plus the audio path of its calls.
+
+    The AT side never blocks: the 20 ms audio tick runs on the same loop.
+
+    Must implement, beyond :class:`AtPort`:
+
+    - ``name``: the modem name from the config;
+    - ``audio``: the :class:`AudioPort` carrying call audio (USB audio or serial PCM),
+      or None for a modem whose audio is wired elsewhere (an analog sound card);
+    - ``close()``: release the AT port and the audio.
+    """
+
+    name: str
+    audio: AudioPort | None
