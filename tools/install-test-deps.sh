@@ -29,6 +29,7 @@ required=(
   sipvicious      # svmap/svwar/svcrack against the gateway (tests/integration/test_scanners.py)
   linphone-cli    # linphonec softphone (tests/integration/test_interop_linphone.py)
   gammu           # AT software against the modem emulator (tests/integration/test_modem_emulator_gammu.py)
+  python3-gammu   # libGammu as an SMS PDU peer (tests/unit/test_sms_gammu.py; runs under /usr/bin/python3)
 )
 optional=()
 dry_run=0
