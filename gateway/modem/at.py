@@ -61,7 +61,8 @@ MAX_EVENTS = 4096
 QUIET_AFTER_TIMEOUT = 0.5
 """Seconds to hold the next command after a timeout, so a late final result is not misread."""
 PDU_LINE_WAIT = 1.0
-"""Seconds to wait for the PDU line after +CMT/+CDS before reporting the URC without it."""
+"""Seconds to wait for the PDU line after +CMT/+CDS (or the rest of a +CUSD text broken
+over lines) before reporting the URC as it is."""
 
 
 @dataclass(frozen=True)
@@ -126,6 +127,9 @@ def _clip_reply(value: str) -> bool:
 class _UrcRule:
     pdu_follows: bool = False
     """The next line is part of the URC (the PDU of +CMT/+CDS)."""
+    quoted_text: bool = False
+    """The value may hold a quoted text with line breaks in it (a USSD menu): lines are
+    joined until the quotes balance."""
     single_reply: bool = False
     """A query of this name is answered by one line; a second one is a URC."""
     reply_shape: Callable[[str], bool] | None = None
@@ -144,7 +148,7 @@ _URC_RULES: dict[str, _UrcRule] = {
     "+CEREG": _UrcRule(single_reply=True, reply_shape=_reg_reply),
     "+CGREG": _UrcRule(single_reply=True, reply_shape=_reg_reply),
     "+C5GREG": _UrcRule(single_reply=True, reply_shape=_reg_reply),
-    "+CUSD": _UrcRule(single_reply=True),
+    "+CUSD": _UrcRule(single_reply=True, quoted_text=True),
     "+CRING": _UrcRule(),
     "+CCWA": _UrcRule(),
     "+CSSI": _UrcRule(),
@@ -263,9 +267,12 @@ class _Active:
 
 @dataclass
 class _PduWait:
+    """A URC whose next line(s) belong to it: a PDU line, or the rest of a quoted text."""
+
     name: str
     value: str
     deadline: float
+    joining: bool = False
 
 
 class AtEngine:
@@ -439,12 +446,24 @@ class AtEngine:
 
     def _line(self, line: str, now: float) -> None:
         wait = self._pdu_wait
-        if wait is not None:
+        upper = line.upper()
+        if wait is not None and wait.joining:
+            name = split_name(line)[0].upper()
+            if self._final_text(upper) or name in _URC_RULES or upper in _BARE_URCS:
+                # The closing quote never came; report what there is and read this line.
+                self._pdu_wait = None
+                self._emit(Unsolicited(wait.name, wait.value))
+            else:
+                wait.value += "\n" + line
+                if wait.value.count('"') % 2 == 0 or len(wait.value) > MAX_LINE:
+                    self._pdu_wait = None
+                    self._emit(Unsolicited(wait.name, wait.value))
+                return
+        elif wait is not None:
             self._pdu_wait = None
             self._emit(Unsolicited(wait.name, wait.value, (line,)))
             return
         active = self._active
-        upper = line.upper()
         if active is not None:
             if active.awaiting_prompt and line == ">":
                 self._on_prompt(active)
@@ -473,6 +492,8 @@ class AtEngine:
             rule = _URC_RULES.get(name.upper())
             if rule is not None and rule.pdu_follows:
                 self._pdu_wait = _PduWait(name, value, now + PDU_LINE_WAIT)
+            elif rule is not None and rule.quoted_text and value.count('"') % 2 == 1:
+                self._pdu_wait = _PduWait(name, value, now + PDU_LINE_WAIT, joining=True)
             else:
                 self._emit(Unsolicited(name, value))
             return
@@ -481,6 +502,15 @@ class AtEngine:
             self._counters["reply_lines_dropped"] += 1
         else:
             active.lines.append(line)
+
+    @staticmethod
+    def _final_text(upper: str) -> bool:
+        """Could this line end some command?"""
+        return (
+            upper in ("OK", "ERROR", "CONNECT")
+            or upper.startswith(("CONNECT ", *_FAILED_PREFIXES))
+            or upper in _DIAL_RESULTS
+        )
 
     @staticmethod
     def _final(upper: str, active: _Active) -> bool | None:

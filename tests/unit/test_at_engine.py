@@ -269,6 +269,33 @@ def test_cds_pdu_and_missing_pdu_line_reported_at_its_deadline() -> None:
     assert drain(engine) == [Unsolicited("+CMT", ",24")]
 
 
+def test_a_ussd_menu_broken_over_lines_is_one_urc() -> None:
+    engine = AtEngine()
+    engine.send('AT+CUSD=1,"*100#",15', 0.0)
+    engine.bytes_to_send()
+    engine.receive(
+        b'\r\nOK\r\n\r\n+CUSD: 1,"Balance 5.00 EUR\r\n1 Top up\r\n2 Exit",15\r\n', 0.5
+    )
+    assert drain(engine) == [
+        CommandDone(1, 'AT+CUSD=1,"*100#",15', "OK", ()),
+        Unsolicited("+CUSD", '1,"Balance 5.00 EUR\n1 Top up\n2 Exit",15'),
+    ]
+    assert engine.get_timer() is None
+
+
+def test_a_ussd_text_that_never_closes_does_not_swallow_a_final() -> None:
+    engine = AtEngine()
+    engine.send("AT+CSQ", 0.0)
+    engine.receive(b'\r\n+CUSD: 0,"cut off\r\nOK\r\n', 0.1)
+    assert drain(engine) == [
+        Unsolicited("+CUSD", '0,"cut off'),
+        CommandDone(1, "AT+CSQ", "OK", ()),
+    ]
+    engine.receive(b'\r\n+CUSD: 0,"never closed\r\n', 1.0)
+    engine.handle_timer(1.0 + PDU_LINE_WAIT)
+    assert drain(engine) == [Unsolicited("+CUSD", '0,"never closed')]
+
+
 @pytest.mark.parametrize("eol", [b"\r\n", b"\n", b"\r", b"\r\r\n", b"\n\r"])
 def test_line_ending_variants(eol: bytes) -> None:
     reply = eol.join([b"", b"+CSQ: 3,99", b"RING", b"OK", b""])
