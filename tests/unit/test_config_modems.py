@@ -389,3 +389,17 @@ def test_check_config_prints_modem_problems_with_line_and_column(tmp_path) -> No
     assert main(["check-config", str(path)], stdout=out, stderr=err) != 0
     assert f"{path}:3:14: modems[0].profile: unknown value 'simcom-sim7660'" in err.getvalue()
     assert "did you mean 'simcom-sim7600'?" in err.getvalue()
+
+
+def test_every_yaml_example_in_the_gsm_docs_loads() -> None:
+    import re
+    from pathlib import Path
+
+    docs = Path(__file__).resolve().parents[2] / "docs"
+    blocks = re.findall(r"```yaml\n(.*?)```", (docs / "gsm.md").read_text(), re.S)
+    config_md = (docs / "config.md").read_text()
+    modems_part = config_md[config_md.index("### `modems[]`"):config_md.index("## Secrets")]
+    blocks += re.findall(r"```yaml\n(.*?)```", modems_part, re.S)
+    assert len(blocks) >= 3
+    for block in blocks:
+        assert load(block).modems, block
