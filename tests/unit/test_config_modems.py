@@ -65,8 +65,12 @@ def issues(text: str) -> list[ConfigIssue]:
 
 
 def schema_errors(text: str) -> list[str]:
+    """The schema's complaints, each about something inside a section (not the top level)."""
     validator = jsonschema.Draft202012Validator(export_json_schema())
-    return [e.message for e in validator.iter_errors(yaml.safe_load(textwrap.dedent(text)))]
+    errors = list(validator.iter_errors(yaml.safe_load(textwrap.dedent(text))))
+    for error in errors:
+        assert list(error.absolute_path), f"top-level complaint: {error.message}"
+    return [e.message for e in errors]
 
 
 def test_a_full_modems_section_loads() -> None:
@@ -333,7 +337,9 @@ BAD_FOR_BOTH = {
 @pytest.mark.parametrize("case", sorted(BAD_FOR_BOTH))
 def test_loader_and_json_schema_both_refuse(case: str) -> None:
     text = BAD_FOR_BOTH[case]
-    assert issues(text), case
+    found = issues(text)
+    assert found, case
+    assert all(i.path.startswith(("modems[", "gsm_groups[")) for i in found), found
     assert schema_errors(text), case
 
 
