@@ -40,7 +40,7 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
         "markers",
         "kamailio(**options): keyword arguments for the kamailio_trunk fixture "
-        "(users=, record_route=, auth_invite=, qop=, domain=)",
+        "(users=, record_route=, auth_invite=, auth_message=, qop=, domain=)",
     )
 
 

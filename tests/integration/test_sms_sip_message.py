@@ -14,6 +14,8 @@ import re
 from collections.abc import Callable
 from pathlib import Path
 
+import pytest
+
 from gateway.runtime.sms_delivery import SipMessageSender, SmsDelivery
 from gateway.sip.events import MessageDelivered, MessageFailed, RegistrationStateChanged
 from gateway.sip.registration import AccountSettings
@@ -64,9 +66,12 @@ class UdpAgent(asyncio.DatagramProtocol):
         self.pump()
 
 
+@pytest.mark.parametrize("auth", ["open", "407", "407-qop"])
 def test_queued_sms_is_delivered_as_sip_message_via_kamailio(
-        kamailio_trunk: KamailioTrunk, tmp_path: Path) -> None:
+        kamailio_factory: Callable[..., KamailioTrunk], tmp_path: Path, auth: str) -> None:
+    """With "407" Kamailio challenges the MESSAGE; the account's credentials answer it."""
     require_binary("sipp", sipp_binary())
+    kamailio_trunk = kamailio_factory(auth_message=auth != "open", qop=auth == "407-qop")
     assert len(TEXT) > 2 * 153  # three concatenated GSM-7 parts
     ua_port, sipp_port, media_port = free_port(), free_port(), free_port()
     sipp = Sipp("uas_message.xml", sip_port=sipp_port, media_port=media_port, tmpdir=tmp_path,
@@ -102,7 +107,8 @@ def test_queued_sms_is_delivered_as_sip_message_via_kamailio(
                 agent.pump()
                 await asyncio.wait_for(registered.wait(), 10)
                 sender = SipMessageSender(ua, agent.pump, domain="branch.example",
-                                          clock=loop.time, resolve=lambda _uri: trunk)
+                                          clock=loop.time, resolve=lambda _uri: trunk,
+                                          account_id="bob")
                 with SmsQueue(tmp_path / "sms.db", retry_base=0.2, retry_max=1.0) as queue:
                     delivery = SmsDelivery(queue, sip=sender)
                     message_id = await delivery.store(
@@ -132,7 +138,14 @@ def test_queued_sms_is_delivered_as_sip_message_via_kamailio(
         assert "Content-Type: text/plain;charset=UTF-8" in head
         assert body.rstrip("\n") == TEXT
         relayed = [e for e in kamailio_trunk.events("request") if e.method == "MESSAGE"]
-        assert relayed, "the MESSAGE did not cross Kamailio"
+        challenged = [e for e in kamailio_trunk.events("reply")
+                      if e.method == "MESSAGE" and e.code == 407]
+        if auth == "open":
+            assert len(relayed) == 1 and not challenged
+        else:  # challenged once, answered once: the second MESSAGE carries bob's digest
+            assert len(relayed) == 2 and len(challenged) == 1
+            assert relayed[1].fields.get("au") == "bob"
+        assert "Proxy-Authorization" not in head  # Kamailio consumed the credentials
     finally:
         sipp.stop()
         release(ua_port, sipp_port, media_port)
