@@ -12,10 +12,16 @@ sms_decode, sms_encode, sms_reassembly.
 
 from __future__ import annotations
 
-from gateway.modem.sms_decode import decode_deliver, decode_pdu, decode_submit
+from gateway.modem.sms_decode import (
+    decode_deliver,
+    decode_pdu,
+    decode_status_report,
+    decode_submit,
+)
 from gateway.modem.sms_encode import (
     encode_deliver,
     encode_deliver_parts,
+    encode_status_report,
     encode_submit,
     encode_submit_parts,
 )
@@ -30,6 +36,7 @@ from gateway.modem.sms_types import (
     EncodedPdu,
     InformationElement,
     SmsDeliver,
+    SmsStatusReport,
     SmsSubmit,
     Validity,
 )
@@ -43,6 +50,7 @@ __all__ = [
     "Reassembler",
     "SmsDeliver",
     "SmsError",
+    "SmsStatusReport",
     "SmsSubmit",
     "TON_ALPHANUMERIC",
     "TON_INTERNATIONAL",
@@ -52,9 +60,11 @@ __all__ = [
     "choose_encoding",
     "decode_deliver",
     "decode_pdu",
+    "decode_status_report",
     "decode_submit",
     "encode_deliver",
     "encode_deliver_parts",
+    "encode_status_report",
     "encode_submit",
     "encode_submit_parts",
     "split_text",

@@ -26,6 +26,7 @@ from gateway.modem.sms_types import (
     Concat,
     InformationElement,
     SmsDeliver,
+    SmsStatusReport,
     SmsSubmit,
     Validity,
 )
@@ -308,12 +309,57 @@ def decode_submit(pdu: str | bytes, *, smsc: bool = True, length: int | None = N
     )
 
 
-def decode_pdu(pdu: str | bytes, *, smsc: bool = True) -> SmsDeliver | SmsSubmit:
-    """Read either kind, by its TP-MTI (a +CMGL listing mixes received and stored-to-send)."""
+def decode_status_report(
+    pdu: str | bytes, *, smsc: bool = True, length: int | None = None
+) -> SmsStatusReport:
+    """Read an SMS-STATUS-REPORT, as +CDS or +CMGR of a stored report carries it."""
+    r = _Reader(_octets(pdu))
+    centre = _read_smsc(r) if smsc else None
+    tpdu_start = r.pos
+    first = r.byte("first octet")
+    if first & 0x03 != 2:
+        raise SmsError("TP-MTI", tpdu_start, f"{first & 0x03} is not SMS-STATUS-REPORT (2)")
+    mr = r.byte("TP-MR")
+    recipient, ton = _read_address(r, "TP-RA")
+    stamp = _read_timestamp(r, "TP-SCTS")
+    discharged = _read_timestamp(r, "TP-DT")
+    status = r.byte("TP-ST")
+    text = ""
+    if r.pos < len(r.data):  # optional TP-PI and what it announces (TS 23.040 9.2.3.27)
+        pi = r.byte("TP-PI")
+        if pi & 0x01:
+            r.byte("TP-PID")
+        encoding = Encoding.GSM7
+        if pi & 0x02:
+            encoding, _ = _read_dcs(r.byte("TP-DCS"))
+        if pi & 0x04:
+            text, _, _, _ = _read_user_data(r, encoding, bool(first & 0x40))
+    tpdu_length = r.pos - tpdu_start
+    _check_length(tpdu_length, length)
+    return SmsStatusReport(
+        reference=mr,
+        recipient=recipient,
+        status=status,
+        timestamp=stamp,
+        discharge_time=discharged,
+        recipient_ton=ton,
+        smsc=centre,
+        text=text,
+        tpdu_length=tpdu_length,
+    )
+
+
+def decode_pdu(
+    pdu: str | bytes, *, smsc: bool = True, length: int | None = None
+) -> SmsDeliver | SmsSubmit:
+    """Read either kind, by its TP-MTI (a +CMGL listing mixes received and stored-to-send).
+
+    A status report (TP-MTI 2) is refused here; :func:`decode_status_report` reads it.
+    """
     octets = _octets(pdu)
     at = (octets[0] + 1 if octets else 0) if smsc else 0
     if at >= len(octets):
         raise SmsError("first octet", at, f"PDU ends early ({len(octets)} octets)")
     if octets[at] & 0x03 == 1:
-        return decode_submit(octets, smsc=smsc)
-    return decode_deliver(octets, smsc=smsc)
+        return decode_submit(octets, smsc=smsc, length=length)
+    return decode_deliver(octets, smsc=smsc, length=length)

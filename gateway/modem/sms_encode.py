@@ -321,3 +321,30 @@ def encode_deliver_parts(
         )
         for piece, concat in parts
     ]
+
+
+def encode_status_report(
+    reference: int,
+    recipient: str,
+    status: int,
+    timestamp: dt.datetime,
+    discharge_time: dt.datetime,
+    *,
+    smsc: str | None = None,
+    recipient_ton: int | None = None,
+) -> EncodedPdu:
+    """An SMS-STATUS-REPORT (+CDS) for message ``reference`` (what the modem emulator sends
+    after an AT+CMGS that asked for one). Naive datetimes are taken as UTC."""
+    if not 0 <= reference <= 255 or not 0 <= status <= 255:
+        raise SmsError("TP-MR", None, f"reference {reference} / status {status} not 0-255")
+    stamps = [
+        t if t.tzinfo is not None else t.replace(tzinfo=dt.UTC) for t in (timestamp, discharge_time)
+    ]
+    tpdu = (
+        bytes([0x06, reference])  # SMS-STATUS-REPORT, no more messages waiting
+        + _encode_address(recipient, recipient_ton, "TP-RA")
+        + _encode_timestamp(stamps[0], "TP-SCTS")
+        + _encode_timestamp(stamps[1], "TP-DT")
+        + bytes([status])
+    )
+    return EncodedPdu((_encode_smsc(smsc) + tpdu).hex().upper(), len(tpdu))

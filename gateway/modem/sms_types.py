@@ -90,3 +90,32 @@ class SmsSubmit:
     reject_duplicates: bool = False
     reply_path: bool = False
     tpdu_length: int = 0
+
+
+@dataclass(frozen=True)
+class SmsStatusReport:
+    """An SMS-STATUS-REPORT (+CDS): the fate of a message we sent with a report requested.
+
+    ``reference`` is the TP-MR that AT+CMGS answered with; ``status`` is TP-ST (TS 23.040
+    9.2.3.15): below 0x20 delivered, 0x20-0x3F still trying, 0x40 and up given up.
+    """
+
+    reference: int
+    recipient: str
+    status: int
+    timestamp: dt.datetime
+    discharge_time: dt.datetime
+    recipient_ton: int = TON_INTERNATIONAL
+    smsc: str | None = None
+    text: str = ""
+    tpdu_length: int = 0
+
+    @property
+    def delivered(self) -> bool:
+        """The recipient has the message (TP-ST 0x00-0x1F)."""
+        return self.status < 0x20
+
+    @property
+    def final(self) -> bool:
+        """No further report will follow: delivered, or the centre gave up."""
+        return self.status < 0x20 or self.status >= 0x40

@@ -22,6 +22,7 @@ from gateway.modem.sms import (
     decode_submit,
     encode_deliver,
     encode_deliver_parts,
+    encode_status_report,
     encode_submit_parts,
 )
 
@@ -46,6 +47,7 @@ if req["op"] == "decode":
             "coding": m["Coding"], "smsc": m["SMSC"]["Number"],
             "validity": m["SMSC"]["Validity"],
             "when": m["DateTime"].isoformat() if m.get("DateTime") else None,
+            "mr": m["MessageReference"], "status": m["DeliveryStatus"],
         })
 else:
     parts = gammu.EncodeSMS({
@@ -157,3 +159,16 @@ def test_we_read_gammus_concatenated_pdus(layout: str, text: str, unicode: bool)
     for part in reversed(delivered):  # out of order
         out += r.add(part, 0.0)
     assert [(m.text, m.complete, m.originator) for m in out] == [(text, True, "+4915112345678")]
+
+
+def test_gammu_reads_our_status_report() -> None:
+    sent = dt.datetime(2026, 12, 6, 10, 30, 15)
+    pdu = encode_status_report(42, "+4915112345678", 0, sent, sent + dt.timedelta(seconds=5))
+    (got,) = _gammu({"op": "decode", "pdus": [pdu.hex]})
+    assert (got["type"], got["number"], got["mr"], got["status"], got["text"]) == (
+        "Status_Report",
+        "+4915112345678",
+        42,
+        0,
+        "Delivered",
+    )

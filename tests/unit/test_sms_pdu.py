@@ -24,9 +24,11 @@ from gateway.modem.sms import (
     choose_encoding,
     decode_deliver,
     decode_pdu,
+    decode_status_report,
     decode_submit,
     encode_deliver,
     encode_deliver_parts,
+    encode_status_report,
     encode_submit,
     encode_submit_parts,
     split_text,
@@ -235,6 +237,36 @@ def test_decode_pdu_dispatches_on_mti() -> None:
     assert isinstance(decode_pdu(encode_deliver("+1", "a").hex), SmsDeliver)
 
 
+def test_status_report_vector_by_hand() -> None:
+    sent = dt.datetime(2026, 12, 6, 10, 30, 15, tzinfo=UTC)
+    done = dt.datetime(2026, 12, 6, 10, 30, 20, tzinfo=UTC)
+    pdu = encode_status_report(42, "+4915112345678", 0x00, sent, done, smsc="+4917200000")
+    # SMSC | 06: STATUS-REPORT, no more waiting | 2A: TP-MR 42 | TP-RA | SCTS | DT | 00 TP-ST.
+    assert pdu.hex == (
+        "06919471020000" + "06" + "2A" + "0D91945111325476F8"
+        "62216001035100" + "62216001030200" + "00"
+    )
+    got = decode_status_report(pdu.hex, length=pdu.length)
+    assert (got.reference, got.recipient, got.timestamp, got.discharge_time) == (
+        42,
+        "+4915112345678",
+        sent,
+        done,
+    )
+    assert got.delivered and got.final
+    pending = decode_status_report(encode_status_report(1, "+1", 0x30, sent, done).hex)
+    assert not pending.delivered and not pending.final
+    with pytest.raises(SmsError, match="TP-MTI"):
+        decode_pdu(pdu.hex)  # a report is not read as a message
+
+
+def test_status_report_with_optional_user_data() -> None:
+    base = encode_status_report(9, "+1", 0x41, dt.datetime(2026, 1, 1), dt.datetime(2026, 1, 1))
+    # TP-PI 06: DCS and UDL present; DCS 00; UDL 2; "€" as before.
+    got = decode_status_report(base.hex + "06" + "00" + "02" + "9B32")
+    assert got.text == "€" and got.status == 0x41 and got.final and not got.delivered
+
+
 # --- splitting --------------------------------------------------------------------------------
 
 
@@ -338,10 +370,11 @@ _FUZZ = settings(max_examples=300, deadline=None, suppress_health_check=[HealthC
 @_FUZZ
 @given(st.binary(max_size=200), st.booleans())
 def test_fuzz_random_octets_raise_only_sms_error(data: bytes, smsc: bool) -> None:
-    try:
-        decode_pdu(data, smsc=smsc)
-    except SmsError:
-        pass
+    for decode in (decode_pdu, decode_status_report):
+        try:
+            decode(data, smsc=smsc)
+        except SmsError:
+            pass
 
 
 @_FUZZ
