@@ -219,7 +219,9 @@ class _ModemReader(_NodeReader):
         port_bad = len(self.issues) > before_port
         if port is not None:
             self._unique(ports, port, f, "port", key="port")
+        before_match = len(self.issues)
         match = self.modem_match(f.values.get("match"), f.child("match"))
+        match_bad = len(self.issues) > before_match
         if match is not None and match.imei is not None:
             where = f.node_of("match")
             imei_node = next((v for k, v in getattr(where, "value", ())
@@ -230,10 +232,13 @@ class _ModemReader(_NodeReader):
                            f"IMEI {match.imei!r} is already used on line {first}", "a unique IMEI")
             else:
                 imeis[match.imei] = imei_node
-        if port is None and match is None and not port_bad and not f.has("match"):
+        if port is None and match is None and not port_bad and not match_bad:
             self.issue(f.node, f.child("port"), "a modem needs a port or a match",
                        "port: /dev/serial/by-id/..., or match: {imei: ..., usb: vid:pid}")
         audio = self.modem_audio(f, profile)
+        if audio is not None and port is not None and audio.pcm_port == port:
+            self.issue(f.node_of("audio"), f.child("audio.pcm_port"),
+                       f"pcm_port {port!r} is the AT port", "the module's voice port")
         pin = self.take(f, "pin", _optional(_pattern(m.SIM_PIN_PATTERN, "4 to 8 digits")), None)
         group = self.take(f, "group", _optional(_text(nonempty=True)), None)
         if group is not None and group not in group_names:

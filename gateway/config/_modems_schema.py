@@ -161,7 +161,10 @@ def modem_schemas() -> dict[str, Any]:
         required=("name", "profile"),
     )
     modem["allOf"] = [*_audio_rules(),
-                      {"anyOf": [{"required": ["port"]}, {"required": ["match"]}]}]
+                      {"anyOf": [
+                          {"required": ["port"], "properties": {"port": {"type": "string"}}},
+                          {"required": ["match"], "properties": {"match": {"type": "object"}}},
+                      ]}]
     group = _obj(
         {
             "name": _string("Group name, used in routes as gsm:<name>.",

@@ -320,6 +320,7 @@ BAD_FOR_BOTH = {
     ),
     "missing audio": "modems: [{name: a, profile: quectel-ec25, port: /dev/x}]",
     "no port or match": "modems: [{name: a, profile: sim}]",
+    "null port and match": "modems: [{name: a, profile: sim, port: null, match: null}]",
     "unknown key": "modems: [{name: a, profile: sim, port: /dev/x, baud: 115200}]",
     "bad pin": "modems: [{name: a, profile: sim, port: /dev/x, pin: '12'}]",
     "bad imei": "modems: [{name: a, profile: sim, match: {imei: '123'}}]",
@@ -409,3 +410,15 @@ def test_every_yaml_example_in_the_gsm_docs_loads() -> None:
     assert len(blocks) >= 3
     for block in blocks:
         assert load(block).modems, block
+
+
+def test_the_voice_port_is_not_the_at_port() -> None:
+    [issue] = issues("""\
+        modems:
+          - name: a
+            profile: quectel-ec25
+            port: /dev/ttyUSB2
+            audio: {type: serial-pcm, pcm_port: /dev/ttyUSB2}
+        """)
+    assert (issue.line, issue.path) == (5, "modems[0].audio.pcm_port")
+    assert "is the AT port" in issue.message
