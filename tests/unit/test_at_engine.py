@@ -408,6 +408,30 @@ def test_reply_lines_and_events_are_bounded() -> None:
     assert engine.counters["events_dropped"] == 5
 
 
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.binary(max_size=3000), max_size=20))
+def test_any_bytes_are_survived_and_kept_bounded(chunks: list[bytes]) -> None:
+    engine = AtEngine()
+    engine.send("AT+CMGS=5", 0.0, body=b"00")
+    engine.send("ATD123;", 0.0)
+    now = 0.0
+    for chunk in chunks:
+        now += 0.5
+        engine.receive(chunk, now)
+        engine.handle_timer(now)
+        assert len(engine._partial) <= MAX_LINE
+        for event in drain(engine):
+            assert isinstance(event, CommandDone | CommandFailed | CommandTimedOut | Unsolicited)
+        engine.bytes_to_send()
+    for _ in range(6):  # every timer runs out: both commands end, one way or another
+        deadline = engine.get_timer()
+        if deadline is None:
+            break
+        engine.handle_timer(deadline)
+    assert not engine.busy
+    assert engine.get_timer() is None
+
+
 def test_control_bytes_are_stripped_and_counted() -> None:
     events, engine = run("AT", b"\x00\r\n\x07O\x00K\r\n")
     assert events == [CommandDone(1, "AT", "OK", ())]

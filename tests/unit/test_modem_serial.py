@@ -26,15 +26,17 @@ Script = Callable[[str], list[tuple[float, bytes]]]
 class ScriptedModem(threading.Thread):
     """Answers lines written to the pty slave from the master side, after scripted delays."""
 
-    def __init__(self, master: int, script: Script) -> None:
+    def __init__(self, master: int, script: Script, read_after: float = 0.0) -> None:
         super().__init__(daemon=True)
         self.master = master
         self.script = script
+        self.read_after = read_after
         self.stop = threading.Event()
         self.heard: list[str] = []
 
     def run(self) -> None:
         buf = b""
+        time.sleep(self.read_after)  # a modem that does not drain its input for a while
         while not self.stop.is_set():
             try:
                 ready, _, _ = select.select([self.master], [], [], 0.02)
@@ -68,10 +70,10 @@ class ScriptedModem(threading.Thread):
 def pty_modem() -> Iterator[Callable[[Script], tuple[str, ScriptedModem]]]:
     made: list[tuple[int, ScriptedModem]] = []
 
-    def make(script: Script) -> tuple[str, ScriptedModem]:
+    def make(script: Script, read_after: float = 0.0) -> tuple[str, ScriptedModem]:
         master, slave = os.openpty()
         path = os.ttyname(slave)
-        modem = ScriptedModem(master, script)
+        modem = ScriptedModem(master, script, read_after)
         modem.start()
         made.append((slave, modem))
         return path, modem
@@ -160,6 +162,31 @@ def test_the_loop_keeps_running_while_the_modem_is_silent(
     assert ticks_waiting >= 15
     assert timed_out
     assert ticks_total - ticks_waiting >= 8  # about 25 in the 0.5 s timeout
+
+
+def test_a_write_the_modem_does_not_drain_waits_without_blocking_the_loop(
+    pty_modem: Callable[..., tuple[str, ScriptedModem]],
+) -> None:
+    # 256 KiB is far more than a pty buffers; the modem starts reading after 1 s.
+    big = "AT+X=" + "7" * (256 * 1024)
+    path, modem = pty_modem(lambda line: [(0.0, b"\r\nOK\r\n")], read_after=1.0)
+
+    async def main() -> tuple[CommandDone, int]:
+        port = SerialAtPort(path)
+        port.start(lambda event: None)
+        ticker = Ticker()
+        ticker.start()
+        try:
+            done = await port.command(big, timeout=10.0)
+        finally:
+            ticker.stop()
+            port.close()
+        return done, ticker.count
+
+    done, ticks = asyncio.run(asyncio.wait_for(main(), 15))
+    assert done.final == "OK"
+    assert modem.heard == [big]
+    assert ticks >= 15  # about 50 in the second the modem did not read
 
 
 def test_cmgs_body_goes_after_the_prompt(pty_modem: Callable[..., tuple[str, ScriptedModem]]) -> None:
