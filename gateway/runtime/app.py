@@ -17,18 +17,19 @@ from pathlib import Path
 from typing import Any
 
 from gateway.config.schema import Config, LineConfig, TrunkConfig
-from gateway.dsp import SILENCE_FRAME
 from gateway.dsp.tones import get_profile
 from gateway.lines import events as lev
 from gateway.lines.fxs import FxsLine
 from gateway.routing.dialplan import DigitMap
 from gateway.routing.router import NoRoute, Router
+from gateway.routing.targets import FxoTarget, GsmTarget, LineTarget, LocalTarget, TrunkTarget
 from gateway.runtime import call_end
+from gateway.runtime.bridge import bridge, plan
 from gateway.runtime.call_end import CallEnd
 from gateway.runtime.clock import AudioClock
 from gateway.runtime.control import ControlServer
 from gateway.runtime.edge import SipEdge, build_edge, build_route_guard
-from gateway.runtime.ports import LinePort
+from gateway.runtime.ports import LinePort, Port
 from gateway.runtime.resolver import SipResolver
 from gateway.runtime.sip_calls import Call, Registration, SipCalls
 from gateway.runtime.transports import (
@@ -58,7 +59,8 @@ class Gateway(SipCalls):
     loop: asyncio.AbstractEventLoop = field(default_factory=asyncio.get_running_loop)
 
     def __post_init__(self) -> None:
-        self.lines: dict[str, LinePort] = {}
+        self.lines: dict[str, LinePort] = {}  # the FXS lines, by name
+        self.ports: dict[str, Port] = {}  # every port of every kind, by name
         self.calls: dict[str, Call] = {}
         self.registrations: dict[str, Registration] = {}
         self.trunks: dict[str, TrunkConfig] = {t.name: t for t in self.config.trunks}
@@ -146,6 +148,8 @@ class Gateway(SipCalls):
         self._pump()
 
     def _add_line(self, lc: LineConfig, profile: Any, digit_map: DigitMap) -> None:
+        if lc.type != "fxs":
+            raise HalError(f"line {lc.name}: ports of type {lc.type!r} are not supported yet")
         options = dict(lc.options)
         if lc.backend == "sim":
             options.setdefault("country", self.config.gateway.country)
@@ -153,6 +157,7 @@ class Gateway(SipCalls):
         line = FxsLine(lc.name, digit_map=digit_map, ring_cadence=tuple(profile.ring_cadence))
         lp = LinePort(lc.name, lc.number, lc, port, line, profile)
         self.lines[lc.name] = lp
+        self.ports[lc.name] = lp
 
         def on_hook(offhook: bool, t: float, lp: LinePort = lp) -> None:
             self.loop.call_soon_threadsafe(self._hook_edge, lp, offhook, t)
@@ -272,8 +277,8 @@ class Gateway(SipCalls):
             await self.control.close()
         for call in list(self.calls.values()):
             self._release_media(call)
-        for lp in self.lines.values():
-            lp.port.close()
+        for p in self.ports.values():
+            p.close()
         if self._timer is not None:
             self._timer.cancel()
         if self.sip is not None:
@@ -304,10 +309,10 @@ class Gateway(SipCalls):
                 while (ev := self.ua.next_event()) is not None:
                     busy = True
                     self._on_sip_event(ev)
-                for lp in self.lines.values():
-                    for action in lp.line.actions():
+                for p in self.ports.values():
+                    for action in p.machine.actions():
                         busy = True
-                        self._on_line_action(lp, action)
+                        self._on_line_action(p, action)
                 if not busy:
                     break
             if self.sip is not None:
@@ -318,7 +323,7 @@ class Gateway(SipCalls):
 
     def _arm_timer(self) -> None:
         assert self.ua is not None
-        deadlines = [d for d in (self.ua.get_timer(), *(lp.line.get_timer() for lp in self.lines.values())) if d is not None]
+        deadlines = [d for d in (self.ua.get_timer(), *(p.machine.get_timer() for p in self.ports.values())) if d is not None]
         when = min(deadlines) if deadlines else None
         if when == self._timer_at:
             return
@@ -337,10 +342,10 @@ class Gateway(SipCalls):
         t = self.ua.get_timer()
         if t is not None and t <= now:
             self.ua.handle_timer(now)
-        for lp in self.lines.values():
-            t = lp.line.get_timer()
+        for p in self.ports.values():
+            t = p.machine.get_timer()
             if t is not None and t <= now:
-                lp.line.handle_timer(now)
+                p.machine.handle_timer(now)
         self._pump()
 
     # ------------------------------------------------------------------ hook and audio
@@ -351,48 +356,26 @@ class Gateway(SipCalls):
         self._pump()
 
     def _tick(self, now: float) -> None:
-        """Every 20 ms: read every mouthpiece, then feed every earpiece and RTP stream."""
+        """Every 20 ms: capture every port, then let the bridge join each call's two legs."""
         digits_seen = False
-        for lp in self.lines.values():
-            mic = lp.port.read_frame() or SILENCE_FRAME
-            lp.mic = mic
-            if not lp.port.is_off_hook():
-                continue  # nobody can dial on an on-hook phone; spare the detector
-            for digit in lp.detector.feed(mic):
-                log.debug("line %s: DTMF %s", lp.name, digit)
-                lp.line.dtmf_digit(digit, now)
+        for p in self.ports.values():
+            p.capture()
+            for digit in p.digits_heard():  # only kinds that dial in band, while they can
+                log.debug("line %s: DTMF %s", p.name, digit)
+                p.machine.dtmf_digit(digit, now)
                 digits_seen = True
-        for lp in self.lines.values():
-            ear = SILENCE_FRAME
-            call = self.calls.get(lp.call_id) if lp.call_id else None
-            if call is not None and call.media is not None and call.rtp is not None:
-                call.media.push_frame(lp.mic)
-                call.rtp.tick(now)  # the RTP and RTCP that are due, digit timeouts
-            if lp.tone is not None:
-                ear = lp.tone.next_frame()
-            elif call is not None and call.audio:
-                if call.media is not None:
-                    ear = call.media.pull_frame(now)
-                    digit_frame = lp.next_digit_frame()
-                    if digit_frame is not None:
-                        ear = digit_frame
-                elif call.peer is not None:
-                    ear = call.peer.line.mic
-            lp.port.write_frame(ear)
+        pairs, idle = plan(self.ports.values(), self.calls)
+        bridge(pairs, idle, now)
         if digits_seen:
             self._pump()
 
     # ------------------------------------------------------------------ line actions
 
-    def _on_line_action(self, lp: LinePort, action: lev.Action) -> None:
+    def _on_line_action(self, lp: Port, action: lev.Action) -> None:
+        if lp.carry_out(action):
+            return  # the port's own business: tones, ringing
         now = self.loop.time()
         match action:
-            case lev.PlayTone(name=name):
-                lp.play_tone(name)
-            case lev.StopTone():
-                lp.stop_tone()
-            case lev.SetRinging(on=on):
-                lp.set_ringing(on)
             case lev.PlaceCall(number=number):
                 self._place_call(lp, number, now)
             case lev.CancelCall(call_id=call_id):
@@ -428,46 +411,66 @@ class Gateway(SipCalls):
             case _:
                 log.debug("line %s: %s not handled", lp.name, action)
 
-    def _place_call(self, lp: LinePort, number: str, now: float) -> None:
+    def _place_call(self, lp: Port, number: str, now: float) -> None:
         try:
             decision = self.router.route(number)
         except NoRoute:
             log.info("line %s: no route for %s", lp.name, number)
-            lp.line.call_ended("no route", 404, now)
+            lp.machine.call_ended("no route", 404, now)
             return
-        target = LOCAL_TARGET if decision.kind == "local" else trunk_target(str(decision.trunk))
-        verdict = self.route_guard.check(CallSource.line(lp.name), decision.number, target)
+        dest = decision.target
+        if isinstance(dest, (GsmTarget, FxoTarget)):
+            # No GSM or FXO ports are attached yet: refuse by name before any policy.
+            what = (f"no GSM group {dest.group!r}" if isinstance(dest, GsmTarget)
+                    else f"no FXO line {dest.name!r}")
+            log.info("line %s: call to %s refused: %s", lp.name, number, what)
+            lp.machine.call_ended("not found", 404, now)
+            return
+        # Ringing a line of this box, by number or by name, is the "local" policy target.
+        guard_target = trunk_target(dest.name) if isinstance(dest, TrunkTarget) else LOCAL_TARGET
+        verdict = self.route_guard.check(CallSource.line(lp.name), decision.number, guard_target)
         if isinstance(verdict, Denied):
             log.warning("line %s: call to %s refused: %s", lp.name, number, verdict.reason)
-            lp.line.call_ended("not permitted", verdict.status, now)
+            lp.machine.call_ended("not permitted", verdict.status, now)
             return
-        if decision.kind == "local":
-            self._place_local_call(lp, decision.number, now)
-        else:
-            assert decision.trunk is not None
-            self._spawn(self._place_sip_call(lp, decision.number, decision.trunk))
+        match dest:
+            case LocalTarget():
+                self._place_local_call(lp, decision.number, now)
+            case LineTarget(name=name):
+                target = self.lines.get(name)
+                if target is None:
+                    log.info("line %s: call to %s refused: no line %r", lp.name, number, name)
+                    lp.machine.call_ended("not found", 404, now)
+                    return
+                self._place_local_call(lp, target.number, now, target)
+            case TrunkTarget(name=trunk):
+                self._spawn(self._place_sip_call(lp, decision.number, trunk))
 
-    def _place_local_call(self, lp: LinePort, number: str, now: float) -> None:
-        target = next((t for t in self.lines.values() if t.number == number), None)
+    def _place_local_call(self, lp: Port, number: str, now: float,
+                          target: Port | None = None) -> None:
+        """A port-to-port call: `target`, or the FXS line whose number is `number`."""
         if target is None:
-            lp.line.call_ended("not found", 404, now)
+            target = next((t for t in self.lines.values() if t.number == number), None)
+        if target is None:
+            lp.machine.call_ended("not found", 404, now)
             return
         a = Call(f"local-{secrets.token_hex(8)}", lp, "out", target.number, "local", now)
         b = Call(f"local-{secrets.token_hex(8)}", target, "in", lp.number, "local", now)
         a.peer, b.peer = b, a
         self.calls[a.call_id] = a
         lp.call_id = a.call_id
-        lp.line.set_call_id(a.call_id)
+        lp.machine.set_call_id(a.call_id)
         if target is lp:
-            lp.line.call_ended("busy", 486, now)
+            lp.machine.call_ended("busy", 486, now)
             self.end_call(a, call_end.rejected(486), now)
             return
         self.calls[b.call_id] = b
-        result = target.line.incoming_call(b.call_id, lp.number, lp.config.display_name, now)
+        result = target.machine.incoming_call(b.call_id, lp.number,
+                                              getattr(lp.config, "display_name", None), now)
         if result is lev.IncomingResult.ACCEPTED:
             target.call_id = b.call_id
             a.state = b.state = "ringing"
-            lp.line.call_progress(180, now, early_media=False)
+            lp.machine.call_progress(180, now, early_media=False)
 
     def _answer(self, call_id: str, now: float) -> None:
         call = self.calls.get(call_id)
@@ -480,7 +483,7 @@ class Gateway(SipCalls):
             if peer is not None:
                 peer.state = "connected"
                 peer.answered_at = now
-                peer.line.line.call_answered(now)
+                peer.port.machine.call_answered(now)
             return
         assert self.ua is not None and call.answer_sdp is not None and call.params is not None
         self.ua.answer(call_id, call.answer_sdp, now)
@@ -495,9 +498,9 @@ class Gateway(SipCalls):
             self.end_call(call, call_end.rejected(status), now)
             peer = call.peer
             if peer is not None and self.end_call(
-                    peer, call_end.rejected(status, f"line {call.line.name}"), now):
+                    peer, call_end.rejected(status, f"line {call.port.name}"), now):
                 reason = "busy" if status == 486 else "no answer"
-                peer.line.line.call_ended(reason, status, now)
+                peer.port.machine.call_ended(reason, status, now)
             return
         assert self.ua is not None
         self.ua.reject(call_id, status, now)
@@ -516,12 +519,12 @@ class Gateway(SipCalls):
         if call.kind == "local":
             self.end_call(call, cause or default, now)
             peer = call.peer
-            if peer is not None and self.end_call(peer, call_end.peer_hangup(call.line.name),
+            if peer is not None and self.end_call(peer, call_end.peer_hangup(call.port.name),
                                                   now):
                 if peer.state == "ringing" and peer.direction == "in":
-                    peer.line.line.incoming_cancelled(now)
+                    peer.port.machine.incoming_cancelled(now)
                 else:
-                    peer.line.line.call_ended("remote hangup", None, now)
+                    peer.port.machine.call_ended("remote hangup", None, now)
             return
         assert self.ua is not None
         if call.state == "connected":

@@ -22,7 +22,7 @@ from gateway.runtime import call_end
 from gateway.runtime.call_end import CallEnd
 from gateway.runtime.clock import AudioClock
 from gateway.runtime.edge import SipEdge
-from gateway.runtime.ports import LinePort
+from gateway.runtime.ports import LinePort, Port
 from gateway.runtime.rtp import RtpEndpoint
 from gateway.security.permissions import Denied
 from gateway.security.routeguard import LOCAL_TARGET, RouteGuard
@@ -40,10 +40,14 @@ log = logging.getLogger("branchline")
 
 @dataclass
 class Call:
-    """One leg of a call on one line: a SIP dialog with its RTP, or a local line-to-line leg."""
+    """One leg of a call on one port: a SIP dialog with its RTP, or a local port-to-port leg.
+
+    `port` is any kind of port (gateway.runtime.ports.Port); the bridge joins it to `rtp`
+    or to the peer leg's port.
+    """
 
     call_id: str
-    line: LinePort
+    port: Port
     direction: str  # "in" | "out"
     remote: str
     kind: str  # "sip" | "local"
@@ -66,6 +70,11 @@ class Call:
     sdp_id: int = field(default_factory=lambda: secrets.randbits(31))
     sdp_version: int = 1  # RFC 3264 8: same o= id, version up by one for each new SDP
 
+    @property
+    def line(self) -> Port:
+        """The call's port (the name from when every port was an FXS line)."""
+        return self.port
+
     def next_sdp_version(self) -> int:
         self.sdp_version += 1
         return self.sdp_version
@@ -73,7 +82,7 @@ class Call:
     def describe(self, now: float) -> dict[str, Any]:
         return {
             "call_id": self.call_id,
-            "line": self.line.name,
+            "line": self.port.name,
             "direction": self.direction,
             "remote": self.remote,
             "kind": self.kind,
@@ -126,7 +135,7 @@ class SipCalls:
     def _end_call_locally(self, call: Call, now: float, cause: CallEnd | None = None) -> None:
         raise NotImplementedError
 
-    async def _place_sip_call(self, lp: LinePort, number: str, trunk_name: str) -> None:
+    async def _place_sip_call(self, lp: Port, number: str, trunk_name: str) -> None:
         cfg = self.config
         trunk = self.trunks[trunk_name]
         # Kept fresh from DNS by the trunk trust's lookups (and through a DNS outage). A
@@ -138,7 +147,7 @@ class SipCalls:
             return
         rtp = await RtpEndpoint.open(cfg.sip.listen.host, (cfg.sip.rtp_ports.first, cfg.sip.rtp_ports.last))
         now = self.loop.time()
-        if lp.line.state not in (lev.LineState.CALLING,) or lp.line.call_id is not None:
+        if lp.machine.state not in (lev.LineState.CALLING,) or lp.machine.call_id is not None:
             rtp.close()  # the user hung up while the socket was being opened
             return
         assert self.ua is not None
@@ -163,22 +172,22 @@ class SipCalls:
                     offer=offer, srtp_pending=pending, srtp_policy=trunk.srtp, sdp_id=sdp_id)
         self.calls[call_id] = call
         lp.call_id = call_id
-        lp.line.set_call_id(call_id)
+        lp.machine.set_call_id(call_id)
         self._attach_rtp(call)
         log.info("line %s: calling %s via %s (%s)", lp.name, number, trunk_name, call_id)
         self._pump()
 
-    def _fail_unaddressed(self, lp: LinePort, number: str, trunk: TrunkConfig) -> None:
+    def _fail_unaddressed(self, lp: Port, number: str, trunk: TrunkConfig) -> None:
         """The trunk's proxy name has no address: 503 here, reorder on the line, one log line."""
         now = self.loop.time()
-        if lp.line.state is not lev.LineState.CALLING or lp.line.call_id is not None:
+        if lp.machine.state is not lev.LineState.CALLING or lp.machine.call_id is not None:
             return  # the user hung up first
         call = Call(f"unsent-{secrets.token_hex(8)}", lp, "out", f"sip:{number}@{trunk.domain}",
                     "sip", now)
         self.calls[call.call_id] = call
         lp.call_id = call.call_id
-        lp.line.set_call_id(call.call_id)
-        lp.line.call_ended("no address", 503, now)
+        lp.machine.set_call_id(call.call_id)
+        lp.machine.call_ended("no address", 503, now)
         self.end_call(call, call_end.no_address(trunk.name, trunk.proxy.host), now)
         self._pump()
 
@@ -190,7 +199,7 @@ class SipCalls:
         log.debug("call %s: media event %s", call.call_id, ev)
         if isinstance(ev, DigitReceived) and call.audio:
             log.info("call %s: digit %s received (RFC 4733)", call.call_id, ev.digit)
-            call.line.play_digit(ev.digit, ev.duration_ms)
+            call.port.play_digit(ev.digit, ev.duration_ms)
 
     # ------------------------------------------------------------------ media
 
@@ -241,12 +250,12 @@ class SipCalls:
         if self.calls.get(call.call_id) is not call:
             return False
         del self.calls[call.call_id]
-        if call.line.call_id == call.call_id:
-            call.line.call_id = None
+        if call.port.call_id == call.call_id:
+            call.port.call_id = None
         self._release_media(call)
         talked = (f"{now - call.answered_at:.1f} s" if call.answered_at is not None
                   else "not answered")
-        log.info("call %s (line %s) ended: %s, %s", call.call_id, call.line.name, cause, talked)
+        log.info("call %s (line %s) ended: %s, %s", call.call_id, call.port.name, cause, talked)
         return True
 
     # ------------------------------------------------------------------ SIP events
@@ -275,7 +284,7 @@ class SipCalls:
                 if ev.sdp and call.offer is not None:
                     early = self._apply_answer(call, ev.sdp, now)
                 call.state = "early" if early else "ringing"
-                call.line.line.call_progress(ev.status, now, early_media=early)
+                call.port.machine.call_progress(ev.status, now, early_media=early)
             case sev.CallAnswered():
                 call = self.calls.get(ev.call_id)
                 if call is None:
@@ -284,28 +293,28 @@ class SipCalls:
                     # Never play media the policy refuses (e.g. plain RTP when SRTP is required).
                     call.state = "connected"
                     self._end_call_locally(call, now, call_end.media_refused(488))
-                    call.line.line.call_ended("media refused", 488, now)
+                    call.port.machine.call_ended("media refused", 488, now)
                     return
                 call.state = "connected"
                 call.answered_at = now
-                call.line.line.call_answered(now)
+                call.port.machine.call_answered(now)
             case sev.CallUpdated():
                 self._reinvite(ev, now)
             case sev.CallEnded():
                 call = self.calls.get(ev.call_id)
                 if call is None:
                     return  # already ended here: we hung up, cancelled or rejected it
-                lp = call.line
+                lp = call.port
                 if call.direction == "in" and call.state != "connected":
-                    lp.line.incoming_cancelled(now)
+                    lp.machine.incoming_cancelled(now)
                 else:
-                    lp.line.call_ended(ev.reason, ev.status, now)
+                    lp.machine.call_ended(ev.reason, ev.status, now)
                 self.end_call(call, call_end.from_ua(ev.reason, ev.status, call.direction), now)
             case sev.DtmfInfo():
                 call = self.calls.get(ev.call_id)
                 if call is not None and call.audio:
                     log.info("call %s: digit %s received (SIP INFO)", ev.call_id, ev.digit)
-                    call.line.play_digit(ev.digit, ev.duration_ms or 100)
+                    call.port.play_digit(ev.digit, ev.duration_ms or 100)
             case sev.ReinviteAnswered():
                 call = self.calls.get(ev.call_id)
                 if call is not None and call.offer is not None:
@@ -404,7 +413,7 @@ class SipCalls:
                     sdp_id=sdp_id)
         self.calls[ev.call_id] = call
         self._attach_rtp(call)
-        result = lp.line.incoming_call(ev.call_id, ev.from_uri, ev.from_display, now)
+        result = lp.machine.incoming_call(ev.call_id, ev.from_uri, ev.from_display, now)
         if result is lev.IncomingResult.ACCEPTED:
             lp.call_id = ev.call_id
             call.state = "ringing"

@@ -1,0 +1,133 @@
+"""The audio bridge: every 20 ms, move one frame each way between the two legs of a call.
+
+A leg is anything that gives and takes 20 ms frames of 16-bit linear PCM: an RTP stream
+(`RtpLeg`) or a port's audio (`PortLeg`: a handset, an exchange line, a GSM channel). The
+bridge joins any two legs, RTP to port or port to port, and never asks what is behind them;
+a leg says whether it `accepts` audio right now (a handset playing dial tone does not), and
+a leg that is told nothing (`write_frame(None)`) plays its own sound or silence.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import Protocol
+
+from gateway.media.stream import MediaStream
+from gateway.runtime.ports import Port
+from gateway.runtime.rtp import RtpEndpoint
+
+
+class Leg(Protocol):
+    """One side of a call, as the bridge sees it."""
+
+    def accepts(self) -> bool:
+        """Whether this leg takes the other leg's audio now (if not, the other is not read)."""
+        ...
+
+    def read_frame(self, now: float) -> bytes:
+        """This tick's frame from the leg (its mouthpiece, or what arrived over RTP)."""
+        ...
+
+    def write_frame(self, frame: bytes | None, now: float) -> None:
+        """This tick's frame for the leg; None when nothing is bridged to it."""
+        ...
+
+
+class RtpLeg:
+    """A SIP call's media: frames are sent as RTP and taken from the jitter buffer."""
+
+    def __init__(self, media: MediaStream, rtp: RtpEndpoint) -> None:
+        self.media = media
+        self.rtp = rtp
+
+    def accepts(self) -> bool:
+        return True
+
+    def read_frame(self, now: float) -> bytes:
+        return self.media.pull_frame(now)
+
+    def write_frame(self, frame: bytes | None, now: float) -> None:
+        if frame is not None:
+            self.media.push_frame(frame)
+        self.rtp.tick(now)  # the RTP and RTCP that are due, digit timeouts
+
+
+class PortLeg:
+    """A port's audio in a call; `connected` is the call's audio switch (answered or early)."""
+
+    def __init__(self, port: Port, connected: bool) -> None:
+        self.port = port
+        self.connected = connected
+
+    def accepts(self) -> bool:
+        return self.connected and self.port.accepts_audio()
+
+    def read_frame(self, now: float) -> bytes:
+        return self.port.mic  # captured at the start of the tick, before any leg is written
+
+    def write_frame(self, frame: bytes | None, now: float) -> None:
+        self.port.play(frame)
+
+
+def move(src: Leg, dst: Leg, now: float) -> None:
+    """One frame from `src` to `dst`; `src` is only read when `dst` takes it."""
+    dst.write_frame(src.read_frame(now) if dst.accepts() else None, now)
+
+
+def bridge(pairs: Iterable[tuple[Leg, Leg]], idle: Iterable[Leg], now: float) -> None:
+    """One tick: each pair exchanges a frame both ways (a to b first), idle legs get None."""
+    for a, b in pairs:
+        move(a, b, now)
+        move(b, a, now)
+    for leg in idle:
+        leg.write_frame(None, now)
+
+
+class BridgedCall(Protocol):
+    """What `plan` reads of a runtime call leg (gateway.runtime.sip_calls.Call)."""
+
+    call_id: str
+    audio: bool
+    media: MediaStream | None
+    rtp: RtpEndpoint | None
+
+    @property
+    def port(self) -> Port: ...
+
+    @property
+    def peer(self) -> BridgedCall | None: ...
+
+
+def plan(
+    ports: Iterable[Port], calls: Mapping[str, BridgedCall]
+) -> tuple[list[tuple[Leg, Leg]], list[Leg]]:
+    """Which legs to join this tick: each port with its call's other leg, or idle.
+
+    A call with media joins its port to RTP; a port-to-port call (two call records that
+    are each other's peer, no RTP) joins the two ports once. Every port appears once.
+    """
+    pairs: list[tuple[Leg, Leg]] = []
+    idle: list[Leg] = []
+    joined: set[int] = set()
+    for port in ports:
+        if id(port) in joined:
+            continue
+        call = calls.get(port.call_id) if port.call_id else None
+        other = _other_leg(call, joined) if call is not None else None
+        if call is None or other is None:
+            idle.append(PortLeg(port, False))
+            continue
+        pairs.append((PortLeg(port, call.audio), other))
+        joined.add(id(port))
+    return pairs, idle
+
+
+def _other_leg(call: BridgedCall, joined: set[int]) -> Leg | None:
+    if call.media is not None and call.rtp is not None:
+        return RtpLeg(call.media, call.rtp)
+    peer = call.peer
+    if peer is None or peer.port.call_id != peer.call_id or id(peer.port) in joined:
+        return None
+    joined.add(id(peer.port))
+    return PortLeg(peer.port, peer.audio)
+
