@@ -4,6 +4,10 @@ from __future__ import annotations
 
 from ua_wire import drain, events, make_ua, raw_request, requests, responses
 
+from gateway.runtime.edge import SipEdge, StaticUsers
+from gateway.security.acl import SourceAcl
+from gateway.security.ratelimit import RateLimiter
+from gateway.sip import auth
 from gateway.sip.auth import parse_authorization, verify_response
 from gateway.sip.events import (
     MessageDelivered,
@@ -194,3 +198,29 @@ def test_unanswered_message_gets_500_and_filter_refusal_makes_no_event() -> None
                                          src=src), src, 0.0)
     assert events(guarded) == []
     assert [r.status for r in responses(drain(guarded))] == [401]
+
+
+def test_incoming_message_passes_the_edge_only_with_digest_credentials() -> None:
+    """The real SipEdge as the filter: a stranger's MESSAGE is challenged, never reported;
+    the same MESSAGE with a local user's digest is reported and answered 202."""
+    edge = SipEdge(SourceAcl(()), realm="branch", nonce_secret=b"k" * 32,
+                   users=StaticUsers({"alice": "alice-pw"}), limiter=RateLimiter())
+    ua = make_ua(A_ADDR, request_filter=edge.filter, accept_messages=True)
+    src = ("127.0.0.1", 5070)
+    uri = "sip:+41791112233@127.0.0.1:5060"
+    ua.receive_datagram(raw_request("MESSAGE", uri=uri, body=b"hi", content_type="text/plain",
+                                    src=src), src, 100.0)
+    (challenge,) = responses(drain(ua))
+    assert challenge.status == 401 and events(ua) == []
+    chosen = auth.challenge_from(challenge)
+    value = auth.build_authorization(chosen, method="MESSAGE", uri=uri, username="alice",
+                                     password="alice-pw")
+    ua.receive_datagram(raw_request("MESSAGE", uri=uri, body=b"hi", content_type="text/plain",
+                                    src=src, cseq=2, extra=f"Authorization: {value}"),
+                        src, 100.5)
+    assert drain(ua) == []
+    (event,) = events(ua)
+    assert isinstance(event, MessageReceived) and event.body == b"hi"
+    ua.answer_message(event.handle, 202, 100.6)
+    (resp,) = responses(drain(ua))
+    assert resp.status == 202
