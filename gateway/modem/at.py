@@ -336,6 +336,9 @@ class AtEngine:
             if self._discarding:
                 self._discarding = False
                 continue
+            if len(raw) > MAX_LINE:
+                self._counters["lines_too_long"] += 1
+                continue
             self._raw_line(raw, now)
         if len(self._partial) > MAX_LINE:
             self._counters["lines_too_long"] += 1

@@ -394,6 +394,10 @@ def test_an_overlong_line_is_dropped_and_counted_without_growing() -> None:
     engine.receive(b"tail of the garbage\r\n+CSQ: 1,2\r\n\r\nOK\r\n", 0.0)
     assert drain(engine) == [CommandDone(1, "AT+CSQ", "OK", ("+CSQ: 1,2",))]
     assert engine.counters["lines_too_long"] >= 1
+    # A whole over-long line inside one read is dropped too, not taken as a reply line.
+    engine.send("AT+CSQ", 0.0)
+    engine.receive(b"\r\n" + b"y" * (MAX_LINE + 1) + b"\r\n+CSQ: 3,4\r\nOK\r\n", 0.0)
+    assert drain(engine) == [CommandDone(2, "AT+CSQ", "OK", ("+CSQ: 3,4",))]
 
 
 def test_reply_lines_and_events_are_bounded() -> None:
