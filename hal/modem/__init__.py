@@ -1,0 +1,1 @@
+"""Modem drivers: :mod:`hal.modem.serial_port` runs the pure AT engine over a serial port."""
