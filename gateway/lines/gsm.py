@@ -333,9 +333,10 @@ class GsmLine:
         return min(self._timers.values(), default=None)
 
     def handle_timer(self, now: float) -> None:
-        for kind, due in sorted(self._timers.items(), key=lambda kv: kv[1]):
-            if due > now:
-                continue
+        for kind, _ in sorted(self._timers.items(), key=lambda kv: kv[1]):
+            due = self._timers.get(kind)
+            if due is None or due > now:
+                continue  # not due, or cleared or re-armed by an earlier timer just now
             del self._timers[kind]
             if kind == "poll" and self.state in (GsmState.DIALING, GsmState.ALERTING):
                 if "AT+CLCC" not in self._sent:
