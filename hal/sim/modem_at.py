@@ -114,6 +114,7 @@ class ModemCore(SmsSide):
         self.call_listeners: list[Callable[[str, Call], None]] = []
         self._line = bytearray()
         self._last_command = ""
+        self._current = ""
         self._ring_at: float | None = None
         self._pending_urcs: list[tuple[float, str]] = []
         self._now = 0.0
@@ -234,6 +235,7 @@ class ModemCore(SmsSide):
             else:
                 name, op, arg = parse_extended(cmd)
             handler = self._handlers().get(name)
+            self._current = name
             if handler is None or (name in VENDOR and name not in self.dialect.vendor):
                 raise CommandError(UNKNOWN)
             return handler(op, arg)
@@ -570,9 +572,6 @@ class ModemCore(SmsSide):
         return None
 
     # ------------------------------------------------------------------- calls
-    @property
-    def _current(self) -> str:
-        return self._last_command.upper().split("AT", 1)[-1].split("=")[0].split("?")[0]
 
     def _call_event(self, what: str, call: Call) -> None:
         for listener in list(self.call_listeners):
