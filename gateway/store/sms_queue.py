@@ -99,7 +99,8 @@ class Sms:
     `direction` is "in" (received from the network) or "out" (to send). `received_at` is
     the SMSC time stamp for received SMS, else when we accepted it (epoch seconds).
     `parts` is how many PDUs carried it; `extra` holds anything else worth keeping
-    (concatenation reference, SMSC address, ...), JSON-serialisable.
+    (concatenation reference, SMSC address, ...) as (key, str or int) pairs, kept sorted by
+    key so that what comes back from the file equals what went in.
     """
 
     originator: str
@@ -110,6 +111,9 @@ class Sms:
     parts: int = 1
     direction: str = "in"
     extra: tuple[tuple[str, str | int], ...] = ()
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "extra", tuple(sorted(dict(self.extra).items())))
 
 
 @dataclass(frozen=True)
@@ -261,7 +265,8 @@ class SmsQueue:
                 self._prune(db)
                 db.execute("COMMIT")
             except BaseException:
-                db.execute("ROLLBACK")
+                if db.in_transaction:
+                    db.execute("ROLLBACK")
                 raise
         return message_id
 

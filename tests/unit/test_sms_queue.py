@@ -23,8 +23,15 @@ HOOK = "http://127.0.0.1:8080/sms"
 
 
 def sms(text: str = "hello", *, imei: str = "358000000000001", parts: int = 1) -> Sms:
-    return Sms(originator="+41791234567", text=text, received_at=1000.0, imei=imei,
-               recipient="+41790000000", parts=parts, extra=(("ref", 42),))
+    return Sms(
+        originator="+41791234567",
+        text=text,
+        received_at=1000.0,
+        imei=imei,
+        recipient="+41790000000",
+        parts=parts,
+        extra=(("ref", 42),),
+    )
 
 
 def test_store_returns_id_and_both_destinations_are_due(tmp_path: Path) -> None:
@@ -89,6 +96,11 @@ def test_reopen_brings_pending_back_including_in_flight(tmp_path: Path) -> None:
     q2 = SmsQueue(path)
     (d,) = q2.due(5.0)
     assert d.message_id == mid and d.sms.text == "survives" and d.sms.extra == (("ref", 42),)
+    unsorted = Sms(originator="a", text="b", received_at=0.0,
+                   extra=(("smsc", "+41794999000"), ("ref", 7)))
+    other = q2.store(unsorted, [SIP], now=6.0)
+    stored = q2.get(other)
+    assert stored is not None and stored.sms == unsorted
     q2.close()
 
 
@@ -105,8 +117,14 @@ def test_crash_without_clean_shutdown_keeps_the_stored_sms(tmp_path: Path) -> No
         os._exit(9)
     """)
     root = Path(__file__).resolve().parents[2]
-    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
-                          cwd=root, timeout=30, check=False)
+    proc = subprocess.run(
+        [sys.executable, "-c", script],
+        capture_output=True,
+        text=True,
+        cwd=root,
+        timeout=30,
+        check=False,
+    )
     assert proc.returncode == 9, proc.stderr
     assert (tmp_path / "sms.db-wal").exists()  # the commit lives in the WAL, not checkpointed
     with SmsQueue(path) as q:
@@ -150,14 +168,20 @@ def test_cap_prunes_oldest_delivered_never_undelivered(tmp_path: Path) -> None:
 
 def test_outbound_sms_and_bad_input(tmp_path: Path) -> None:
     with SmsQueue(tmp_path / "sms.db") as q:
-        out = Sms(originator="sip:alice@branch", text="hi", received_at=0.0,
-                  recipient="+41791112233", direction="out")
+        out = Sms(
+            originator="sip:alice@branch",
+            text="hi",
+            received_at=0.0,
+            recipient="+41791112233",
+            direction="out",
+        )
         mid = q.store(out, ["gsm:mobiles"], now=0.0)
         (d,) = q.due(0.0)
         assert d.message_id == mid and d.sms.direction == "out" and d.dest == "gsm:mobiles"
         with pytest.raises(ValueError, match="direction"):
-            q.store(Sms(originator="x", text="y", received_at=0.0, direction="sideways"),
-                    [SIP], now=0.0)
+            q.store(
+                Sms(originator="x", text="y", received_at=0.0, direction="sideways"), [SIP], now=0.0
+            )
     with pytest.raises(ValueError, match="cap"):
         SmsQueue(tmp_path / "other.db", cap=0)
     q = SmsQueue(tmp_path / "closed.db")
