@@ -21,6 +21,7 @@ from collections import deque
 from dataclasses import dataclass
 from enum import Enum
 
+from gateway.modem.at import AtEvent, CommandDone, CommandFailed, CommandTimedOut
 from gateway.modem.responses import (
     PinRetries,
     ResponseError,
@@ -169,6 +170,15 @@ class SimCard:
         """Begin (or re-begin after a re-probe) with AT+CPIN?."""
         self._step = _Step.QUERY
         self._send("AT+CPIN?")
+
+    def handle(self, event: AtEvent, now: float) -> None:
+        """Feed one AT engine event; results of other commands and URCs are ignored."""
+        if isinstance(event, CommandDone):
+            self.command_done(event.command, event.lines, now)
+        elif isinstance(event, CommandFailed):
+            self.command_failed(event.command, event.final, event.lines, now)
+        elif isinstance(event, CommandTimedOut):
+            self.command_timed_out(event.command, now)
 
     def command_done(self, command: str, lines: tuple[str, ...], now: float) -> None:
         if command != self._pending:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from gateway.modem.at import AtEngine
 from gateway.modem.responses import PinRetries
 from gateway.modem.sim_card import PinMemory, SendCommand, SimCard, SimStateChanged, SimStatus
 
@@ -216,3 +217,31 @@ def test_cpin_errors_and_busy_sim() -> None:
 def test_bad_pin_in_config_refused() -> None:
     with pytest.raises(ValueError, match="4 to 8 digits"):
         make("12")
+
+
+def test_wrong_pin_through_the_real_engine() -> None:
+    """The refusal arrives as the AT engine reports it from the modem's bytes."""
+    engine = AtEngine()
+    memory = PinMemory()
+    sim = SimCard(pin="1111", memory=memory, iccid="89441000301234567890")
+
+    def pump(reply: bytes, now: float) -> list[SendCommand | SimStateChanged]:
+        engine.receive(reply, now)
+        while (ev := engine.next_event()) is not None:
+            sim.handle(ev, now)
+        out = drain(sim)
+        for a in out:
+            if isinstance(a, SendCommand):
+                engine.send(a.command, now, timeout=a.timeout)
+        engine.bytes_to_send()
+        return out
+
+    sim.start(0.0)
+    for a in drain(sim):
+        assert isinstance(a, SendCommand)
+        engine.send(a.command, 0.0)
+    assert engine.bytes_to_send() == b"AT+CPIN?\r"
+    assert sent(pump(b"\r\n+CPIN: SIM PIN\r\n\r\nOK\r\n", 0.1)) == ['AT+CPIN="1111"']
+    report = final(pump(b"\r\n+CME ERROR: incorrect password\r\n", 0.2))
+    assert report.status is SimStatus.PIN_REJECTED
+    assert memory.was_rejected(PinMemory.key(None, "89441000301234567890"), "1111")
