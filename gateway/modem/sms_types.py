@@ -49,7 +49,11 @@ class EncodedPdu:
 
 @dataclass(frozen=True)
 class SmsDeliver:
-    """A received message (SC -> MS)."""
+    """A received message (SC -> MS).
+
+    For 8-bit data ``data`` holds the octets and ``text`` shows them as Latin-1, one character
+    per octet, so nothing is lost on the way to a SIP MESSAGE or webhook.
+    """
 
     originator: str
     text: str

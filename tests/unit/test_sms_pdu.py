@@ -232,6 +232,31 @@ def test_invalid_concat_ie_is_ignored_not_fatal() -> None:
     assert got.concat is None and got.text == "hi"
 
 
+@pytest.mark.parametrize(
+    ("dcs", "ud", "encoding", "klass", "text"),
+    [
+        (0x00, "0141", Encoding.GSM7, None, "A"),
+        (0x10, "0141", Encoding.GSM7, 0, "A"),  # flash (class 0)
+        (0x12, "0141", Encoding.GSM7, 2, "A"),  # class 2: SIM
+        (0x18, "020041", Encoding.UCS2, 0, "A"),
+        (0x04, "0141", Encoding.EIGHT_BIT, None, "A"),
+        (0x24, "0141", Encoding.EIGHT_BIT, None, "A"),  # compressed: kept as octets
+        (0x48, "020041", Encoding.UCS2, None, "A"),  # automatic deletion group
+        (0xC0, "0141", Encoding.GSM7, None, "A"),  # message waiting, discard
+        (0xE0, "020041", Encoding.UCS2, None, "A"),  # message waiting, UCS-2
+        (0xF1, "0141", Encoding.GSM7, 1, "A"),
+        (0xF5, "0141", Encoding.EIGHT_BIT, 1, "A"),
+        (0x0C, "0141", Encoding.GSM7, None, "A"),  # reserved alphabet: read as GSM-7
+    ],
+)
+def test_data_coding_schemes(
+    dcs: int, ud: str, encoding: Encoding, klass: int | None, text: str
+) -> None:
+    pdu = f"000402912100{dcs:02X}62216001035100{ud}"  # SMSC, first, OA, PID, DCS, SCTS
+    got = decode_deliver(pdu)
+    assert (got.encoding, got.message_class, got.text, got.dcs) == (encoding, klass, text, dcs)
+
+
 def test_decode_pdu_dispatches_on_mti() -> None:
     assert isinstance(decode_pdu(encode_submit("+1", "a").hex), SmsSubmit)
     assert isinstance(decode_pdu(encode_deliver("+1", "a").hex), SmsDeliver)
