@@ -470,7 +470,7 @@ class ModemCore(SmsSide):
 
         def run(op: str, arg: str) -> str | None:
             if key == "cereg" and not self.dialect.has_lte:
-                raise CommandError(4)
+                raise CommandError(UNKNOWN)  # a 2G module has no EPS registration
             if op == "=?":
                 self.emit(f"{tag}: (0-2)")
             elif op == "=":

@@ -11,14 +11,18 @@ import math
 import os
 import select
 import struct
+import subprocess
+import sys
 import time
 import tty
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
 from gateway.dsp.analysis import dominant_frequency, level_dbfs
 from gateway.modem.sms import decode_deliver, encode_submit
+from hal.audio.wav import write_wav
 from hal.sim.modem import FRAME_BYTES, ModemEmulator
 from hal.sim.modem_at import ModemCore, split_commands
 from hal.sim.modem_dialects import get_dialect
@@ -341,3 +345,53 @@ def test_serial_pcm_carries_far_end_audio_both_ways_at_real_time_pace(emu: Modem
     assert emu.heard() == b""  # no call, no voice path
     c.close()
     pcm.close()
+
+
+def test_cmt_in_pdu_mode_carries_the_deliver_pdu() -> None:
+    w = core()
+    w.at("AT+CNMI=2,2,0,0,0")
+    assert w.core.deliver_sms("+4930111", "sofort") == []
+    header, pdu = w.take()
+    sms = decode_deliver(pdu)
+    assert header == f"+CMT: ,{sms.tpdu_length}"
+    assert (sms.originator, sms.text) == ("+4930111", "sofort")
+
+
+def test_far_end_plays_a_wav_file(emu: ModemEmulator, tmp_path: Path) -> None:
+    wav = tmp_path / "far.wav"
+    write_wav(wav, tone(697, 0.2, -18.0))
+    emu.play_wav(wav)
+    c = Client(emu.at_path)
+    pcm = Client(emu.pcm_path or "")
+    c.at("AT+QPCMV=1,0;D+4930123;")
+    emu.remote_answer()
+    got = b""
+    while len(got) < 8000 * 2 * 0.2:
+        ready, _, _ = select.select([pcm.fd], [], [], 2.0)
+        assert ready, "no PCM from the emulator"
+        got += os.read(pcm.fd, 4096)
+    assert abs(dominant_frequency(got[:3200]) - 697) < 15
+    assert abs(level_dbfs(got[:3200]) - -18.0) < 1.5
+    c.close()
+    pcm.close()
+
+
+def test_runs_on_its_own_and_prints_its_pty_paths() -> None:
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "hal.sim.modem", "--dialect", "sim7600", "--imei", "350000000000017"],
+        stdout=subprocess.PIPE, text=True,
+    )
+    try:
+        assert proc.stdout is not None
+        at_line = proc.stdout.readline()
+        pcm_line = proc.stdout.readline()
+        assert at_line.startswith("AT port: /dev/pts/"), at_line
+        assert pcm_line.startswith("PCM port: /dev/pts/"), pcm_line
+        c = Client(at_line.split()[2])
+        reply = c.at("ATI")
+        assert b"Manufacturer: SIMCOM INCORPORATED" in reply
+        assert b"IMEI: 350000000000017" in reply
+        c.close()
+    finally:
+        proc.terminate()
+        proc.wait(timeout=5)
