@@ -244,6 +244,15 @@ class GsmLine:
             raise GsmUsageError(f"{self.name}: DTMF needs a connected call ({self.state.value})")
         self._send(f"AT+VTS={digit}")
 
+    def modem_lost(self, now: float) -> None:
+        """The modem vanished or was reset: nothing we sent will be answered; end any call."""
+        self._sent.clear()
+        if self.state is GsmState.IDLE:
+            return
+        before_answer = self.state in (GsmState.DIALING, GsmState.ALERTING)
+        self._connected_sent = False  # nothing to undo on a modem that is gone
+        self._end("modem lost", 503 if before_answer else None)
+
     # --- engine events -----------------------------------------------------------------
 
     def handle(self, event: AtEvent, now: float) -> None:
@@ -251,9 +260,11 @@ class GsmLine:
         if isinstance(event, Unsolicited):
             self._unsolicited(event, now)
             return
-        if not self._sent or self._sent[0] != event.command:
+        if event.command not in self._sent:
             return
-        command = self._sent.popleft()
+        # The engine answers in order: ours queued before this one got no result (lost).
+        while (command := self._sent.popleft()) != event.command:
+            pass
         if isinstance(event, CommandDone):
             self._done(command, event.lines, now)
         elif isinstance(event, CommandFailed):

@@ -326,3 +326,26 @@ def test_through_the_real_engine() -> None:
     while (ev := engine.next_event()) is not None:
         line.handle(ev, 0.5)
     assert events(drain(line)) == [CallEnded("busy", 486)]
+
+
+def test_modem_lost_ends_the_call_and_forgets_what_was_sent() -> None:
+    line = ec25()
+    dialled(line)
+    line.handle_timer(0.5)
+    assert cmds(drain(line)) == ["AT+CLCC"]
+    line.modem_lost(0.7)
+    assert events(drain(line)) == [CallEnded("modem lost", 503)]
+    assert state(line) is GsmState.IDLE
+    line.dial("123", 10.0)  # the re-attached modem: a fresh call works
+    assert cmds(drain(line)) == ["AT+QPCMV=1,2"]
+    assert cmds(ok(line, "AT+QPCMV=1,2", 10.1)) == ["ATD123;"]
+
+
+def test_a_result_past_a_lost_command_is_still_read() -> None:
+    line = ec25()
+    dialled(line)
+    line.handle_timer(0.5)
+    drain(line)  # AT+CLCC sent but its result is lost
+    line.hang_up(0.6)
+    assert cmds(drain(line)) == ["ATH"]
+    assert events(ok(line, "ATH", 0.7)) == [CallEnded("local hang-up", None)]
