@@ -18,6 +18,13 @@ outcome back (`mark_delivered` / `mark_failed`).
 `SmsDelivery.run()` is the loop: take what is due, attempt each, sleep until the next
 deadline or until `wake()` (a new SMS was stored, a modem's call ended). The queue works
 in a worker thread so that its fsyncs never stall the event loop's 20 ms audio tick.
+Other destination schemes (``gsm:<group>`` for outbound SMS) are attempted by the
+senders the runtime plugs in (`senders`).
+
+A MESSAGE addressed to the gateway is an SMS to send: `take_sip_message` turns the
+`MessageReceived` event into an outbound `Sms` (the Request-URI's user is the number),
+stores it and returns the status to answer it with: 202 once stored, a 4xx when it cannot
+be an SMS, 500 when it could not be stored (the sender keeps it and retries).
 """
 
 from __future__ import annotations
@@ -27,13 +34,14 @@ import json
 import logging
 import ssl
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.utils import formatdate
-from urllib.parse import quote, urlsplit
+from urllib.parse import quote, unquote, urlsplit
 
-from gateway.sip.events import MessageDelivered, MessageFailed, UaEvent
+from gateway.sip.errors import SipError
+from gateway.sip.events import MessageDelivered, MessageFailed, MessageReceived, UaEvent
 from gateway.sip.target import Target
 from gateway.sip.ua import UserAgent
 from gateway.sip.uri import SipUri
@@ -44,7 +52,9 @@ log = logging.getLogger(__name__)
 Address = tuple[str, int]
 WEBHOOK_TIMEOUT = 10.0
 SIP_TIMEOUT = 40.0  # longer than Timer F: the agent reports first
-MAX_RESPONSE_HEAD = 16384
+#: Longest text taken from a SIP MESSAGE: ten concatenated GSM-7 parts.
+MAX_SMS_CHARS = 1530
+_NUMBER_CHARS = frozenset("+0123456789")
 
 
 @dataclass(frozen=True)
@@ -108,6 +118,50 @@ async def _post(url: str, payload: dict[str, object],
             await writer.wait_closed()
         except (OSError, ssl.SSLError):
             pass
+
+
+class SmsRefused(ValueError):
+    """A MESSAGE that cannot become an SMS; `status` is the SIP answer that says why."""
+
+    def __init__(self, status: int, reason: str) -> None:
+        super().__init__(reason)
+        self.status = status
+        self.reason = reason
+
+
+def message_to_sms(event: MessageReceived, now: float) -> Sms:
+    """The outbound SMS a MESSAGE asks for: to the Request-URI's number, from its sender.
+
+    Raises `SmsRefused` with 415 (not text/plain), 400 (undecodable or empty text),
+    484 (no phone number in the Request-URI) or 413 (longer than `MAX_SMS_CHARS`).
+    """
+    media, _, params = event.content_type.partition(";")
+    if media.strip().lower() != "text/plain":
+        raise SmsRefused(415, f"an SMS is text/plain, not {media.strip() or 'nothing'}")
+    charset = "utf-8"
+    for param in params.split(";"):
+        name, _, value = param.partition("=")
+        if name.strip().lower() == "charset" and value.strip():
+            charset = value.strip().strip('"')
+    try:
+        text = event.body.decode(charset)
+    except (LookupError, UnicodeDecodeError) as exc:
+        raise SmsRefused(400, f"text is not {charset}: {exc}") from None
+    if not text:
+        raise SmsRefused(400, "empty text")
+    if len(text) > MAX_SMS_CHARS:
+        raise SmsRefused(413, f"text longer than {MAX_SMS_CHARS} characters")
+    try:
+        number = unquote(SipUri.parse(event.request_uri).user or "")
+        originator = SipUri.parse(event.from_uri).user or event.from_uri
+    except SipError:
+        raise SmsRefused(400, "unreadable URI") from None
+    number = number.split(";", 1)[0].replace("-", "").replace(" ", "")
+    if len(number.lstrip("+")) < 3 or not set(number) <= _NUMBER_CHARS \
+            or "+" in number[1:]:
+        raise SmsRefused(484, "the Request-URI names no phone number")
+    return Sms(originator=unquote(originator), text=text, received_at=now, recipient=number,
+               direction="out", extra=(("sip_from", event.from_uri),))
 
 
 def sip_user(originator: str) -> str:
@@ -189,11 +243,13 @@ class SmsDelivery:
     """
 
     def __init__(self, queue: SmsQueue, *, sip: SipMessageSender | None = None,
+                 senders: Mapping[str, Deliver] | None = None,
                  webhook_timeout: float = WEBHOOK_TIMEOUT,
                  clock: Callable[[], float] = time.time,
                  ssl_context: ssl.SSLContext | None = None) -> None:
         self.queue = queue
         self.sip = sip
+        self.senders = dict(senders or {})
         self.webhook_timeout = webhook_timeout
         self.clock = clock
         self.ssl_context = ssl_context
@@ -224,7 +280,26 @@ class SmsDelivery:
             if self.sip is None:
                 return Outcome(False, "no SIP agent to send MESSAGE with")
             return await self.sip.deliver(delivery)
+        sender = self.senders.get(scheme)
+        if sender is not None:
+            return await sender(delivery)
         return Outcome(False, f"no delivery method for {scheme!r} destinations")
+
+    async def take_sip_message(self, event: MessageReceived,
+                               destinations: Sequence[str]) -> int:
+        """Store the SMS a MESSAGE asks for; returns the status to answer the MESSAGE with."""
+        try:
+            sms = message_to_sms(event, self.clock())
+        except SmsRefused as refused:
+            log.info("MESSAGE %s refused: %s %s", event.handle, refused.status, refused.reason)
+            return refused.status
+        try:
+            message_id = await self.store(sms, destinations)
+        except Exception:
+            log.exception("MESSAGE %s: could not store the SMS", event.handle)
+            return 500
+        log.info("MESSAGE %s stored as sms %s to %s", event.handle, message_id, sms.recipient)
+        return 202
 
     async def _one(self, delivery: Delivery) -> None:
         self.attempts += 1
@@ -271,5 +346,5 @@ class SmsDelivery:
                 task.cancel()
 
 
-__all__ = ["Outcome", "SipMessageSender", "SmsDelivery", "default_sip_dest", "post_webhook",
-           "sip_user", "webhook_payload"]
+__all__ = ["MAX_SMS_CHARS", "Outcome", "SipMessageSender", "SmsDelivery", "SmsRefused",
+           "default_sip_dest", "message_to_sms", "post_webhook", "sip_user", "webhook_payload"]

@@ -20,11 +20,15 @@ from pathlib import Path
 import pytest
 
 from gateway.runtime.sms_delivery import (
+    Outcome,
     SmsDelivery,
+    SmsRefused,
+    message_to_sms,
     post_webhook,
     sip_user,
     webhook_payload,
 )
+from gateway.sip.events import MessageReceived
 from gateway.store.sms_queue import Delivery, Sms, SmsQueue
 
 TEXT = "Ihr Code: 4711 — gültig 5 Minuten 😀"
@@ -242,3 +246,56 @@ def test_https_webhook_checks_the_certificate(tmp_path: Path, hooks: list[Hook])
     ok = asyncio.run(post_webhook(url, payload, timeout=5.0, ssl_context=trusting))
     assert ok.delivered and ok.reason == "HTTP 200 OK"
     assert hooks[0].bodies == [payload]
+
+
+def message(uri: str = "sip:+41791112233@gw.example", body: bytes = "Grüezi".encode(),
+            content_type: str = "text/plain;charset=UTF-8") -> MessageReceived:
+    return MessageReceived("msg-1", "sip:alice@gw.example", "sip:x@gw.example", uri,
+                           content_type, body, ("127.0.0.1", 5070))
+
+
+def test_message_to_sms_takes_the_number_and_refuses_what_is_not_an_sms() -> None:
+    sms = message_to_sms(message(), 50.0)
+    assert (sms.recipient, sms.originator, sms.text, sms.direction, sms.received_at) == \
+        ("+41791112233", "alice", "Grüezi", "out", 50.0)
+    latin = message_to_sms(message(body="Grüezi".encode("latin-1"),
+                                   content_type='text/plain; charset="ISO-8859-1"'), 0.0)
+    assert latin.text == "Grüezi"
+    assert message_to_sms(message("sip:079-111-22-33@gw.example"), 0.0).recipient == \
+        "0791112233"
+    for bad, status in [(message(content_type="application/sdp"), 415),
+                        (message(body=b"\xff\xfe"), 400),
+                        (message(body=b""), 400),
+                        (message(uri="sip:alice@gw.example"), 484),
+                        (message(uri="sip:gw.example"), 484),
+                        (message(body=b"x" * 1531), 413)]:
+        with pytest.raises(SmsRefused) as refused:
+            message_to_sms(bad, 0.0)
+        assert refused.value.status == status
+
+
+def test_sip_message_becomes_an_outbound_sms_sent_by_the_gsm_sender(tmp_path: Path) -> None:
+    sent: list[Delivery] = []
+
+    async def modem(delivery: Delivery) -> Outcome:
+        sent.append(delivery)
+        return Outcome(True, "+CMGS: 17")
+
+    async def go() -> tuple[int, int]:
+        with SmsQueue(tmp_path / "sms.db") as queue:
+            delivery = SmsDelivery(queue, senders={"gsm": modem}, clock=lambda: 10.0)
+            status = await delivery.take_sip_message(message(), ["gsm:mobiles"])
+            refused = await delivery.take_sip_message(message(content_type="image/png"),
+                                                      ["gsm:mobiles"])
+            await delivery.run_once()
+            for _ in range(50):
+                if delivery.delivered:
+                    break
+                await asyncio.sleep(0.01)
+            assert queue.stats()["delivered"] == 1 and queue.stats()["messages"] == 1
+            return status, refused
+
+    assert asyncio.run(go()) == (202, 415)
+    (d,) = sent
+    assert d.dest == "gsm:mobiles" and d.sms.recipient == "+41791112233"
+    assert d.sms.text == "Grüezi" and d.sms.direction == "out"
