@@ -11,6 +11,7 @@ exception: the caller logs it and carries on rather than losing the modem.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from enum import Enum
 
@@ -20,6 +21,14 @@ from gateway.modem.fields import fields as _fields
 from gateway.modem.fields import opt_int as _opt_int
 from gateway.modem.fields import opt_str as _opt_str
 from gateway.modem.fields import to_int as _int
+from gateway.modem.identity import (
+    ModemIdentity,
+    parse_ati,
+    parse_iccid,
+    parse_imei,
+    parse_imsi,
+    parse_info,
+)
 
 __all__ = [
     "CallDirection",
@@ -193,13 +202,29 @@ def parse_ceer(line: str) -> CallEndReport:
             texts.append(t)
     text = ", ".join(texts)
     if cause is None:
+        number = _CAUSE_NUMBER.search(text)
+        if number is not None:
+            cause = int(number.group(1) or number.group(2))
+    if cause is None:
         for part in reversed(texts):
-            cause = _CAUSE_TEXTS.get(part.lower())
+            cause = _cause_from_text(part)
             if cause is not None:
                 break
-        else:
-            cause = _CAUSE_TEXTS.get(text.lower())
     return CallEndReport(cause, text)
+
+
+_CAUSE_NUMBER = re.compile(r"(?i)\bcause\D{0,3}(\d{1,3})\b|\((\d{1,3})\)")
+_CAUSE_KEYS = tuple((re.sub("[^a-z]", "", k), v) for k, v in _CAUSE_TEXTS.items())
+
+
+def _cause_from_text(text: str) -> int | None:
+    """Match a cause text however the firmware spaced it ("User busy", "userbusy",
+    "No answer from user (user alerted)")."""
+    squeezed = re.sub("[^a-z]", "", text.lower())
+    for key, value in _CAUSE_KEYS:
+        if squeezed.startswith(key):
+            return value
+    return None
 
 
 # --- network -----------------------------------------------------------------------------
@@ -479,20 +504,6 @@ def parse_pin_retries(line: str) -> PinRetries:
     raise ResponseError(line, "a +QPINC or +SPIC line")
 
 
-def parse_iccid(line: str) -> str:
-    """``+QCCID: 8944...``, ``+ICCID: ...``, ``+CCID: ...`` or the bare ICCID (18-22 digits,
-    a trailing F padding removed)."""
-    text = line.strip()
-    for name in ("+QCCID", "+ICCID", "+CCID"):
-        if text.upper().startswith(name + ":"):
-            text = text[len(name) + 1 :]
-            break
-    iccid = text.strip().strip('"').upper().rstrip("F")
-    if not (18 <= len(iccid) <= 22 and iccid.isascii() and iccid.isdigit()):
-        raise ResponseError(line, "an ICCID of 18 to 22 digits")
-    return iccid
-
-
 # --- messages and USSD -------------------------------------------------------------------
 
 
@@ -531,69 +542,3 @@ def parse_cusd(line: str) -> UssdResponse:
         text=f[1].text if len(f) > 1 else None,
         dcs=_opt_int(line, f, 2, "dcs", 0, 255),
     )
-
-
-# --- identification ----------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class ModemIdentity:
-    """What ATI says: maker, model and firmware revision."""
-
-    manufacturer: str
-    model: str
-    revision: str | None = None
-
-
-def parse_ati(lines: tuple[str, ...] | list[str]) -> ModemIdentity:
-    """ATI's information lines, e.g. ("Quectel", "EC25", "Revision: EC25EFAR06A06M4G") or
-    SIMCom's ("Manufacturer: SIMCOM INCORPORATED", "Model: SIMCOM_SIM7600E-H", ...)."""
-    fields: dict[str, str] = {}
-    plain: list[str] = []
-    for raw in lines:
-        text = raw.strip()
-        if not text or text == "ATI":
-            continue
-        key, sep, value = text.partition(":")
-        if sep and key.strip().lower() in ("manufacturer", "model", "revision"):
-            fields[key.strip().lower()] = value.strip()
-        elif not sep:
-            plain.append(text)
-    manufacturer = fields.get("manufacturer") or (plain[0] if plain else "")
-    model = fields.get("model") or (plain[1] if len(plain) > 1 else "")
-    revision = fields.get("revision") or (plain[2] if len(plain) > 2 else None)
-    if not manufacturer or not model:
-        shown = "; ".join(lines)
-        raise ResponseError(shown, "ATI lines naming a manufacturer and a model")
-    return ModemIdentity(manufacturer, model, revision)
-
-
-def parse_info(lines: tuple[str, ...] | list[str], name: str) -> str:
-    """The one information line of AT+CGMI/+CGMM/+CGMR (with or without ``+CGMI:``)."""
-    texts = [t.strip() for t in lines if t.strip() and t.strip().upper() != "AT" + name[1:].upper()]
-    if len(texts) != 1:
-        raise ResponseError("; ".join(lines), f"one {name} line")
-    text = texts[0]
-    if text.upper().startswith(name.upper() + ":"):
-        text = text[len(name) + 1 :].strip()
-    elif text.upper().startswith("REVISION:"):
-        text = text[len("revision:") :].strip()
-    if not text:
-        raise ResponseError(texts[0], f"a value after {name}")
-    return text.strip('"')
-
-
-def parse_imei(line: str) -> str:
-    """AT+CGSN: ``867962041234567`` or ``+CGSN: "8679..."``; 15 digits (14-17 accepted)."""
-    text = _body(line, "+CGSN").strip('"')
-    if not (14 <= len(text) <= 17 and text.isascii() and text.isdigit()):
-        raise ResponseError(line, "an IMEI of 15 digits")
-    return text
-
-
-def parse_imsi(line: str) -> str:
-    """AT+CIMI: 6 to 15 digits."""
-    text = _body(line, "+CIMI").strip('"')
-    if not (6 <= len(text) <= 15 and text.isascii() and text.isdigit()):
-        raise ResponseError(line, "an IMSI of 6 to 15 digits")
-    return text

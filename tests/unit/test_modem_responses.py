@@ -175,6 +175,10 @@ def test_cmti_cusd_ceer() -> None:
     assert r.parse_ceer('+CEER: "CC INFO","Normal call clearing"').cause == 16
     assert r.parse_ceer("+CEER: 34,No circuit/channel available").cause == 34
     assert r.parse_ceer("+CEER: No cause information available").cause is None
+    assert r.parse_ceer("+CEER:userbusy").cause == 17
+    assert r.parse_ceer("+CEER: No answer from user (user alerted)").cause == 19
+    assert r.parse_ceer("+CEER: CC CAUSE: 34").cause == 34
+    assert r.parse_ceer("+CEER: Lower layer failure (27)").cause == 27
     with pytest.raises(ResponseError):
         r.parse_ceer("+CEER:")
 
