@@ -38,6 +38,7 @@ from gateway.sip.transaction import (
     ServerTransaction,
     TransactionTimedOut,
     TxEvent,
+    TxState,
 )
 from gateway.sip.ua_accounts import Registrations
 from gateway.sip.ua_core import Address, SipCore
@@ -138,8 +139,8 @@ class Messages:
             headers.remove("Proxy-Authorization")
             headers.add(*auth)
         out.request = Request("MESSAGE", old.uri, headers, old.body)
-        if out.tx is not None and not out.tx.terminated:
-            out.tx.abandon()
+        if out.tx is not None and out.tx.state in (TxState.TRYING, TxState.PROCEEDING):
+            out.tx.abandon()  # a completed one stays to absorb its response's resends
         self._transmit(out, now)
 
     def _fail_over(self, out: _Outgoing, now: float) -> bool:

@@ -88,6 +88,8 @@ def test_407_is_answered_with_the_best_challenge_and_retried() -> None:
     assert params["username"] == "100" and params["uri"] == "sip:sms@pbx.example"
     assert verify_response(params, method="MESSAGE", password="pw")
     assert events(ua) == []
+    ua.receive_datagram(bytes(resp), PBX, 0.15)  # the 407 again (UDP resend): absorbed
+    assert requests(drain(ua), "MESSAGE") == [] and ua.stats["stray_responses"] == 0
     ua.receive_datagram(bytes(make_response(second, 200, to_tag="y")), PBX, 0.2)
     assert events(ua) == [MessageDelivered(handle, 200)]
 
