@@ -33,10 +33,12 @@ lines:
     backend: sim
     number: "150"
 dialplan:
-  digit_map: "(0|1xx)"
+  digit_map: "(0|1xx|8xxx)"
   routes:
     - pattern: "0"
       to: line:reception
+    - pattern: "8\\\\d+"
+      to: gsm:mobiles
     - pattern: "1\\\\d\\\\d"
       to: local
 """
@@ -74,6 +76,16 @@ def test_route_to_line_by_name_rings_it_and_carries_audio_both_ways(tmp_path: Pa
         gw.phone("reception", "onhook")
         gw.wait_until("both idle", lambda: gw.line("desk")["state"]
                       == gw.line("reception")["state"] == "idle")
+        assert not gw.status()["calls"]
+
+        # A GSM group target is accepted by check-config, but no GSM port exists yet: the
+        # caller hears reorder at once and the log says why.
+        gw.phone("desk", "offhook")
+        gw.wait_hears("desk", "dial")
+        gw.phone("desk", "dial", digits="8123")
+        gw.wait_hears("desk", "reorder")
+        gw.wait_until("refusal logged", lambda: "no GSM group 'mobiles'" in gw.log_text())
+        gw.phone("desk", "onhook")
         assert not gw.status()["calls"]
     finally:
         assert gw.stop() == 0, gw.log_text()[-3000:]
