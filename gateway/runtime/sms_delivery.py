@@ -5,7 +5,7 @@ due and when to retry; this module only performs one attempt per delivery and re
 outcome back (`mark_delivered` / `mark_failed`).
 
 - Webhook (``http://`` and ``https://`` destinations): one POST of a JSON object
-  ``{id, from, to, text, received_at, imei, parts}`` over asyncio streams (TLS with the
+  ``{id, from, to, text, received_at, imei, parts, complete}`` over asyncio streams (TLS with the
   default SSL context, so certificates are verified), ``Connection: close``. A 2xx answer
   is delivered; any other status, a refused connection, a TLS failure or the timeout is a
   failure to retry. ``id`` is the queue's message id, so a receiver can drop the duplicate
@@ -40,6 +40,7 @@ from datetime import UTC, datetime
 from email.utils import formatdate
 from urllib.parse import quote, unquote, urlsplit
 
+from gateway.modem.sms_reassembly import AssembledSms
 from gateway.sip.errors import SipError
 from gateway.sip.events import MessageDelivered, MessageFailed, MessageReceived, UaEvent
 from gateway.sip.target import Target
@@ -65,12 +66,30 @@ class Outcome:
     reason: str
 
 
+def sms_from_assembled(assembled: AssembledSms, *, imei: str, recipient: str,
+                       now: float) -> Sms:
+    """The queue's record of an SMS the reassembler put together (or gave up waiting for).
+
+    `received_at` is the SMSC time stamp of the message when it has one, else `now`;
+    an incomplete message keeps ``complete: 0`` and the missing part numbers in `extra`.
+    """
+    extra: list[tuple[str, str | int]] = [("complete", int(assembled.complete))]
+    if assembled.reference is not None:
+        extra.append(("reference", assembled.reference))
+    if assembled.missing:
+        extra.append(("missing", ",".join(str(n) for n in assembled.missing)))
+    stamp = assembled.timestamp.timestamp() if assembled.timestamp is not None else now
+    return Sms(originator=assembled.originator, text=assembled.text, received_at=stamp,
+               imei=imei, recipient=recipient, parts=assembled.total, extra=tuple(extra))
+
+
 def webhook_payload(delivery: Delivery) -> dict[str, object]:
-    """The JSON object a webhook receives for one SMS."""
+    """The JSON object a webhook receives for one SMS (``complete`` false: parts missing)."""
     sms = delivery.sms
     received = datetime.fromtimestamp(sms.received_at, UTC).isoformat().replace("+00:00", "Z")
     return {"id": delivery.message_id, "from": sms.originator, "to": sms.recipient,
-            "text": sms.text, "received_at": received, "imei": sms.imei, "parts": sms.parts}
+            "text": sms.text, "received_at": received, "imei": sms.imei, "parts": sms.parts,
+            "complete": dict(sms.extra).get("complete", 1) != 0}
 
 
 async def post_webhook(url: str, payload: dict[str, object], *,
@@ -347,4 +366,5 @@ class SmsDelivery:
 
 
 __all__ = ["MAX_SMS_CHARS", "Outcome", "SipMessageSender", "SmsDelivery", "SmsRefused",
-           "default_sip_dest", "message_to_sms", "post_webhook", "sip_user", "webhook_payload"]
+           "default_sip_dest", "message_to_sms", "post_webhook", "sip_user", "sms_from_assembled",
+           "webhook_payload"]

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pytest
 
+from gateway.modem.sms_reassembly import AssembledSms
 from gateway.runtime.sms_delivery import (
     Outcome,
     SmsDelivery,
@@ -26,6 +27,7 @@ from gateway.runtime.sms_delivery import (
     message_to_sms,
     post_webhook,
     sip_user,
+    sms_from_assembled,
     webhook_payload,
 )
 from gateway.sip.events import MessageReceived
@@ -143,6 +145,7 @@ def test_webhook_down_restart_then_delivered_once(tmp_path: Path, hooks: list[Ho
         "received_at": "2023-11-14T22:13:20Z",
         "imei": "358000000000001",
         "parts": 3,
+        "complete": True,
     }
 
 
@@ -299,3 +302,21 @@ def test_sip_message_becomes_an_outbound_sms_sent_by_the_gsm_sender(tmp_path: Pa
     (d,) = sent
     assert d.dest == "gsm:mobiles" and d.sms.recipient == "+41791112233"
     assert d.sms.text == "Grüezi" and d.sms.direction == "out"
+
+
+def test_assembled_sms_keeps_its_time_stamp_parts_and_what_is_missing() -> None:
+    import datetime as dt
+
+    stamp = dt.datetime(2026, 12, 6, 20, 15, 0, tzinfo=dt.timezone(dt.timedelta(hours=1)))
+    whole = sms_from_assembled(AssembledSms("+41791234567", "abc", stamp, True, 42, 3),
+                               imei="358000000000001", recipient="+41790000000", now=5.0)
+    assert whole.received_at == stamp.timestamp() and whole.parts == 3
+    assert dict(whole.extra) == {"complete": 1, "reference": 42}
+    partial = sms_from_assembled(
+        AssembledSms("+4179", "a[...]c", None, False, 7, 3, (2,)), imei="1", recipient="",
+        now=5.0)
+    assert partial.received_at == 5.0
+    assert dict(partial.extra) == {"complete": 0, "reference": 7, "missing": "2"}
+    payload = webhook_payload(Delivery(9, "http://x/", 0, partial))
+    assert payload["complete"] is False and payload["parts"] == 3
+    assert payload["received_at"] == "1970-01-01T00:00:05Z"
