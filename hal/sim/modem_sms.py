@@ -20,6 +20,7 @@ from gateway.modem.sms import (
     encode_deliver_parts,
     encode_submit,
 )
+from hal.sim.modem_syntax import CommandError
 
 if TYPE_CHECKING:
     from hal.sim.modem_at import Settings
@@ -39,9 +40,7 @@ class StoredSms:
     """TPDU length in octets (without the SMSC part)."""
 
 
-def _error(code: int) -> Exception:
-    from hal.sim.modem_at import CommandError
-
+def _error(code: int) -> CommandError:
     return CommandError(code, sms=True)
 
 
@@ -95,8 +94,6 @@ class SmsSide:
         elif op == "=":
             name = arg.strip('"').upper()
             if name not in ("IRA", "GSM", "UCS2"):
-                from hal.sim.modem_at import CommandError
-
                 raise CommandError(4)
             self.cscs = name
         return None
@@ -277,8 +274,6 @@ class SmsSide:
             try:
                 self._finish_body(cmd, arg, body)
             except Exception as exc:  # noqa: BLE001 - a bad PDU is the host's error
-                from hal.sim.modem_at import CommandError
-
                 self.error(exc if isinstance(exc, CommandError) else _error(304))  # type: ignore[attr-defined]
         elif b == 0x0D and self.cmgf == 1:
             self._body.extend(b"\n")
