@@ -40,6 +40,11 @@ class Port(Protocol):
         """The port's pure call state machine."""
         ...
 
+    @property
+    def audio(self) -> AudioPort:
+        """The hal audio source and sink (20 ms frames of 16-bit PCM each way)."""
+        ...
+
     def capture(self) -> bytes:
         """Read this tick's 20 ms from the port's source (silence when it has none)."""
         ...
@@ -138,6 +143,10 @@ class LinePort:
     @property
     def machine(self) -> PortMachine:
         return self.line
+
+    @property
+    def audio(self) -> AudioPort:
+        return self.port
 
     def capture(self) -> bytes:
         self.mic = self.port.read_frame() or SILENCE_FRAME
