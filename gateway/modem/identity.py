@@ -17,9 +17,10 @@ __all__ = ["ModemIdentity", "parse_ati", "parse_iccid", "parse_imei", "parse_ims
 
 @dataclass(frozen=True)
 class ModemIdentity:
-    """What ATI says: maker, model and firmware revision."""
+    """What ATI says: maker, model and firmware revision. SIM800-class firmware answers ATI
+    with one line ("SIM800 R14.18"): that is the model, and the maker is unknown (None)."""
 
-    manufacturer: str
+    manufacturer: str | None
     model: str
     revision: str | None = None
 
@@ -38,6 +39,8 @@ def parse_ati(lines: tuple[str, ...] | list[str]) -> ModemIdentity:
             fields[key.strip().lower()] = value.strip()
         elif not sep:
             plain.append(text)
+    if len(plain) == 1 and not fields:
+        return ModemIdentity(None, plain[0])
     manufacturer = fields.get("manufacturer") or (plain[0] if plain else "")
     model = fields.get("model") or (plain[1] if len(plain) > 1 else "")
     revision = fields.get("revision") or (plain[2] if len(plain) > 2 else None)

@@ -16,10 +16,12 @@ __all__ = [
     "ModemProfile",
     "PROFILES",
     "PcmFormat",
+    "EMULATOR",
     "UnknownProfile",
     "match_profile",
     "mismatch_message",
     "profile",
+    "profile_for",
 ]
 
 
@@ -38,8 +40,9 @@ class AudioSetup:
     """One way of getting a module's call audio in and out."""
 
     path: str
-    """``uac`` (USB audio class device), ``serial-pcm`` (raw PCM on a serial port) or ``analog``
-    (the module's analog audio through a USB sound card)."""
+    """``uac`` (USB audio class device), ``serial-pcm`` (raw PCM on a serial port) or
+    ``usb-soundcard`` (the module's analog audio through a USB sound card); the names are the
+    config's ``audio.type`` values."""
     description: str
     before_call: tuple[str, ...] = ()
     """Sent before every ATD and every ATA."""
@@ -172,12 +175,12 @@ PROFILES: Mapping[str, ModemProfile] = {
             models=("SIM800",),
             voice=True,
             audio={
-                "analog": AudioSetup(
-                    "analog",
+                "usb-soundcard": AudioSetup(
+                    "usb-soundcard",
                     "the module's analog speaker/microphone pins through a USB sound card",
                 ),
             },
-            default_audio="analog",
+            default_audio="usb-soundcard",
             init_commands=(*_COMMON_INIT, "AT+CGREG=2"),
             signal_command="AT+CSQ",
             pin_retries_command="AT+SPIC",
@@ -211,13 +214,29 @@ def match_profile(identity: str | Iterable[str]) -> ModemProfile | None:
     return None if best is None else best[1]
 
 
+EMULATOR = "sim"
+"""The config's profile name for the hal/sim emulator, which speaks one of the real dialects."""
+
+
+def profile_for(configured: str, identity: str | Iterable[str]) -> ModemProfile:
+    """The profile to run: the configured one, or for the emulator (``sim``) whichever real
+    profile its probe answer matches."""
+    if configured != EMULATOR:
+        return profile(configured)
+    found = match_profile(identity)
+    if found is None:
+        text = identity if isinstance(identity, str) else " ".join(identity)
+        raise UnknownProfile(f"the emulator answered {text!r}, which matches no known profile")
+    return found
+
+
 def mismatch_message(configured: str, identity: str | Iterable[str], port: str) -> str | None:
     """What to log when config names one profile and the probe finds another (None if they
     agree). An unrecognised module is reported too: the configured profile is then a guess."""
     text = identity if isinstance(identity, str) else " ".join(s.strip() for s in identity)
     text = " ".join(text.split())
     found = match_profile(text)
-    if found is not None and found.name == configured:
+    if found is not None and (found.name == configured or configured == EMULATOR):
         return None
     if found is None:
         return (

@@ -10,7 +10,10 @@ from gateway.modem.profiles import (
     match_profile,
     mismatch_message,
     profile,
+    profile_for,
 )
+from gateway.modem.responses import parse_ati
+from hal.sim.modem_dialects import DIALECTS
 
 
 def test_known_profiles() -> None:
@@ -47,7 +50,7 @@ def test_sim7600_pcm_registered_after_connect() -> None:
 def test_sim800_analog_no_pcm_command() -> None:
     p = profile("simcom-sim800")
     a = p.audio_setup()
-    assert a.path == "analog" and a.pcm is None
+    assert a.path == "usb-soundcard" and a.pcm is None
     assert a.before_call == a.after_connect == a.after_end == ()
     assert p.signal_command == "AT+CSQ"
     assert "AT+CEREG=2" not in p.init_commands  # 2G only
@@ -88,3 +91,23 @@ def test_mismatch_message() -> None:
     assert "'simcom-sim7600'" in msg and "'quectel-ec25'" in msg and "/dev/ttyUSB2" in msg
     unknown = mismatch_message("quectel-ec25", "HUAWEI E173", "/dev/ttyUSB0")
     assert unknown is not None and "matches no known profile" in unknown
+
+
+@pytest.mark.parametrize(
+    ("dialect", "expected"),
+    [("ec25", "quectel-ec25"), ("sim7600", "simcom-sim7600"), ("sim800", "simcom-sim800")],
+)
+def test_emulator_dialects_are_recognised(dialect: str, expected: str) -> None:
+    """The hal/sim emulator's ATI answers pick the profile of the module it imitates."""
+    d = DIALECTS[dialect]
+    assert match_profile(d.ati) is profile(expected)
+    assert match_profile(d.cgmm) is profile(expected)
+    assert profile_for("sim", d.ati) is profile(expected)
+    assert mismatch_message("sim", d.ati, "/dev/pts/3") is None
+    assert parse_ati(d.ati).model
+
+
+def test_profile_for() -> None:
+    assert profile_for("quectel-ec25", "SIM800 R14.18") is profile("quectel-ec25")
+    with pytest.raises(UnknownProfile, match="matches no known profile"):
+        profile_for("sim", ["HUAWEI", "E173"])

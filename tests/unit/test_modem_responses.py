@@ -196,8 +196,11 @@ def test_identification() -> None:
         )
     )
     assert sim.manufacturer == "SIMCOM INCORPORATED" and sim.model == "SIMCOM_SIM7600E-H"
+    assert r.parse_ati(("SIM800 R14.18",)) == r.ModemIdentity(None, "SIM800 R14.18")
     with pytest.raises(ResponseError):
         r.parse_ati(())
+    with pytest.raises(ResponseError):
+        r.parse_ati(("Revision: X",))
     assert r.parse_info(("Quectel",), "+CGMI") == "Quectel"
     assert r.parse_info(("+CGMM: SIMCOM_SIM7600E",), "+CGMM") == "SIMCOM_SIM7600E"
     assert r.parse_info(("Revision: EC25EFAR06A06M4G",), "+CGMR") == "EC25EFAR06A06M4G"
