@@ -13,7 +13,9 @@ outcome back (`mark_delivered` / `mark_failed`).
 - SIP (``sip:`` and ``sips:`` destinations): `SipMessageSender` sends a MESSAGE through
   the daemon's `UserAgent` (``From: sip:<originator>@<domain>``, the text as
   ``text/plain;charset=UTF-8``) and waits for `MessageDelivered` / `MessageFailed`, which
-  the runtime forwards to `on_event` from its SIP event loop.
+  the runtime forwards to `on_event` from its SIP event loop. RFC 3428 section 6 wants
+  MESSAGEs over 1300 bytes on a congestion-controlled transport: a long UCS-2 SMS can pass
+  that, so `resolve` should hand TCP targets for endpoints beyond the LAN.
 
 `SmsDelivery.run()` is the loop: take what is due, attempt each, sleep until the next
 deadline or until `wake()` (a new SMS was stored, a modem's call ended). The queue works
