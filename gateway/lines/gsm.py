@@ -189,6 +189,7 @@ class GsmLine:
         self._number = ""
         self._dial_done = False
         self._listed = False  # our call has appeared in a +CLCC list
+        self._index: int | None = None  # its +CLCC index, once seen
         self._connected_sent = False
         self._offered = False
         self._dial_sent = False
@@ -385,7 +386,10 @@ class GsmLine:
                 entries.append(parse_clcc(line))
             except ResponseError:
                 continue
-        voice = [e for e in entries if e.voice]
+        if any(e.status is CallStatus.DISCONNECTED and self._is_ours(e) for e in entries):
+            self._remote_end("NO CARRIER")  # SIMCom's +CLCC URC for a call that just ended
+            return
+        voice = [e for e in entries if e.voice and e.status is not CallStatus.DISCONNECTED]
         if self.state in (GsmState.DIALING, GsmState.ALERTING):
             ours = [e for e in voice if e.direction is CallDirection.OUTGOING]
             if not ours:
@@ -393,6 +397,7 @@ class GsmLine:
                     self._remote_end("NO CARRIER")
                 return
             self._listed = True
+            self._index = ours[0].index
             status = ours[0].status
             if status is CallStatus.ALERTING and self.state is GsmState.DIALING:
                 self._set_state(GsmState.ALERTING)
@@ -410,9 +415,20 @@ class GsmLine:
                 if not any(c == "ATA" for c in self._sent) and "ATA" not in self._next:
                     self._end("caller hung up before answer", None)
                 return
+            self._index = ringing[0].index
             if not self._offered:
                 e = ringing[0]
                 self._offer(e.number, e.number is None, e.number_type)
+
+    def _is_ours(self, entry: ClccEntry) -> bool:
+        """Whether a +CLCC entry is this line's call (by index once known, else direction)."""
+        if self._index is not None:
+            return entry.index == self._index
+        if self.state in (GsmState.DIALING, GsmState.ALERTING):
+            return entry.direction is CallDirection.OUTGOING
+        if self.state is GsmState.RINGING:
+            return entry.direction is CallDirection.INCOMING
+        return self.state is GsmState.ACTIVE
 
     def _connect(self) -> None:
         if self.state is GsmState.ACTIVE:

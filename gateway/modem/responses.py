@@ -88,6 +88,8 @@ class CallStatus(Enum):
     ALERTING = 3
     INCOMING = 4
     WAITING = 5
+    DISCONNECTED = 6
+    """Not in 27.007: SIMCom (and the emulator) report a call's end this way with AT+CLCC=1."""
 
 
 @dataclass(frozen=True)
@@ -115,7 +117,7 @@ def parse_clcc(line: str) -> ClccEntry:
     return ClccEntry(
         index=_int(line, f[0], "call index", 1, 99),
         direction=CallDirection(_int(line, f[1], "direction", 0, 1)),
-        status=CallStatus(_int(line, f[2], "call state", 0, 5)),
+        status=CallStatus(_int(line, f[2], "call state", 0, 6)),
         mode=_int(line, f[3], "mode", 0, 9),
         multiparty=bool(_int(line, f[4], "multiparty", 0, 1)),
         number=_opt_str(f, 5),

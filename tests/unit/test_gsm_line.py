@@ -349,3 +349,16 @@ def test_a_result_past_a_lost_command_is_still_read() -> None:
     line.hang_up(0.6)
     assert cmds(drain(line)) == ["ATH"]
     assert events(ok(line, "ATH", 0.7)) == [CallEnded("local hang-up", None)]
+
+
+def test_clcc_disconnected_urc_ends_only_our_call() -> None:
+    line = GsmLine("g", profile=profile("simcom-sim7600"))
+    line.dial("123", 0.0)
+    drain(line)
+    ok(line, "ATD123;", 0.1)
+    urc(line, "+CLCC", '2,0,0,0,0,"123",129', 1.0)  # answered: our call is index 2
+    assert state(line) is GsmState.ACTIVE
+    assert events(urc(line, "+CLCC", '1,1,6,0,0,"555",129', 2.0)) == []  # another call
+    ended = urc(line, "+CLCC", '2,0,6,0,0,"123",129', 3.0)
+    assert events(ended) == [CallEnded("remote hang-up", None)]
+    assert cmds(ended) == ["AT+CPCMREG=0"]

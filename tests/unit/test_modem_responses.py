@@ -38,7 +38,8 @@ def test_clcc_every_state(stat: int) -> None:
 def test_clcc_without_number_and_bad_state() -> None:
     assert r.parse_clcc("+CLCC: 1,1,4,0,0").number is None
     with pytest.raises(ResponseError, match="call state"):
-        r.parse_clcc("+CLCC: 1,1,6,0,0")
+        r.parse_clcc("+CLCC: 1,1,7,0,0")
+    assert r.parse_clcc('+CLCC: 1,0,6,0,0,"1",129').status is CallStatus.DISCONNECTED
     with pytest.raises(ResponseError, match=r"\+CLCC: 1,x"):
         r.parse_clcc("+CLCC: 1,x,0,0,0")
 
