@@ -191,7 +191,8 @@ class ModemEmulator:
             self._wake()
 
     def incoming_call(self, number: str) -> None:
-        """Someone calls: RING (+CLIP when enabled) every 3 s until answered or cancelled."""
+        """Someone calls: RING (+CLIP when enabled) every 3 s until answered or cancelled.
+        An empty `number` is a caller who withholds their number."""
         self._do(lambda: self.core.incoming_call(number))
 
     def cancel_incoming_call(self) -> None:
@@ -220,6 +221,15 @@ class ModemEmulator:
             slots = self.core.deliver_sms(sender, text, order=order)
             self._wake()
             return slots
+
+    def far_end_dtmf(self, digits: str) -> None:
+        """The far end keys `digits`: in-band tones on the PCM port (100 ms on, 100 ms off)
+        and, when the host enabled them, +QTONEDET (EC25) or +DTMF (SIM800) URCs."""
+        from gateway.dsp.dtmf import generate_sequence
+
+        self.play_pcm(generate_sequence(digits))
+        for digit in digits:
+            self._do(lambda d=digit: self.core.far_end_dtmf(d))  # type: ignore[misc]
 
     def signal_loss(self) -> None:
         """Coverage lost: registration searching (+CREG URCs), CSQ 99."""

@@ -51,6 +51,7 @@ class Settings:
     clcc_urc: int = 0
     cops_format: int = 0
     pcm: tuple[int, int] = (0, 0)
+    dtmf_urc: int = 0
     extra: dict[str, str] = field(default_factory=dict)
 
 
@@ -122,11 +123,11 @@ class ModemCore(CallSide, SmsSide):
                     self.out.append(b)
                 self.sms_body_byte(b)
                 continue
+            if self.settings.echo and b != 0x0A:
+                self.out.append(b)  # firmware echoes each character as it arrives
             if b == 0x0D:
                 line = self._line.decode("latin-1")
                 self._line.clear()
-                if self.settings.echo:
-                    self.out += line.encode("latin-1") + b"\r"
                 self._line_done(line)
             elif b == 0x0A:
                 continue
@@ -134,10 +135,8 @@ class ModemCore(CallSide, SmsSide):
                 del self._line[-1:]
             else:
                 self._line.append(b)
-                if bytes(self._line[-2:]).upper() == b"A/" and len(self._line) == 2:
+                if len(self._line) == 2 and bytes(self._line).upper() == b"A/":
                     self._line.clear()
-                    if self.settings.echo:
-                        self.out += b"A/"
                     self._line_done(self._last_command)
 
     def _line_done(self, line: str) -> None:
@@ -258,7 +257,7 @@ class ModemCore(CallSide, SmsSide):
             "+CEREG": self._reg_cmd("cereg"),
             "+COPS": self._c_cops, "+CFUN": self._c_cfun, "+CMEE": self._c_cmee,
             "+CLIP": self._c_clip, "+CLCC": self._c_clcc, "+CHUP": self._c_chup,
-            "+VTS": self._c_vts, "+CUSD": self._c_cusd, "+CEER": self._c_ceer,
+            "+VTS": self._c_vts, "+QTONEDET": self._c_dtmf_det, "+DDET": self._c_dtmf_det, "+CUSD": self._c_cusd, "+CEER": self._c_ceer,
             "+QPCMV": self._c_pcm, "+CPCMREG": self._c_pcm,
             "+COLP": self._c_ok, "+CRC": self._c_ok, "+CVHU": self._c_ok,
             "+CSCS": self._c_cscs, "+CMGF": self._c_cmgf, "+CNMI": self._c_cnmi,
@@ -564,5 +563,5 @@ class ModemCore(CallSide, SmsSide):
 
 VENDOR = frozenset({
     "+QCSQ", "+QCCID", "+QPINC", "+QPCMV", "+QINISTAT", "+QNWINFO",
-    "+CPSI", "+CICCID", "+SPIC", "+CPCMREG", "+CNSMOD", "+ICCID",
+    "+CPSI", "+CICCID", "+SPIC", "+CPCMREG", "+CNSMOD", "+ICCID", "+QTONEDET", "+DDET",
 })

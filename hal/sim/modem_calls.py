@@ -29,6 +29,13 @@ class Call:
     started: float = 0.0
 
 
+def number_type(number: str) -> int:
+    """TS 24.008 type of address: 145 international, 129 national/unknown, 128 none."""
+    if not number:
+        return 128
+    return 145 if number.startswith("+") else 129
+
+
 class CallSide:
     """Mixin for :class:`hal.sim.modem_at.ModemCore`: calls and their commands."""
 
@@ -56,7 +63,7 @@ class CallSide:
 
     def _clcc_line(self, call: Call) -> str:
         stat = 6 if call.state == "released" else CALL_STATES[call.state]
-        kind = 145 if call.number.startswith("+") else 129
+        kind = number_type(call.number)
         return f'+CLCC: {call.idx},{call.direction},{stat},0,0,"{call.number}",{kind}'
 
     def _new_idx(self) -> int:
@@ -133,6 +140,28 @@ class CallSide:
             self.emit("+CLIP: (0,1)")
         return None
 
+    def _c_dtmf_det(self, op: str, arg: str) -> str | None:
+        """EC25 AT+QTONEDET=1 / SIM800 AT+DDET=1: report the far end's key presses."""
+        if op == "?":
+            self.emit(f"{self._current}: {self.settings.dtmf_urc}")
+        elif op == "=":
+            first = split_args(arg)[0] if arg else ""
+            if first not in ("0", "1"):
+                raise CommandError(50)
+            self.settings.dtmf_urc = int(first)
+        return None
+
+    def far_end_dtmf(self, digit: str) -> None:
+        """The far end presses a key during the call (the in-band tone is the emulator's
+        job); reported as +QTONEDET (ASCII code) or +DTMF when enabled."""
+        if not any(c.state == "active" for c in self.calls):
+            raise RuntimeError("far_end_dtmf: no active call")
+        if self.settings.dtmf_urc:
+            if self.dialect.name == "ec25":
+                self.emit(f"+QTONEDET: {ord(digit)}")
+            elif self.dialect.name == "sim800":
+                self.emit(f"+DTMF: {digit}")
+
     def _c_vts(self, op: str, arg: str) -> str | None:
         digits = split_args(arg)[0] if arg else ""
         if not any(c.state == "active" for c in self.calls):
@@ -196,8 +225,8 @@ class CallSide:
             return
         self.emit("RING")
         if self.settings.clip:
-            kind = 145 if call.number.startswith("+") else 129
-            self.emit(f'+CLIP: "{call.number}",{kind},,,,0')
+            withheld = 1 if not call.number else 0  # CLI validity: 1 withheld by the caller
+            self.emit(f'+CLIP: "{call.number}",{number_type(call.number)},,,,{withheld}')
         self._ring_at = self._now + RING_PERIOD_S
 
     def caller_gave_up(self) -> None:

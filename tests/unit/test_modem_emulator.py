@@ -21,6 +21,7 @@ from pathlib import Path
 import pytest
 
 from gateway.dsp.analysis import dominant_frequency, level_dbfs
+from gateway.dsp.dtmf import DtmfDetector
 from gateway.modem.sms import decode_deliver, encode_submit
 from hal.audio.wav import write_wav
 from hal.sim.modem import FRAME_BYTES, ModemEmulator
@@ -395,3 +396,63 @@ def test_runs_on_its_own_and_prints_its_pty_paths() -> None:
     finally:
         proc.terminate()
         proc.wait(timeout=5)
+
+
+def test_echo_is_per_character_and_a_slash_repeats() -> None:
+    w = Wire(ModemCore(get_dialect("ec25")))
+    w.core.receive(b"AT+CS", 0.0)
+    assert bytes(w.core.out) == b"AT+CS"  # echoed before the line is complete
+    w.core.receive(b"Q\r", 0.0)
+    assert w.take() == ["AT+CSQ\r", "+CSQ: 24,99", "OK"]
+    w.core.receive(b"A/", 0.0)
+    assert w.take() == ["A/", "+CSQ: 24,99", "OK"]
+
+
+def test_withheld_caller_and_dtmf_from_the_far_end() -> None:
+    w = core("ec25")
+    w.at("AT+CLIP=1;+QTONEDET=1")
+    w.core.incoming_call("")
+    assert w.take() == ["RING", '+CLIP: "",128,,,,1']
+    with pytest.raises(RuntimeError):
+        w.core.far_end_dtmf("5")  # not before the call is answered
+    w.at("ATA")
+    w.core.far_end_dtmf("5")
+    w.core.far_end_dtmf("#")
+    assert w.take() == ["+QTONEDET: 53", "+QTONEDET: 35"]
+    s = core("sim800")
+    assert s.at("AT+QTONEDET=1") == ["ERROR"]
+    s.at("AT+DDET=1")
+    s.core.incoming_call("+4930")
+    s.at("ATA")
+    s.take()
+    s.core.far_end_dtmf("7")
+    assert s.take() == ["+DTMF: 7"]
+
+
+def test_ussd_reply_arrives_as_urc_after_ok() -> None:
+    w = core("sim7600")
+    w.core.ussd_replies["*100#"] = "Guthaben: 12,34 EUR"
+    assert w.at('AT+CUSD=1,"*100#",15') == ["OK"]
+    assert w.core.get_timer() is not None
+    w.core.handle_timer(1.0)
+    assert w.take() == ['+CUSD: 0,"Guthaben: 12,34 EUR",15']
+
+
+def test_far_end_dtmf_is_in_band_on_the_pcm_pty(emu: ModemEmulator) -> None:
+    c = Client(emu.at_path)
+    pcm = Client(emu.pcm_path or "")
+    c.at("ATE0;+QPCMV=1,0;+QTONEDET=1")
+    emu.incoming_call("+4930999")
+    c.at("ATA")
+    emu.far_end_dtmf("19")
+    assert b"+QTONEDET: 49" in c.read_until(b"+QTONEDET: 57\r\n")
+    detector = DtmfDetector()
+    audio = b""
+    while len(audio) < 8000 * 2 * 0.5:
+        ready, _, _ = select.select([pcm.fd], [], [], 2.0)
+        assert ready, "no PCM from the emulator"
+        audio += os.read(pcm.fd, 4096)
+    digits = "".join(detector.feed(audio[: len(audio) // 2 * 2]))
+    assert digits == "19"
+    c.close()
+    pcm.close()
