@@ -30,6 +30,7 @@ class Wire:
         self.line: GsmLine | None = None
         self.sim: SimCard | None = None
         self.seen: list[object] = []
+        self.engine_events: list[object] = []
 
     def send(self, command: str) -> None:
         self.engine.send(command, self.now)
@@ -49,6 +50,7 @@ class Wire:
                 moved = True
             while (ev := self.engine.next_event()) is not None:
                 moved = True
+                self.engine_events.append(ev)
                 if self.line is not None:
                     self.line.handle(ev, self.now)
                 if self.sim is not None:
@@ -202,3 +204,52 @@ def test_puk_reported_from_the_module() -> None:
     (report,) = [e for e in w.events() if isinstance(e, SimStateChanged)]
     assert report.status is SimStatus.PUK_REQUIRED and "10 tries left" in report.message
     assert w.core.puk_attempts == 10 and w.core.sim_state == "SIM PUK"
+
+
+def _ask(dialect: str, commands: list[str]) -> dict[str, tuple[str, ...]]:
+    """Each command's information lines, as the engine hands them over."""
+    from gateway.modem.at import CommandDone
+
+    w = Wire(dialect)
+    for command in ["ATE0", *commands]:
+        w.send(command)
+    w.pump(5.0)
+    replies: dict[str, tuple[str, ...]] = {}
+    for ev in w.engine_events:
+        assert isinstance(ev, CommandDone), ev
+        replies[ev.command] = ev.lines
+    return replies
+
+
+def test_status_answers_of_every_dialect_parse() -> None:
+    from gateway.modem import responses as r
+
+    ec25 = profile("quectel-ec25")
+    got = _ask(
+        "ec25",
+        ["AT+CREG=2", "AT+CREG?", "AT+CEREG=2", "AT+CEREG?", ec25.signal_command, "AT+COPS?",
+         "AT+CGSN", ec25.iccid_command, "ATI", 'AT+QPINC="SC"', "AT+CPIN?"],
+    )  # fmt: skip
+    reg = r.parse_registration(got["AT+CEREG?"][0])
+    assert reg.stat.registered and reg.technology == "LTE" and reg.n == 2
+    signal = r.parse_qcsq(got["AT+QCSQ"][0])
+    assert signal.technology == "LTE" and signal.rsrp_dbm is not None
+    assert r.parse_cops(got["AT+COPS?"][0]).name
+    assert len(r.parse_imei(got["AT+CGSN"][0])) == 15
+    assert r.parse_iccid(got["AT+QCCID"][0])
+    assert r.parse_ati(got["ATI"]).model == "EC25"
+    assert r.parse_pin_retries(got['AT+QPINC="SC"'][0]).pin == 3
+    assert r.parse_cpin(got["AT+CPIN?"][0]) is r.SimState.READY
+
+    got = _ask("sim7600", ["AT+CPSI?", "AT+SPIC", "AT+CICCID", "AT+CGMR"])
+    assert r.parse_cpsi(got["AT+CPSI?"][0]).technology == "LTE"
+    assert r.parse_pin_retries(got["AT+SPIC"][0]).puk == 10
+    assert r.parse_iccid(got["AT+CICCID"][0])
+    assert r.parse_info(got["AT+CGMR"], "+CGMR")
+
+    got = _ask("sim800", ["AT+CSQ", "AT+CCID", "ATI", "AT+CGMR", "AT+COPS?"])
+    assert r.parse_csq(got["AT+CSQ"][0]).rssi_dbm is not None
+    assert r.parse_iccid(got["AT+CCID"][0])
+    assert r.parse_ati(got["ATI"]).manufacturer is None
+    assert r.parse_info(got["AT+CGMR"], "+CGMR")
+    assert r.parse_cops(got["AT+COPS?"][0]).act is None
