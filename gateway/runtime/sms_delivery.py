@@ -276,8 +276,8 @@ class SmsDelivery:
         self.ssl_context = ssl_context
         self._wake = asyncio.Event()
         self._tasks: set[asyncio.Task[None]] = set()
-        self.attempts = 0
-        self.delivered = 0
+        self.attempts = 0  # attempts started
+        self.delivered = 0  # deliveries marked delivered in the queue
 
     def wake(self) -> None:
         """Look at the queue now (an SMS was stored, a gate opened)."""
@@ -331,9 +331,9 @@ class SmsDelivery:
             outcome = Outcome(False, f"internal error: {type(exc).__name__}")
         now = self.clock()
         if outcome.delivered:
-            self.delivered += 1
             await asyncio.to_thread(self.queue.mark_delivered, delivery.message_id,
                                     delivery.dest, now)
+            self.delivered += 1  # counted once the file says so
             log.info("sms %s delivered to %s (%s)", delivery.message_id, delivery.dest,
                      outcome.reason)
         else:

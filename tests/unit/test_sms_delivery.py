@@ -175,7 +175,7 @@ def test_unknown_destination_scheme_is_retried_not_dropped(tmp_path: Path) -> No
                 ["sip:sms@127.0.0.1", "mailto:x@example.org"],
             )
             await delivery.run_once()
-            for _ in range(50):
+            for _ in range(500):
                 if delivery.attempts == 2 and not delivery._tasks:
                     break
                 await asyncio.sleep(0.01)
@@ -209,7 +209,7 @@ def test_sms_during_a_call_waits_for_the_gate_then_goes(tmp_path: Path,
             assert delivery.attempts == 0 and hooks[0].bodies == []
             queue.open_gate(imei)  # the call ended
             delivery.wake()
-            for _ in range(100):
+            for _ in range(500):
                 if delivery.delivered:
                     break
                 await asyncio.sleep(0.02)
@@ -291,7 +291,7 @@ def test_sip_message_becomes_an_outbound_sms_sent_by_the_gsm_sender(tmp_path: Pa
             refused = await delivery.take_sip_message(message(content_type="image/png"),
                                                       ["gsm:mobiles"])
             await delivery.run_once()
-            for _ in range(50):
+            for _ in range(500):
                 if delivery.delivered:
                     break
                 await asyncio.sleep(0.01)
