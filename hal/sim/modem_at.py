@@ -95,6 +95,8 @@ class ModemCore(CallSide, SmsSide):
         self._line = bytearray()
         self._last_command = ""
         self._current = ""
+        self._info_open: bool | None = None
+        """None outside a command; False/True: in one, before/after its first info line."""
         self._ring_at: float | None = None
         self._pending_urcs: list[tuple[float, str]] = []
         self._now = 0.0
@@ -147,12 +149,22 @@ class ModemCore(CallSide, SmsSide):
         self.execute(text[2:])
 
     def emit(self, *lines: str) -> None:
-        """Information text or URC lines, each framed CR LF ... CR LF."""
+        """Lines for the host. Inside a command's answer they are information text: one
+        CR LF opens the block, each line ends with CR LF (V.250 5.7.1, as real modules
+        print ATI or +CMGL). Anything else is an unsolicited result code, CR LF both sides."""
         for line in lines:
-            self.out += b"\r\n" + line.encode("latin-1") + b"\r\n"
+            data = line.encode("latin-1") + b"\r\n"
+            if self._info_open is None:
+                self.out += b"\r\n" + data
+            else:
+                if not self._info_open:
+                    self.out += b"\r\n"
+                    self._info_open = True
+                self.out += data
 
     def final(self, result: str) -> None:
-        self.emit(result)
+        self._info_open = None
+        self.out += b"\r\n" + result.encode("latin-1") + b"\r\n"
 
     def error(self, exc: CommandError) -> None:
         if self.settings.cmee == 0 or exc.code == UNKNOWN:
@@ -192,12 +204,14 @@ class ModemCore(CallSide, SmsSide):
             self.final("OK")
             return
         for cmd in commands:
+            self._info_open = False  # each command's answer is its own block
             try:
                 result = self.run_one(cmd)
             except CommandError as exc:
                 self.error(exc)
                 return
             if result is not None:  # the command gave its own final (prompt, NO CARRIER)
+                self._info_open = None
                 if result:
                     self.final(result)
                 return

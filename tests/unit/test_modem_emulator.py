@@ -456,3 +456,22 @@ def test_far_end_dtmf_is_in_band_on_the_pcm_pty(emu: ModemEmulator) -> None:
     assert digits == "19"
     c.close()
     pcm.close()
+
+
+def test_information_text_is_one_block_and_urcs_stand_alone() -> None:
+    """Byte-exact framing as modules print it: ATI's lines are one block (one CR LF
+    before, one after each line), a chained command's answers are separate blocks, URCs
+    and the final result are CR LF on both sides."""
+    c = ModemCore(get_dialect("ec25"))
+    c.receive(b"ATI\r", 0.0)
+    assert bytes(c.out) == b"ATI\r\r\nQuectel\r\nEC25\r\nRevision: EC25EFAR06A03M4G\r\n\r\nOK\r\n"
+    c.out.clear()
+    c.receive(b"ATE0;+CMGF?;+CSCS?\r", 0.0)
+    assert bytes(c.out) == b'ATE0;+CMGF?;+CSCS?\r\r\n+CMGF: 0\r\n\r\n+CSCS: "GSM"\r\n\r\nOK\r\n'
+    c.out.clear()
+    c.receive(b"AT+CMGS=18\r", 0.0)
+    assert bytes(c.out) == b"\r\n> "
+    c.out.clear()
+    c.receive(b"\x1b", 0.0)  # cancelled
+    c.incoming_call("+4930")
+    assert bytes(c.out) == b"\r\nOK\r\n\r\nRING\r\n"
