@@ -4,6 +4,8 @@ the failure -> SIP status table, incoming calls with caller ID, DTMF and hang-up
 from __future__ import annotations
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from gateway.lines.gsm import (
     SIP_STATUS_BY_CAUSE,
@@ -362,3 +364,78 @@ def test_clcc_disconnected_urc_ends_only_our_call() -> None:
     ended = urc(line, "+CLCC", '2,0,6,0,0,"123",129', 3.0)
     assert events(ended) == [CallEnded("remote hang-up", None)]
     assert cmds(ended) == ["AT+CPCMREG=0"]
+
+
+_FUZZ_URCS = [
+    ("RING", ""),
+    ("+CLIP", '"123",129'),
+    ("+CLIP", '"",128,,,,1'),
+    ("+CLIP", 'bad"'),
+    ("NO CARRIER", ""),
+    ("BUSY", ""),
+    ("NO ANSWER", ""),
+    ("+CLCC", '1,0,3,0,0,"1",129'),
+    ("+CLCC", '1,0,0,0,0,"1",129'),
+    ("+CLCC", '1,1,4,0,0,"1",129'),
+    ("+CLCC", '1,0,6,0,0,"1",129'),
+    ("+QTONEDET", "49"),
+]
+_FUZZ_FINALS = ["ERROR", "+CME ERROR: 30", "BUSY", "NO CARRIER", "NO ANSWER", "NO DIALTONE"]
+
+
+@settings(max_examples=1000, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    st.sampled_from(["quectel-ec25", "simcom-sim7600", "simcom-sim800"]),
+    st.lists(st.tuples(st.integers(0, 9), st.integers(0, 11), st.floats(0, 2)), max_size=60),
+)
+def test_fuzz_every_call_ends_exactly_once(name: str, steps: list[tuple[int, int, float]]) -> None:
+    """Random intents, URCs and results in any order: no exception but the documented
+    usage errors, and every departure from idle ends with exactly one CallEnded."""
+    line = GsmLine("g", profile=profile(name))
+    now = 0.0
+    outstanding: list[str] = []
+    in_call = ended = False
+    for kind, pick, dt in steps:
+        now += dt
+        try:
+            if kind == 0:
+                line.dial("123", now)
+            elif kind == 1:
+                line.answer(now)
+            elif kind == 2:
+                line.hang_up(now)
+            elif kind == 3:
+                line.send_dtmf("5", now)
+            elif kind in (4, 5):
+                line.handle(Unsolicited(*_FUZZ_URCS[pick]), now)
+            elif kind in (6, 7) and outstanding:
+                command = outstanding.pop(0)
+                lines = ("+CEER: User busy",) if command == "AT+CEER" else ()
+                if pick < 7:
+                    line.handle(CommandDone(0, command, "OK", lines), now)
+                elif pick < 10:
+                    line.handle(CommandFailed(0, command, _FUZZ_FINALS[pick % 6], ()), now)
+                else:
+                    line.handle(CommandTimedOut(0, command), now)
+            elif kind == 8 and pick == 0:
+                line.modem_lost(now)
+                outstanding.clear()
+            else:
+                due = line.get_timer()
+                if due is not None:
+                    now = max(now, due)
+                    line.handle_timer(now)
+        except (GsmUsageError, ValueError):
+            pass
+        for a in drain(line):
+            if isinstance(a, SendAt):
+                outstanding.append(a.command)
+            elif isinstance(a, CallEnded):
+                assert in_call and not ended, a
+                ended = True
+            elif isinstance(a, GsmStateChanged):
+                if a.state is GsmState.IDLE:
+                    assert ended
+                    in_call = False
+                elif not in_call:
+                    in_call, ended = True, False

@@ -287,3 +287,49 @@ def test_fuzz_only_response_errors(body: str, prefix: str) -> None:
             r.parse_info(lines, "+CGMI")
         except ResponseError:
             pass
+
+
+_SEEDS = [
+    '+CLCC: 1,0,2,0,0,"+441234567890",145',
+    '+CLIP: "07700900123",129,"",0,"",0',
+    '+CREG: 2,1,"1A2B","01C3D4E5",7',
+    '+CEREG: 5,"1A2B","01C3D4E5",7',
+    "+CSQ: 15,3",
+    '+QCSQ: "LTE",-52,-81,195,-10',
+    "+CPSI: LTE,Online,460-00,0x1816,17040770,312,EUTRAN-BAND3,1300,5,5,-94,-907,-639,17",
+    '+COPS: 0,0,"Vodafone UK",7',
+    "+CPIN: SIM PIN",
+    '+QPINC: "SC",3,10',
+    '+CMTI: "SM",3',
+    '+CUSD: 0,"Balance 5.00",15',
+    '+CEER: "CC INFO","User busy"',
+    "+QCCID: 89441000301234567890F",
+]
+
+
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    st.sampled_from(_SEEDS),
+    st.lists(
+        st.tuples(st.integers(0, 100), st.integers(0, 3), st.sampled_from(list(',"0-9A:\x00 é'))),
+        max_size=4,
+    ),
+)
+def test_fuzz_edited_valid_lines(seed: str, edits: list[tuple[int, int, str]]) -> None:
+    """Small edits of real lines reach deep into each parser; still only ResponseError."""
+    line = seed
+    for pos, op, ch in edits:
+        i = pos % (len(line) + 1)
+        if op == 0:
+            line = line[:i] + ch + line[i:]
+        elif op == 1:
+            line = line[:i] + line[i + 1 :]
+        elif op == 2:
+            line = line[:i] + ch + line[i + 1 :]
+        else:
+            line = line[:i]
+    for parse in _PARSERS:
+        try:
+            parse(line)
+        except ResponseError as exc:
+            assert exc.line == line
