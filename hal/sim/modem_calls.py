@@ -46,6 +46,7 @@ class CallSide:
     dtmf_sent: list[str]
     ussd_replies: dict[str, str]
     last_end_cause: str
+    cscs: str
     _now: float
     _current: str
     _ring_at: float | None
@@ -74,6 +75,9 @@ class CallSide:
         number = arg.strip()
         if not number.endswith(";"):
             return "NO CARRIER"  # data calls are not emulated
+        # V.250 dial modifiers (T tone, P pulse, W wait, comma pause, ! flash, @ quiet)
+        # and 27.007's I/i (CLIR) and G/g (CUG) are not part of the number.
+        number = "".join(ch for ch in number[:-1] if ch in "+0123456789*#ABCDabcd") + ";"
         self.need_sim()
         if not self.registered():
             return "NO CARRIER"
@@ -178,8 +182,14 @@ class CallSide:
         args = split_args(arg)
         if len(args) >= 2:
             self.need_sim()
-            reply = self.ussd_replies.get(args[1], "Unknown application")
-            self._pending_urcs.append((self._now + 0.2, f'+CUSD: 0,"{reply}",15'))
+            ucs2 = self.cscs == "UCS2"  # the string is in the TE character set (+CSCS)
+            try:
+                code = bytes.fromhex(args[1]).decode("utf-16-be") if ucs2 else args[1]
+            except ValueError:
+                raise CommandError(50) from None
+            reply = self.ussd_replies.get(code, "Unknown application")
+            shown = reply.encode("utf-16-be").hex().upper() if ucs2 else reply
+            self._pending_urcs.append((self._now + 0.2, f'+CUSD: 0,"{shown}",15'))
         return None
 
     def _c_ceer(self, op: str, arg: str) -> str | None:

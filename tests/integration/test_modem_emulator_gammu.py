@@ -117,3 +117,18 @@ def test_gammu_reads_the_sms_the_emulator_received(
     assert "Grüße aus Köln €" in out
     assert '"+4930111"' in out
     assert "2 SMS parts in 2 SMS sequences" in out
+
+
+def test_gammu_dials_a_voice_call(gammu: str, ec25: ModemEmulator, tmp_path: Path) -> None:
+    run_gammu(gammu, ec25, tmp_path, "dialvoice", "+4930123456")
+    assert [(c.direction, c.number, c.state) for c in ec25.calls] == [
+        (0, "+4930123456", "dialing")
+    ]  # gammu dials ATDT...; the emulator keeps the number without the T modifier
+
+
+@pytest.mark.slow  # gammu getussd waits 10 s for further replies after the first
+def test_gammu_ussd_in_ucs2(gammu: str, ec25: ModemEmulator, tmp_path: Path) -> None:
+    ec25.set_ussd_reply("*100#", "Guthaben: 5,00 €")
+    out = run_gammu(gammu, ec25, tmp_path, "getussd", "*100#")
+    assert field(out, "Service reply") == '"Guthaben: 5,00 €"', out
+    assert b'AT+CUSD=1,"002A0031003000300023"' in ec25.at_log  # gammu had set +CSCS="UCS2"

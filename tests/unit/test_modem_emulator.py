@@ -475,3 +475,17 @@ def test_information_text_is_one_block_and_urcs_stand_alone() -> None:
     c.receive(b"\x1b", 0.0)  # cancelled
     c.incoming_call("+4930")
     assert bytes(c.out) == b"\r\nOK\r\n\r\nRING\r\n"
+
+
+def test_dial_modifiers_are_not_part_of_the_number() -> None:
+    w = core()
+    assert w.at("ATDT+49,30W123;") == ["OK"]
+    assert w.core.calls[0].number == "+4930123"
+
+
+def test_ussd_string_follows_cscs() -> None:
+    w = core()
+    w.core.ussd_replies["*100#"] = "5 €"
+    assert w.at('AT+CSCS="UCS2";+CUSD=1,"002A0031003000300023",15') == ["OK"]
+    w.core.handle_timer(1.0)
+    assert w.take() == ['+CUSD: 0,"0035002020AC",15']
