@@ -132,3 +132,30 @@ def test_gammu_ussd_in_ucs2(gammu: str, ec25: ModemEmulator, tmp_path: Path) -> 
     out = run_gammu(gammu, ec25, tmp_path, "getussd", "*100#")
     assert field(out, "Service reply") == '"Guthaben: 5,00 €"', out
     assert b'AT+CUSD=1,"002A0031003000300023"' in ec25.at_log  # gammu had set +CSCS="UCS2"
+
+
+@pytest.fixture
+def locked() -> Iterator[ModemEmulator]:
+    with ModemEmulator("ec25", imei="861234567890123", pin="2468") as emu:
+        yield emu
+
+
+def test_gammu_enters_the_sim_pin(gammu: str, locked: ModemEmulator, tmp_path: Path) -> None:
+    run_gammu(gammu, locked, tmp_path, "entersecuritycode", "PIN", "2468")
+    assert locked.core.sim_state == "READY"
+    assert locked.core.pin_attempts == 3
+
+
+@pytest.mark.slow  # about 5 s: gammu's start-up plus its error path
+def test_gammu_wrong_pin_costs_one_attempt(
+    gammu: str, locked: ModemEmulator, tmp_path: Path
+) -> None:
+    rc = tmp_path / "gammurc"
+    rc.write_text(f"[gammu]\ndevice = {locked.at_path}\nconnection = at\n")
+    proc = subprocess.run(
+        [gammu, "-c", str(rc), "entersecuritycode", "PIN", "1111"],
+        capture_output=True, text=True, timeout=30,
+    )
+    assert proc.returncode != 0, proc.stdout
+    assert "Security error" in proc.stdout, proc.stdout + proc.stderr
+    assert (locked.core.sim_state, locked.core.pin_attempts) == ("SIM PIN", 2)
