@@ -375,7 +375,10 @@ class ModemEmulator:
 
 def main(argv: list[str] | None = None) -> int:
     """Run an emulated module until interrupted, printing its pty paths."""
-    parser = argparse.ArgumentParser(prog="python -m hal.sim.modem", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="python -m hal.sim.modem",
+        description="An emulated GSM/LTE module on a pty: point AT software at the AT port.",
+    )
     parser.add_argument("--dialect", choices=sorted(DIALECTS), default="ec25")
     parser.add_argument("--imei", default="867698041234567")
     parser.add_argument("--pin", default=None, help="SIM PIN (the SIM starts locked)")
