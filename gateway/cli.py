@@ -83,7 +83,7 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("file", metavar="FILE")
 
     sub.add_parser("schema", help="print the config file's JSON Schema")
-    sub.add_parser("status", help="registrations, lines and calls", parents=[common])
+    sub.add_parser("status", help="registrations, lines, calls and modems", parents=[common])
     cli_security.add_parser(sub, common)
 
     trace = sub.add_parser(
@@ -262,9 +262,35 @@ def format_status(result: Mapping[str, Any]) -> str:
                  "RTCP"],
                 calls,
             ),
+            *format_modems(result),
             *format_transport(result),
         ]
     )
+
+
+def _dbm(value: Any) -> str:
+    return "-" if not isinstance(value, int | float) or isinstance(value, bool) else f"{value:g}"
+
+
+def format_modems(result: Mapping[str, Any]) -> list[str]:
+    """The `modems` section as a table (nothing when no modem is configured)."""
+    modems = result.get("modems") or []
+    if not modems:
+        return []
+    rows = []
+    for m in modems:
+        sim = m.get("sim") or {}
+        net = m.get("network") or {}
+        sig = m.get("signal") or {}
+        rows.append([
+            _text(m.get("name")), _text(m.get("state")), _text(m.get("device")),
+            _text(m.get("imei")), _text(sim.get("state")), _text(net.get("registration")),
+            _text(net.get("operator")), _text(net.get("technology")),
+            _dbm(sig.get("rssi_dbm")), _dbm(sig.get("rsrp_dbm")), _text(m.get("last_error")),
+        ])
+    return ["", "Modems", format_table(
+        ["NAME", "STATE", "DEVICE", "IMEI", "SIM", "NETWORK", "OPERATOR", "TECH", "RSSI",
+         "RSRP", "LAST ERROR"], rows)]
 
 
 def format_transport(result: Mapping[str, Any]) -> list[str]:

@@ -29,6 +29,7 @@ from gateway.runtime.call_end import CallEnd
 from gateway.runtime.clock import AudioClock
 from gateway.runtime.control import ControlServer
 from gateway.runtime.edge import SipEdge, build_edge, build_route_guard
+from gateway.runtime.modem import ModemDriver
 from gateway.runtime.ports import LinePort, Port
 from gateway.runtime.resolver import SipResolver
 from gateway.runtime.sip_calls import Call, Registration, SipCalls
@@ -49,6 +50,7 @@ from hal.registry import create_fxs
 log = logging.getLogger("branchline")
 
 SHUTDOWN_GRACE = 3.0
+MODEM_START_WAIT = 15.0
 
 
 @dataclass
@@ -61,6 +63,7 @@ class Gateway(SipCalls):
     def __post_init__(self) -> None:
         self.lines: dict[str, LinePort] = {}  # the FXS lines, by name
         self.ports: dict[str, Port] = {}  # every port of every kind, by name
+        self.modems: dict[str, ModemDriver] = {}  # the GSM/LTE modules, by name
         self.calls: dict[str, Call] = {}
         self.registrations: dict[str, Registration] = {}
         self.trunks: dict[str, TrunkConfig] = {t.name: t for t in self.config.trunks}
@@ -140,12 +143,24 @@ class Gateway(SipCalls):
             cfg.sip.public_host, ua.local_port, len(self.lines), len(self.trunks),
             cfg.gateway.control_socket,
         )
-        if cfg.modems:
-            log.warning(
-                "%d modem(s) configured but GSM support is not wired yet: no modem is opened,"
-                " and no call or SMS uses them", len(cfg.modems),
-            )
         self._pump()
+        await self._start_modems()
+
+    async def _start_modems(self) -> None:
+        """Open every configured modem, side by side; an absent one is reported and looked
+        for again by its driver, so the daemon starts whatever the modems do."""
+        for mc in self.config.modems:
+            self.modems[mc.name] = ModemDriver(mc, self.loop)
+        if self.modems:
+            starting = [self.loop.create_task(d.start()) for d in self.modems.values()]
+            for task in starting:
+                self._tasks.add(task)
+                task.add_done_callback(self._task_done)
+            # Wait a while for them (a SIM check takes seconds), never for ever: a slow one
+            # keeps starting in the background and status shows where it is.
+            await asyncio.wait(starting, timeout=MODEM_START_WAIT)
+            log.info("modems: %s", ", ".join(
+                f"{d.name} {d.status()['state']}" for d in self.modems.values()))
 
     def _add_line(self, lc: LineConfig, profile: Any, digit_map: DigitMap) -> None:
         if lc.type != "fxs":
@@ -279,6 +294,8 @@ class Gateway(SipCalls):
             self._release_media(call)
         for p in self.ports.values():
             p.close()
+        for driver in self.modems.values():
+            await driver.close()
         if self._timer is not None:
             self._timer.cancel()
         if self.sip is not None:
