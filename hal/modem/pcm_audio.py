@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import os
+import termios
 from typing import Any
 
 import serial
@@ -43,6 +44,7 @@ class PcmSerialAudio(AudioPort):
         self._fd: int | None = self._port.fileno()
         assert self._fd is not None
         os.set_blocking(self._fd, False)
+        _wait_for_one_byte(self._fd)
         self._rbuf = bytearray()
         self._wbuf = bytearray()
         self.lost: str | None = None
@@ -131,3 +133,15 @@ class PcmSerialAudio(AudioPort):
         log.info("modem PCM port %s lost: %s", self.path, reason)
         self.close()
         self.lost = reason
+
+
+def _wait_for_one_byte(fd: int) -> None:
+    """VMIN=1: pyserial leaves a tty at VMIN=0, where a read with nothing waiting returns
+    b"" exactly like end of file; with VMIN=1 and O_NONBLOCK it raises EAGAIN instead."""
+    try:
+        attrs = termios.tcgetattr(fd)
+    except termios.error:
+        return  # not a tty (a socket or pipe): b"" is a real end of file there
+    attrs[6][termios.VMIN] = 1
+    attrs[6][termios.VTIME] = 0
+    termios.tcsetattr(fd, termios.TCSANOW, attrs)
