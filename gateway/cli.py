@@ -17,7 +17,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Protocol, TextIO
 
 import gateway.dsp  # noqa: F401  first: pins numpy's BLAS to one thread before numpy can load
-from gateway import cli_security
+from gateway import cli_security, cli_sms
 from gateway.config import Config, ConfigError, load_config, load_default
 from gateway.config.schema import DEFAULT_CONTROL_SOCKET, LOG_LEVELS, UNIX_SOCKET_PATH_MAX
 from gateway.runtime.control import ControlClient, ControlError
@@ -116,6 +116,7 @@ def build_parser() -> argparse.ArgumentParser:
     record.add_argument("file", metavar="FILE.wav")
     record.add_argument("seconds", metavar="SECONDS", type=float)
     actions.add_parser("state", help="hook state and call state", parents=[common])
+    cli_sms.add_parsers(sub, common)
     return parser
 
 
@@ -550,6 +551,9 @@ def main(
             return _cmd_daemon(args, factory, out)
         if args.command == "trace":
             return _cmd_trace(args, out, err)
+        if args.command in ("sms", "ussd"):
+            path = resolve_control_path(getattr(args, "control", None), os.environ)
+            return cli_sms.run(args, factory(path, cli_sms.client_timeout(args)), out)
         parser.print_help(err)
         return EXIT_USAGE
     except UsageError as exc:

@@ -33,6 +33,7 @@ from gateway.runtime.modem import ModemDriver
 from gateway.runtime.ports import LinePort, Port
 from gateway.runtime.resolver import SipResolver
 from gateway.runtime.sip_calls import Call, Registration, SipCalls
+from gateway.runtime.sms_service import SmsService
 from gateway.runtime.transports import (
     ListenSettings,
     TlsServerSettings,
@@ -65,6 +66,7 @@ class Gateway(SipCalls):
         self.ports: dict[str, Port] = {}  # every port of every kind, by name
         self.modems: dict[str, ModemDriver] = {}  # the GSM/LTE modules, by name
         self.calls: dict[str, Call] = {}
+        self.sms: SmsService | None = None  # SMS/USSD, once modems are configured
         self.registrations: dict[str, Registration] = {}
         self.trunks: dict[str, TrunkConfig] = {t.name: t for t in self.config.trunks}
         self.router = Router(self.config.dialplan)
@@ -145,6 +147,7 @@ class Gateway(SipCalls):
         )
         self._pump()
         await self._start_modems()
+        await self._start_sms()
 
     async def _start_modems(self) -> None:
         """Open every configured modem, side by side; an absent one is reported and looked
@@ -161,6 +164,19 @@ class Gateway(SipCalls):
             await asyncio.wait(starting, timeout=MODEM_START_WAIT)
             log.info("modems: %s", ", ".join(
                 f"{d.name} {d.status()['state']}" for d in self.modems.values()))
+
+    async def _start_sms(self) -> None:
+        """SMS in (modems' SIM -> queue -> SIP MESSAGE / webhook), out and USSD."""
+        if not self.modems:
+            return
+        self.sms = SmsService(self.config, self.modems, loop=self.loop, ua=self.ua,
+                              pump=self._pump, in_call=self._modem_in_call)
+        await self.sms.start()
+
+    def _modem_in_call(self, name: str) -> bool:
+        port = self.ports.get(name)
+        return port is not None and port.kind == "gsm" and \
+            port.machine.state is not lev.LineState.IDLE
 
     def _add_line(self, lc: LineConfig, profile: Any, digit_map: DigitMap) -> None:
         if lc.type != "fxs":
@@ -288,6 +304,8 @@ class Gateway(SipCalls):
         self.clock.stop()
         if self.trunk_trust is not None:
             self.trunk_trust.stop()
+        if self.sms is not None:
+            await self.sms.close()  # before the modems: a read in progress stops cleanly
         if self.control is not None:
             await self.control.close()
         for call in list(self.calls.values()):
@@ -325,6 +343,8 @@ class Gateway(SipCalls):
                 busy = False
                 while (ev := self.ua.next_event()) is not None:
                     busy = True
+                    if self.sms is not None and self.sms.on_sip_event(ev):
+                        continue
                     self._on_sip_event(ev)
                 for p in self.ports.values():
                     for action in p.machine.actions():

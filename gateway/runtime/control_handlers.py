@@ -211,7 +211,12 @@ async def handle(gw: Gateway, request: dict[str, Any]) -> Any:
             return security(gw, request)
         if cmd == "trace":
             return trace(gw, request)
-        raise ControlCommandError(f"unknown command {cmd!r}: status, phone, security, trace")
+        if cmd in ("sms", "ussd"):
+            from gateway.runtime import control_sms
+
+            return await (control_sms.sms if cmd == "sms" else control_sms.ussd)(gw, request)
+        raise ControlCommandError(
+            f"unknown command {cmd!r}: status, phone, security, trace, sms, ussd")
     except ControlCommandError:
         raise
     except Exception as exc:  # report, don't kill the daemon
