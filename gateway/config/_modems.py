@@ -25,6 +25,7 @@ from gateway.config._convert import (
     _text,
 )
 from gateway.config._reader import RouteProbe, _Fields, _NodeReader
+from gateway.config.modems import PREFIX_PATTERN as PREFIX_OR_NUMBER
 from gateway.config.modems import (
     GsmGroup,
     ModemAudio,
@@ -264,10 +265,14 @@ class _ModemReader(_NodeReader):
             self.issue(f.node_of(where_key), f.child(where_key),
                        f"unresponsive_after {unresponsive:g} s is shorter than probe_interval "
                        f"{probe:g} s", "unresponsive_after >= probe_interval")
+        inbound = self.take(f, "inbound", _optional(_pattern(
+            m.INBOUND_PATTERN, "line:<name> or trunk:<name>")), None)
+        inbound_number = self.take(f, "inbound_number", _optional(_pattern(
+            PREFIX_OR_NUMBER, "digits, optionally with '+', '*', '#'")), None)
         if len(self.issues) > before or audio is None:
             return None
         return ModemConfig(name, profile, audio, port, match, pin, group, number, sms, cap,
-                           power, probe, unresponsive)
+                           power, probe, unresponsive, inbound, inbound_number)
 
     def modem_match(self, node: Node | None, path: str) -> ModemMatch | None:
         """`match:` how the modem is found again: IMEI (15 digits) and/or USB vid:pid."""

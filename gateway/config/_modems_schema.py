@@ -123,6 +123,10 @@ def modem_schemas() -> dict[str, Any]:
                                      m.SIM_PIN_PATTERN) | {"writeOnly": True}),
             "group": _nullable(_string("Name of a group from gsm_groups.", minLength=1)),
             "number": _nullable(_digits("The SIM's own number.", m.MSISDN_PATTERN)),
+            "inbound": _nullable(_string("Where incoming calls go: line:<name> or trunk:<name>.",
+                                         pattern=f"^{m.INBOUND_PATTERN}$")),
+            "inbound_number": _nullable(_digits("Number an incoming call is sent to at a trunk.",
+                                                m.PREFIX_PATTERN)),
             "sms": _nullable(_obj(
                 {
                     "to_sip": _nullable(_string("SIP URI that receives each SMS as a MESSAGE.",

@@ -76,7 +76,11 @@ MODEM_KEYS: tuple[str, ...] = (
     "power_gpio",
     "probe_interval",
     "unresponsive_after",
+    "inbound",
+    "inbound_number",
 )
+#: Where a call coming in on a modem goes: ring an FXS line, or INVITE a trunk.
+INBOUND_PATTERN = r"(line|trunk):[A-Za-z0-9_.-]+"
 MODEM_MATCH_KEYS: tuple[str, ...] = ("imei", "usb")
 MODEM_AUDIO_KEYS: tuple[str, ...] = ("type", "device", "pcm_port")
 MODEM_SMS_KEYS: tuple[str, ...] = ("to_sip", "webhook", "queue")
@@ -135,6 +139,10 @@ class ModemConfig:
     power_gpio: PowerGpio | None = None
     probe_interval: float = DEFAULT_PROBE_INTERVAL
     unresponsive_after: float = DEFAULT_UNRESPONSIVE_AFTER
+    inbound: str | None = None
+    """``line:<name>`` or ``trunk:<name>``: where incoming GSM calls go (None: refused)."""
+    inbound_number: str | None = None
+    """The number an incoming call is sent to at a trunk (default: the SIM's `number`)."""
 
 
 @dataclass(frozen=True)
@@ -188,6 +196,8 @@ def modems_dict(
                 ),
                 "probe_interval": m.probe_interval,
                 "unresponsive_after": m.unresponsive_after,
+                "inbound": m.inbound,
+                "inbound_number": m.inbound_number,
             }
         )
     return {

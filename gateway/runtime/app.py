@@ -29,6 +29,7 @@ from gateway.runtime.call_end import CallEnd
 from gateway.runtime.clock import AudioClock
 from gateway.runtime.control import ControlServer
 from gateway.runtime.edge import SipEdge, build_edge, build_route_guard
+from gateway.runtime.gsm_calls import GsmCalls
 from gateway.runtime.modem import ModemDriver
 from gateway.runtime.ports import LinePort, Port
 from gateway.runtime.resolver import SipResolver
@@ -55,7 +56,7 @@ MODEM_START_WAIT = 15.0
 
 
 @dataclass
-class Gateway(SipCalls):
+class Gateway(SipCalls, GsmCalls):
     """The running gateway. Construct, `await start()`, and `await stop()`."""
 
     config: Config
@@ -154,6 +155,7 @@ class Gateway(SipCalls):
         for again by its driver, so the daemon starts whatever the modems do."""
         for mc in self.config.modems:
             self.modems[mc.name] = ModemDriver(mc, self.loop)
+            self._add_gsm_port(self.modems[mc.name])  # gsm:<group> calls, RING/+CLIP in
         if self.modems:
             starting = [self.loop.create_task(d.start()) for d in self.modems.values()]
             for task in starting:
@@ -439,6 +441,8 @@ class Gateway(SipCalls):
                 call = self.calls.get(call_id)
                 if call is not None and call.media is not None:
                     call.media.send_dtmf(digit, now)
+                elif call is not None and call.peer is not None and call.peer.port.kind != "fxs":
+                    call.peer.port.play_digit(digit, 100)  # a modem sends it (AT+VTS)
             case lev.FlashHook(call_id=call_id):
                 self._toggle_hold(call_id, now)
             case lev.StateChanged(state=state):
@@ -456,8 +460,12 @@ class Gateway(SipCalls):
             lp.machine.call_ended("no route", 404, now)
             return
         dest = decision.target
+        if isinstance(dest, GsmTarget) and dest.group in {g.name for g in
+                                                          self.config.gsm_groups}:
+            self._place_gsm_call(lp, dest.group, decision.number, now)
+            return
         if isinstance(dest, (GsmTarget, FxoTarget)):
-            # No GSM or FXO ports are attached yet: refuse by name before any policy.
+            # No such GSM group, and no FXO ports yet: refuse by name before any policy.
             what = (f"no GSM group {dest.group!r}" if isinstance(dest, GsmTarget)
                     else f"no FXO line {dest.name!r}")
             log.info("line %s: call to %s refused: %s", lp.name, number, what)

@@ -1,0 +1,201 @@
+"""GSM calls at run time: `gsm:<group>` routes out through a modem, and calls coming in on a
+modem ring an FXS line or go to a trunk as an INVITE, with the caller's number.
+
+Mixed into `Gateway` like `SipCalls`. A call between a handset and a modem is a pair of
+local call legs (as line to line); a modem call to or from a trunk is one SIP leg whose port
+is the modem. Either way the call ends through `end_call`, and the minutes of every
+answered GSM call are counted against its SIM's monthly cap (`GsmGroupRouter`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+from datetime import datetime
+from typing import Any
+
+from gateway.config.schema import Config, TrunkConfig
+from gateway.lines import events as lev
+from gateway.routing.gsm_groups import GsmGroupRouter, ModemChosen, ModemState
+from gateway.routing.targets import LineTarget, TrunkTarget, parse_target
+from gateway.runtime import call_end
+from gateway.runtime.gsm_port import GsmPort
+from gateway.runtime.modem import ModemDriver
+from gateway.runtime.ports import LinePort, Port
+from gateway.runtime.rtp import RtpEndpoint
+from gateway.runtime.sip_calls import Call
+from gateway.sip.dns import is_ip
+from gateway.sip.sdp import build_offer
+from gateway.sip.sdp_secure import secure_offer
+from gateway.sip.target import Target
+from gateway.sip.ua import UserAgent
+
+log = logging.getLogger("branchline")
+
+
+class GsmCalls:
+    """The GSM side of calls; mixed into `Gateway`, which provides the state and `_pump`."""
+
+    config: Config
+    loop: asyncio.AbstractEventLoop
+    ua: UserAgent | None
+    calls: dict[str, Call]
+    lines: dict[str, LinePort]
+    ports: dict[str, Port]
+    trunks: dict[str, TrunkConfig]
+    proxy_targets: dict[str, tuple[Target, ...]]
+    gsm_ports: dict[str, GsmPort]
+    gsm_router: GsmGroupRouter
+
+    def _pump(self) -> None:
+        raise NotImplementedError
+
+    def _spawn(self, coro: Any) -> None:
+        raise NotImplementedError
+
+    def end_call(self, call: Call, cause: call_end.CallEnd, now: float) -> bool:
+        raise NotImplementedError
+
+    def _attach_rtp(self, call: Call) -> None:
+        raise NotImplementedError
+
+    def _add_gsm_port(self, driver: ModemDriver) -> GsmPort:
+        """The port of kind "gsm" for a started modem driver; its calls flow from now on."""
+        if not hasattr(self, "gsm_ports"):
+            self.gsm_ports = {}
+            self.gsm_router = GsmGroupRouter(self.config.gsm_groups, self.config.modems)
+        port = GsmPort.create(driver, self.loop, self._gsm_wake)
+        self.gsm_ports[port.name] = port
+        self.ports[port.name] = port
+        port.start()
+        return port
+
+    def _gsm_wake(self) -> None:
+        """After any modem input: offer new incoming calls, count minutes, then pump."""
+        for port in getattr(self, "gsm_ports", {}).values():
+            while port.gsm.offers:
+                offer = port.gsm.offers.pop(0)
+                self._gsm_incoming(port, offer.caller, offer.withheld)
+            while port.gsm.ended:
+                ended, answered = port.gsm.ended.pop(0)
+                if answered is not None:
+                    self.gsm_router.record_call(port.name, ended - answered, datetime.now())
+        self._pump()
+
+    # ------------------------------------------------------------------ out: gsm:<group>
+
+    def _gsm_states(self) -> dict[str, ModemState]:
+        return {
+            name: ModemState(name, port.driver.up,
+                             0 if port.gsm.state is lev.LineState.IDLE else 1)
+            for name, port in getattr(self, "gsm_ports", {}).items()
+        }
+
+    def _place_gsm_call(self, lp: Port, group: str, number: str, now: float) -> None:
+        """A handset dialled a number routed to `gsm:<group>`: a modem of the group dials it."""
+        router = getattr(self, "gsm_router", None)
+        if router is None:
+            router = self.gsm_router = GsmGroupRouter(self.config.gsm_groups,
+                                                      self.config.modems)
+        choice = router.choose(group, number, self._gsm_states(), datetime.now())
+        if not isinstance(choice, ModemChosen):
+            log.info("line %s: call to %s refused: %s (%s)", lp.name, number, choice.reason,
+                     choice.sip_status)
+            lp.machine.call_ended("no modem", choice.sip_status, now)
+            return
+        gp = self.gsm_ports[choice.modem]
+        a = Call(f"local-{secrets.token_hex(8)}", lp, "out", number, "local", now)
+        b = Call(f"gsm-{secrets.token_hex(8)}", gp, "in", lp.number, "local", now)
+        a.peer, b.peer = b, a
+        self.calls[a.call_id] = a
+        self.calls[b.call_id] = b
+        lp.call_id = a.call_id
+        lp.machine.set_call_id(a.call_id)
+        if gp.gsm.place(b.call_id, number, now) is not lev.IncomingResult.ACCEPTED:
+            lp.machine.call_ended("busy", 503, now)
+            self.end_call(b, call_end.rejected(503, f"modem {gp.name}"), now)
+            self.end_call(a, call_end.rejected(503, f"modem {gp.name}"), now)
+            return
+        gp.call_id = b.call_id
+        a.state = b.state = "ringing"
+        log.info("line %s: calling %s via modem %s (group %s)", lp.name, number, gp.name, group)
+        lp.machine.call_progress(180, now, early_media=False)
+
+    # ------------------------------------------------------------------ in: RING/+CLIP
+
+    def _gsm_incoming(self, gp: GsmPort, caller: str | None, withheld: bool) -> None:
+        """A call rings on a modem: ring the configured line or INVITE the trunk."""
+        now = self.loop.time()
+        shown = caller or ""
+        inbound = gp.config.inbound
+        log.info("gsm %s: incoming call from %s", gp.name,
+                 "withheld" if withheld or not caller else caller)
+        target = parse_target(inbound) if inbound else None
+        if isinstance(target, LineTarget) and target.name in self.lines:
+            lp = self.lines[target.name]
+            a = Call(f"gsm-{secrets.token_hex(8)}", gp, "out", lp.number, "local", now)
+            b = Call(f"local-{secrets.token_hex(8)}", lp, "in", shown, "local", now)
+            a.peer, b.peer = b, a
+            self.calls[a.call_id] = a
+            self.calls[b.call_id] = b
+            gp.call_id = a.call_id
+            gp.gsm.set_call_id(a.call_id)
+            name = "Withheld" if withheld or not caller else None
+            if lp.machine.incoming_call(b.call_id, shown, name, now) \
+                    is lev.IncomingResult.ACCEPTED:
+                lp.call_id = b.call_id
+                a.state = b.state = "ringing"
+            # a busy line already asked (RejectCall) to end both legs and hang up the modem
+            return
+        if isinstance(target, TrunkTarget) and target.name in self.trunks:
+            gp.gsm.set_call_id(f"pending-{secrets.token_hex(4)}")  # not a stray ring
+            self._spawn(self._gsm_to_trunk(gp, shown, target.name))
+            return
+        log.warning("gsm %s: incoming call refused: no inbound target (%s)", gp.name,
+                    inbound or "modem has no inbound:")
+        gp.gsm.call_ended("no inbound target", None, now)
+
+    async def _gsm_to_trunk(self, gp: GsmPort, caller: str, trunk_name: str) -> None:
+        """INVITE the trunk for a call ringing on `gp`; From carries the caller's number."""
+        cfg = self.config
+        trunk = self.trunks[trunk_name]
+        number = gp.config.inbound_number or gp.config.number or gp.name
+        targets: tuple[Target, ...] = self.proxy_targets.get(trunk_name, ())
+        if not targets and not is_ip(trunk.proxy.host):
+            log.warning("gsm %s: trunk %s has no address; call from %s refused", gp.name,
+                        trunk_name, caller)
+            gp.gsm.call_ended("no address", 503, self.loop.time())
+            self._pump()
+            return
+        rtp = await RtpEndpoint.open(cfg.sip.listen.host,
+                                     (cfg.sip.rtp_ports.first, cfg.sip.rtp_ports.last))
+        now = self.loop.time()
+        if gp.gsm.state is not lev.LineState.RINGING:
+            rtp.close()  # the caller gave up while the socket was being opened
+            return
+        assert self.ua is not None
+        sdp_id = secrets.randbits(31)
+        offer, pending = secure_offer(trunk.srtp, build_offer(
+            address=cfg.sip.public_host, port=rtp.port,
+            codecs=list(trunk.codecs or cfg.sip.codecs), session_id=sdp_id,
+            session_version=1,
+        ))
+        user = caller or "anonymous"
+        call_id = self.ua.invite(
+            target_uri=f"sip:{number}@{trunk.domain}",
+            from_uri=f"sip:{user}@{trunk.domain}",
+            dest=targets or (trunk.proxy.host, trunk.proxy.port),
+            sdp=bytes(offer),
+            display_name=caller or "Anonymous",
+            now=now,
+        )
+        call = Call(call_id, gp, "out", f"sip:{number}@{trunk.domain}", "sip", now, rtp=rtp,
+                    offer=offer, srtp_pending=pending, srtp_policy=trunk.srtp, sdp_id=sdp_id)
+        self.calls[call_id] = call
+        gp.call_id = call_id
+        gp.gsm.set_call_id(call_id)
+        self._attach_rtp(call)
+        log.info("gsm %s: call from %s to %s via %s (%s)", gp.name, caller or "withheld",
+                 number, trunk_name, call_id)
+        self._pump()

@@ -1,0 +1,222 @@
+"""GSM calls through the real daemon and the modem emulator (hal/sim) on its ptys.
+
+- A simulated handset dials a number routed to `gsm:<group>`: the modem dials it (ATD), the
+  emulator's far end answers, and tones go both ways over the EC25 serial-PCM pty; digits go
+  out as AT+VTS and come back in band; busy is a busy tone on the handset.
+- The emulator's caller rings the modem (RING/+CLIP): the daemon INVITEs the trunk (Kamailio)
+  and baresip answers, with the caller's number in From; tones go both ways.
+
+Tones are checked by frequency and by level (dBFS, tests/integration/audio.py) at the far
+end of each direction.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from hal.sim.modem import ModemEmulator
+
+from .audio import active_segment, dominant_frequency, level_dbfs
+from .conftest import BaresipFactory, KamailioFactory
+from .gateway_proc import GatewayProcess
+from .peers.ports import free_port
+from .test_first_call import assert_handset_hears_tone, write_tone_wav
+
+pytestmark = [pytest.mark.peers, pytest.mark.slow]
+
+CALLER = "+447700900123"
+FAR_HZ, FAR_DBFS = 1000.0, -12.0
+HANDSET_HZ, HANDSET_DBFS = 440.0, -12.0
+
+
+def modem_config(emu: ModemEmulator, inbound: str, extra: str = "") -> str:
+    return f"""
+modems:
+  - name: gsm1
+    profile: sim
+    port: {emu.at_path}
+    audio:
+      type: serial-pcm
+      pcm_port: {emu.pcm_path}
+    group: mobile
+    number: "+15550100"
+    inbound: {inbound}
+{extra}gsm_groups:
+  - name: mobile
+"""
+
+
+def base_config(tmp: Path, sip_port: int, trunks: str = "") -> str:
+    return f"""
+gateway:
+  name: gsm-gw
+  country: US
+  state_dir: {tmp / 'state'}
+sip:
+  listen: 127.0.0.1:{sip_port}
+  rtp_ports: 31000-31999
+  codecs: [PCMU]
+{trunks}lines:
+  - name: "1"
+    backend: sim
+    number: "101"
+dialplan:
+  digit_map: "(1xx|0xxxxxxxxx)"
+  routes:
+    - pattern: "0\\\\d+"
+      to: gsm:mobile
+"""
+
+
+def tone(freq: float, dbfs: float, seconds: float) -> bytes:
+    t = np.arange(int(8000 * seconds)) / 8000
+    return (10 ** (dbfs / 20.0) * 32767 * np.sin(2 * np.pi * freq * t)).astype("<i2").tobytes()
+
+
+def pcm_tone(pcm: bytes) -> tuple[float, float]:
+    """Dominant frequency and level of the loud part of raw 8 kHz S16LE audio."""
+    samples = np.frombuffer(pcm, "<i2").astype(np.float64) / 32768.0
+    active = active_segment(samples, 8000, threshold=-45.0)
+    assert len(active) > 4000, f"less than 0.5 s above -45 dBFS in {len(samples)} samples"
+    middle = active[len(active) // 4: -len(active) // 4 or None]
+    return dominant_frequency(middle, 8000), level_dbfs(middle)
+
+
+def wait(what: str, predicate: object, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():  # type: ignore[operator]
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def modem_up(gw: GatewayProcess) -> bool:
+    return any(m.get("state") == "up" for m in gw.status().get("modems", []))
+
+
+@pytest.fixture
+def emulator() -> Iterator[ModemEmulator]:
+    emu = ModemEmulator("ec25").start()
+    try:
+        yield emu
+    finally:
+        emu.stop()
+
+
+def test_handset_calls_out_through_the_modem(emulator: ModemEmulator, tmp_path: Path) -> None:
+    emu = emulator
+    gw = GatewayProcess(tmp_path, base_config(tmp_path, free_port())
+                        + modem_config(emu, "line:1"))
+    gw.start()
+    try:
+        gw.wait_until("modem up", lambda: modem_up(gw), timeout=10)
+        gw.phone("1", "offhook")
+        gw.wait_hears("1", "dial")
+        gw.phone("1", "dial", digits="0123456789")
+        wait("the modem to dial", lambda: [c.number for c in emu.calls] == ["0123456789"])
+        assert b"AT+QPCMV=1,0" in emu.at_log  # voice setup sent before the ATD
+        gw.wait_hears("1", "ringback", timeout=5)
+        emu.remote_answer()
+        gw.wait_until("handset connected", lambda: gw.line("1")["state"] == "connected",
+                      timeout=5)
+
+        # Far end -> handset, at the level it was sent.
+        emu.play_pcm(tone(FAR_HZ, FAR_DBFS, 6.0))
+        hz, db = assert_handset_hears_tone(gw, "1", FAR_HZ, tmp_path, "gsm-far")
+        assert abs(db - FAR_DBFS) <= 3.0, f"handset heard {db:.1f} dBFS, far end sent {FAR_DBFS}"
+
+        # Handset -> far end, on the modem's PCM pty.
+        src = write_tone_wav(tmp_path / "h440.wav", HANDSET_HZ, HANDSET_DBFS)
+        gw.phone("1", "play", path=str(src))
+        time.sleep(0.5)
+        emu.clear_heard()
+        time.sleep(2.0)
+        gw.phone("1", "stop")
+        hz, db = pcm_tone(emu.heard())
+        assert abs(hz - HANDSET_HZ) <= 0.02 * HANDSET_HZ, f"far end heard {hz:.1f} Hz"
+        assert abs(db - HANDSET_DBFS) <= 3.0, f"far end heard {db:.1f} dBFS"
+
+        # Digits: the handset's go out as AT+VTS; the far end's arrive in band.
+        gw.phone("1", "dial", digits="42#")
+        wait("AT+VTS digits", lambda: emu.dtmf_sent == "42#", timeout=5)
+        emu.far_end_dtmf("7")
+        gw.wait_until("handset hears 7",
+                      lambda: str(gw.phone("1", "hears").get("digits", "")).endswith("7"),
+                      timeout=5)
+
+        # The far end hangs up: the handset gets busy tone and the call is gone.
+        emu.remote_hangup()
+        gw.wait_hears("1", "busy", timeout=5)
+        assert not gw.status()["calls"]
+        gw.phone("1", "onhook")
+
+        # A busy far end: 486 -> busy tone on the handset; the modem is free again.
+        gw.wait_until("line idle", lambda: gw.line("1")["state"] == "idle", timeout=5)
+        gw.phone("1", "offhook")
+        gw.wait_hears("1", "dial")
+        gw.phone("1", "dial", digits="0987654321")
+        wait("second dial", lambda: [c.number for c in emu.calls] == ["0987654321"])
+        emu.remote_reject("BUSY")
+        gw.wait_hears("1", "busy", timeout=5)
+        assert not gw.status()["calls"]
+        gw.phone("1", "onhook")
+        assert "calling 0987654321 via modem gsm1" in gw.log_text()
+    finally:
+        gw.stop()
+
+
+def test_modem_caller_reaches_trunk_with_caller_id(
+    emulator: ModemEmulator, tmp_path: Path, kamailio_factory: KamailioFactory,
+    baresip_factory: BaresipFactory,
+) -> None:
+    emu = emulator
+    trunk = kamailio_factory(users={"300": "bob-pass-300"})
+    trunks = f"""trunks:
+  - name: main
+    registrar: 127.0.0.1:{trunk.port}
+    expires: 60
+"""
+    gw = GatewayProcess(tmp_path, base_config(tmp_path, free_port(), trunks)
+                        + modem_config(emu, "trunk:main", '    inbound_number: "300"\n'))
+    bob = baresip_factory("300", trunk=trunk, password="bob-pass-300", tone=int(FAR_HZ))
+    bob.wait_registered()
+    gw.start()
+    try:
+        gw.wait_until("modem up", lambda: modem_up(gw), timeout=10)
+        emu.incoming_call(CALLER)
+        incoming = bob.wait_for_event("CALL_INCOMING", timeout=10)
+        assert CALLER in str(incoming), incoming  # caller ID carried in From
+        assert [c.state for c in emu.calls] == ["incoming"]  # not answered before bob
+        bob.accept()
+        bob.wait_for_event("CALL_ESTABLISHED", timeout=10)
+        wait("modem answered", lambda: [c.state for c in emu.calls] == ["active"], timeout=5)
+
+        # Modem caller -> baresip.
+        emu.play_pcm(tone(HANDSET_HZ, HANDSET_DBFS, 3.0))
+        # baresip -> modem caller (its 1000 Hz source).
+        time.sleep(0.5)
+        emu.clear_heard()
+        time.sleep(2.0)
+        hz, db = pcm_tone(emu.heard())
+        assert abs(hz - FAR_HZ) <= 0.02 * FAR_HZ, f"modem caller heard {hz:.1f} Hz"
+        time.sleep(1.0)
+        emu.remote_hangup()
+        bob.wait_for_event("CALL_CLOSED", timeout=10)
+        gw.wait_until("call gone", lambda: not gw.status()["calls"], timeout=5)
+
+        recs = bob.wait_recordings_closed()
+        from .test_first_call import wav_tone
+
+        got_hz, got_db = wav_tone(recs[-1])
+        assert abs(got_hz - HANDSET_HZ) <= 0.02 * HANDSET_HZ, got_hz
+        assert abs(got_db - HANDSET_DBFS) <= 3.0, f"baresip got {got_db:.1f} dBFS"
+        _, sent_db = wav_tone(bob.recordings("enc")[-1])
+        assert abs(db - sent_db) <= 3.0, f"modem caller heard {db:.1f}, baresip sent {sent_db:.1f}"
+    finally:
+        gw.stop()
