@@ -15,6 +15,8 @@ from __future__ import annotations
 import json
 import re
 import sqlite3
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -29,7 +31,7 @@ from hal.sim.modem import ModemEmulator
 from .conftest import require_binary
 from .gateway_proc import GatewayProcess
 from .peers.ports import free_port, release
-from .peers.sipp import Sipp, sipp_binary
+from .peers.sipp import Sipp, SippError, sipp_binary
 
 IMEI = "867698041234567"
 SENDER = "+41791234567"
@@ -190,3 +192,66 @@ def test_sms_received_while_the_webhook_is_down_is_delivered_after_a_restart(
         hook.stop()
         release(sip_port, hook_port)
 
+
+def _cli(gw: GatewayProcess, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "gateway.cli", *args,
+                           "--control", gw.control_path],
+                          capture_output=True, text=True, timeout=40)
+
+
+def test_branchline_sms_send_and_ussd_go_through_the_modem(tmp_path: Path,
+                                                           emu: ModemEmulator) -> None:
+    sip_port = free_port()
+    emu.set_ussd_reply("*100#", "Guthaben: 12.50 CHF")
+    gw = GatewayProcess(tmp_path, _config(tmp_path, emu, sip_port,
+                                          "webhook: 'http://127.0.0.1:9/sms'"))
+    try:
+        gw.start()
+        _wait("the daemon's SMS setup", lambda: _sms_ready(emu), 15)
+        done = _cli(gw, "sms", "send", "lte1", "+41795555555", LONG)
+        assert done.returncode == 0, (done.stderr, gw.log_text())
+        assert "sent" in done.stdout
+        assert emu.far_end_texts() == [("+41795555555", LONG)]
+        assert bytes(emu.at_log).count(b"AT+CMGS=") == 3
+        done = _cli(gw, "ussd", "lte1", "*100#")
+        assert done.returncode == 0, (done.stderr, gw.log_text())
+        assert done.stdout.strip() == "Guthaben: 12.50 CHF"
+        done = _cli(gw, "sms", "send", "nosuch", "+41795555555", "x")
+        assert done.returncode == 1 and "nosuch" in done.stderr
+    finally:
+        gw.stop()
+        release(sip_port)
+
+
+def test_a_sip_message_to_the_gateway_is_sent_as_an_sms(tmp_path: Path,
+                                                         emu: ModemEmulator) -> None:
+    """sipp (a trusted trunk source) sends a MESSAGE to +41791112233 at the gateway: 202,
+    and the emulator's far end receives the text as an SMS."""
+    require_binary("sipp", sipp_binary())
+    sip_port, sipp_port, media_port = free_port(), free_port(), free_port()
+    trunk = f"""trunks:
+  - name: main
+    registrar: 127.0.0.1:{sipp_port}
+    keepalive: none
+"""
+    gw = GatewayProcess(tmp_path, _config(tmp_path, emu, sip_port,
+                                          "webhook: 'http://127.0.0.1:9/sms'", extra=trunk))
+    sipp = Sipp("uac_message.xml", sip_port=sipp_port, media_port=media_port, tmpdir=tmp_path,
+                remote=f"127.0.0.1:{sip_port}", service="+41791112233", rtp_echo=False,
+                timeout_s=10)
+    try:
+        gw.start()
+        _wait("the daemon's SMS setup", lambda: _sms_ready(emu), 15)
+        try:
+            sipp.start()
+        except SippError:
+            pass  # a UAC can be done within start()'s 0.3 s; its exit code says how it went
+        assert sipp.wait(10) == 0, (sipp.report(), gw.log_text())
+        _wait("the SMS at the far end", emu.far_end_texts, 10)
+        ((number, text),) = emu.far_end_texts()
+        assert number == "+41791112233"
+        assert text.rstrip("\r\n") == "Bitte zurückrufen, Grüsse aus der Filiale"
+    finally:
+        gw.stop()
+        sipp.stop()
+        release(sip_port, sipp_port, media_port)
