@@ -229,3 +229,52 @@ def test_ussd_answer(emu: ModemEmulator, tmp_path: Path) -> None:
         assert got["text"] == "Guthaben: 12.50 CHF" and got["status"] == 0
 
     _run(emu, tmp_path, body)
+
+
+def test_sms_handed_over_as_cmt_is_stored(emu: ModemEmulator, tmp_path: Path) -> None:
+    async def body(service: SmsService, driver: PtyDriver, queue: RecordingQueue) -> None:
+        receiver = service.receivers["emu"]
+        await _wait("setup", lambda: receiver._ready)
+        emu.core.cnmi = (2, 2, 0, 0, 0)  # as if the module routed SMS straight to us
+        emu.deliver_sms("+41794444444", "straight through")
+        await _wait("stored", lambda: receiver.stored == 1)
+        (mid,) = queue.message_ids()
+        got = queue.get(mid)
+        assert got is not None and got.sms.text == "straight through"
+        assert not any(c.startswith(("AT+CMGR", "AT+CMGD")) for c in _commands(emu))
+
+    _run(emu, tmp_path, body)
+
+
+def test_a_part_that_never_comes_is_stored_incomplete_after_the_timeout(
+        emu: ModemEmulator, tmp_path: Path) -> None:
+    from gateway.modem.sms import encode_deliver_parts
+    from hal.sim.modem_sms import StoredSms
+
+    parts = encode_deliver_parts("+41796666666", LONG, _stamp(), reference=77,
+                                 smsc=emu.core.smsc)
+    assert len(parts) == 3
+
+    async def body(service: SmsService, driver: PtyDriver, queue: RecordingQueue) -> None:
+        receiver = service.receivers["emu"]
+        receiver.reassembler.timeout = 0.5
+        await _wait("setup", lambda: receiver._ready)
+        for slot, n in ((4, 0), (7, 2)):  # part 2 of 3 is lost in the network
+            emu._do(lambda s=slot, p=parts[n]: (  # type: ignore[misc]
+                emu.core.stores["SM"].__setitem__(s, StoredSms(0, p.hex, p.length)),
+                emu.core.emit(f'+CMTI: "SM",{s}')))
+        await _wait("stored incomplete", lambda: receiver.stored == 1, 5)
+        (mid,) = queue.message_ids()
+        got = queue.get(mid)
+        assert got is not None
+        assert dict(got.sms.extra)["complete"] == 0 and dict(got.sms.extra)["missing"] == "2"
+        assert "[part 2 of 3 missing]" in got.sms.text
+        await _wait("both slots freed", lambda: emu.core.stores["SM"] == {}, 5)
+
+    _run(emu, tmp_path, body)
+
+
+def _stamp() -> Any:
+    import datetime as dt
+
+    return dt.datetime(2026, 12, 6, 12, 0, tzinfo=dt.UTC)
