@@ -113,6 +113,10 @@ class Reassembler:
             out.append(self._emit(key, entry, now))
         return out
 
+    def waiting(self, originator: str, reference: int, total: int) -> bool:
+        """True while the message with this key has parts in and others still to come."""
+        return (originator, reference, total) in self._pending
+
     def get_timer(self) -> float | None:
         """The earliest deadline of a waiting message, or None."""
         return min((p.deadline for p in self._pending.values()), default=None)

@@ -233,9 +233,17 @@ class ModemSms:
             return
         if not isinstance(msg, SmsDeliver):
             return  # an SMS-SUBMIT we or someone stored: not a received one
-        for whole in self._add(msg, slots):
+        emitted = self._add(msg, slots)
+        for whole in emitted:
             await self._store(whole, self._slots.pop(_key(whole), []) if whole.reference
                               is not None else slots)
+        c = msg.concat
+        if c is not None and c.total > 1 and not emitted and \
+                not self.reassembler.waiting(msg.originator, c.reference, c.total):
+            # A repeat of a part whose message is already stored: free its slot too.
+            for slot in self._slots.pop((msg.originator, c.reference, c.total), []):
+                await self.driver.command(f"AT+CMGD={slot}")
+                self.deleted += 1
         self._arm_timer()
 
     def _add(self, msg: SmsDeliver, slots: list[int]) -> list[AssembledSms]:

@@ -278,3 +278,27 @@ def _stamp() -> Any:
     import datetime as dt
 
     return dt.datetime(2026, 12, 6, 12, 0, tzinfo=dt.UTC)
+
+
+def test_a_repeated_part_of_a_stored_sms_is_freed_from_the_sim(emu: ModemEmulator,
+                                                                tmp_path: Path) -> None:
+    from gateway.modem.sms import encode_deliver_parts
+    from hal.sim.modem_sms import StoredSms
+
+    parts = encode_deliver_parts("+41797777777", LONG, _stamp(), reference=9,
+                                 smsc=emu.core.smsc)
+
+    async def body(service: SmsService, driver: PtyDriver, queue: RecordingQueue) -> None:
+        receiver = service.receivers["emu"]
+        await _wait("setup", lambda: receiver._ready)
+        for slot, n in ((1, 0), (2, 1), (3, 2), (4, 1)):  # the network sends part 2 twice
+            emu._do(lambda s=slot, p=parts[n]: (  # type: ignore[misc]
+                emu.core.stores["SM"].__setitem__(s, StoredSms(0, p.hex, p.length)),
+                emu.core.emit(f'+CMTI: "SM",{s}')))
+        await _wait("all four slots freed", lambda: emu.core.stores["SM"] == {}, 5)
+        assert receiver.stored == 1
+        (mid,) = queue.message_ids()
+        got = queue.get(mid)
+        assert got is not None and got.sms.text == LONG
+
+    _run(emu, tmp_path, body)
