@@ -193,6 +193,49 @@ def test_sms_received_while_the_webhook_is_down_is_delivered_after_a_restart(
         release(sip_port, hook_port)
 
 
+DIALPLAN = """
+dialplan:
+  digit_map: "(8xxx)"
+  routes:
+    - pattern: "8\\\\d+"
+      to: gsm:mobile
+"""
+
+
+def test_sms_during_a_gsm_call_is_delivered_after_it(tmp_path: Path,
+                                                     emu: ModemEmulator) -> None:
+    sip_port, hook_port = free_port(), free_port()
+    hook = _Webhook(hook_port)
+    gw = GatewayProcess(tmp_path, _config(tmp_path, emu, sip_port,
+                                          f"webhook: 'http://127.0.0.1:{hook_port}/sms'",
+                                          extra=DIALPLAN))
+    db = tmp_path / "state" / "sms.db"
+    try:
+        hook.start()
+        gw.start()
+        _wait("the daemon's SMS setup", lambda: _sms_ready(emu), 15)
+        gw.phone("1", "offhook")
+        gw.phone("1", "dial", digits="8123")
+        _wait("the modem dialling", lambda: emu.calls, 10)
+        emu.remote_answer()
+        _wait("the call up", lambda: any(c.state == "active" for c in emu.calls), 10)
+        _wait("the daemon seeing the call", lambda: "call up, SMS held" in gw.log_text(), 5)
+        emu.deliver_sms(SENDER, "during the call")
+        _wait("stored", lambda: _stored(db), 10)
+        time.sleep(1.5)  # the webhook is up: only the gate can hold it back
+        assert hook.posts == []
+        assert any(c.state == "active" for c in emu.calls)
+        emu.remote_hangup()
+        _wait("the POST after the call", lambda: hook.posts, 10)
+        assert not any(c.state == "active" for c in emu.calls)
+        (post,) = hook.posts
+        assert post["text"] == "during the call"
+    finally:
+        gw.stop()
+        hook.stop()
+        release(sip_port, hook_port)
+
+
 def _cli(gw: GatewayProcess, *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", "gateway.cli", *args,
                            "--control", gw.control_path],
