@@ -29,7 +29,7 @@ from gateway.runtime.call_end import CallEnd
 from gateway.runtime.clock import AudioClock
 from gateway.runtime.control import ControlServer
 from gateway.runtime.edge import SipEdge, build_edge, build_route_guard
-from gateway.runtime.gsm_calls import GsmCalls
+from gateway.runtime.gsm_calls import GsmCalls, gsm_policies
 from gateway.runtime.modem import ModemDriver
 from gateway.runtime.ports import LinePort, Port
 from gateway.runtime.resolver import SipResolver
@@ -73,7 +73,7 @@ class Gateway(SipCalls, GsmCalls):
         self.router = Router(self.config.dialplan)
         self.edge: SipEdge | None = None
         self.trunk_trust: TrunkTrust | None = None
-        self.route_guard = build_route_guard(self.config)
+        self.route_guard = build_route_guard(self.config, extra=gsm_policies(self.config))
         self.ua: UserAgent | None = None
         self.sip: TransportManager | None = None
         self.resolver: SipResolver | None = None

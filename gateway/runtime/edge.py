@@ -56,7 +56,7 @@ from gateway.security.events import (
     UNKNOWN_SOURCE,
     log_event,
 )
-from gateway.security.permissions import CallSource, Permissions
+from gateway.security.permissions import CallSource, Permissions, TargetPolicy
 from gateway.security.ratelimit import Budget, RateLimiter, RateLimits, Verdict, source_key
 from gateway.security.routeguard import RouteGuard, default_policies
 from gateway.security.trunk_addresses import SourceAddress, TrunkHost, by_trunk, is_ip_literal
@@ -482,9 +482,11 @@ def build_edge(
 
 
 def build_route_guard(config: EdgeConfig, *, allow: Iterable[str] = (),
-                      trunk_hairpin: bool = False) -> RouteGuard:
-    """The toll-fraud check with the default policies for this config's lines and trunks."""
+                      trunk_hairpin: bool = False,
+                      extra: Iterable[TargetPolicy] = ()) -> RouteGuard:
+    """The toll-fraud check with the default policies for this config's lines and trunks
+    (and `extra` ones, such as the GSM routes' policy)."""
     return RouteGuard(Permissions(default_policies(
         trunks=[t.name for t in config.trunks], lines=[ln.name for ln in config.lines],
-        allow=allow, trunk_hairpin=trunk_hairpin)))
+        allow=allow, trunk_hairpin=trunk_hairpin, extra=extra)))
 

@@ -25,6 +25,8 @@ from gateway.runtime.modem import ModemDriver
 from gateway.runtime.ports import LinePort, Port
 from gateway.runtime.rtp import RtpEndpoint
 from gateway.runtime.sip_calls import Call
+from gateway.security.permissions import LOCAL_USERS, CallSource, Denied, TargetPolicy
+from gateway.security.routeguard import RouteGuard
 from gateway.sip.dns import is_ip
 from gateway.sip.sdp import build_offer
 from gateway.sip.sdp_secure import secure_offer
@@ -32,6 +34,15 @@ from gateway.sip.target import Target
 from gateway.sip.ua import UserAgent
 
 log = logging.getLogger("branchline")
+
+
+def gsm_policies(config: Config) -> list[TargetPolicy]:
+    """Who may call out through the modems: this box's lines and its local SIP users, to
+    any number but the default denied prefixes (international, premium rate); nothing that
+    came in on a trunk (a GSM route must not turn the gateway into a free relay)."""
+    if not config.gsm_groups:
+        return []
+    return [TargetPolicy("gsm", sources=(*(ln.name for ln in config.lines), LOCAL_USERS))]
 
 
 class GsmCalls:
@@ -47,6 +58,7 @@ class GsmCalls:
     proxy_targets: dict[str, tuple[Target, ...]]
     gsm_ports: dict[str, GsmPort]
     gsm_router: GsmGroupRouter
+    route_guard: RouteGuard
 
     def _pump(self) -> None:
         raise NotImplementedError
@@ -98,6 +110,11 @@ class GsmCalls:
         if router is None:
             router = self.gsm_router = GsmGroupRouter(self.config.gsm_groups,
                                                       self.config.modems)
+        verdict = self.route_guard.check(CallSource.line(lp.name), number, f"gsm:{group}")
+        if isinstance(verdict, Denied):
+            log.warning("line %s: call to %s refused: %s", lp.name, number, verdict.reason)
+            lp.machine.call_ended("not permitted", verdict.status, now)
+            return
         choice = router.choose(group, number, self._gsm_states(), datetime.now())
         if not isinstance(choice, ModemChosen):
             log.info("line %s: call to %s refused: %s (%s)", lp.name, number, choice.reason,

@@ -167,6 +167,17 @@ def test_handset_calls_out_through_the_modem(emulator: ModemEmulator, tmp_path: 
         assert not gw.status()["calls"]
         gw.phone("1", "onhook")
         assert "calling 0987654321 via modem gsm1" in gw.log_text()
+
+        # International numbers are closed on GSM routes by default (toll fraud): reorder,
+        # and the modem never dials.
+        gw.wait_until("line idle", lambda: gw.line("1")["state"] == "idle", timeout=5)
+        gw.phone("1", "offhook")
+        gw.wait_hears("1", "dial")
+        gw.phone("1", "dial", digits="0044123456")
+        gw.wait_hears("1", "reorder", timeout=5)
+        assert emu.calls == []
+        assert b"ATD0044" not in emu.at_log
+        gw.phone("1", "onhook")
     finally:
         gw.stop()
 
