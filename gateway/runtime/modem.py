@@ -406,6 +406,9 @@ class ModemDriver:
         if mismatch is not None:
             log.warning("modem %s: %s", self.name, mismatch)
         self.profile = profile_for(self.config.profile, ati.lines)
+        # A module that cannot register on LTE (no +CEREG) is 2G-only in our profiles.
+        st.fallback_technology = (
+            None if "AT+CEREG?" in self.profile.registration_commands else "GSM")
 
     async def _init_commands(self) -> None:
         assert self.profile is not None

@@ -64,6 +64,9 @@ class ModemState:
     last_error: str | None = None
     reattached: int = 0
     audio: str | None = None
+    fallback_technology: str | None = None
+    """Shown when nothing names the radio: "GSM" for a 2G-only module (SIM800), whose +CREG
+    and +COPS carry no access technology."""
 
     # -- updates ------------------------------------------------------------------------
 
@@ -128,7 +131,9 @@ class ModemState:
             return reg.technology
         if self.operator_technology not in (None, "unknown"):
             return self.operator_technology
-        return self.signal.technology if self.signal is not None else None
+        if self.signal is not None and self.signal.technology is not None:
+            return self.signal.technology
+        return self.fallback_technology
 
     def as_dict(self) -> dict[str, Any]:
         reg = self.registration
