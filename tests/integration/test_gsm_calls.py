@@ -182,6 +182,39 @@ def test_handset_calls_out_through_the_modem(emulator: ModemEmulator, tmp_path: 
         gw.stop()
 
 
+def test_modem_caller_rings_the_inbound_line(emulator: ModemEmulator, tmp_path: Path) -> None:
+    emu = emulator
+    gw = GatewayProcess(tmp_path, base_config(tmp_path, free_port())
+                        + modem_config(emu, "line:1"))
+    gw.start()
+    try:
+        gw.wait_until("modem up", lambda: modem_up(gw), timeout=10)
+        emu.incoming_call(CALLER)
+        gw.wait_until("line 1 ringing", lambda: gw.line("1")["state"] == "ringing", timeout=5)
+        # The handset's leg carries the GSM caller's number.
+        assert [c["remote"] for c in gw.status()["calls"] if c["line"] == "1"] == [CALLER]
+        assert [c.state for c in emu.calls] == ["incoming"]  # not answered before the handset
+        gw.phone("1", "offhook")
+        wait("modem answered", lambda: [c.state for c in emu.calls] == ["active"], timeout=5)
+        gw.wait_until("handset connected", lambda: gw.line("1")["state"] == "connected",
+                      timeout=5)
+        emu.play_pcm(tone(FAR_HZ, FAR_DBFS, 6.0))
+        _, db = assert_handset_hears_tone(gw, "1", FAR_HZ, tmp_path, "gsm-in")
+        assert abs(db - FAR_DBFS) <= 3.0, f"handset heard {db:.1f} dBFS"
+        gw.phone("1", "onhook")  # the handset hangs up: ATH, the modem's call is gone
+        wait("modem hung up", lambda: emu.calls == [], timeout=5)
+        gw.wait_until("calls gone", lambda: not gw.status()["calls"], timeout=5)
+
+        # A caller who gives up before the answer stops the ringing.
+        emu.incoming_call("")
+        gw.wait_until("ringing again", lambda: gw.line("1")["state"] == "ringing", timeout=5)
+        emu.cancel_incoming_call()
+        gw.wait_until("ringing stopped", lambda: gw.line("1")["state"] == "idle", timeout=10)
+        assert not gw.status()["calls"]
+    finally:
+        gw.stop()
+
+
 def test_modem_caller_reaches_trunk_with_caller_id(
     emulator: ModemEmulator, tmp_path: Path, kamailio_factory: KamailioFactory,
     baresip_factory: BaresipFactory,
