@@ -126,6 +126,7 @@ class ModemDriver:
         self._sup_timer: asyncio.TimerHandle | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
         self._poll_task: asyncio.Task[None] | None = None
+        self._probe_out: asyncio.Task[Any] | None = None
         self._poll_now = asyncio.Event()
         self._attaching = False
         self._closed = False
@@ -616,15 +617,22 @@ class ModemDriver:
                 self._set_state("gave-up")
 
     async def _liveness(self, cmd: str, timeout: float) -> None:
+        """One probe. It shares the port's queue, so it may wait behind other commands that
+        a hung module never answers: it counts as missed when no answer came `timeout` s
+        after it was asked for, however long the queue, and no new probe is queued while
+        an earlier one still waits there (the queue never grows while the module hangs)."""
         sup = self._supervisor
-        try:
-            await self.command(cmd, timeout=timeout)
-            answered = True
-        except CommandError as exc:
-            answered = not exc.timed_out
-        except ModemLost:
-            return
-        if sup is None or self._closed:
+        answered = False
+        if self._probe_out is None or self._probe_out.done():
+            self._probe_out = self._spawn(self.command(cmd, timeout=timeout))
+        probe = self._probe_out
+        done, _ = await asyncio.wait({probe}, timeout=timeout + 0.1)
+        if probe in done:
+            exc = probe.exception()
+            if isinstance(exc, ModemLost):
+                return
+            answered = exc is None or (isinstance(exc, CommandError) and not exc.timed_out)
+        if sup is None or self._closed or sup is not self._supervisor:
             return
         if answered:
             sup.probe_answered(self._loop.time())
@@ -699,5 +707,10 @@ class ModemDriver:
 
     def _task_done(self, task: asyncio.Task[Any]) -> None:
         self._tasks.discard(task)
-        if not task.cancelled() and task.exception() is not None:
-            log.error("modem %s: task failed", self.name, exc_info=task.exception())
+        if task.cancelled():
+            return
+        exc = task.exception()
+        if isinstance(exc, CommandError | ModemLost):
+            log.debug("modem %s: %s", self.name, exc)  # a probe's answer, read by its waiter
+        elif exc is not None:
+            log.error("modem %s: task failed", self.name, exc_info=exc)

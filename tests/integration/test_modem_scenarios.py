@@ -218,3 +218,44 @@ modems:
         gw.stop()
         emu.stop()
         release(sip_port)
+
+
+def test_a_hung_module_is_reported_unresponsive_and_recovers(tmp_path: Path) -> None:
+    """The port stays open but nothing answers (firmware hang): liveness probes find it."""
+    import threading
+
+    emu = ModemEmulator("ec25", imei=IMEI).start()
+    release_hang = threading.Event()
+    hung = threading.Event()
+
+    def hang() -> None:
+        with emu._lock:  # the emulator's service loop stops: a module that went silent
+            hung.set()
+            release_hang.wait(10.0)
+
+    async def run() -> None:
+        cfg = ModemConfig(name="lte", profile="quectel-ec25", port=emu.at_path,
+                          audio=ModemAudio("uac"), probe_interval=0.5, unresponsive_after=1.5)
+        driver = ModemDriver(cfg, asyncio.get_running_loop(), scan_globs=[])
+        await driver.start()
+        try:
+            assert driver.up
+            threading.Thread(target=hang, daemon=True).start()
+            hung.wait(2.0)
+            took = await _wait("unresponsive", lambda: driver.status()["state"] == "unresponsive",
+                               6.0)
+            print(f"unresponsive reported after {took * 1000:.0f} ms")
+            assert not driver.up
+            assert "liveness" in driver.status()["last_error"]
+            release_hang.set()
+            await _wait("up again", lambda: driver.status()["state"] == "up", 6.0)
+            assert driver.up
+            assert (await driver.command("AT+CGSN")).lines[0].endswith(IMEI)
+        finally:
+            release_hang.set()
+            await driver.close()
+
+    try:
+        asyncio.run(run())
+    finally:
+        emu.stop()
