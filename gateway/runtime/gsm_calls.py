@@ -198,13 +198,17 @@ class GsmCalls:
             codecs=list(trunk.codecs or cfg.sip.codecs), session_id=sdp_id,
             session_version=1,
         ))
-        user = caller or "anonymous"
+        # The caller's number in From and P-Asserted-Identity (RFC 3325); a withheld one
+        # is anonymous (RFC 3323) and asks the trunk for privacy.
         call_id = self.ua.invite(
             target_uri=f"sip:{number}@{trunk.domain}",
-            from_uri=f"sip:{user}@{trunk.domain}",
+            from_uri=(f"sip:{caller}@{trunk.domain}" if caller
+                      else "sip:anonymous@anonymous.invalid"),
             dest=targets or (trunk.proxy.host, trunk.proxy.port),
             sdp=bytes(offer),
             display_name=caller or "Anonymous",
+            asserted_identity=f"sip:{caller}@{trunk.domain}" if caller else None,
+            privacy=not caller,
             now=now,
         )
         call = Call(call_id, gp, "out", f"sip:{number}@{trunk.domain}", "sip", now, rtp=rtp,

@@ -269,6 +269,7 @@ class UserAgent:
 
     def invite(self, *, target_uri: str, from_uri: str, dest: Address | Sequence[Target],
                sdp: bytes, account_id: str | None = None, display_name: str | None = None,
+               asserted_identity: str | None = None, privacy: bool = False,
                now: float) -> str:
         """Place a call; returns its Call-ID, the key of every later event and method.
 
@@ -277,7 +278,9 @@ class UserAgent:
         """
         return self._outgoing.invite(target_uri=target_uri, from_uri=from_uri, dest=dest,
                                      sdp=sdp, account_id=account_id,
-                                     display_name=display_name, now=now)
+                                     display_name=display_name,
+                                     asserted_identity=asserted_identity, privacy=privacy,
+                                     now=now)
 
     def cancel(self, call_id: str, now: float) -> None:
         """Abandon an unanswered outgoing call (CANCEL once a provisional arrived, 9.1)."""

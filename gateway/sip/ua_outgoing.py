@@ -75,8 +75,11 @@ class OutgoingCalls:
 
     def invite(self, *, target_uri: str, from_uri: str, dest: Address | Sequence[Target],
                sdp: bytes, account_id: str | None = None, display_name: str | None = None,
+               asserted_identity: str | None = None, privacy: bool = False,
                now: float) -> str:
-        """Place a call; returns its Call-ID."""
+        """Place a call; returns its Call-ID. `asserted_identity` (a URI) is sent as
+        P-Asserted-Identity (RFC 3325) to a trunk that trusts us; `privacy` asks it to
+        withhold the caller's identity (Privacy: id)."""
         core = self._core
         targets = as_targets(dest, core.transport.lower())
         tset = core.target_set(targets) if len(targets) > 1 else None
@@ -93,7 +96,10 @@ class OutgoingCalls:
             call_id=call_id, cseq=1, via=core.via(target.transport),
             contact=core.contact(user, target.transport),
             body=sdp, content_type=SDP if sdp else None,
-            extra=[("Allow", ALLOW), ("Supported", "timer"), ("User-Agent", core.user_agent)])
+            extra=[("Allow", ALLOW), ("Supported", "timer"), ("User-Agent", core.user_agent),
+                   *([("P-Asserted-Identity", f"<{asserted_identity}>")]
+                     if asserted_identity else []),
+                   *([("Privacy", "id")] if privacy else [])])
         tx = core.invite_tx(req, target, target.addr, now)
         call = Call(call_id, True, target.addr, tag, req, tx, CallState.CALLING, target,
                     account_id=account_id, targets=tset, target_index=index,

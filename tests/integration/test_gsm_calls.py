@@ -236,6 +236,11 @@ def test_modem_caller_reaches_trunk_with_caller_id(
         emu.incoming_call(CALLER)
         incoming = bob.wait_for_event("CALL_INCOMING", timeout=10)
         assert CALLER in str(incoming), incoming  # caller ID carried in From
+        invites = [e for e in trunk.events("request", "INVITE")]
+        assert invites, trunk.log_text()[-2000:]
+        assert invites[0].fields["from"].startswith(f"sip:{CALLER}@"), invites[0].fields
+        assert invites[0].fields["pai"].startswith(f"sip:{CALLER}@"), invites[0].fields
+        assert invites[0].fields["ruri"].startswith("sip:300@"), invites[0].fields
         assert [c.state for c in emu.calls] == ["incoming"]  # not answered before bob
         bob.accept()
         bob.wait_for_event("CALL_ESTABLISHED", timeout=10)

@@ -20,6 +20,7 @@ from gateway.lines.gsm import GsmLine, SendAt
 from gateway.modem.at import CommandDone, CommandFailed, Unsolicited
 from gateway.modem.profiles import profile
 from gateway.runtime.gsm_port import GsmMachine, GsmOffer
+from gateway.sip.message import Request, parse_message
 
 
 class Rig:
@@ -185,3 +186,33 @@ def test_bad_inbound_refused_with_line_and_column_and_by_schema(
     assert found[0].line == (6 if key == "inbound" else 7)
     validator = jsonschema.Draft202012Validator(export_json_schema())
     assert list(validator.iter_errors(yaml.safe_load(textwrap.dedent(text))))
+
+
+# ---------------------------------------------------------------- caller ID to a trunk
+
+
+def _invite(**kwargs: object) -> Request:
+    from gateway.sip.ua import UserAgent
+
+    ua = UserAgent(local_host="127.0.0.1", local_port=5070,
+                   instance_id="urn:uuid:00000000-0000-4000-8000-000000000001")
+    ua.invite(target_uri="sip:300@trunk.example", from_uri=str(kwargs.pop("from_uri")),
+              dest=("127.0.0.1", 5090), sdp=b"", now=0.0, **kwargs)  # type: ignore[arg-type]
+    (data, _), = ua.datagrams_to_send()
+    req = parse_message(data)
+    assert isinstance(req, Request)
+    return req
+
+
+def test_invite_asserts_the_gsm_callers_identity() -> None:
+    req = _invite(from_uri="sip:+447700900123@trunk.example", display_name="+447700900123",
+                  asserted_identity="sip:+447700900123@trunk.example")
+    assert req.headers.get("P-Asserted-Identity") == "<sip:+447700900123@trunk.example>"
+    assert req.headers.get("Privacy") is None
+    assert "sip:+447700900123@trunk.example" in (req.headers.get("From") or "")
+
+
+def test_withheld_caller_is_anonymous_and_asks_for_privacy() -> None:
+    req = _invite(from_uri="sip:anonymous@anonymous.invalid", privacy=True)
+    assert req.headers.get("P-Asserted-Identity") is None
+    assert req.headers.get("Privacy") == "id"

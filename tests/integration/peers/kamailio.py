@@ -209,7 +209,7 @@ event_route[htable:mod-init] {{
 }}
 
 request_route {{
-    xlog("L_NOTICE", "BLTRUNK request method=$rm ruri=$ru from=$fu to=$tu au=$au src=$si:$sp callid=$ci\\n");
+    xlog("L_NOTICE", "BLTRUNK request method=$rm ruri=$ru from=$fu to=$tu au=$au src=$si:$sp callid=$ci pai=$ai\\n");
     if (!mf_process_maxfwd_header("10")) {{
         {_reply(483, "Too Many Hops")}
         exit;
