@@ -31,11 +31,9 @@ from collections.abc import Callable, Iterable
 from typing import Any, ClassVar
 
 from gateway.config.modems import ModemConfig
-from gateway.modem.at import CommandDone, CommandFailed, Unsolicited
-from gateway.modem.fields import ResponseError
-from gateway.modem.identity import parse_ati, parse_iccid, parse_imei
-from gateway.modem.profiles import ModemProfile, UnknownProfile, mismatch_message, profile_for
-from gateway.modem.sim_card import PinMemory, SendCommand, SimCard, SimStateChanged, SimStatus
+from gateway.modem.at import CommandDone, Unsolicited
+from gateway.modem.profiles import ModemProfile, UnknownProfile
+from gateway.modem.sim_card import PinMemory, SimCard, SimStatus
 from gateway.modem.supervisor import (
     Attach,
     ModemGaveUp,
@@ -51,6 +49,14 @@ from gateway.modem.supervisor import (
     ScanPorts,
     SupervisorAction,
 )
+from gateway.runtime.modem_setup import (
+    PROBE_TIMEOUT,
+    check_sim,
+    identify,
+    initialise,
+    power_cycle,
+    probe_imei,
+)
 from gateway.runtime.modem_state import REGISTRATION_URCS, ModemState
 from hal.base import AtPort, AudioPort, CommandError, HalError, ModemEvent, ModemLost, PortLost
 
@@ -62,14 +68,11 @@ Profile = ModemProfile
 
 NETWORK_POLL = 10.0
 """Seconds between network polls (registration, operator, signal) while attached."""
-PROBE_TIMEOUT = 2.0
-"""Per command while identifying a module (AT, ATI, AT+CGSN)."""
 DEFAULT_SCAN_GLOBS: tuple[str, ...] = ("/dev/serial/by-id/*", "/dev/ttyUSB*", "/dev/ttyACM*")
 """Where a module that re-enumerated is looked for (by IMEI), besides the configured port."""
 SCAN_ENV = "BRANCHLINE_MODEM_SCAN"
 """Environment variable: extra globs to scan, separated by os.pathsep (tests point it at a
 directory of links to emulator ptys)."""
-SIM_CHECK_TIMEOUT = 60.0
 
 
 def _open_serial(path: str) -> AtPort:
@@ -304,19 +307,7 @@ class ModemDriver:
         except (HalError, OSError) as exc:
             log.debug("modem %s: probing %s: %s", self.name, path, exc)
             return None
-        try:
-            await port.command("AT", PROBE_TIMEOUT)
-            done = await port.command("AT+CGSN", PROBE_TIMEOUT)
-            for line in done.lines:
-                try:
-                    return parse_imei(line)
-                except ResponseError:
-                    continue
-            return None
-        except (HalError, OSError):
-            return None
-        finally:
-            port.close()
+        return await probe_imei(port)
 
     async def _attach(self, path: str, *, first: bool = False) -> bool:
         """Run the module on `path`: identify, init, SIM, audio, polling. True once attached
@@ -347,10 +338,14 @@ class ModemDriver:
         st.device = path
         self._set_state("starting")
         try:
-            await self._identify(path)
-            await self._init_commands()
-            await self._check_sim()
-        except (ModemLost, CommandError, UnknownProfile) as exc:
+            self.profile = await identify(self.command, st, self.config, path)
+            self.imei = st.imei
+            await initialise(self.command, self.profile, st)
+            self._sim = SimCard(
+                pin=self.config.pin, memory=self._pins, imei=self.imei, iccid=st.iccid,
+                pin_retries_command=self.profile.pin_retries_command)
+            await check_sim(self.command, self._loop.time, self._sim, st)
+        except (HalError, UnknownProfile) as exc:
             st.last_error = f"{path}: {exc}"
             log.warning("modem %s: attaching %s failed: %s", self.name, path, exc)
             if self._port is port:
@@ -369,102 +364,6 @@ class ModemDriver:
         else:
             self._poll_now.set()
         return True
-
-    async def _identify(self, path: str) -> None:
-        st = self._st
-        for attempt in range(3):
-            try:
-                await self.command("AT", timeout=PROBE_TIMEOUT)
-                break
-            except CommandError:
-                if attempt == 2:
-                    raise
-        ati = await self.command("ATI", timeout=PROBE_TIMEOUT)
-        try:
-            ident = parse_ati(ati.lines)
-            st.manufacturer, st.model, st.revision = ident.manufacturer, ident.model, ident.revision
-        except ResponseError:
-            st.model = " ".join(ati.lines) or None
-        imei = None
-        for line in (await self.command("AT+CGSN", timeout=PROBE_TIMEOUT)).lines:
-            try:
-                imei = parse_imei(line)
-                break
-            except ResponseError:
-                continue
-        wanted = self.config.match.imei if self.config.match is not None else None
-        if wanted is not None and imei != wanted:
-            raise UnknownProfile(f"the modem there has IMEI {imei}, config wants {wanted}")
-        self.imei = st.imei = imei
-        if st.revision is None:
-            try:
-                from gateway.modem.identity import parse_info
-
-                st.revision = parse_info((await self.command("AT+GMR")).lines, "+GMR")
-            except (CommandError, ResponseError):
-                pass
-        mismatch = mismatch_message(self.config.profile, ati.lines, path)
-        if mismatch is not None:
-            log.warning("modem %s: %s", self.name, mismatch)
-        self.profile = profile_for(self.config.profile, ati.lines)
-        # A module that cannot register on LTE (no +CEREG) is 2G-only in our profiles.
-        st.fallback_technology = (
-            None if "AT+CEREG?" in self.profile.registration_commands else "GSM")
-
-    async def _init_commands(self) -> None:
-        assert self.profile is not None
-        for cmd in self.profile.init_commands:
-            try:
-                await self.command(cmd)
-            except CommandError as exc:
-                log.info("modem %s: init %s refused: %s", self.name, cmd, exc)
-        try:
-            done = await self.command(self.profile.iccid_command)
-            for line in done.lines:
-                try:
-                    self._st.iccid = parse_iccid(line)
-                    break
-                except ResponseError:
-                    continue
-        except CommandError:
-            pass  # locked SIMs may hide it; the PIN memory then keys on the IMEI
-
-    async def _check_sim(self) -> None:
-        """Run the pure SimCard to its verdict; the PIN goes out at most once per SIM."""
-        assert self.profile is not None
-        st = self._st
-        sim = self._sim = SimCard(
-            pin=self.config.pin, memory=self._pins, imei=self.imei, iccid=st.iccid,
-            pin_retries_command=self.profile.pin_retries_command,
-        )
-        st.sim_state, st.sim_detail = SimStatus.CHECKING.value, sim.message
-        deadline = self._loop.time() + SIM_CHECK_TIMEOUT
-        sim.start(self._loop.time())
-        while sim.status is SimStatus.CHECKING:
-            action = sim.next_action()
-            if isinstance(action, SendCommand):
-                try:
-                    done = await self.command(action.command, timeout=action.timeout)
-                    sim.command_done(action.command, done.lines, self._loop.time())
-                except CommandError as exc:
-                    if exc.timed_out:
-                        sim.command_timed_out(action.command, self._loop.time())
-                    elif isinstance(exc.result, CommandFailed):
-                        sim.command_failed(action.command, exc.result.final, exc.result.lines,
-                                           self._loop.time())
-            elif isinstance(action, SimStateChanged):
-                continue
-            elif (at := sim.get_timer()) is not None:
-                await asyncio.sleep(max(0.0, at - self._loop.time()))
-                sim.handle_timer(self._loop.time())
-            elif self._loop.time() > deadline:
-                break
-            else:
-                break  # nothing to do and no timer: the card is stuck; report below
-        st.sim_state, st.sim_detail = sim.status.value, sim.message
-        if sim.status is not SimStatus.READY:
-            st.last_error = f"SIM: {sim.message}"
-            log.error("modem %s: %s", self.name, sim.message)
 
     def _open_audio(self) -> None:
         audio = self.config.audio
@@ -592,7 +491,7 @@ class ModemDriver:
             case Attach(path=path):
                 self._spawn(self._reattach(path))
             case PowerCycle(pin=pin, off_seconds=off):
-                self._spawn(self._power_cycle(pin, off))
+                self._spawn(power_cycle(pin, off, self._st))
             case ModemUp():
                 pass
             case ModemUnresponsive(path=path, missed=missed):
@@ -653,22 +552,6 @@ class ModemDriver:
         if not await self._attach(path) and self._supervisor is not None and not self._closed:
             self._supervisor.port_lost("re-attach failed", self._loop.time())
             self._run_supervisor()
-
-    async def _power_cycle(self, pin: str, off_seconds: float) -> None:
-        try:
-            from gpiozero import DigitalOutputDevice
-
-            device = DigitalOutputDevice(pin, initial_value=True)
-        except Exception as exc:  # noqa: BLE001 - no GPIO here, or a bad pin: say so
-            self._st.last_error = f"power GPIO {pin}: {exc}"
-            log.error("modem %s: cannot drive power pin %s: %s", self.name, pin, exc)
-            return
-        try:
-            device.off()
-            await asyncio.sleep(off_seconds)
-            device.on()
-        finally:
-            device.close()
 
     # ------------------------------------------------------------------ network polling
 

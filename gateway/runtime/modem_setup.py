@@ -1,0 +1,158 @@
+"""The steps of bringing a modem up, for gateway.runtime.modem: identify the module, send its
+init commands, run the SIM check to a verdict, probe a device path's IMEI, cycle its power.
+
+Each step talks through `command` (the driver's shared, queued AT channel) and writes what it
+learns into the driver's ModemState.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Protocol
+
+from gateway.config.modems import ModemConfig
+from gateway.modem.at import CommandDone, CommandFailed
+from gateway.modem.fields import ResponseError
+from gateway.modem.identity import parse_ati, parse_iccid, parse_imei, parse_info
+from gateway.modem.profiles import ModemProfile, mismatch_message, profile_for
+from gateway.modem.sim_card import SendCommand, SimCard, SimStateChanged, SimStatus
+from gateway.runtime.modem_state import ModemState
+from hal.base import AtPort, CommandError, HalError
+
+__all__ = ["PROBE_TIMEOUT", "WrongModem", "check_sim", "identify", "initialise",
+           "power_cycle", "probe_imei"]
+
+log = logging.getLogger("branchline.modem")
+
+PROBE_TIMEOUT = 2.0
+"""Per command while identifying a module (AT, ATI, AT+CGSN)."""
+SIM_CHECK_TIMEOUT = 60.0
+
+
+class Command(Protocol):
+    def __call__(self, line: str, *, timeout: float = 5.0,
+                 body: bytes | None = None) -> Awaitable[CommandDone]: ...
+
+
+class WrongModem(HalError):
+    """The device answers, but it is not the module the config names (another IMEI)."""
+
+
+def _first(lines: tuple[str, ...], parse: Callable[[str], str]) -> str | None:
+    for line in lines:
+        try:
+            return parse(line)
+        except ResponseError:
+            continue
+    return None
+
+
+async def identify(command: Command, st: ModemState, config: ModemConfig,
+                   path: str) -> ModemProfile:
+    """AT (thrice at most), ATI, AT+CGSN, AT+GMR: who is there, and which profile runs it."""
+    for attempt in range(3):
+        try:
+            await command("AT", timeout=PROBE_TIMEOUT)
+            break
+        except CommandError:
+            if attempt == 2:
+                raise
+    ati = await command("ATI", timeout=PROBE_TIMEOUT)
+    try:
+        ident = parse_ati(ati.lines)
+        st.manufacturer, st.model, st.revision = ident.manufacturer, ident.model, ident.revision
+    except ResponseError:
+        st.model = " ".join(ati.lines) or None
+    imei = _first((await command("AT+CGSN", timeout=PROBE_TIMEOUT)).lines, parse_imei)
+    wanted = config.match.imei if config.match is not None else None
+    if wanted is not None and imei != wanted:
+        raise WrongModem(f"the modem there has IMEI {imei}, the config wants {wanted}")
+    st.imei = imei
+    if st.revision is None:
+        try:
+            st.revision = parse_info((await command("AT+GMR")).lines, "+GMR")
+        except (CommandError, ResponseError):
+            pass
+    mismatch = mismatch_message(config.profile, ati.lines, path)
+    if mismatch is not None:
+        log.warning("modem %s: %s", config.name, mismatch)
+    profile = profile_for(config.profile, ati.lines)
+    # A module that cannot register on LTE (no +CEREG) is 2G-only in our profiles.
+    st.fallback_technology = None if "AT+CEREG?" in profile.registration_commands else "GSM"
+    return profile
+
+
+async def initialise(command: Command, profile: ModemProfile, st: ModemState) -> None:
+    """The profile's init commands (a refusal is logged, not fatal), then the ICCID."""
+    for cmd in profile.init_commands:
+        try:
+            await command(cmd)
+        except CommandError as exc:
+            log.info("modem %s: init %s refused: %s", st.name, cmd, exc)
+    try:
+        st.iccid = _first((await command(profile.iccid_command)).lines, parse_iccid)
+    except CommandError:
+        pass  # a locked SIM may hide it; the PIN memory then keys on the IMEI
+
+
+async def check_sim(command: Command, now: Callable[[], float], sim: SimCard,
+                    st: ModemState) -> None:
+    """Run the pure SimCard to its verdict; the PIN goes out at most once per SIM."""
+    st.sim_state, st.sim_detail = SimStatus.CHECKING.value, sim.message
+    deadline = now() + SIM_CHECK_TIMEOUT
+    sim.start(now())
+    while sim.status is SimStatus.CHECKING and now() < deadline:
+        action = sim.next_action()
+        if isinstance(action, SendCommand):
+            try:
+                done = await command(action.command, timeout=action.timeout)
+                sim.command_done(action.command, done.lines, now())
+            except CommandError as exc:
+                if exc.timed_out:
+                    sim.command_timed_out(action.command, now())
+                elif isinstance(exc.result, CommandFailed):
+                    sim.command_failed(action.command, exc.result.final, exc.result.lines,
+                                       now())
+        elif isinstance(action, SimStateChanged):
+            continue
+        elif (at := sim.get_timer()) is not None:
+            await asyncio.sleep(max(0.0, at - now()))
+            sim.handle_timer(now())
+        else:
+            break  # nothing to do and no timer: the check is stuck; reported below
+    st.sim_state, st.sim_detail = sim.status.value, sim.message
+    if sim.status is not SimStatus.READY:
+        st.last_error = f"SIM: {sim.message}"
+        log.error("modem %s: %s", st.name, sim.message)
+
+
+async def probe_imei(port: AtPort) -> str | None:
+    """Ask a freshly opened port its IMEI; None if it is not an answering modem. Closes it."""
+    try:
+        await port.command("AT", PROBE_TIMEOUT)
+        done = await port.command("AT+CGSN", PROBE_TIMEOUT)
+        return _first(done.lines, parse_imei)
+    except (HalError, OSError):
+        return None
+    finally:
+        port.close()
+
+
+async def power_cycle(pin: str, off_seconds: float, st: ModemState) -> None:
+    """Drive the modem's power pin low for `off_seconds` (gpiozero; active high)."""
+    try:
+        from gpiozero import DigitalOutputDevice
+
+        device = DigitalOutputDevice(pin, initial_value=True)
+    except Exception as exc:  # noqa: BLE001 - no GPIO here, or a bad pin: say so
+        st.last_error = f"power GPIO {pin}: {exc}"
+        log.error("modem %s: cannot drive power pin %s: %s", st.name, pin, exc)
+        return
+    try:
+        device.off()
+        await asyncio.sleep(off_seconds)
+        device.on()
+    finally:
+        device.close()
