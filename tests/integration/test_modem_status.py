@@ -145,3 +145,58 @@ modems:
     finally:
         gw.stop()
         release(sip_port)
+
+
+def test_status_json_reports_a_wrong_pin_tried_once_and_a_puk_locked_sim(tmp_path: Path) -> None:
+    wrong = ModemEmulator("ec25", imei=EC25_IMEI, pin="1111").start()
+    blocked = ModemEmulator("sim7600", imei=SIM7600_IMEI, pin="1111").start()
+    sip_port = free_port()
+    try:
+        blocked.unplug()
+        with blocked._lock:  # three wrong PINs from someone else: the SIM wants its PUK
+            blocked.core.pin_attempts = 0
+        blocked.replug()
+        config = f"""
+gateway:
+  name: gsm-gw
+  state_dir: {tmp_path / 'state'}
+sip:
+  listen: 127.0.0.1:{sip_port}
+  rtp_ports: 31000-31999
+lines: []
+modems:
+  - name: wrongpin
+    profile: quectel-ec25
+    port: {wrong.at_path}
+    pin: "2222"
+    audio: {{type: serial-pcm, pcm_port: {wrong.pcm_path}}}
+  - name: puk
+    profile: simcom-sim7600
+    port: {blocked.at_path}
+    pin: "1111"
+    audio: {{type: serial-pcm, pcm_port: {blocked.pcm_path}}}
+"""
+        gw = GatewayProcess(tmp_path, config)
+        try:
+            gw.start()
+            _wait("SIM verdicts", lambda: all(
+                m["sim"]["state"] not in (None, "checking") for m in gw.status()["modems"]),
+                15.0)
+            m = _by_name(json.loads(_cli(gw, "status", "--json")))
+            assert m["wrongpin"]["sim"]["state"] == "pin-rejected"
+            assert "2 tries left" in m["wrongpin"]["sim"]["detail"]
+            assert m["wrongpin"]["state"] == "sim-error"
+            assert m["puk"]["sim"]["state"] == "puk-required"
+            assert m["puk"]["state"] == "sim-error"
+            assert wrong.core.pin_attempts == 2  # one try, and only one
+            assert wrong.at_log.count(b'AT+CPIN="') == 1
+            assert b"AT+CPIN=" not in blocked.at_log
+            assert blocked.core.puk_attempts == 10
+            log = gw.log_text()
+            assert "2222" not in log and "1111" not in log
+        finally:
+            gw.stop()
+    finally:
+        wrong.stop()
+        blocked.stop()
+        release(sip_port)
