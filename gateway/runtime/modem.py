@@ -132,6 +132,7 @@ class ModemDriver:
         self._probe_out: asyncio.Task[Any] | None = None
         self._poll_now = asyncio.Event()
         self._attaching = False
+        self._was_up = False  # attached at least once (a failure later is a vanish)
         self._closed = False
         self._up = False
 
@@ -265,7 +266,7 @@ class ModemDriver:
                 continue
             if self.imei is None:
                 path = self._first_path()
-                if path is not None and await self._attach(path, first=True):
+                if path is not None and await self._attach(path):
                     return
             elif await self._scan_for_imei():
                 return
@@ -351,8 +352,9 @@ class ModemDriver:
             if self._port is port:
                 self._detach()
                 if st.state not in ("vanished", "unresponsive"):
-                    self._set_state("absent" if first else "vanished")
+                    self._set_state("vanished" if self._was_up else "absent")
             return False
+        self._was_up = True
         self._open_audio()
         self._start_supervisor(path)
         self._up = st.sim_state == SimStatus.READY.value

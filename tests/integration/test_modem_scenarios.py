@@ -21,6 +21,7 @@ import pytest
 from gateway.config.modems import ModemAudio, ModemConfig, ModemMatch
 from gateway.modem.at import Unsolicited
 from gateway.runtime.modem import SCAN_ENV, ModemDriver
+from hal.base import ModemLost
 from hal.sim.modem import ModemEmulator
 
 from .gateway_proc import GatewayProcess
@@ -253,6 +254,34 @@ def test_a_hung_module_is_reported_unresponsive_and_recovers(tmp_path: Path) -> 
             assert (await driver.command("AT+CGSN")).lines[0].endswith(IMEI)
         finally:
             release_hang.set()
+            await driver.close()
+
+    try:
+        asyncio.run(run())
+    finally:
+        emu.stop()
+
+
+def test_a_modem_absent_at_start_is_attached_when_it_appears(tmp_path: Path) -> None:
+    dev = DevDir(tmp_path / "dev")
+    emu = ModemEmulator("ec25", imei=IMEI).start()
+
+    async def run() -> None:
+        cfg = ModemConfig(name="lte", profile="quectel-ec25", port=str(dev.root / "ttyUSB2"),
+                          match=ModemMatch(imei=IMEI), audio=ModemAudio("uac"),
+                          probe_interval=0.5)
+        driver = ModemDriver(cfg, asyncio.get_running_loop(), scan_globs=[dev.glob])
+        await driver.start()
+        try:
+            st = driver.status()
+            assert st["state"] == "absent" and not driver.up
+            assert st["last_error"]
+            with pytest.raises(ModemLost):
+                await driver.command("AT")
+            dev.plug("ttyUSB9", emu.at_path)  # enumerates under another name than configured
+            await _wait("attached", lambda: driver.up, 5.0)
+            assert driver.status()["device"] == str(dev.root / "ttyUSB9")
+        finally:
             await driver.close()
 
     try:
