@@ -138,6 +138,7 @@ class LinePort:
     call_id: str | None = None
     mic: bytes = SILENCE_FRAME
     ear_digits: bytearray = field(default_factory=bytearray)
+    caller_id: bytearray = field(default_factory=bytearray)
     kind: str = "fxs"
 
     @property
@@ -161,7 +162,12 @@ class LinePort:
         return self.tone is None  # a tone (dial, ringback, busy) masks what is bridged
 
     def play(self, frame: bytes | None) -> None:
-        if self.tone is not None:
+        if self.caller_id and self.port.is_off_hook():
+            self.caller_id.clear()  # picked up during the caller ID: the call is heard
+        if self.caller_id:  # on hook, between rings: nothing else is heard then
+            ear = bytes(self.caller_id[:FRAME_BYTES]).ljust(FRAME_BYTES, b"\0")
+            del self.caller_id[:FRAME_BYTES]
+        elif self.tone is not None:
             ear = self.tone.next_frame()
         elif frame is not None:
             ear = self.next_digit_frame() or frame
@@ -177,6 +183,8 @@ class LinePort:
                 self.stop_tone()
             case lev.SetRinging(on=on):
                 self.set_ringing(on)
+            case lev.SendCallerId(caller=caller, caller_name=name):
+                self.send_caller_id(caller, name)
             case _:
                 return False
         return True
@@ -189,6 +197,23 @@ class LinePort:
         if digit in "0123456789*#ABCD" and len(self.ear_digits) < 16000:
             self.ear_digits += dtmf_generate(digit, max(40, min(duration_ms, 500)))
             self.ear_digits += bytes(FRAME_BYTES * 3)  # a gap, so repeats stay separate
+
+    def send_caller_id(self, caller: str, name: str | None) -> None:
+        """On-hook caller ID (Bell 202 FSK, MDMF) in this silent interval of the ringing."""
+        from datetime import datetime
+
+        from gateway.dsp.callerid import CallerId, bell202_fsk, mdmf_message
+
+        withheld = not caller or name == "Withheld"
+        number = caller.split(":", 1)[-1].split("@", 1)[0] if caller else None
+        cid = CallerId(number or None, None if name == "Withheld" else name, withheld)
+        self.caller_id[:] = bell202_fsk(mdmf_message(cid, datetime.now()))
+
+    def set_ringing(self, on: bool) -> None:
+        if on:
+            self.caller_id.clear()  # never over the bell
+        self.ringing = on
+        self.port.set_ringing(on)
 
     def next_digit_frame(self) -> bytes | None:
         if not self.ear_digits:
@@ -209,10 +234,6 @@ class LinePort:
     def stop_tone(self) -> None:
         self.tone = None
         self.tone_name = None
-
-    def set_ringing(self, on: bool) -> None:
-        self.ringing = on
-        self.port.set_ringing(on)
 
     @property
     def simulated_phone(self) -> Any:

@@ -12,6 +12,8 @@ end of each direction.
 
 from __future__ import annotations
 
+import shutil
+import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,7 +24,7 @@ import pytest
 from hal.sim.modem import ModemEmulator
 
 from .audio import active_segment, dominant_frequency, level_dbfs
-from .conftest import BaresipFactory, KamailioFactory
+from .conftest import BaresipFactory, KamailioFactory, require_binary
 from .gateway_proc import GatewayProcess
 from .peers.ports import free_port
 from .test_first_call import assert_handset_hears_tone, write_tone_wav
@@ -191,8 +193,17 @@ def test_modem_caller_rings_the_inbound_line(emulator: ModemEmulator, tmp_path: 
         gw.wait_until("modem up", lambda: modem_up(gw), timeout=10)
         emu.incoming_call(CALLER)
         gw.wait_until("line 1 ringing", lambda: gw.line("1")["state"] == "ringing", timeout=5)
-        # The handset's leg carries the GSM caller's number.
+        # The handset's leg carries the GSM caller's number, and the handset's display gets
+        # it as Bell 202 caller ID between the first two rings (decoded by minimodem).
         assert [c["remote"] for c in gw.status()["calls"] if c["line"] == "1"] == [CALLER]
+        cid_wav = tmp_path / "callerid.wav"
+        gw.phone("1", "record", path=str(cid_wav), seconds=3.6)
+        wait("caller ID recorded", cid_wav.exists, timeout=8)
+        time.sleep(0.2)
+        decoded = subprocess.run(
+            [require_binary("minimodem", shutil.which("minimodem")), "--rx", "-q", "-f",
+             str(cid_wav), "1200"], capture_output=True, timeout=20).stdout
+        assert b"\x02\x0d" + CALLER.encode() in decoded, decoded  # MDMF number parameter
         assert [c.state for c in emu.calls] == ["incoming"]  # not answered before the handset
         gw.phone("1", "offhook")
         wait("modem answered", lambda: [c.state for c in emu.calls] == ["active"], timeout=5)
