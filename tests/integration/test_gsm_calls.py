@@ -184,6 +184,30 @@ def test_handset_calls_out_through_the_modem(emulator: ModemEmulator, tmp_path: 
         gw.stop()
 
 
+def test_modem_unplugged_during_a_call_ends_it(emulator: ModemEmulator, tmp_path: Path) -> None:
+    emu = emulator
+    gw = GatewayProcess(tmp_path, base_config(tmp_path, free_port())
+                        + modem_config(emu, "line:1"))
+    gw.start()
+    try:
+        gw.wait_until("modem up", lambda: modem_up(gw), timeout=10)
+        gw.phone("1", "offhook")
+        gw.wait_hears("1", "dial")
+        gw.phone("1", "dial", digits="0123456789")
+        wait("the modem to dial", lambda: [c.number for c in emu.calls] == ["0123456789"])
+        emu.remote_answer()
+        gw.wait_until("handset connected", lambda: gw.line("1")["state"] == "connected",
+                      timeout=5)
+        emu.unplug()
+        # The handset is told at once (busy tone after an answered call), and both legs end.
+        gw.wait_hears("1", "busy", timeout=5)
+        gw.wait_until("calls gone", lambda: not gw.status()["calls"], timeout=5)
+        assert "modem lost" in gw.log_text()
+        gw.phone("1", "onhook")
+    finally:
+        gw.stop()
+
+
 def test_modem_caller_rings_the_inbound_line(emulator: ModemEmulator, tmp_path: Path) -> None:
     emu = emulator
     gw = GatewayProcess(tmp_path, base_config(tmp_path, free_port())
