@@ -88,6 +88,31 @@ class MinuteLedger:
         """Minutes `modem` has used in the calendar month of `now`."""
         return self._minutes.get((modem, _month(now)), 0)
 
+    def to_dict(self) -> dict[str, dict[str, int]]:
+        """The ledger as plain data (``{"2026-12": {"ec25": 12}}``), to be kept on disk."""
+        out: dict[str, dict[str, int]] = {}
+        for (modem, (year, month)), minutes in sorted(self._minutes.items()):
+            out.setdefault(f"{year:04d}-{month:02d}", {})[modem] = minutes
+        return out
+
+    @classmethod
+    def from_dict(cls, data: object) -> MinuteLedger:
+        """A ledger from `to_dict`'s shape; entries that do not fit it are left out."""
+        ledger = cls()
+        if not isinstance(data, dict):
+            return ledger
+        for month, modems in data.items():
+            try:
+                year, mon = (int(p) for p in str(month).split("-"))
+            except ValueError:
+                continue
+            if not isinstance(modems, dict) or not 1 <= mon <= 12:
+                continue
+            for modem, minutes in modems.items():
+                if isinstance(minutes, int) and not isinstance(minutes, bool) and minutes >= 0:
+                    ledger._minutes[(str(modem), (year, mon))] = minutes
+        return ledger
+
 
 class GsmGroupRouter:
     """Chooses a modem per call for each configured group; keeps the round-robin cursors."""

@@ -66,7 +66,7 @@ def status(gw: Gateway) -> dict[str, Any]:
             for lp in gw.lines.values()
         ],
         "calls": [c.describe(now) for c in gw.calls.values()],
-        "modems": [d.status() for d in gw.modems.values()],
+        "modems": [{**d.status(), **gw.gsm_minutes(d.name)} for d in gw.modems.values()],
         "sip": dict(gw.ua.stats) if gw.ua is not None else {},
         "sip_tables": gw.ua.table_sizes() if gw.ua is not None else {},
         "transport": {**gw.sip.stats, **gw.sip.kernel_stats()} if gw.sip is not None else {},

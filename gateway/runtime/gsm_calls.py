@@ -10,14 +10,17 @@ answered GSM call are counted against its SIM's monthly cap (`GsmGroupRouter`).
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
+import os
 import secrets
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 from gateway.config.schema import Config, TrunkConfig
 from gateway.lines import events as lev
-from gateway.routing.gsm_groups import GsmGroupRouter, ModemChosen, ModemState
+from gateway.routing.gsm_groups import GsmGroupRouter, MinuteLedger, ModemChosen, ModemState
 from gateway.routing.targets import LineTarget, TrunkTarget, parse_target
 from gateway.runtime import call_end
 from gateway.runtime.gsm_port import GsmPort
@@ -34,6 +37,9 @@ from gateway.sip.target import Target
 from gateway.sip.ua import UserAgent
 
 log = logging.getLogger("branchline")
+
+MINUTES_FILE = "gsm_minutes.json"
+"""In the state directory: minutes used per SIM per month, for the monthly caps."""
 
 
 def gsm_policies(config: Config) -> list[TargetPolicy]:
@@ -76,7 +82,7 @@ class GsmCalls:
         """The port of kind "gsm" for a started modem driver; its calls flow from now on."""
         if not hasattr(self, "gsm_ports"):
             self.gsm_ports = {}
-            self.gsm_router = GsmGroupRouter(self.config.gsm_groups, self.config.modems)
+            self._gsm_router()
         port = GsmPort.create(driver, self.loop, self._gsm_wake)
         self.gsm_ports[port.name] = port
         self.ports[port.name] = port
@@ -86,6 +92,7 @@ class GsmCalls:
     def _gsm_wake(self) -> None:
         """After any modem input: offer new incoming calls, count minutes, then pump."""
         for port in getattr(self, "gsm_ports", {}).values():
+            port.gsm.drain()
             while port.gsm.offers:
                 offer = port.gsm.offers.pop(0)
                 self._gsm_incoming(port, offer.caller, offer.withheld)
@@ -93,7 +100,47 @@ class GsmCalls:
                 ended, answered = port.gsm.ended.pop(0)
                 if answered is not None:
                     self.gsm_router.record_call(port.name, ended - answered, datetime.now())
+                    self._save_minutes()
         self._pump()
+
+    # ------------------------------------------------------------------ minutes per SIM
+
+    def _minutes_file(self) -> Path:
+        return Path(self.config.gateway.state_dir) / MINUTES_FILE
+
+    def _gsm_router(self) -> GsmGroupRouter:
+        """The group chooser, its minute ledger read back from the state directory (the
+        monthly cap must survive a restart)."""
+        router = getattr(self, "gsm_router", None)
+        if router is None:
+            ledger = MinuteLedger()
+            try:
+                ledger = MinuteLedger.from_dict(json.loads(self._minutes_file().read_text()))
+            except FileNotFoundError:
+                pass
+            except (OSError, ValueError) as exc:
+                log.error("GSM minutes: cannot read %s (%s); counting from 0",
+                          self._minutes_file(), exc)
+            router = self.gsm_router = GsmGroupRouter(self.config.gsm_groups,
+                                                      self.config.modems, ledger)
+        return router
+
+    def _save_minutes(self) -> None:
+        path = self._minutes_file()
+        tmp = path.with_suffix(".tmp")
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp.write_text(json.dumps(self.gsm_router.ledger.to_dict()))
+            os.replace(tmp, path)
+        except OSError as exc:
+            log.error("GSM minutes: cannot write %s: %s", path, exc)
+
+    def gsm_minutes(self, modem: str) -> dict[str, int | None]:
+        """This month's minutes on `modem`'s SIM and what is left under its cap (status)."""
+        router = self._gsm_router()
+        now = datetime.now()
+        return {"minutes_this_month": router.ledger.minutes(modem, now),
+                "minutes_left": router.minutes_left(modem, now)}
 
     # ------------------------------------------------------------------ out: gsm:<group>
 
@@ -106,10 +153,7 @@ class GsmCalls:
 
     def _place_gsm_call(self, lp: Port, group: str, number: str, now: float) -> None:
         """A handset dialled a number routed to `gsm:<group>`: a modem of the group dials it."""
-        router = getattr(self, "gsm_router", None)
-        if router is None:
-            router = self.gsm_router = GsmGroupRouter(self.config.gsm_groups,
-                                                      self.config.modems)
+        router = self._gsm_router()
         verdict = self.route_guard.check(CallSource.line(lp.name), number, f"gsm:{group}")
         if isinstance(verdict, Denied):
             log.warning("line %s: call to %s refused: %s", lp.name, number, verdict.reason)

@@ -71,6 +71,8 @@ class GsmMachine:
         """Incoming calls offered since the runtime last looked (it takes them)."""
         self.answered_at: float | None = None
         self._dialled = False  # this call was dialled out (True) or came in on the modem
+        self.on_news: Callable[[], None] = lambda: None
+        """Called when `offers` or `ended` grew (the runtime looks at them soon after)."""
         self.ended: list[tuple[float, float | None]] = []
         """(end time, answer time) of each call that ended, for minute accounting."""
 
@@ -134,9 +136,13 @@ class GsmMachine:
         self._now_hint = now
         self.line.handle_timer(now)
 
-    def actions(self) -> list[lev.Action]:
+    def drain(self) -> None:
+        """Translate what the line has said so far (offers and ends show up at once)."""
         while (action := self.line.next_action()) is not None:
             self._translate(action)
+
+    def actions(self) -> list[lev.Action]:
+        self.drain()
         out, self._actions = self._actions, []
         return out
 
@@ -151,6 +157,7 @@ class GsmMachine:
                 self._actions.append(lev.StateChanged(_LINE_STATE[state]))
             case IncomingCall(caller_id=caller, withheld=withheld):
                 self.offers.append(GsmOffer(caller, withheld))
+                self.on_news()
             case CallProgress():
                 pass  # the runtime said 180 when the call was placed
             case CallAnswered():
@@ -165,6 +172,7 @@ class GsmMachine:
                 log.info("gsm %s: call ended: %s%s", self.line.name, cause,
                          f" ({status})" if status else "")
                 self.ended.append((self._now_hint, self.answered_at))
+                self.on_news()
                 answered = self.answered_at is not None
                 self.answered_at = None
                 self._call_id = None
@@ -226,6 +234,11 @@ class GsmPort:
         port = cls(config.name, config.number or "", config, driver,
                    GsmMachine(_line_for(driver, poll_interval), lambda c: None), loop, wake)
         port.gsm._send = port._queue.put_nowait
+
+        def news() -> None:
+            loop.call_soon(wake)
+
+        port.gsm.on_news = news
         port._profile = driver.profile
         return port
 

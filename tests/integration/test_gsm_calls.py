@@ -184,10 +184,12 @@ def test_handset_calls_out_through_the_modem(emulator: ModemEmulator, tmp_path: 
         gw.stop()
 
 
-def test_modem_unplugged_during_a_call_ends_it(emulator: ModemEmulator, tmp_path: Path) -> None:
+def test_modem_unplugged_during_a_call_ends_it_and_minutes_count_across_restart(
+    emulator: ModemEmulator, tmp_path: Path,
+) -> None:
     emu = emulator
     gw = GatewayProcess(tmp_path, base_config(tmp_path, free_port())
-                        + modem_config(emu, "line:1"))
+                        + modem_config(emu, "line:1", "    minute_cap: 1\n"))
     gw.start()
     try:
         gw.wait_until("modem up", lambda: modem_up(gw), timeout=10)
@@ -203,6 +205,26 @@ def test_modem_unplugged_during_a_call_ends_it(emulator: ModemEmulator, tmp_path
         gw.wait_hears("1", "busy", timeout=5)
         gw.wait_until("calls gone", lambda: not gw.status()["calls"], timeout=5)
         assert "modem lost" in gw.log_text()
+        gw.phone("1", "onhook")
+
+        # The answered call used the SIM's one minute this month; a restart keeps the count
+        # (state_dir), so the next call through the group is refused: reorder, no ATD.
+        modem = gw.status()["modems"][0]
+        assert (modem["minutes_this_month"], modem["minutes_left"]) == (1, 0), modem
+        gw.stop()
+        emu.replug()  # under a new pty name: the restarted daemon is configured with it
+        emu.at_log.clear()
+        gw = GatewayProcess(tmp_path, base_config(tmp_path, free_port())
+                            + modem_config(emu, "line:1", "    minute_cap: 1\n"), name="gw2")
+        gw.start()
+        gw.wait_until("modem up", lambda: modem_up(gw), timeout=10)
+        assert gw.status()["modems"][0]["minutes_this_month"] == 1
+        gw.phone("1", "offhook")
+        gw.wait_hears("1", "dial")
+        gw.phone("1", "dial", digits="0123456789")
+        gw.wait_hears("1", "reorder", timeout=5)
+        assert b"ATD" not in emu.at_log and emu.calls == []
+        assert "over its monthly minute cap" in gw.log_text()
         gw.phone("1", "onhook")
     finally:
         gw.stop()

@@ -216,3 +216,18 @@ def test_withheld_caller_is_anonymous_and_asks_for_privacy() -> None:
     req = _invite(from_uri="sip:anonymous@anonymous.invalid", privacy=True)
     assert req.headers.get("P-Asserted-Identity") is None
     assert req.headers.get("Privacy") == "id"
+
+
+def test_minute_ledger_survives_a_round_trip_through_plain_data() -> None:
+    from datetime import datetime
+
+    from gateway.routing.gsm_groups import MinuteLedger
+
+    ledger = MinuteLedger()
+    ledger.record_call("ec25", 61.0, datetime(2026, 12, 6, 20, 0))
+    data = ledger.to_dict()
+    assert data == {"2026-12": {"ec25": 2}}
+    again = MinuteLedger.from_dict(data)
+    assert again.minutes("ec25", datetime(2026, 12, 31)) == 2
+    assert MinuteLedger.from_dict({"bad": {"x": 1}, "2026-13": {"y": 1},
+                                   "2026-12": {"z": -1, "w": True}}).to_dict() == {}
