@@ -243,7 +243,10 @@ class GsmCalls:
             session_version=1,
         ))
         # The caller's number in From and P-Asserted-Identity (RFC 3325); a withheld one
-        # is anonymous (RFC 3323) and asks the trunk for privacy.
+        # is anonymous (RFC 3323) and asks the trunk for privacy. A trunk that challenges
+        # INVITEs gets the credentials of this box's first account on it.
+        account = next((lc.name for lc in cfg.lines
+                        if lc.trunk is not None and lc.trunk.name == trunk_name), None)
         call_id = self.ua.invite(
             target_uri=f"sip:{number}@{trunk.domain}",
             from_uri=(f"sip:{caller}@{trunk.domain}" if caller
@@ -253,6 +256,7 @@ class GsmCalls:
             display_name=caller or "Anonymous",
             asserted_identity=f"sip:{caller}@{trunk.domain}" if caller else None,
             privacy=not caller,
+            account_id=account,
             now=now,
         )
         call = Call(call_id, gp, "out", f"sip:{number}@{trunk.domain}", "sip", now, rtp=rtp,

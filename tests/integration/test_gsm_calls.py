@@ -277,13 +277,18 @@ def test_modem_caller_reaches_trunk_with_caller_id(
     baresip_factory: BaresipFactory,
 ) -> None:
     emu = emulator
-    trunk = kamailio_factory(users={"300": "bob-pass-300"})
+    # The trunk challenges INVITEs: the call goes with the box's account on it (line 1's).
+    trunk = kamailio_factory(users={"300": "bob-pass-300", "gateway": "gw-secret"},
+                             auth_invite=True)
     trunks = f"""trunks:
   - name: main
     registrar: 127.0.0.1:{trunk.port}
     expires: 60
 """
-    gw = GatewayProcess(tmp_path, base_config(tmp_path, free_port(), trunks)
+    config = base_config(tmp_path, free_port(), trunks).replace(
+        '    number: "101"\n',
+        '    number: "101"\n    trunk: {name: main, username: gateway, password: gw-secret}\n')
+    gw = GatewayProcess(tmp_path, config
                         + modem_config(emu, "trunk:main", '    inbound_number: "300"\n'))
     bob = baresip_factory("300", trunk=trunk, password="bob-pass-300", tone=int(FAR_HZ))
     bob.wait_registered()
@@ -295,6 +300,8 @@ def test_modem_caller_reaches_trunk_with_caller_id(
         assert CALLER in str(incoming), incoming  # caller ID carried in From
         invites = [e for e in trunk.events("request", "INVITE")]
         assert invites, trunk.log_text()[-2000:]
+        assert 407 in trunk.reply_codes("INVITE"), trunk.reply_codes("INVITE")
+        assert invites[-1].fields["au"] == "gateway", invites[-1].fields  # answered the 407
         assert invites[0].fields["from"].startswith(f"sip:{CALLER}@"), invites[0].fields
         assert invites[0].fields["pai"].startswith(f"sip:{CALLER}@"), invites[0].fields
         assert invites[0].fields["ruri"].startswith("sip:300@"), invites[0].fields
