@@ -21,9 +21,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from gateway.dsp.dtmf import DtmfDetector
 from hal.sim.modem import ModemEmulator
 
-from .audio import active_segment, dominant_frequency, level_dbfs
+from .audio import active_segment, dominant_frequency, level_dbfs, read_wav
 from .conftest import BaresipFactory, KamailioFactory, require_binary
 from .gateway_proc import GatewayProcess
 from .peers.ports import free_port
@@ -319,6 +320,12 @@ def test_modem_caller_reaches_trunk_with_caller_id(
         hz, db = pcm_tone(emu.heard())
         assert abs(hz - FAR_HZ) <= 0.02 * FAR_HZ, f"modem caller heard {hz:.1f} Hz"
         time.sleep(1.0)
+        # Digits: baresip's (RFC 4733) reach the GSM far end as AT+VTS; the far end's come
+        # in band, and baresip's recording carries them.
+        bob.send_dtmf("9")
+        wait("AT+VTS for baresip's digit", lambda: emu.dtmf_sent == "9", timeout=5)
+        emu.far_end_dtmf("3")
+        time.sleep(0.8)
         emu.remote_hangup()
         bob.wait_for_event("CALL_CLOSED", timeout=10)
         gw.wait_until("call gone", lambda: not gw.status()["calls"], timeout=5)
@@ -329,6 +336,10 @@ def test_modem_caller_reaches_trunk_with_caller_id(
         got_hz, got_db = wav_tone(recs[-1])
         assert abs(got_hz - HANDSET_HZ) <= 0.02 * HANDSET_HZ, got_hz
         assert abs(got_db - HANDSET_DBFS) <= 3.0, f"baresip got {got_db:.1f} dBFS"
+        samples, rate = read_wav(recs[-1])
+        assert rate == 8000
+        pcm = (np.clip(samples, -1.0, 1.0) * 32767).astype("<i2").tobytes()
+        assert DtmfDetector().feed(pcm) == ["3"]
         _, sent_db = wav_tone(bob.recordings("enc")[-1])
         assert abs(db - sent_db) <= 3.0, f"modem caller heard {db:.1f}, baresip sent {sent_db:.1f}"
     finally:
