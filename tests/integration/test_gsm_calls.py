@@ -342,5 +342,20 @@ def test_modem_caller_reaches_trunk_with_caller_id(
         assert DtmfDetector().feed(pcm) == ["3"]
         _, sent_db = wav_tone(bob.recordings("enc")[-1])
         assert abs(db - sent_db) <= 3.0, f"modem caller heard {db:.1f}, baresip sent {sent_db:.1f}"
+
+        # The SIP side refusing or hanging up ends the GSM call too (ATH).
+        emu.incoming_call(CALLER)
+        bob.wait_for_event("CALL_INCOMING", timeout=10)
+        bob.hangup()  # refused while ringing
+        wait("modem hung up after the refusal", lambda: emu.calls == [], timeout=5)
+        emu.incoming_call("")  # withheld: anonymous From, Privacy: id
+        bob.wait_for_event("CALL_INCOMING", timeout=10)
+        last = trunk.events("request", "INVITE")[-1].fields
+        assert last["from"].startswith("sip:anonymous@"), last
+        bob.accept()
+        wait("modem answered", lambda: [c.state for c in emu.calls] == ["active"], timeout=5)
+        bob.hangup()
+        wait("modem hung up after BYE", lambda: emu.calls == [], timeout=5)
+        gw.wait_until("calls gone", lambda: not gw.status()["calls"], timeout=5)
     finally:
         gw.stop()
