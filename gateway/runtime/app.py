@@ -171,9 +171,15 @@ class Gateway(SipCalls, GsmCalls):
         """SMS in (modems' SIM -> queue -> SIP MESSAGE / webhook), out and USSD."""
         if not self.modems:
             return
-        self.sms = SmsService(self.config, self.modems, loop=self.loop, ua=self.ua,
-                              pump=self._pump, in_call=self._modem_in_call)
-        await self.sms.start()
+        self.sms = sms = SmsService(self.config, self.modems, loop=self.loop, ua=self.ua,
+                                    pump=self._pump, in_call=self._modem_in_call,
+                                    router=self._gsm_router())
+        await sms.start()
+        for name, port in getattr(self, "gsm_ports", {}).items():
+            # The SMS gate follows the GSM port's state as it changes (same event-loop turn).
+            port.gsm.on_state = lambda state, name=name: sms.call_state(
+                name, state is not lev.LineState.IDLE)
+            sms.call_state(name, port.gsm.state is not lev.LineState.IDLE)
 
     def _modem_in_call(self, name: str) -> bool:
         port = self.ports.get(name)

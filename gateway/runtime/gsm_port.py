@@ -75,6 +75,8 @@ class GsmMachine:
         """Called when `offers` or `ended` grew (the runtime looks at them soon after)."""
         self.ended: list[tuple[float, float | None]] = []
         """(end time, answer time) of each call that ended, for minute accounting."""
+        self.on_state: Callable[[lev.LineState], None] = lambda state: None
+        """Called as the line's state changes (the SMS gate follows it in the same turn)."""
 
     # --- PortMachine --------------------------------------------------------------------
 
@@ -96,6 +98,7 @@ class GsmMachine:
         self._call_id = call_id
         self._dialled = True
         self.answered_at = None
+        self.drain()  # DIALING is news now (on_state), not at the runtime's next look
         return lev.IncomingResult.ACCEPTED
 
     def incoming_call(
@@ -155,6 +158,7 @@ class GsmMachine:
                 self._send(action)
             case GsmStateChanged(state=state):
                 self._actions.append(lev.StateChanged(_LINE_STATE[state]))
+                self.on_state(_LINE_STATE[state])
             case IncomingCall(caller_id=caller, withheld=withheld):
                 self.offers.append(GsmOffer(caller, withheld))
                 self.on_news()

@@ -12,12 +12,17 @@ Receiving, per modem with an ``sms:`` section (`ModemSms`):
   slots deleted from the SIM (AT+CMGD). A crash in between leaves it on the SIM, where the
   start-up read (AT+CMGL=4, every time the modem comes up) finds it again: stored twice at
   worst, never lost;
-- while the modem has a call up (`in_call(name)`), the queue's gate for it is closed, so an
-  SMS that arrives during a call is stored at once and delivered after the call.
+- while the modem has a call up, the queue's gate for it is closed, so an SMS that arrives
+  during a call is stored at once and delivered after the call. The gate follows the call
+  as events: `SmsService.call_state(name, busy)` is called by the runtime the moment the
+  modem's GSM port leaves idle (ringing, dialling, active) and when it is idle again, so it
+  is closed in the same event-loop turn as the call starts (`in_call(name)` is only asked
+  at start and as a safety net when the receiver steps).
 
 Sending: `SmsService.send` (``branchline sms send``) and a SIP MESSAGE addressed to the
 gateway store an outbound SMS with the destination ``gsm:<modem or group>``; the delivery
-loop hands it to `_send_gsm`, which writes one AT+CMGS per PDU part.
+loop hands it to `_send_gsm`, which writes one AT+CMGS per PDU part. A group's modem is
+chosen by the same `GsmGroupRouter` as calls (its strategy, modems that are down skipped).
 
 USSD: `SmsService.ussd` sends AT+CUSD=1,"code",15 and waits for the +CUSD reply.
 """
@@ -29,6 +34,7 @@ import logging
 import random
 import time
 from collections.abc import Callable, Mapping, Sequence
+from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -42,6 +48,7 @@ from gateway.modem.sms import (
     decode_pdu,
     encode_submit_parts,
 )
+from gateway.routing.gsm_groups import GsmGroupRouter, ModemChosen, ModemState
 from gateway.runtime.sms_delivery import Outcome, SipMessageSender, SmsDelivery, sms_from_assembled
 from gateway.sip.events import MessageDelivered, MessageFailed, MessageReceived
 from gateway.store.sms_queue import Delivery, Sms, SmsQueue
@@ -57,7 +64,7 @@ __all__ = ["ModemSms", "SmsService", "UssdError"]
 log = logging.getLogger(__name__)
 
 POLL = 0.25
-"""Seconds between looks at a modem's state (came up? call up?)."""
+"""Seconds between looks at whether a modem came up (the call gate is event-driven)."""
 REASSEMBLY_TIMEOUT = 120.0
 """Seconds to wait for the missing parts of a concatenated SMS before storing what came."""
 SEND_TIMEOUT = 60.0
@@ -110,6 +117,7 @@ class ModemSms:
         self._work: asyncio.Queue[tuple[str, Any]] = asyncio.Queue()
         self._ready = False  # set up and SIM read since the modem last came up
         self._gate_closed = False
+        self._busy: bool | None = None  # the call state last reported by set_call
         self._timer: asyncio.TimerHandle | None = None
         self._task: asyncio.Task[None] | None = None
         self._unsubscribe: Callable[[], None] | None = None
@@ -117,6 +125,7 @@ class ModemSms:
         self.deleted = 0  # SIM slots deleted
 
     def start(self) -> None:
+        self._check_gate()
         self._unsubscribe = self.driver.subscribe(self._on_urc)
         self._task = self.loop.create_task(self._run(), name=f"sms {self.driver.name}")
 
@@ -174,8 +183,18 @@ class ModemSms:
                 await self._store(whole, self._slots.pop(_key(whole), []))
             self._arm_timer()
 
+    def set_call(self, busy: bool) -> None:
+        """The modem's GSM port left idle (`busy`) or is idle again: close or open the gate
+        now, before the delivery loop next looks at the queue."""
+        self._busy = busy
+        self._set_gate(busy)
+
     def _check_gate(self) -> None:
-        closed = bool(self.in_call is not None and self.in_call(self.driver.name))
+        if self._busy is not None:
+            return  # the runtime reports the call state as it changes
+        self._set_gate(bool(self.in_call is not None and self.in_call(self.driver.name)))
+
+    def _set_gate(self, closed: bool) -> None:
         if closed == self._gate_closed:
             return
         self._gate_closed = closed
@@ -292,13 +311,16 @@ class SmsService:
                  pump: Callable[[], None] | None = None,
                  in_call: Callable[[str], bool] | None = None,
                  queue_path: Path | str | None = None,
-                 queue: SmsQueue | None = None) -> None:
+                 queue: SmsQueue | None = None,
+                 router: GsmGroupRouter | None = None) -> None:
         self.config = config
         self.drivers = drivers
         self.loop = loop
         self.ua = ua
         self.pump = pump or (lambda: None)
         self.in_call = in_call
+        # The calls' chooser when the runtime passes it (one round-robin cursor for both).
+        self.router = router or GsmGroupRouter(config.gsm_groups, config.modems)
         path = queue_path or next(
             (m.sms.queue for m in config.modems if m.sms is not None and m.sms.queue), None)
         self.queue_path = Path(path) if path else Path(config.gateway.state_dir) / "sms.db"
@@ -348,6 +370,12 @@ class SmsService:
         if self.queue is not None:
             self.queue.close()
 
+    def call_state(self, modem: str, busy: bool) -> None:
+        """`modem`'s GSM port left idle (`busy`) or returned to idle: gate its SMS."""
+        receiver = self.receivers.get(modem)
+        if receiver is not None:
+            receiver.set_call(busy)
+
     # -- SIP ---------------------------------------------------------------------------
 
     def on_sip_event(self, ev: object) -> bool:
@@ -395,22 +423,24 @@ class SmsService:
                   direction="out")
         return await self.delivery.store(sms, [f"gsm:{modem}"])
 
-    def _pick(self, name: str) -> Driver | None:
+    def _pick(self, name: str, number: str) -> Driver | str:
+        """The modem that sends to `number` through `name` (a modem, or a group chosen by
+        its strategy like a call, modems that are down skipped), or why there is none."""
         driver = self.drivers.get(name)
         if driver is not None:
-            return driver if driver.up else None
-        for m in self.config.modems:
-            d = self.drivers.get(m.name)
-            if m.group == name and d is not None and d.up:
-                return d
-        return None
+            return driver if driver.up else f"modem {name} is down"
+        states = {n: ModemState(n, d.up) for n, d in self.drivers.items()}
+        choice = self.router.choose(name, number, states, datetime.now())
+        if isinstance(choice, ModemChosen):
+            return self.drivers[choice.modem]
+        return choice.reason
 
     async def _send_gsm(self, delivery: Delivery) -> Outcome:
         name = delivery.dest.split(":", 1)[1]
-        driver = self._pick(name)
-        if driver is None:
-            return Outcome(False, f"no modem up for {delivery.dest}")
         sms = delivery.sms
+        driver = self._pick(name, sms.recipient or "")
+        if isinstance(driver, str):
+            return Outcome(False, f"no modem for {delivery.dest}: {driver}")
         try:
             parts = encode_submit_parts(sms.recipient, sms.text, reference=random.randrange(256))
         except SmsError as exc:
