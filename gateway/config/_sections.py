@@ -81,6 +81,11 @@ class _Reader(_TrunkReader, _ModemReader):
         modems = self.modems(top.values.get("modems"), groups, group_names)
         # gsm:<group> targets are checked once a gsm_groups section is written
         known_groups = list(group_names) if top.has("gsm_groups") else None
+        for node, path, group in self.allow_gsm_groups:  # trunks[i].allow_gsm.groups
+            if group not in group_names:
+                known = ", ".join(group_names) or "none are defined"
+                self.issue(node, path, f"no GSM group named {group!r}",
+                           f"a name from gsm_groups ({known})")
         dialplan = self.dialplan(
             top.values.get("dialplan"), trunks, trunk_names, lines, known_groups
         )

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from yaml.nodes import Node, ScalarNode
+from yaml.nodes import Node, ScalarNode, SequenceNode
 
 from gateway.config import schema as s
 from gateway.config._convert import (
@@ -18,12 +18,19 @@ from gateway.config._convert import (
     _pattern,
     _transport,
 )
-from gateway.config._reader import _NodeReader
-from gateway.config.schema import HostPort, TrunkConfig, TrunkRateLimit, TrunkTls
+from gateway.config._reader import RouteProbe, _NodeReader
+from gateway.config.modems import MODEM_NAME_PATTERN, PREFIX_PATTERN
+from gateway.config.schema import HostPort, TrunkAllowGsm, TrunkConfig, TrunkRateLimit, TrunkTls
 
 
 class _TrunkReader(_NodeReader):
     """Section readers for trunks (mixed into the full reader)."""
+
+    def __init__(self, route_probe: RouteProbe) -> None:
+        super().__init__(route_probe)
+        #: (node, path, group) of every `trunks[i].allow_gsm.groups` item, checked against
+        #: gsm_groups once that section is read.
+        self.allow_gsm_groups: list[tuple[Node, str, str]] = []
 
     def trunks(self, node: Node | None) -> tuple[list[TrunkConfig] | None, dict[str, Node]]:
         """The `trunks:` list, plus every trunk name seen (even in an otherwise bad trunk)."""
@@ -85,6 +92,7 @@ class _TrunkReader(_NodeReader):
         codecs = self.take(f, "codecs", _optional(self.codec_list(f.child("codecs"))), None)
         tls = self.trunk_tls(f.values.get("tls"), f.child("tls"))
         rate_limit = self.trunk_rate_limit(f.values.get("rate_limit"), f.child("rate_limit"))
+        allow_gsm = self.trunk_allow_gsm(f.values.get("allow_gsm"), f.child("allow_gsm"))
         srtp = self.take(f, "srtp", _choice(s.SRTP_MODES), s.DEFAULT_SRTP)
         mode = self.take(f, "keepalive", _choice(s.KEEPALIVE_MODES), s.DEFAULT_KEEPALIVE_MODE)
         failover = self.take(
@@ -119,6 +127,7 @@ class _TrunkReader(_NodeReader):
             mode,
             failover,
             rate_limit,
+            allow_gsm,
         )
 
     def trunk_tls(self, node: Node | None, path: str) -> TrunkTls | None:
@@ -146,6 +155,39 @@ class _TrunkReader(_NodeReader):
         if len(self.issues) > before:
             return None
         return TrunkTls(ca_file, cert_file, key_file, server_name, verify)
+
+    def trunk_allow_gsm(self, node: Node | None, path: str) -> TrunkAllowGsm | None:
+        """A trunk's `allow_gsm:` (absent or null: calls from this trunk never use a modem)."""
+        if node is None or (isinstance(node, ScalarNode) and node.tag == _NULL):
+            return None
+        f = self.mapping(node, path, s.TRUNK_ALLOW_GSM_KEYS)
+        if f is None:
+            return None
+        lists: dict[str, tuple[str, ...]] = {}
+        for key, pattern, expected in (
+            ("groups", MODEM_NAME_PATTERN, "a gsm_groups name"),
+            ("prefixes", PREFIX_PATTERN, "digits, optionally after '+' (e.g. '+447', '07')"),
+        ):
+            where = f.child(key)
+            if key not in f.values:
+                self.issue(f.node, where, f"missing required key {key!r}",
+                           f"a non-empty list, each {expected}")
+                continue
+            value = f.values[key]
+            items = tuple(self.list_of(value, where, _pattern(pattern, expected))) \
+                if isinstance(value, SequenceNode) else ()
+            if not isinstance(value, SequenceNode) or not value.value:
+                self.issue(value, where, f"{key} must be a non-empty list",
+                           f"a non-empty list, each {expected}")
+                continue
+            lists[key] = items
+            if key == "groups":
+                self.allow_gsm_groups.extend(
+                    (item, f"{where}[{i}]", name)
+                    for i, (item, name) in enumerate(zip(value.value, items, strict=False)))
+        if set(lists) != {"groups", "prefixes"}:
+            return None
+        return TrunkAllowGsm(lists["groups"], lists["prefixes"])
 
     def trunk_rate_limit(self, node: Node | None, path: str) -> TrunkRateLimit | None:
         """A trunk's `rate_limit:` mapping (absent or null means the defaults)."""

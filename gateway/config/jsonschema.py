@@ -293,6 +293,24 @@ def export_json_schema() -> dict[str, Any]:
                     "but a UDP source address can be spoofed.",
                 )
             ),
+            "allow_gsm": _nullable(
+                _obj(
+                    {
+                        "groups": {"type": "array", "minItems": 1,
+                                   "items": {"type": "string", "pattern": "^[a-z0-9_-]+$"},
+                                   "description": "gsm_groups this trunk's calls may use."},
+                        "prefixes": {"type": "array", "minItems": 1,
+                                     "items": {"type": "string", "pattern": r"^\+?[0-9*#]+$"},
+                                     "description": "Numbers they may call (longest prefix "
+                                     "wins; international and premium stay closed unless "
+                                     "listed)."},
+                    },
+                    s.TRUNK_ALLOW_GSM_KEYS,
+                    required=("groups", "prefixes"),
+                    description="Off by default: calls arriving on this trunk may leave "
+                    "through the modems only to these groups and number prefixes.",
+                )
+            ),
         },
         s.TRUNK_KEYS,
         required=("name", "registrar"),

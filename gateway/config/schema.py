@@ -130,7 +130,9 @@ TRUNK_KEYS: tuple[str, ...] = (
     "keepalive",
     "failover_timeout",
     "rate_limit",
+    "allow_gsm",
 )
+TRUNK_ALLOW_GSM_KEYS: tuple[str, ...] = ("groups", "prefixes")
 TRUNK_RATE_LIMIT_KEYS: tuple[str, ...] = (
     "requests_per_second",
     "request_burst",
@@ -218,6 +220,18 @@ class TrunkRateLimit:
 
 
 @dataclass(frozen=True)
+class TrunkAllowGsm:
+    """Calls arriving on a trunk that may leave through the box's modems (opt-in, narrow).
+
+    Only to `groups` (gsm_groups names) and only numbers starting with one of `prefixes`;
+    international and premium-rate prefixes stay closed unless one of them is listed.
+    """
+
+    groups: tuple[str, ...]
+    prefixes: tuple[str, ...]
+
+
+@dataclass(frozen=True)
 class PortRange:
     """An inclusive UDP port range for RTP; `first` is even so RTP/RTCP pairs line up."""
 
@@ -285,6 +299,7 @@ class TrunkConfig:
     keepalive: str = DEFAULT_KEEPALIVE_MODE
     failover_timeout: float = DEFAULT_FAILOVER
     rate_limit: TrunkRateLimit = field(default_factory=TrunkRateLimit)
+    allow_gsm: TrunkAllowGsm | None = None
 
     def effective_codecs(self, sip: SipSettings) -> tuple[str, ...]:
         """Codecs offered on this trunk: its own override, else the global list."""

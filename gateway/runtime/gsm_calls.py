@@ -21,18 +21,22 @@ from typing import Any
 from gateway.config.schema import Config, TrunkConfig
 from gateway.lines import events as lev
 from gateway.routing.gsm_groups import GsmGroupRouter, MinuteLedger, ModemChosen, ModemState
-from gateway.routing.targets import LineTarget, TrunkTarget, parse_target
+from gateway.routing.router import NoRoute, Router
+from gateway.routing.targets import GsmTarget, LineTarget, TrunkTarget, parse_target
 from gateway.runtime import call_end
+from gateway.runtime.edge import SipEdge
 from gateway.runtime.gsm_port import GsmPort
 from gateway.runtime.modem import ModemDriver
 from gateway.runtime.ports import LinePort, Port
 from gateway.runtime.rtp import RtpEndpoint
 from gateway.runtime.sip_calls import Call
 from gateway.security.permissions import LOCAL_USERS, CallSource, Denied, TargetPolicy
-from gateway.security.routeguard import RouteGuard
+from gateway.security.routeguard import RouteGuard, trunk_gsm_guard
+from gateway.sip import events as sev
 from gateway.sip.dns import is_ip
-from gateway.sip.sdp import build_offer
-from gateway.sip.sdp_secure import secure_offer
+from gateway.sip.errors import SdpError
+from gateway.sip.sdp import SessionDescription, build_offer
+from gateway.sip.sdp_secure import secure_answer, secure_offer
 from gateway.sip.target import Target
 from gateway.sip.ua import UserAgent
 
@@ -65,6 +69,8 @@ class GsmCalls:
     gsm_ports: dict[str, GsmPort]
     gsm_router: GsmGroupRouter
     route_guard: RouteGuard
+    router: Router
+    edge: SipEdge | None
 
     def _pump(self) -> None:
         raise NotImplementedError
@@ -76,6 +82,9 @@ class GsmCalls:
         raise NotImplementedError
 
     def _attach_rtp(self, call: Call) -> None:
+        raise NotImplementedError
+
+    def _srtp_policy_for(self, source: tuple[str, int]) -> str:
         raise NotImplementedError
 
     def _add_gsm_port(self, driver: ModemDriver) -> GsmPort:
@@ -267,4 +276,103 @@ class GsmCalls:
         self._attach_rtp(call)
         log.info("gsm %s: call from %s to %s via %s (%s)", gp.name, caller or "withheld",
                  number, trunk_name, call_id)
+        self._pump()
+
+    # ------------------------------------------------------------------ in: SIP -> gsm:<group>
+
+    def _trunk_gsm_guard(self) -> RouteGuard:
+        """The narrow opt-in (trunks[].allow_gsm) for calls that came in on a trunk; its
+        refusals are logged and counted with the main route guard's."""
+        guard = getattr(self, "_gsm_trunk_guard", None)
+        if guard is None:
+            guard = self._gsm_trunk_guard = trunk_gsm_guard(
+                {t.name: (t.allow_gsm.groups, t.allow_gsm.prefixes)
+                 for t in self.config.trunks if t.allow_gsm is not None},
+                like=self.route_guard)
+        return guard
+
+    async def _incoming_to_gsm(self, ev: sev.IncomingCall) -> bool:
+        """An INVITE for no line of this box whose number the dial plan routes to
+        `gsm:<group>`: a modem of the group dials it (False: not a GSM call, not handled).
+
+        From a trunk only with that trunk's `allow_gsm` (groups and number prefixes);
+        otherwise the route guard refuses it (403, logged and counted) and nothing is dialled.
+        """
+        from gateway.sip.uri import SipUri
+
+        try:
+            user = SipUri.parse(ev.request_uri).user or ""
+            decision = self.router.route(user)
+        except NoRoute:
+            return False
+        except Exception:  # noqa: BLE001  an unreadable Request-URI is not ours to route
+            return False
+        dest = decision.target
+        if not isinstance(dest, GsmTarget):
+            return False
+        assert self.ua is not None
+        number, target = decision.number, f"gsm:{dest.group}"
+        now = self.loop.time()
+        source = self.edge.call_source(ev.call_id, ev.source) if self.edge else None
+        if source is None:
+            self._refuse_to_gsm(ev, 403, "caller not known", now)
+            return True
+        guard = self._trunk_gsm_guard() if source.kind == "trunk" else self.route_guard
+        verdict = guard.check(source, number, target, src_addr=ev.source, call_id=ev.call_id)
+        if isinstance(verdict, Denied):
+            log.warning("call %s from %s to %s via %s refused: %s", ev.call_id, source, number,
+                        target, verdict.reason)
+            self._refuse_to_gsm(ev, verdict.status, "not permitted", now)
+            return True
+        try:
+            offer = SessionDescription.parse(ev.sdp)
+        except SdpError:
+            self._refuse_to_gsm(ev, 488, "unreadable SDP", now)
+            return True
+        cfg = self.config
+        rtp = await RtpEndpoint.open(cfg.sip.listen.host,
+                                     (cfg.sip.rtp_ports.first, cfg.sip.rtp_ports.last))
+        now = self.loop.time()
+        policy = self._srtp_policy_for(ev.source)
+        sdp_id = secrets.randbits(31)
+        try:
+            answer, params, selection = secure_answer(
+                policy, offer, address=cfg.sip.public_host, port=rtp.port,
+                codecs=list(cfg.sip.codecs), session_id=sdp_id, session_version=1)
+        except SdpError as exc:
+            rtp.close()
+            self._refuse_to_gsm(ev, 488, f"no usable media ({exc})", now)
+            return True
+        choice = self._gsm_router().choose(dest.group, number, self._gsm_states(),
+                                           datetime.now())
+        if not isinstance(choice, ModemChosen):
+            rtp.close()
+            log.info("call %s to %s refused: %s (%s)", ev.call_id, number, choice.reason,
+                     choice.sip_status)
+            self._refuse_to_gsm(ev, choice.sip_status, choice.reason, now)
+            return True
+        gp = self.gsm_ports[choice.modem]
+        call = Call(ev.call_id, gp, "in", ev.from_uri, "sip", now, rtp=rtp,
+                    answer_sdp=bytes(answer), params=params, srtp=selection,
+                    srtp_policy=policy, sdp_id=sdp_id)
+        self.calls[ev.call_id] = call
+        self._attach_rtp(call)
+        if gp.gsm.place(ev.call_id, number, now) is not lev.IncomingResult.ACCEPTED:
+            self.ua.reject(ev.call_id, 503, now)
+            self.end_call(call, call_end.rejected(503, f"modem {gp.name}"), now)
+            self._pump()
+            return True
+        gp.call_id = ev.call_id
+        call.state = "ringing"
+        self.ua.ringing(ev.call_id, now)
+        log.info("call %s from %s: calling %s via modem %s (group %s)", ev.call_id, source,
+                 number, gp.name, dest.group)
+        self._pump()
+        return True
+
+    def _refuse_to_gsm(self, ev: sev.IncomingCall, status: int, why: str, now: float) -> None:
+        """Answer `status` to an INVITE routed to a GSM group; no modem was asked to dial."""
+        assert self.ua is not None
+        self.ua.reject(ev.call_id, status, now)
+        log.info("call %s (%s) ended: rejected %s (%s)", ev.call_id, ev.request_uri, status, why)
         self._pump()

@@ -10,6 +10,7 @@ import asyncio
 import logging
 import secrets
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -122,6 +123,8 @@ class SipCalls:
     registrar_targets: dict[str, tuple[Target, ...]]
     registrar_dns: dict[str, str]
     proxy_targets: dict[str, tuple[Target, ...]]
+    #: GsmCalls: an INVITE for no line, routed to gsm:<group>, is dialled out (True) or not.
+    _incoming_to_gsm: Callable[[sev.IncomingCall], Awaitable[bool]]
 
     def _pump(self) -> None:
         raise NotImplementedError
@@ -375,6 +378,8 @@ class SipCalls:
         cfg = self.config
         lp = self._find_line_for(ev)
         now = self.loop.time()
+        if lp is None and await self._incoming_to_gsm(ev):
+            return  # routed to gsm:<group> (GsmCalls): dialled or refused there
         if lp is None:
             self.ua.reject(ev.call_id, 404, now)
             self._pump()

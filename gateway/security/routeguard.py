@@ -14,7 +14,8 @@ Default policy, until the config grows a section for it:
   compromised PBX account must not buy free calls), unless `trunk_hairpin` is set;
 - the ``local`` target (ringing a line of this box) is open to everyone the SIP edge let in;
 - GSM and FXO have no policy, so they carry no calls until someone writes one (pass it in
-  `extra`).
+  `extra`); calls from a trunk reach a modem only through `trunk_gsm_guard` (a trunk's
+  `allow_gsm`: named groups, listed prefixes, everything else closed).
 
 Pure: no I/O, no clock; `log_event` is the only side effect.
 """
@@ -22,7 +23,7 @@ Pure: no I/O, no clock; `log_event` is the only side effect.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Final
 
 from gateway.security.events import CALL_DENIED, log_event
@@ -82,14 +83,42 @@ def default_policies(
     return policies
 
 
+def trunk_gsm_policies(
+    allow: Mapping[str, tuple[Iterable[str], Iterable[str]]],
+) -> list[TargetPolicy]:
+    """Policies for calls that came in on a trunk and leave through a modem.
+
+    `allow` maps a trunk name to (groups, prefixes) from its `allow_gsm`. A trunk's calls
+    may use only those groups, and only numbers starting with a listed prefix: the default
+    is deny, and the international and premium-rate prefixes stay denied unless a longer
+    (or equal) allowed prefix opens part of them (``+447`` opens UK mobiles, not ``+``).
+    The target of each policy is ``trunk:<name>>gsm:<group>``, see `trunk_gsm_target`.
+    """
+    policies: list[TargetPolicy] = []
+    for trunk in sorted(allow):
+        groups, prefixes = allow[trunk]
+        for group in dict.fromkeys(groups):
+            policies.append(TargetPolicy(
+                trunk_gsm_target(trunk, f"gsm:{group}"), sources=(trunk_target(trunk),),
+                allow=tuple(prefixes), deny=DEFAULT_DENIED_PREFIXES, default="deny"))
+    return policies
+
+
+def trunk_gsm_target(trunk: str, target: str) -> str:
+    """The policy target for `target` (``gsm:<group>``) as used by calls from `trunk`."""
+    return f"trunk:{trunk}>{target}"
+
+
 class RouteGuard:
     """Permissions plus the logging the runtime wants on every refusal."""
 
-    def __init__(self, permissions: Permissions, *, logger: logging.Logger | None = None) -> None:
+    def __init__(self, permissions: Permissions, *, logger: logging.Logger | None = None,
+                 denied: dict[str, int] | None = None) -> None:
         self.permissions = permissions
         self.logger = logger
-        #: Refusals by `Denied.code`, for the status command and metrics.
-        self.denied: dict[str, int] = {}
+        #: Refusals by `Denied.code`, for the status command and metrics (may be shared
+        #: with another guard, so that all refusals count in one place).
+        self.denied: dict[str, int] = denied if denied is not None else {}
 
     def check(
         self,
@@ -135,3 +164,30 @@ class RouteGuard:
                   target=decision.target, number=number, code=decision.code,
                   status=decision.status, call_id=call_id, reason=decision.reason)
         return decision
+
+
+class TrunkGsmGuard(RouteGuard):
+    """The route guard for calls from a trunk to ``gsm:<group>``: each trunk has its own
+    groups and prefixes (`trunk_gsm_policies`); a trunk without `allow_gsm`, or a group it
+    does not list, has no policy and is refused (``no-policy``, 403)."""
+
+    def check(
+        self,
+        source: CallSource,
+        number: str,
+        target: str,
+        *,
+        src_addr: tuple[str, int] | None = None,
+        call_id: str | None = None,
+    ) -> Decision:
+        scoped = trunk_gsm_target(source.name, target) if source.kind == "trunk" else target
+        return self._logged(self.permissions.check(source, number, scoped), source, number,
+                            src_addr, call_id)
+
+
+def trunk_gsm_guard(allow: Mapping[str, tuple[Iterable[str], Iterable[str]]], *,
+                    like: RouteGuard) -> RouteGuard:
+    """A `TrunkGsmGuard` over `trunk_gsm_policies(allow)` that logs like `like` and counts
+    its refusals in the same `denied` table."""
+    return TrunkGsmGuard(Permissions(trunk_gsm_policies(allow)), logger=like.logger,
+                         denied=like.denied)
