@@ -51,10 +51,10 @@ from gateway.modem.supervisor import (
 )
 from gateway.runtime.modem_setup import (
     PROBE_TIMEOUT,
+    PowerSwitch,
     check_sim,
     identify,
     initialise,
-    power_cycle,
     probe_imei,
 )
 from gateway.runtime.modem_state import REGISTRATION_URCS, ModemState
@@ -105,7 +105,11 @@ class ModemDriver:
         scan_globs: Iterable[str] | None = None,
         pin_memory: PinMemory | None = None,
         open_port: Callable[[str], AtPort] = _open_serial,
+        pin_factory: Any = None,
+        supervision: dict[str, float] | None = None,
     ) -> None:
+        # pin_factory: the power pin's gpiozero factory or hal.gpio name (None: the board's);
+        # supervision: ModemSupervisor timings (power_cycle_after, boot_wait, max_backoff...).
         self.name = config.name
         self.config = config
         self.imei = config.match.imei if config.match is not None else None
@@ -135,6 +139,9 @@ class ModemDriver:
         self._was_up = False  # attached at least once (a failure later is a vanish)
         self._closed = False
         self._up = False
+        power = config.power_gpio
+        self._power = None if power is None else PowerSwitch(power.pin, self._st, pin_factory)
+        self._supervision = dict(supervision or {})
 
     # ------------------------------------------------------------------ public interface
 
@@ -143,6 +150,8 @@ class ModemDriver:
         reported in `status()` and re-probed."""
         if self._closed:
             raise HalError(f"modem {self.name}: start() after close()")
+        if self._power is not None:
+            self._power.on()  # powered from the start, whatever the pin's boot state
         path = self._first_path()
         attached = False
         if path is not None:
@@ -171,6 +180,8 @@ class ModemDriver:
             except (asyncio.CancelledError, Exception):  # noqa: BLE001 - they are being stopped
                 pass
         self._detach()
+        if self._power is not None:
+            self._power.close()
         self._set_state("closed")
 
     @property
@@ -457,6 +468,7 @@ class ModemDriver:
             scan_interval=min(2.0, cfg.probe_interval),
             power_pin=None if power is None else str(power.pin),
             off_seconds=3.0 if power is None else power.off_seconds,
+            **self._supervision,  # type: ignore[arg-type]
         )
         self._supervisor.start(self._loop.time())
         self._run_supervisor()
@@ -492,8 +504,9 @@ class ModemDriver:
                 self._spawn(self._probe_for_supervisor(path))
             case Attach(path=path):
                 self._spawn(self._reattach(path))
-            case PowerCycle(pin=pin, off_seconds=off):
-                self._spawn(power_cycle(pin, off, self._st))
+            case PowerCycle(off_seconds=off):
+                if self._power is not None:
+                    self._spawn(self._power.cycle(off))
             case ModemUp():
                 pass
             case ModemUnresponsive(path=path, missed=missed):

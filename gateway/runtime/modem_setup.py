@@ -1,5 +1,5 @@
 """The steps of bringing a modem up, for gateway.runtime.modem: identify the module, send its
-init commands, run the SIM check to a verdict, probe a device path's IMEI, cycle its power.
+init commands, run the SIM check to a verdict, probe a device path's IMEI, cycle its power (PowerSwitch).
 
 Each step talks through `command` (the driver's shared, queued AT channel) and writes what it
 learns into the driver's ModemState.
@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable
-from typing import Protocol
+from typing import Any, Protocol
 
 from gateway.config.modems import ModemConfig
 from gateway.modem.at import CommandDone, CommandFailed
@@ -20,9 +20,10 @@ from gateway.modem.profiles import ModemProfile, mismatch_message, profile_for
 from gateway.modem.sim_card import SendCommand, SimCard, SimStateChanged, SimStatus
 from gateway.runtime.modem_state import ModemState
 from hal.base import AtPort, CommandError, HalError
+from hal.gpio import output_device
 
-__all__ = ["PROBE_TIMEOUT", "WrongModem", "check_sim", "identify", "initialise",
-           "power_cycle", "probe_imei"]
+__all__ = ["PROBE_TIMEOUT", "PowerSwitch", "WrongModem", "check_sim", "identify", "initialise",
+           "probe_imei"]
 
 log = logging.getLogger("branchline.modem")
 
@@ -140,19 +141,42 @@ async def probe_imei(port: AtPort) -> str | None:
         port.close()
 
 
-async def power_cycle(pin: str, off_seconds: float, st: ModemState) -> None:
-    """Drive the modem's power pin low for `off_seconds` (gpiozero; active high)."""
-    try:
-        from gpiozero import DigitalOutputDevice
+class PowerSwitch:
+    """The modem's power pin (active high: on = powered), a gpiozero output from a named hal
+    pin factory (hal.gpio). Driven high from `on()` at start and held for the driver's life:
+    a released pin may float and cut the module's power."""
 
-        device = DigitalOutputDevice(pin, initial_value=True)
-    except Exception as exc:  # noqa: BLE001 - no GPIO here, or a bad pin: say so
-        st.last_error = f"power GPIO {pin}: {exc}"
-        log.error("modem %s: cannot drive power pin %s: %s", st.name, pin, exc)
-        return
-    try:
-        device.off()
-        await asyncio.sleep(off_seconds)
-        device.on()
-    finally:
-        device.close()
+    def __init__(self, pin: int | str, st: ModemState, factory: Any = None) -> None:
+        self.pin = pin
+        self._st = st
+        self._factory = factory
+        self._device: Any = None
+
+    def on(self) -> bool:
+        """Open the pin (if not yet) and drive it high; False (logged) when there is no GPIO."""
+        if self._device is None:
+            try:
+                self._device = output_device(self.pin, factory=self._factory,
+                                             initial_value=True)
+            except Exception as exc:  # noqa: BLE001 - no GPIO here, or a bad pin: say so
+                self._st.last_error = f"power GPIO {self.pin}: {exc}"
+                log.error("modem %s: cannot drive power pin %s: %s", self._st.name, self.pin,
+                          exc)
+                return False
+        self._device.on()
+        return True
+
+    async def cycle(self, off_seconds: float) -> None:
+        """Drive the pin low for `off_seconds`, then high again."""
+        if not self.on():
+            return
+        self._device.off()
+        try:
+            await asyncio.sleep(off_seconds)
+        finally:
+            self._device.on()
+
+    def close(self) -> None:
+        if self._device is not None:
+            self._device.close()
+            self._device = None

@@ -50,3 +50,16 @@ def pin_factory(kind: str | None = None) -> Any:
         raise HalError(
             f"GPIO pin factory {kind!r} needs module {exc.name or module_name!r}; install {package}"
         ) from exc
+
+
+def output_device(pin: int | str, *, factory: Any = None, initial_value: bool = False) -> Any:
+    """A gpiozero DigitalOutputDevice (active high) on `pin`.
+
+    `factory` is a pin factory object, or a name for :func:`pin_factory` ("mock", "lgpio",
+    ...), or None for the board's default.
+    """
+    from gpiozero import DigitalOutputDevice
+
+    if factory is None or isinstance(factory, str):
+        factory = pin_factory(factory)
+    return DigitalOutputDevice(pin, initial_value=initial_value, pin_factory=factory)
