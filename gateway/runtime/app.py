@@ -31,6 +31,7 @@ from gateway.runtime.control import ControlServer
 from gateway.runtime.edge import SipEdge, build_edge, build_route_guard
 from gateway.runtime.gsm_calls import GsmCalls, gsm_policies
 from gateway.runtime.modem import ModemDriver
+from gateway.runtime.modem_setup import StoredPinMemory
 from gateway.runtime.ports import LinePort, Port
 from gateway.runtime.resolver import SipResolver
 from gateway.runtime.sip_calls import Call, Registration, SipCalls
@@ -153,8 +154,10 @@ class Gateway(SipCalls, GsmCalls):
     async def _start_modems(self) -> None:
         """Open every configured modem, side by side; an absent one is reported and looked
         for again by its driver, so the daemon starts whatever the modems do."""
+        # A refused PIN is remembered across restarts: never a second try on the same SIM.
+        pins = StoredPinMemory(Path(self.config.gateway.state_dir) / "sim_pins.json")
         for mc in self.config.modems:
-            self.modems[mc.name] = ModemDriver(mc, self.loop)
+            self.modems[mc.name] = ModemDriver(mc, self.loop, pin_memory=pins)
             self._add_gsm_port(self.modems[mc.name])  # gsm:<group> calls, RING/+CLIP in
         if self.modems:
             starting = [self.loop.create_task(d.start()) for d in self.modems.values()]

@@ -8,7 +8,9 @@ learns into the driver's ModemState.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
+import os
 from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
@@ -17,12 +19,12 @@ from gateway.modem.at import CommandDone, CommandFailed
 from gateway.modem.fields import ResponseError
 from gateway.modem.identity import parse_ati, parse_iccid, parse_imei, parse_info
 from gateway.modem.profiles import ModemProfile, mismatch_message, profile_for
-from gateway.modem.sim_card import SendCommand, SimCard, SimStateChanged, SimStatus
+from gateway.modem.sim_card import PinMemory, SendCommand, SimCard, SimStateChanged, SimStatus
 from gateway.runtime.modem_state import ModemState
 from hal.base import AtPort, CommandError, HalError
 from hal.gpio import output_device
 
-__all__ = ["PROBE_TIMEOUT", "PowerSwitch", "WrongModem", "check_sim", "identify", "initialise",
+__all__ = ["PROBE_TIMEOUT", "PowerSwitch", "StoredPinMemory", "WrongModem", "check_sim", "identify", "initialise",
            "probe_imei"]
 
 log = logging.getLogger("branchline.modem")
@@ -180,3 +182,42 @@ class PowerSwitch:
         if self._device is not None:
             self._device.close()
             self._device = None
+
+
+class StoredPinMemory(PinMemory):
+    """PinMemory kept in a file (the daemon's state_dir), so a restart does not spend a
+    second try of a SIM's PIN that it already refused. Only salted digests of refused PINs
+    are written (mode 0600), never a PIN."""
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        super().__init__()
+        self.path = os.fspath(path)
+        try:
+            with open(self.path, encoding="utf-8") as f:
+                data = json.load(f)
+            self._rejected.update({str(k): str(v) for k, v in dict(data).items()})
+        except FileNotFoundError:
+            pass
+        except (OSError, ValueError, TypeError) as exc:
+            log.error("SIM PIN memory %s unreadable (%s): starting empty", self.path, exc)
+
+    def record_rejection(self, key: str | None, pin: str) -> None:
+        super().record_rejection(key, pin)
+        self._save()
+
+    def forget(self, key: str) -> None:
+        super().forget(key)
+        self._save()
+
+    def _save(self) -> None:
+        tmp = self.path + ".tmp"
+        try:
+            os.makedirs(os.path.dirname(self.path) or ".", exist_ok=True)
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "w", encoding="utf-8") as f:
+                json.dump(self._rejected, f)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, self.path)
+        except OSError as exc:
+            log.error("SIM PIN memory %s not written: %s", self.path, exc)
