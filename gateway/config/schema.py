@@ -538,6 +538,10 @@ def _config_dict(config: Config, *, redact: bool) -> dict[str, Any]:
                     "calls_per_second": t.rate_limit.calls_per_second,
                     "call_burst": t.rate_limit.call_burst,
                 },
+                "allow_gsm": None if t.allow_gsm is None else {
+                    "groups": list(t.allow_gsm.groups),
+                    "prefixes": list(t.allow_gsm.prefixes),
+                },
             }
             for t in config.trunks
         ],

@@ -49,7 +49,8 @@ MINUTES_FILE = "gsm_minutes.json"
 def gsm_policies(config: Config) -> list[TargetPolicy]:
     """Who may call out through the modems: this box's lines and its local SIP users, to
     any number but the default denied prefixes (international, premium rate); nothing that
-    came in on a trunk (a GSM route must not turn the gateway into a free relay)."""
+    came in on a trunk (a GSM route must not turn the gateway into a free relay), except
+    what a trunk's own `allow_gsm` opens (`_trunk_gsm_guard`)."""
     if not config.gsm_groups:
         return []
     return [TargetPolicy("gsm", sources=(*(ln.name for ln in config.lines), LOCAL_USERS))]
