@@ -55,6 +55,7 @@ from gateway.runtime.modem_setup import (
     check_sim,
     identify,
     initialise,
+    pcm_path_for,
     probe_imei,
 )
 from gateway.runtime.modem_state import REGISTRATION_URCS, ModemState
@@ -299,13 +300,13 @@ class ModemDriver:
         for pattern in self._scan_globs:
             paths.extend(sorted(glob.glob(pattern)))
         out: list[str] = []
-        seen: set[str] = set()
+        pcm = self.config.audio.pcm_port
+        seen: set[str] = set()  # the PCM port(s) are never an AT port to probe
+        pcm_real = {os.path.realpath(p) for p in glob.glob(pcm)} if pcm else set()
         for p in paths:
             real = os.path.realpath(p)
             owner = self._claimed.get(real)
-            if real in seen or (owner is not None and owner != self.name):
-                continue
-            if self.config.audio.pcm_port and real == os.path.realpath(self.config.audio.pcm_port):
+            if real in seen or real in pcm_real or (owner is not None and owner != self.name):
                 continue
             seen.add(real)
             out.append(p)
@@ -385,7 +386,10 @@ class ModemDriver:
             if audio.type in ("serial-pcm", "sim") and audio.pcm_port:
                 from hal.modem.pcm_audio import PcmSerialAudio
 
-                self.audio = PcmSerialAudio(audio.pcm_port)
+                pcm = pcm_path_for(audio.pcm_port, self._path or "")
+                if pcm is None:
+                    raise HalError(f"no PCM port {audio.pcm_port} beside {self._path}")
+                self.audio = PcmSerialAudio(pcm)
             elif audio.type in ("uac", "usb-soundcard") and audio.device:
                 from hal.audio.alsa import AlsaAudio
 

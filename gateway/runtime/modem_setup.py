@@ -8,9 +8,11 @@ learns into the driver's ModemState.
 from __future__ import annotations
 
 import asyncio
+import glob
 import json
 import logging
 import os
+import re
 from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
@@ -24,7 +26,7 @@ from gateway.runtime.modem_state import ModemState
 from hal.base import AtPort, CommandError, HalError
 from hal.gpio import output_device
 
-__all__ = ["PROBE_TIMEOUT", "PowerSwitch", "StoredPinMemory", "WrongModem", "check_sim", "identify", "initialise",
+__all__ = ["PROBE_TIMEOUT", "PowerSwitch", "StoredPinMemory", "pcm_path_for", "WrongModem", "check_sim", "identify", "initialise",
            "probe_imei"]
 
 log = logging.getLogger("branchline.modem")
@@ -221,3 +223,56 @@ class StoredPinMemory(PinMemory):
             os.replace(tmp, self.path)
         except OSError as exc:
             log.error("SIM PIN memory %s not written: %s", self.path, exc)
+
+
+_GLOB = re.compile(r"[*?\[]")
+_INTERFACE = re.compile(r"-if\d+(-port\d+)?$")  # /dev/serial/by-id/usb-...-if02-port0
+_USB_DEVICE = re.compile(r"^\d+-[\d.]+$")  # sysfs name of a USB device: 1-1.2
+
+
+def _usb_device(path: str) -> str | None:
+    """The sysfs USB device a tty belongs to (its interfaces share it), None if unknown."""
+    name = os.path.basename(os.path.realpath(path))
+    try:
+        node = os.path.realpath(f"/sys/class/tty/{name}/device")
+    except OSError:
+        return None
+    while node not in ("/", "") and node.startswith("/sys/"):
+        if _USB_DEVICE.match(os.path.basename(node)):
+            return node
+        node = os.path.dirname(node)
+    return None
+
+
+def _stem(path: str) -> str:
+    """A by-id name without its interface part: the same for every port of one module."""
+    return _INTERFACE.sub("", os.path.basename(path))
+
+
+def pcm_path_for(pattern: str, at_path: str) -> str | None:
+    """The PCM port to open for a module attached on `at_path`.
+
+    A plain path (such as a /dev/serial/by-id/ link, repointed by udev when the module
+    re-enumerates) is used as it is. A glob picks, among its matches, the port on the same
+    USB device as the AT port: by sysfs, else by the by-id name (the same name but for
+    ``-ifNN-portN``, comparing every link in the glob's directory that resolves to the AT
+    port), else the only match. None when nothing matches or it is ambiguous.
+    """
+    if not _GLOB.search(pattern):
+        return pattern
+    matches = sorted(glob.glob(pattern))
+    at_real = os.path.realpath(at_path)
+    matches = [m for m in matches if os.path.realpath(m) != at_real]
+    usb = _usb_device(at_path)
+    if usb is not None:
+        same = [m for m in matches if _usb_device(m) == usb]
+        if same:
+            return same[0]
+    names = {_stem(at_path)}
+    folder = os.path.dirname(pattern)
+    names.update(_stem(p) for p in glob.glob(os.path.join(glob.escape(folder), "*"))
+                 if os.path.realpath(p) == at_real)
+    same = [m for m in matches if _stem(m) in names]
+    if same:
+        return same[0]
+    return matches[0] if len(matches) == 1 else None
