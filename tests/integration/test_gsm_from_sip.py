@@ -7,6 +7,7 @@ emulator (hal/sim) as the far end:
 - an allowed number: 180 while the modem dials, 200 when the far end answers, the far end's
   tone comes back to it through sipp's RTP echo (so it crossed modem PCM -> RTP -> modem
   PCM) at its frequency and level; sipp's BYE hangs the modem up (ATH); a CANCEL too (487);
+- sipp's RFC 4733 digit reaches the modem as AT+VTS; the mobile hanging up sends BYE;
 - the far end busy -> 486, no answer -> 480, no modem up -> 503;
 - a number outside the trunk's prefixes, an international one, and any number from a trunk
   without `allow_gsm` -> 403 and no ATD.
@@ -197,3 +198,24 @@ def test_trunk_without_allow_gsm_never_reaches_the_modem(closed_rig: Rig) -> Non
     assert_sipp_passed(peer, peer.wait(10))
     assert emu.calls == [] and b"ATD" not in emu.at_log
     assert "call-denied" in closed_rig.gw.log_text()
+
+
+def test_rfc4733_digit_goes_out_as_vts_and_far_end_hangup_sends_bye(rig: Rig) -> None:
+    emu = rig.emu
+    peer = rig.call("uac_gsm_dtmf.xml", "07700900127", pause_ms=1500)
+    wait("the modem to dial", lambda: dialled(emu) == ["07700900127"], timeout=5)
+    emu.remote_answer()
+    wait("AT+VTS for sipp's RFC 4733 digit", lambda: emu.dtmf_sent == "1", timeout=5)
+    assert_sipp_passed(peer, peer.wait(10))
+    assert emu.dtmf_sent == "1"  # once, not once per RFC 4733 packet
+    wait("modem hung up after BYE", lambda: emu.calls == [], timeout=5)
+
+    # The mobile hangs up first: the PBX gets a BYE.
+    peer = rig.call("uac_gsm_remote_bye.xml", "07700900128")
+    wait("the modem to dial", lambda: dialled(emu) == ["07700900128"], timeout=5)
+    emu.remote_answer()
+    wait("200 at sipp", lambda: bool(peer.received("SIP/2.0 200")), timeout=5)
+    emu.remote_hangup()
+    assert_sipp_passed(peer, peer.wait(10))
+    assert len(peer.received("BYE ")) == 1
+    rig.gw.wait_until("calls gone", lambda: not rig.gw.status()["calls"], timeout=5)
