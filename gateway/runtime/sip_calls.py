@@ -123,8 +123,6 @@ class SipCalls:
     registrar_targets: dict[str, tuple[Target, ...]]
     registrar_dns: dict[str, str]
     proxy_targets: dict[str, tuple[Target, ...]]
-    #: GsmCalls: an INVITE for no line, routed to gsm:<group>, is dialled out (True) or not.
-    _incoming_to_gsm: Callable[[sev.IncomingCall], Awaitable[bool]]
 
     def _pump(self) -> None:
         raise NotImplementedError
@@ -378,8 +376,12 @@ class SipCalls:
         cfg = self.config
         lp = self._find_line_for(ev)
         now = self.loop.time()
-        if lp is None and await self._incoming_to_gsm(ev):
-            return  # routed to gsm:<group> (GsmCalls): dialled or refused there
+        # GsmCalls._incoming_to_gsm: an INVITE for no line, routed to gsm:<group>, is
+        # dialled out or refused there (True); anything else is not a GSM call (False).
+        to_gsm: Callable[[sev.IncomingCall], Awaitable[bool]] | None = getattr(
+            self, "_incoming_to_gsm", None)
+        if lp is None and to_gsm is not None and await to_gsm(ev):
+            return
         if lp is None:
             self.ua.reject(ev.call_id, 404, now)
             self._pump()
