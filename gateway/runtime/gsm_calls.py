@@ -334,6 +334,9 @@ class GsmCalls:
         rtp = await RtpEndpoint.open(cfg.sip.listen.host,
                                      (cfg.sip.rtp_ports.first, cfg.sip.rtp_ports.last))
         now = self.loop.time()
+        if self.ua.call_state(ev.call_id) in (None, "ended"):
+            rtp.close()  # CANCELled while the socket was being opened: never dial
+            return True
         policy = self._srtp_policy_for(ev.source)
         sdp_id = secrets.randbits(31)
         try:
