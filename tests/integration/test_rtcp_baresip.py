@@ -83,8 +83,9 @@ def test_daemon_and_baresip_exchange_rtcp_reports(
                      and rtcp().get("remote_reports", 0) >= 1),
             timeout=30, interval=0.5,
         )
-        ours = rtcp()
-        stats = gw.status()["calls"][0]["stats"]
+        # One status snapshot for both: the stream's jitter moves between two reads.
+        call = gw.status()["calls"][0]
+        ours, stats = dict(call["rtcp"]), call["stats"]
         # ... and ours in baresip: wait for a report of ours that echoed its SR (rtt > 0)
         deadline = time.monotonic() + 30
         while (not any(e["rtcp_stats"]["rtt"] > 0 for e in _rtcp_events(bob.events))
