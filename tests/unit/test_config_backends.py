@@ -135,7 +135,8 @@ def test_run_refuses_a_bad_backend_with_exit_2_and_no_traceback(tmp_path: Path) 
 
 
 def test_json_schema_knows_the_backends_and_their_options() -> None:
-    jsonschema = pytest.importorskip("jsonschema")
+    import jsonschema  # a test dependency (pyproject [test]): missing means a broken install
+
     from gateway.config.jsonschema import export_json_schema
 
     validator = jsonschema.Draft202012Validator(export_json_schema())
