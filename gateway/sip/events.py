@@ -129,6 +129,22 @@ class MessageReceived:
     source: tuple[str, int]
 
 
+@dataclass(frozen=True)
+class OptionsAnswered:
+    """Our OPTIONS probe (`UserAgent.send_options`) got a final response: the peer is there."""
+
+    handle: str
+    status: int
+
+
+@dataclass(frozen=True)
+class OptionsFailed:
+    """Our OPTIONS probe got no final response: "timeout" or "transport error"."""
+
+    handle: str
+    reason: str
+
+
 # -- request filter verdicts (the security hook) -----------------------------------------
 
 
@@ -169,4 +185,6 @@ UaEvent = (
     | MessageDelivered
     | MessageFailed
     | MessageReceived
+    | OptionsAnswered
+    | OptionsFailed
 )

@@ -9,7 +9,8 @@ DNS: targets are passed in already resolved (see gateway/sip/target.py).
 The agent is composed of parts with one job each (see gateway/sip/ua_core.py): the
 plumbing (`SipCore`), accounts (`Registrations`), the call table with its state machine
 (`CallTable`, call_state.py), our INVITE (`OutgoingCalls`), later offers (`Reoffers`)
-and pager-mode MESSAGE both ways (`Messages`, ua_messages.py).
+and pager-mode MESSAGE both ways (`Messages`, ua_messages.py), OPTIONS probes for trunk
+health (`Probes`, ua_probes.py).
 This module takes messages in, routes them to the part that owns them and merges timers.
 
 Decisions, so the runtime knows what to expect:
@@ -36,7 +37,7 @@ Decisions, so the runtime knows what to expect:
 from __future__ import annotations
 
 import random
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from gateway.sip.call_state import SETTING_UP, Call, CallState
 from gateway.sip.errors import SipError, SipParseError
@@ -58,6 +59,7 @@ from gateway.sip.ua_core import (
 )
 from gateway.sip.ua_messages import TEXT_PLAIN, Messages
 from gateway.sip.ua_outgoing import OutgoingCalls
+from gateway.sip.ua_probes import Probes
 from gateway.sip.ua_reinvite import Reoffers
 
 __all__ = ["ALLOW", "SDP", "Address", "CallState", "RequestFilter", "UserAgent"]
@@ -101,6 +103,8 @@ class UserAgent:
                              rng=rng)
         self.request_filter = request_filter
         self.accept_messages = accept_messages
+        #: Told (addr, transport, now) of every transport error (the trunk health monitor).
+        self.transport_listener: Callable[[Address, str, float], None] | None = None
         self.validator = validator if validator is not None else _load_validator()
         self._accounts = Registrations(self._core)
         self._table = CallTable(self._core, max_calls=max_calls)
@@ -108,6 +112,7 @@ class UserAgent:
                                        target_timeout=target_timeout)
         self._reoffers = Reoffers(self._core, self._table)
         self._messages = Messages(self._core, self._accounts)
+        self._probes = Probes(self._core)
         missing = self._table.missing_handlers()
         if missing:
             raise AssertionError(f"call timers without a handler: {sorted(t.name for t in missing)}")
@@ -203,9 +208,15 @@ class UserAgent:
         return [(o.data, o.dest) for o in self.messages_out()]
 
     def transport_error(self, addr: Address, now: float, *, transport: str = "udp") -> None:
-        """The adapter saw ICMP unreachable, a refused connection or a send failure."""
+        """The adapter saw ICMP unreachable, a refused connection or a send failure.
+
+        Besides failing what is in flight to `addr`, it is passed to `transport_listener`
+        when one is set (trunk health counts it), with the transport in lower case.
+        """
         transport = transport.lower()
         core = self._core
+        if self.transport_listener is not None:
+            self.transport_listener(addr, transport, now)
         for tx in core.txl.all():
             if tx.dest == addr and tx.transport == transport and not tx.terminated:
                 core.route(tx, tx.transport_error(now), now)
@@ -236,7 +247,7 @@ class UserAgent:
     def table_sizes(self) -> dict[str, int]:
         """How many entries each internal table holds (flood tests check they stay bounded)."""
         return {**self._core.sizes(), "calls": len(self._table.calls),
-                **self._messages.sizes()}
+                **self._messages.sizes(), **self._probes.sizes()}
 
     # -- accounts --------------------------------------------------------------------------
 
@@ -352,6 +363,19 @@ class UserAgent:
     def answer_message(self, handle: str, status: int, now: float) -> bool:
         """Answer a `MessageReceived` (202 once stored); False if unknown or answered."""
         return self._messages.answer(handle, status, now)
+
+    # -- OPTIONS probes (trunk health) ----------------------------------------------------
+
+    def send_options(self, *, target_uri: str, from_uri: str,
+                     dest: Address | Sequence[Target], timeout: float, now: float) -> str:
+        """Probe a next hop with one OPTIONS; returns its handle (Call-ID).
+
+        The outcome is exactly one `OptionsAnswered(handle, status)` (any final response)
+        or `OptionsFailed(handle, reason)` (nothing final within `timeout`, or the transport
+        failed on every target). See gateway/sip/ua_probes.py.
+        """
+        return self._probes.send(target_uri=target_uri, from_uri=from_uri, dest=dest,
+                                 timeout=timeout, now=now)
 
     # -- routing what comes in -------------------------------------------------------------
 
