@@ -188,7 +188,8 @@ def parse_error(msg: NlMessage) -> int:
     """The errno of an NLMSG_ERROR (0 = an acknowledgement), as a positive number."""
     if len(msg.payload) < _ERRNO.size:
         return errno.EIO
-    return -_ERRNO.unpack_from(msg.payload)[0]
+    code: int = _ERRNO.unpack_from(msg.payload)[0]
+    return -code
 
 
 def parse_route(msg: NlMessage) -> RouteInfo | None:

@@ -20,6 +20,10 @@ so a recovered primary is used again at the next refresh.
 
 A registrar known only by name (no `targets`, no IP literal) gets nothing sent to it, never a
 bare name, until `set_targets` hands it addresses (reason `NO_ADDRESS` meanwhile).
+
+When the trunk has a health monitor (gateway/runtime/trunk_health.py) the account sends no
+OPTIONS of its own (`probe_interval` 0: one probe stream per trunk, not per account): the
+monitor calls `trunk_down` (not registered, "trunk down", nothing sent) and `register_now`.
 """
 
 from __future__ import annotations
@@ -89,6 +93,7 @@ class RegPhase(Enum):
     REGISTERED = "registered"
     WAITING_RETRY = "waiting to retry"
     RECOVERING = "recovering"
+    TRUNK_DOWN = "trunk down"
     UNREGISTERING = "unregistering"
     STOPPED = "stopped"
 
@@ -204,7 +209,7 @@ class RegistrationClient:
         self._index = self.targets.start()
         self._tried = 1
         if self.registered or self.phase in (RegPhase.IDLE, RegPhase.UNREGISTERING,
-                                             RegPhase.STOPPED):
+                                             RegPhase.STOPPED, RegPhase.TRUNK_DOWN):
             return True
         if in_flight is not None and any(t.addr == in_flight for t in fresh):
             return True  # a REGISTER to a target still listed is under way
@@ -216,6 +221,33 @@ class RegistrationClient:
         self.phase = RegPhase.REGISTERING
         self._register(now)
         return True
+
+    def trunk_down(self, now: float) -> None:
+        """The trunk's health says DOWN: stop, report not registered, send nothing."""
+        if self.phase in (RegPhase.UNREGISTERING, RegPhase.STOPPED, RegPhase.TRUNK_DOWN):
+            return
+        for tx in (self._reg_tx, self._probe_tx):
+            if tx is not None and not tx.terminated:
+                tx.abandon()
+        self._reg_tx = self._probe_tx = None
+        self._refresh_at = self._probe_at = self._retry_at = self._target_deadline = None
+        self.registered = False
+        self.granted_expires = None
+        self._attempt = 0
+        self.phase = RegPhase.TRUNK_DOWN
+        self._emit(False, "trunk down", None)
+
+    def register_now(self, now: float) -> None:
+        """The trunk is back: register at once unless registered or a REGISTER is under way."""
+        if self.registered or self.phase in (RegPhase.UNREGISTERING, RegPhase.STOPPED):
+            return
+        if self._reg_tx is not None and not self._reg_tx.terminated:
+            return
+        self._retry_at = self._probe_at = None
+        self._probe_tx = None
+        self._attempt = 0
+        self.phase = RegPhase.REGISTERING
+        self._register(now)
 
     @property
     def done(self) -> bool:
@@ -493,7 +525,9 @@ class RegistrationClient:
         changed = self.granted_expires != granted
         self.granted_expires = granted
         self._refresh_at = now + refresh_delay(granted)
-        if self._probe_tx is None and self._probe_at is None:
+        if self.settings.probe_interval <= 0:
+            self._probe_at = None  # the trunk's health monitor probes for every account
+        elif self._probe_tx is None and self._probe_at is None:
             self._probe_at = now + self.settings.probe_interval
         elif self._probe_at is not None:
             self._probe_at = min(self._probe_at, now + self.settings.probe_interval)
@@ -510,7 +544,7 @@ class RegistrationClient:
                     self.settings.retry_max)
         self._attempt += 1
         self._retry_at = now + delay
-        if unreachable:
+        if unreachable and self.settings.probe_interval > 0:
             self.phase = RegPhase.RECOVERING
             if self._probe_tx is None:
                 self._probe_at = now + self.settings.recovery_probe_interval
