@@ -89,7 +89,7 @@ _ACCEPT: Final = Accept()
 class LocalUsers(Protocol):
     """Who may authenticate as a local SIP user: user name to password, None if unknown.
 
-    The survivable registrar will provide the real one; until then there are no local users.
+    `build_edge` makes one from the config's ``sip_phones`` (`users_from_config`).
     """
 
     def password_for(self, username: str) -> str | None:
@@ -318,7 +318,7 @@ class SipEdge:
             self._call_users[request.call_id] = username
             while len(self._call_users) > MAX_CALL_USERS:
                 self._call_users.popitem(last=False)
-        return _ACCEPT
+        return Accept(user=username)  # the registrar binds for this user only
 
     def _auth_failed(self, method: str, ip: str, port: int, username: str, why: str,
                      now: float) -> FilterVerdict:
@@ -455,6 +455,22 @@ def trunk_sources_pinned(trunks: Iterable[_Trunk],
     return tuple(out)
 
 
+class _Phone(Protocol):
+    @property
+    def user(self) -> str: ...
+    @property
+    def password(self) -> str: ...
+
+
+def users_from_config(config: object) -> StaticUsers:
+    """The local SIP phones (``sip_phones``: user, password) as `LocalUsers`.
+
+    Fixed at start; a config reload that changes phones needs a new edge (issue 9).
+    """
+    phones: Iterable[_Phone] = getattr(config, "sip_phones", ()) or ()
+    return StaticUsers({p.user: p.password for p in phones})
+
+
 def build_edge(
     config: EdgeConfig,
     *,
@@ -475,6 +491,8 @@ def build_edge(
     acl = SourceAcl(trunk_sources_pinned(config.trunks, resolved, pin_ports=pin_trunk_ports),
                     None, local_networks)
     realm = config.gateway.name.replace('"', "").replace("\\", "") or "branchline"
+    if users is None:
+        users = users_from_config(config)
     return SipEdge(acl, realm=realm, users=users, limiter=limiter, trunk_limits=trunk_limits,
                    nonce_secret=nonce_secret if nonce_secret is not None
                    else secrets.token_bytes(32),

@@ -7,6 +7,10 @@ worrying that the agent changes them later. `call_id` is the key for every call 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from gateway.sip.registrar import Binding
 
 
 @dataclass(frozen=True)
@@ -145,12 +149,29 @@ class OptionsFailed:
     reason: str
 
 
+@dataclass(frozen=True)
+class BindingsChanged:
+    """A local phone's registrar bindings changed (registered, refreshed, removed, expired).
+
+    `bindings` is the user's whole live set after the change (empty: not registered).
+    """
+
+    user: str
+    bindings: tuple[Binding, ...]
+
+
 # -- request filter verdicts (the security hook) -----------------------------------------
 
 
 @dataclass(frozen=True)
 class Accept:
-    """Filter verdict: let the request through to validation and the dialog layer."""
+    """Filter verdict: let the request through to validation and the dialog layer.
+
+    `user` names the local user the filter authenticated (digest), None for requests it
+    let in without (trunks, in-dialog, ACK/CANCEL); the registrar binds only for `user`.
+    """
+
+    user: str | None = None
 
 
 @dataclass(frozen=True)
@@ -187,4 +208,5 @@ UaEvent = (
     | MessageReceived
     | OptionsAnswered
     | OptionsFailed
+    | BindingsChanged
 )

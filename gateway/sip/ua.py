@@ -41,8 +41,9 @@ from collections.abc import Callable, Sequence
 
 from gateway.sip.call_state import SETTING_UP, Call, CallState
 from gateway.sip.errors import SipError, SipParseError
-from gateway.sip.events import Drop, MessageDropped, Respond, UaEvent
+from gateway.sip.events import Accept, Drop, MessageDropped, Respond, UaEvent
 from gateway.sip.message import Request, Response, parse_message
+from gateway.sip.registrar import Registrar
 from gateway.sip.registration import AccountSettings, RegistrationClient
 from gateway.sip.target import Outgoing, Target
 from gateway.sip.transaction import T1, T2, RequestReceived
@@ -103,6 +104,9 @@ class UserAgent:
                              rng=rng)
         self.request_filter = request_filter
         self.accept_messages = accept_messages
+        #: The local phones' registrar: REGISTERs the filter authenticated go to it (with
+        #: the user of `Accept.user`); None answers REGISTER with 405.
+        self.registrar: Registrar | None = None
         #: Told (addr, transport, now) of every transport error (the trunk health monitor).
         self.transport_listener: Callable[[Address, str, float], None] | None = None
         self.validator = validator if validator is not None else _load_validator()
@@ -226,7 +230,8 @@ class UserAgent:
     def get_timer(self) -> float | None:
         """Earliest absolute deadline the runtime must call `handle_timer` at."""
         times = [self._core.txl.get_timer(), self._accounts.get_timer(),
-                 self._table.get_timer(), self._messages.get_timer()]
+                 self._table.get_timer(), self._messages.get_timer(),
+                 self.registrar.get_timer() if self.registrar is not None else None]
         due = [t for t in times if t is not None]
         return min(due) if due else None
 
@@ -237,6 +242,10 @@ class UserAgent:
         self._accounts.handle_timer(now)
         self._table.handle_timer(now)
         self._messages.handle_timer(now)
+        if self.registrar is not None:
+            self.registrar.expire(now)
+            for event in self.registrar.events():
+                self._core.emit(event)
         self._accounts.pull_events()
 
     def next_event(self) -> UaEvent | None:
@@ -410,6 +419,7 @@ class UserAgent:
             self._table.on_cancel(req, dest, now)
             return
         in_dialog = self._table.is_in_dialog(req)
+        user: str | None = None  # the local user the filter authenticated
         if self.request_filter is not None:
             verdict = self.request_filter(req, addr, core.rx_transport, now, in_dialog)
             if isinstance(verdict, Drop):
@@ -424,6 +434,8 @@ class UserAgent:
                     core.respond(req, verdict.status, dest, now, reason=verdict.reason,
                                  extra=list(verdict.headers))
                 return
+            if isinstance(verdict, Accept):
+                user = verdict.user
         if self.validator is not None:
             refusal = self.validator(req)
             if refusal is not None:
@@ -436,6 +448,8 @@ class UserAgent:
             return
         if method == "CANCEL":
             core.respond(req, 481, dest, now)
+        elif method == "REGISTER" and self.registrar is not None:
+            self._on_register(self.registrar, req, addr, user, dest, now)
         elif req.to_tag:
             self._on_in_dialog(req, dest, now)
         elif method == "INVITE":
@@ -448,6 +462,15 @@ class UserAgent:
             core.respond(req, 481, dest, now)
         else:
             core.respond(req, 405, dest, now, extra=[("Allow", ALLOW)])
+
+    def _on_register(self, registrar: Registrar, req: Request, addr: Address,
+                     user: str | None, dest: Address, now: float) -> None:
+        """Bind (or refuse) an authenticated REGISTER; its changes become events."""
+        answer = registrar.handle(req, addr, self._core.rx_transport, user, now)
+        self._core.respond(req, answer.status, dest, now, reason=answer.reason,
+                           extra=list(answer.headers))
+        for event in registrar.events():
+            self._core.emit(event)
 
     def _capabilities(self) -> list[tuple[str, str]]:
         return [("Allow", ALLOW), ("Accept", SDP), ("Supported", "timer"),

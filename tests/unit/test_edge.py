@@ -231,7 +231,7 @@ def test_local_user_with_the_right_password_is_accepted(caplog: pytest.LogCaptur
     assert isinstance(challenge, Respond)
     authz = answer(challenge, "INVITE", "alice", USERS["alice"], uri="sip:alice@gw.example")
     req = request("INVITE", "alice", src=PHONE, cseq=2, authz=authz)
-    assert edge.filter(req, PHONE, "udp", 1.0, False) == Accept()
+    assert edge.filter(req, PHONE, "udp", 1.0, False) == Accept(user="alice")
     assert edge.call_source("c1", PHONE) == CallSource.local_user("alice")
     assert events(caplog, "auth-failure") == []
     # Known now: a later challenge round does not log this phone as an unknown source.
@@ -315,7 +315,7 @@ def test_guesser_is_locked_out_after_the_auth_failure_budget(
     assert isinstance(challenge, Respond) and challenge.status == 401
     ok = request("REGISTER", "alice", call_id="ok", cseq=2,
                  authz=answer(challenge, "REGISTER", "alice", USERS["alice"]))
-    assert edge.filter(ok, SCANNER, "udp", later, False) == Accept()
+    assert edge.filter(ok, SCANNER, "udp", later, False) == Accept(user="alice")
 
 
 def test_flood_is_dropped_with_one_rate_limit_event_per_window(
@@ -404,7 +404,7 @@ def alice_in(edge: SipEdge, now: float = 0.0, call_id: str = "c1") -> str:
     assert isinstance(ch, Respond)
     authz = answer(ch, "INVITE", "alice", USERS["alice"], uri="sip:alice@gw.example")
     req = request("INVITE", "alice", src=PHONE, call_id=call_id, cseq=2, authz=authz)
-    assert edge.filter(req, PHONE, "udp", now + 0.1, False) == Accept()
+    assert edge.filter(req, PHONE, "udp", now + 0.1, False) == Accept(user="alice")
     return authz
 
 
@@ -443,7 +443,7 @@ def test_nonce_count_repeat_is_refused_and_the_next_count_accepted() -> None:
     nc2 = auth.build_authorization(ch, method="INVITE", uri="sip:alice@gw.example",
                                    username="alice", password=USERS["alice"], nc=2)
     req = request("INVITE", "alice", src=PHONE, cseq=4, authz=nc2)
-    assert edge.filter(req, PHONE, "udp", 6.0, False) == Accept()
+    assert edge.filter(req, PHONE, "udp", 6.0, False) == Accept(user="alice")
     assert edge.filter(req, PHONE, "udp", 7.0, False) != Accept()
 
 
@@ -489,7 +489,7 @@ def test_challenge_offers_sha256_first_and_accepts_either_answer() -> None:
                                          username="bob", password=USERS["bob"], nc=nc)
         assert f"algorithm={c.algorithm}" in authz
         req = request("REGISTER", "bob", cseq=1 + nc, authz=authz)
-        assert edge.filter(req, SCANNER, "udp", 1.0, False) == Accept()
+        assert edge.filter(req, SCANNER, "udp", 1.0, False) == Accept(user="bob")
     assert len(auth.parse_authorization(
         answer_with(offered[0], "bob"))["response"]) == 64
 
@@ -508,7 +508,7 @@ def test_an_md5_only_offer_for_old_phones_refuses_other_algorithms(
     assert v == Respond(403, "Forbidden")
     assert 'reason="algorithm not offered"' in events(caplog, "auth-failure")[0]
     assert edge.filter(request("REGISTER", "bob", cseq=3, authz=answer_with(md5, "bob")),
-                       SCANNER, "udp", 1.0, False) == Accept()
+                       SCANNER, "udp", 1.0, False) == Accept(user="bob")
     for bad in ((), ("SHA-1",), ("MD5-sess",)):
         with pytest.raises(ValueError, match="digest_algorithms"):
             SipEdge(SourceAcl(()), realm=REALM, nonce_secret=SECRET, digest_algorithms=bad)
@@ -543,7 +543,7 @@ def test_strangers_leave_no_nonce_state_and_logins_stay_bounded() -> None:
         authz = answer_with(challenges(ch)[1], "bob")
         first = first or authz
         assert edge.filter(request("REGISTER", "bob", src=src, call_id=f"l{i}", cseq=2,
-                                   authz=authz), src, "udp", now, False) == Accept()
+                                   authz=authz), src, "udp", now, False) == Accept(user="bob")
     assert edge.nonces_tracked == MAX_NONCES
     # the first login's nonce was forgotten, yet its header is still not accepted again
     assert first is not None
@@ -575,7 +575,7 @@ def test_our_registration_client_against_the_edge_with_a_stale_nonce(
             assert isinstance(resp, Response)
             rc.receive_response(resp, now)
     assert [getattr(v, "status", "accept") for v in verdicts] == [401, 401, "accept"]
-    assert verdicts[-1] == Accept()
+    assert verdicts[-1] == Accept(user="alice")
     assert isinstance(verdicts[1], Respond) and all(c.stale for c in challenges(verdicts[1]))
     for req in sent[1:]:
         params = auth.parse_authorization(req.headers.get("Authorization") or "")
