@@ -28,6 +28,9 @@ from enum import Enum
 
 __all__ = ["HealthChanged", "HealthSettings", "HealthState", "TrunkHealth"]
 
+_EPS = 1e-9
+"""Float slack for comparing durations: 8.12 - 3.12 must count as 5 s of clean probes."""
+
 
 class HealthState(Enum):
     UP = "up"
@@ -37,11 +40,10 @@ class HealthState(Enum):
 
 
 def _check(name: str, value: object, low: float, high: float, *, integer: bool = False) -> None:
-    kinds: tuple[type, ...] = (int,) if integer else (int, float)
-    ok = isinstance(value, kinds) and not isinstance(value, bool)
-    if ok and not integer:
-        ok = math.isfinite(value)  # type: ignore[arg-type]
-    if not ok or not low <= value <= high:  # type: ignore[operator]
+    """Refuse a bad field with its name, so a config error points at the right key."""
+    kinds = (int,) if integer else (int, float)
+    # bool is an int to Python, never to an admin; NaN fails the range test by itself.
+    if isinstance(value, bool) or not isinstance(value, kinds) or not low <= value <= high:
         kind = "an integer" if integer else "a number"
         raise ValueError(f"{name}: expected {kind} from {low:g} to {high:g}, got {value!r}")
 
@@ -147,7 +149,7 @@ class TrunkHealth:
             self._clean_since = now
             self._clean_first_sent = probe.sent_at
         clean = now - self._clean_since
-        if clean >= self.settings.failback_after:
+        if clean >= self.settings.failback_after - _EPS:
             self._move(HealthState.UP, f"probes answered for {clean:.1f} s", clean, now)
 
     def probe_failed(self, probe_id: str, reason: str, now: float) -> None:
@@ -246,7 +248,9 @@ class TrunkHealth:
             n = self.settings.misses
             if self._consecutive >= n and self._state is not HealthState.DOWN:
                 cause = f"{n} probe{'s' if n > 1 else ''} unanswered"
-                self._move(HealthState.DOWN, f"{cause} ({reason})" if reason else cause,
+                if reason and reason != "timeout":
+                    cause += f" ({reason})"
+                self._move(HealthState.DOWN, cause,
                            self._detection(now), now)
         if self._state is HealthState.UP:
             self._check_loss(now)
