@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Callable, Collection
+from collections.abc import Callable
 from types import MappingProxyType
 from typing import Any
 
 from yaml.nodes import MappingNode, Node, ScalarNode
 
 from gateway.config import schema as s
+from gateway.config import survivable as sv
 from gateway.config._convert import (
     _NULL,
     _abs_path,
@@ -17,56 +18,45 @@ from gateway.config._convert import (
     _bool,
     _choice,
     _describe,
-    _digit_map,
     _dns_server,
     _existing_file,
+    _float_range,
     _header_text,
     _host,
     _host_port,
     _int_range,
-    _min_match_length,
     _one_of,
     _optional,
     _parse_host_port,
     _parse_port_range,
-    _password_problem,
     _pattern,
     _port_range,
-    _regex,
     _socket_path,
-    _suggest,
     _text,
     _value_node,
 )
+from gateway.config._dialplan import _DialPlanReader
 from gateway.config._modems import _ModemReader
+from gateway.config._phones import _PhoneReader
 from gateway.config._reader import _Fields, _Seen
 from gateway.config._trunks import _TrunkReader
 from gateway.config.schema import (
     Config,
-    DialPlan,
     GatewaySettings,
     HostPort,
     LineConfig,
-    LineTrunk,
-    Route,
     SecuritySettings,
     SipSettings,
     TlsFiles,
     TrunkConfig,
 )
-from gateway.routing.targets import EXPECTED as EXPECTED_TARGET
-from gateway.routing.targets import (
-    FxoTarget,
-    GsmTarget,
-    LineTarget,
-    RouteTarget,
-    TrunkTarget,
-    parse_target,
-)
 
 
-class _Reader(_TrunkReader, _ModemReader):
+class _Reader(_TrunkReader, _ModemReader, _DialPlanReader, _PhoneReader):
     """Reads a whole config file into a `Config`, collecting every issue."""
+
+    #: Every good line with its `number` node and path (for the emergency-number clashes).
+    line_numbers: list[tuple[LineConfig, Node, str]]
 
     def config(self, root: Node | None, source: str) -> Config | None:
         """Build the whole Config, or None when any section failed."""
@@ -76,7 +66,8 @@ class _Reader(_TrunkReader, _ModemReader):
         gateway = self.gateway(top.values.get("gateway"))
         trunks, trunk_names = self.trunks(top.values.get("trunks"))
         sip = self.sip(top.values.get("sip"), trunks)
-        lines = self.lines(top.values.get("lines"), trunk_names)
+        line_seen = _Seen()
+        lines = self.lines(top.values.get("lines"), trunk_names, line_seen)
         groups, group_names = self.gsm_groups(top.values.get("gsm_groups"))
         modems = self.modems(top.values.get("modems"), groups, group_names)
         # gsm:<group> targets are checked once a gsm_groups section is written
@@ -90,6 +81,17 @@ class _Reader(_TrunkReader, _ModemReader):
             top.values.get("dialplan"), trunks, trunk_names, lines, known_groups
         )
         security = self.security(top.values.get("security"))
+        registrar = self.registrar(top.values.get("registrar"))
+        phones, extensions = self.sip_phones(top.values.get("sip_phones"), trunk_names,
+                                             line_seen)
+        country = gateway.country if gateway is not None else s.DEFAULT_COUNTRY
+        emergency, written = self.emergency(
+            top.values.get("emergency"), country, list(trunk_names), lines, list(group_names),
+            known_groups)
+        if emergency is not None:
+            extensions[:0] = [(ln.number, node, path, f"line {ln.name!r}")
+                              for ln, node, path in self.line_numbers]
+            self.emergency_clashes(emergency, written, country, extensions)
         if (
             self.issues
             or gateway is None
@@ -100,10 +102,14 @@ class _Reader(_TrunkReader, _ModemReader):
             or security is None
             or groups is None
             or modems is None
+            or emergency is None
+            or registrar is None
+            or phones is None
         ):
             return None
         return Config(gateway, sip, tuple(trunks), tuple(lines), dialplan, source,
-                      security=security, modems=tuple(modems), gsm_groups=tuple(groups))
+                      security=security, modems=tuple(modems), gsm_groups=tuple(groups),
+                      emergency=emergency, registrar=registrar, sip_phones=tuple(phones))
 
     # -- security
 
@@ -193,6 +199,7 @@ class _Reader(_TrunkReader, _ModemReader):
             _int_range(s.UDP_RECEIVE_BUFFER_MIN, s.UDP_RECEIVE_BUFFER_MAX),
             s.DEFAULT_UDP_RECEIVE_BUFFER,
         )
+        media_timeout = self.take(f, "media_timeout", _media_timeout, sv.DEFAULT_MEDIA_TIMEOUT)
         if len(self.issues) > before:
             return None
         if tls_listen is not None and tls is None:
@@ -224,7 +231,7 @@ class _Reader(_TrunkReader, _ModemReader):
             public = self.derive_public_host(listen, trunks)
         return SipSettings(
             listen, public, agent, rtp, codecs, dtmf, tcp_listen, tls_listen, tls, dns_servers,
-            trace, receive_buffer,
+            trace, receive_buffer, media_timeout,
         )
 
     def sip_tls(self, node: Node | None, path: str) -> TlsFiles | None:
@@ -274,27 +281,24 @@ class _Reader(_TrunkReader, _ModemReader):
         toward = trunks[0].proxy.host if trunks else None
         return self.route_probe(toward) or "127.0.0.1"
 
-    def lines(self, node: Node | None, trunk_names: dict[str, Node]) -> list[LineConfig] | None:
-        """The `lines:` list with unique names, numbers and accounts."""
+    def lines(
+        self, node: Node | None, trunk_names: dict[str, Node], seen: _Seen
+    ) -> list[LineConfig] | None:
+        """The `lines:` list with unique names, numbers and accounts (recorded in `seen`,
+        which the phones then share); `line_numbers` keeps where each good line's number is."""
         items = self.sequence(node, "lines")
         before = len(self.issues)
-        seen = _Seen()
         lines: list[LineConfig] = []
+        self.line_numbers = []
         for index, item in enumerate(items):
             line = self.line(item, f"lines[{index}]", trunk_names, seen)
             if line is not None:
                 lines.append(line)
+                number = _value_node(item, "number") or item
+                self.line_numbers.append((line, number, f"lines[{index}].number"))
         if len(self.issues) > before:
             return None
         return lines
-
-    def unique(self, seen: dict[Any, Node], value: Any, node: Node, path: str, label: str) -> None:
-        """Remember where `value` was written, or record an issue if it was already used."""
-        if value in seen:
-            first = seen[value].start_mark.line + 1
-            self.issue(node, path, f"{label} is already used on line {first}", "a unique value")
-        else:
-            seen[value] = node
 
     def line(
         self, node: Node, path: str, trunk_names: dict[str, Node], seen: _Seen
@@ -384,153 +388,15 @@ class _Reader(_TrunkReader, _ModemReader):
 
         return convert
 
-    def line_trunk(self, node: Node, path: str, trunk_names: dict[str, Node]) -> LineTrunk | None:
-        """A line's account on a trunk (null means the line does not register)."""
-        if isinstance(node, ScalarNode) and node.tag == _NULL:
-            return None
-        f = self.mapping(node, path, s.LINE_TRUNK_KEYS)
-        if f is None:
-            return None
-        before = len(self.issues)
-        name = self.require(f, "name", _text(nonempty=True), "", "the name of a trunk")
-        if name and name not in trunk_names:
-            known = ", ".join(trunk_names) or "none are defined"
-            self.issue(
-                f.node_of("name"),
-                f.child("name"),
-                f"no trunk named {name!r}{_suggest(name, trunk_names)}",
-                f"a name from trunks ({known})",
-            )
-        username = self.require(
-            f,
-            "username",
-            _pattern(s.USERNAME_PATTERN, "a SIP user name without spaces, '@' or ':'"),
-            "",
-            "a SIP user name",
-        )
-        auth = self.take(
-            f, "auth_username", _optional(_pattern(s.USERNAME_PATTERN, "a user name")), None
-        )
-        before_password = len(self.issues)
-        password = (
-            self.require(f, "password", _optional(_text(nonempty=False)), None, "a password") or ""
-        )
-        if f.has("password") and len(self.issues) == before_password:
-            problem = _password_problem(password, username, auth)
-            if problem:
-                self.issue(
-                    f.node_of("password"),
-                    f.child("password"),
-                    problem,
-                    "a non-empty password that is not a factory default or the user name",
-                )
-        if len(self.issues) > before:
-            return None
-        return LineTrunk(name, username, password, auth)
 
-    # -- dial plan
-
-    def dialplan(
-        self,
-        node: Node | None,
-        trunks: list[TrunkConfig] | None,
-        trunk_names: dict[str, Node],
-        lines: list[LineConfig] | None = None,
-        gsm_groups: Collection[str] | None = None,
-    ) -> DialPlan | None:
-        """The `dialplan:` section, with default routes when none are written.
-
-        Route targets name lines, trunks, GSM groups and FXO lines; each name is checked
-        against what is configured. `lines` None (the lines section had errors) skips the
-        line checks; `gsm_groups` None (no `modems:` section read) leaves gsm:<group>
-        names to the runtime, which refuses a call to a group it does not have.
-        """
-        f = self.mapping(node, "dialplan", s.DIALPLAN_KEYS)
-        if f is None:
-            return None
-        before = len(self.issues)
-        digit_map = self.take(f, "digit_map", _digit_map, s.DEFAULT_DIGIT_MAP)
-        items = self.sequence(f.values.get("routes"), f.child("routes"))
-        routes: list[Route] = []
-        for index, item in enumerate(items):
-            route = self.route(item, f"dialplan.routes[{index}]", trunk_names, lines,
-                               gsm_groups)
-            if route is not None:
-                routes.append(route)
-        if len(self.issues) > before:
-            return None
-        if not items:
-            routes = [Route(s.DEFAULT_LOCAL_ROUTE, "local")]
-            if trunks:
-                routes.append(Route(s.CATCH_ALL_ROUTE, f"trunk:{trunks[0].name}"))
-        return DialPlan(digit_map, tuple(routes))
-
-    def route(
-        self,
-        node: Node,
-        path: str,
-        trunk_names: dict[str, Node],
-        lines: list[LineConfig] | None = None,
-        gsm_groups: Collection[str] | None = None,
-    ) -> Route | None:
-        """One route: pattern, target, and the digit rewrite."""
-        f = self.mapping(node, path, s.ROUTE_KEYS)
-        if f is None:
-            return None
-        before = len(self.issues)
-        pattern = self.require(f, "pattern", _regex, "", "a regular expression")
-        target = self.require(
-            f, "to", _pattern(s.ROUTE_TARGET_PATTERN, EXPECTED_TARGET), "", EXPECTED_TARGET
-        )
-        if target:
-            self.route_target(f, parse_target(target), trunk_names, lines, gsm_groups)
-        strip = self.take(f, "strip", _int_range(0, 64), 0)
-        prepend = self.take(
-            f, "prepend", _pattern(s.PREPEND_PATTERN, "digits, '*', '#', '+'", allow_empty=True), ""
-        )
-        if pattern and f.has("strip") and len(self.issues) == before:
-            shortest = _min_match_length(pattern)
-            if shortest is not None and strip > shortest:
-                self.issue(
-                    f.node_of("strip"),
-                    f.child("strip"),
-                    f"strip {strip} is longer than the shortest number the pattern "
-                    f"matches ({shortest} digits)",
-                    f"0..{shortest}",
-                )
-        if len(self.issues) > before:
-            return None
-        return Route(pattern, target, strip, prepend)
-
-    def route_target(
-        self,
-        f: _Fields,
-        target: RouteTarget,
-        trunk_names: dict[str, Node],
-        lines: list[LineConfig] | None,
-        gsm_groups: Collection[str] | None,
-    ) -> None:
-        """An issue at `to:` when the target names a trunk, line or group that is not there."""
-        names: Collection[str] | None
-        match target:
-            case TrunkTarget(name=name):
-                what, names, section = "trunk", trunk_names, "trunks"
-            case LineTarget(name=name):
-                what, section = "line", "lines"
-                names = None if lines is None else [ln.name for ln in lines if ln.type == "fxs"]
-            case FxoTarget(name=name):
-                what, section = "FXO line", "lines of type fxo"
-                names = None if lines is None else [ln.name for ln in lines if ln.type == "fxo"]
-            case GsmTarget(group=name):
-                what, names, section = "GSM group", gsm_groups, "gsm_groups"
-            case _:
-                return
-        if names is None or name in names:
-            return
-        known = ", ".join(names) or "none are defined"
-        self.issue(
-            f.node_of("to"),
-            f.child("to"),
-            f"no {what} named {name!r}{_suggest(name, names)}",
-            f"{EXPECTED_TARGET} with a name from {section} ({known})",
-        )
+def _media_timeout(node: Node) -> float:
+    """`sip.media_timeout`: 0 (off) or MEDIA_TIMEOUT_MIN..MEDIA_TIMEOUT_MAX seconds."""
+    expected = (f"0 (off) or a number from {sv.MEDIA_TIMEOUT_MIN:g} to "
+                f"{sv.MEDIA_TIMEOUT_MAX:g}")
+    try:
+        value = _float_range(0.0, sv.MEDIA_TIMEOUT_MAX)(node)
+    except _Bad as bad:
+        raise _Bad(bad.message, expected) from bad
+    if 0 < value < sv.MEDIA_TIMEOUT_MIN:
+        raise _Bad(f"{value:g} s would end calls on a short gap in the audio", expected)
+    return value

@@ -5,6 +5,7 @@ from __future__ import annotations
 from yaml.nodes import Node, ScalarNode, SequenceNode
 
 from gateway.config import schema as s
+from gateway.config import survivable as sv
 from gateway.config._convert import (
     _NULL,
     _bool,
@@ -21,6 +22,7 @@ from gateway.config._convert import (
 from gateway.config._reader import RouteProbe, _NodeReader
 from gateway.config.modems import MODEM_NAME_PATTERN, PREFIX_PATTERN
 from gateway.config.schema import HostPort, TrunkAllowGsm, TrunkConfig, TrunkRateLimit, TrunkTls
+from gateway.routing.health import HealthSettings
 
 
 class _TrunkReader(_NodeReader):
@@ -93,6 +95,7 @@ class _TrunkReader(_NodeReader):
         tls = self.trunk_tls(f.values.get("tls"), f.child("tls"))
         rate_limit = self.trunk_rate_limit(f.values.get("rate_limit"), f.child("rate_limit"))
         allow_gsm = self.trunk_allow_gsm(f.values.get("allow_gsm"), f.child("allow_gsm"))
+        health = self.trunk_health(f.values.get("health"), f.child("health"))
         srtp = self.take(f, "srtp", _choice(s.SRTP_MODES), s.DEFAULT_SRTP)
         mode = self.take(f, "keepalive", _choice(s.KEEPALIVE_MODES), s.DEFAULT_KEEPALIVE_MODE)
         failover = self.take(
@@ -108,7 +111,7 @@ class _TrunkReader(_NodeReader):
                 "srtp: require sends SDES keys in the clear unless the trunk uses TLS",
                 "transport: tls, or srtp: off/offer",
             )
-        if len(self.issues) > before or tls is None or rate_limit is None:
+        if len(self.issues) > before or tls is None or rate_limit is None or health is None:
             return None
         if transport == "tls":
             registrar = _tls_default_port(registrar)
@@ -128,6 +131,7 @@ class _TrunkReader(_NodeReader):
             failover,
             rate_limit,
             allow_gsm,
+            health,
         )
 
     def trunk_tls(self, node: Node | None, path: str) -> TrunkTls | None:
@@ -188,6 +192,34 @@ class _TrunkReader(_NodeReader):
         if set(lists) != {"groups", "prefixes"}:
             return None
         return TrunkAllowGsm(lists["groups"], lists["prefixes"])
+
+    def trunk_health(self, node: Node | None, path: str) -> HealthSettings | None:
+        """A trunk's `health:` mapping: how it is probed and judged (absent/null: defaults)."""
+        if node is None or (isinstance(node, ScalarNode) and node.tag == _NULL):
+            return HealthSettings()
+        f = self.mapping(node, path, sv.HEALTH_KEYS)
+        if f is None:
+            return None
+        before = len(self.issues)
+        defaults = HealthSettings()
+        values: dict[str, float] = {}
+        for key in sv.HEALTH_KEYS:
+            low, high = sv.HEALTH_RANGES[key]
+            convert = (_int_range(int(low), int(high)) if key in sv.HEALTH_INTEGER_KEYS
+                       else _float_range(low, high))
+            values[key] = self.take(f, key, convert, getattr(defaults, key))
+        if len(self.issues) == before and values["probe_timeout"] > values["window"]:
+            key = "probe_timeout" if f.has("probe_timeout") else "window"
+            self.issue(f.node_of(key), f.child(key),
+                       f"probe_timeout {values['probe_timeout']:g} s is longer than the loss "
+                       f"window {values['window']:g} s", "probe_timeout <= window")
+        if len(self.issues) > before:
+            return None
+        return HealthSettings(
+            probe_interval=values["probe_interval"], probe_timeout=values["probe_timeout"],
+            misses=int(values["misses"]), failback_after=values["failback_after"],
+            degraded_loss=values["degraded_loss"], window=values["window"],
+        )
 
     def trunk_rate_limit(self, node: Node | None, path: str) -> TrunkRateLimit | None:
         """A trunk's `rate_limit:` mapping (absent or null means the defaults)."""

@@ -10,6 +10,12 @@ from typing import Any
 
 from gateway.config import schema as s
 from gateway.config._modems_schema import modem_schemas
+from gateway.config._survivable_schema import (
+    health_schema,
+    media_timeout_schema,
+    route_to_schema,
+    survivable_schemas,
+)
 from hal.registry import FXS_BACKENDS, FXS_OPTIONS, OptionSpec
 
 _JSON_TYPES = {"int": "integer", "number": "number", "str": "string", "null": "null"}
@@ -192,6 +198,7 @@ def export_json_schema() -> dict[str, Any]:
                 "default": s.DEFAULT_UDP_RECEIVE_BUFFER,
                 "description": "SO_RCVBUF in bytes for the SIP UDP socket (bursts queue here).",
             },
+            "media_timeout": media_timeout_schema(),
         },
         s.SIP_KEYS,
     )
@@ -311,6 +318,7 @@ def export_json_schema() -> dict[str, Any]:
                     "through the modems only to these groups and number prefixes.",
                 )
             ),
+            "health": health_schema(),
         },
         s.TRUNK_KEYS,
         required=("name", "registrar"),
@@ -366,9 +374,7 @@ def export_json_schema() -> dict[str, Any]:
             "pattern": _string(
                 "Regular expression, full match on the dialled digits.", minLength=1
             ),
-            "to": _string("local (the number's own line), line:<name>, trunk:<name>, "
-                          "gsm:<group> or fxo:<name>.",
-                          pattern=f"^({s.ROUTE_TARGET_PATTERN})$"),
+            "to": route_to_schema(),
             "strip": {
                 "type": "integer",
                 "minimum": 0,
@@ -422,6 +428,7 @@ def export_json_schema() -> dict[str, Any]:
             "dialplan": dialplan,
             "security": security,
             **modem_schemas(),
+            **survivable_schemas(account),
         },
         s.TOP_KEYS,
         description="Branchline gateway configuration.",

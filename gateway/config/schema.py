@@ -12,6 +12,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from gateway.config.modems import GsmGroup, ModemConfig, modems_dict
+from gateway.config.survivable import DEFAULT_MEDIA_TIMEOUT, health_dict, survivable_dict
+from gateway.config.survivable import EmergencySettings as EmergencySettings  # re-exported
+from gateway.config.survivable import PhoneConfig as PhoneConfig  # re-exported
+from gateway.config.survivable import RegistrarSettings as RegistrarSettings  # re-exported
+from gateway.routing.health import HealthSettings as HealthSettings  # re-exported
 from gateway.routing.targets import TARGET_PATTERN as _ROUTE_TARGET_PATTERN
 from gateway.sip.auth import SERVER_ALGORITHMS
 
@@ -96,7 +101,8 @@ UNIX_SOCKET_PATH_MAX = 107
 # --- keys allowed in each mapping (unknown keys are errors) ----------------------------
 
 TOP_KEYS: tuple[str, ...] = (
-    "gateway", "sip", "trunks", "lines", "dialplan", "security", "modems", "gsm_groups"
+    "gateway", "sip", "trunks", "lines", "dialplan", "security", "modems", "gsm_groups",
+    "emergency", "registrar", "sip_phones",
 )
 SECURITY_KEYS: tuple[str, ...] = ("digest_algorithms",)
 GATEWAY_KEYS: tuple[str, ...] = ("name", "country", "control_socket", "state_dir", "log_level")
@@ -113,6 +119,7 @@ SIP_KEYS: tuple[str, ...] = (
     "dns_servers",
     "trace",
     "udp_receive_buffer",
+    "media_timeout",
 )
 SIP_TLS_KEYS: tuple[str, ...] = ("cert_file", "key_file", "ca_file", "verify_clients")
 TRUNK_TLS_KEYS: tuple[str, ...] = ("ca_file", "cert_file", "key_file", "server_name", "verify")
@@ -131,6 +138,7 @@ TRUNK_KEYS: tuple[str, ...] = (
     "failover_timeout",
     "rate_limit",
     "allow_gsm",
+    "health",
 )
 TRUNK_ALLOW_GSM_KEYS: tuple[str, ...] = ("groups", "prefixes")
 TRUNK_RATE_LIMIT_KEYS: tuple[str, ...] = (
@@ -280,6 +288,8 @@ class SipSettings:
     dns_servers: tuple[HostPort, ...] = ()
     trace: bool = False
     udp_receive_buffer: int = DEFAULT_UDP_RECEIVE_BUFFER
+    #: Seconds without RTP on a leg that expects it before the call is ended; 0 = never.
+    media_timeout: float = DEFAULT_MEDIA_TIMEOUT
 
 
 @dataclass(frozen=True)
@@ -300,6 +310,7 @@ class TrunkConfig:
     failover_timeout: float = DEFAULT_FAILOVER
     rate_limit: TrunkRateLimit = field(default_factory=TrunkRateLimit)
     allow_gsm: TrunkAllowGsm | None = None
+    health: HealthSettings = field(default_factory=HealthSettings)
 
     def effective_codecs(self, sip: SipSettings) -> tuple[str, ...]:
         """Codecs offered on this trunk: its own override, else the global list."""
@@ -336,20 +347,33 @@ class LineConfig:
 
 @dataclass(frozen=True)
 class Route:
-    """One dial-plan route: a full-match regex on the dialled digits and where it goes."""
+    """One dial-plan route: a full-match regex on the dialled digits and where it goes.
+
+    `targets` are tried in order (failover); `to` is the first of them, as before lists
+    existed. Build with `Route(pattern, "trunk:a")` or `Route(pattern, "", targets=(...))`.
+    """
 
     pattern: str
     to: str
     strip: int = 0
     prepend: str = ""
+    targets: tuple[str, ...] = ()
     _regex: re.Pattern[str] = field(init=False, repr=False, compare=False, hash=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "_regex", re.compile(self.pattern))
+        if not self.targets:
+            if not self.to:
+                raise ValueError(f"route {self.pattern!r} has no target")
+            object.__setattr__(self, "targets", (self.to,))
+        elif not self.to:
+            object.__setattr__(self, "to", self.targets[0])
+        elif self.to != self.targets[0]:
+            raise ValueError(f"route {self.pattern!r}: to {self.to!r} is not the first target")
 
     @property
     def trunk(self) -> str | None:
-        """The trunk name for "trunk:<name>" targets, None for local routes."""
+        """The trunk name when the first target is "trunk:<name>", else None."""
         return self.to.split(":", 1)[1] if self.to.startswith("trunk:") else None
 
     def matches(self, digits: str) -> bool:
@@ -397,6 +421,10 @@ class Config:
     security: SecuritySettings = field(default_factory=SecuritySettings)
     modems: tuple[ModemConfig, ...] = ()
     gsm_groups: tuple[GsmGroup, ...] = ()
+    #: Always filled by the loader (country defaults and every way out when not written).
+    emergency: EmergencySettings = field(default_factory=EmergencySettings)
+    registrar: RegistrarSettings = field(default_factory=RegistrarSettings)
+    sip_phones: tuple[PhoneConfig, ...] = ()
 
     def trunk(self, name: str) -> TrunkConfig:
         """The trunk called `name` (KeyError if there is none)."""
@@ -417,6 +445,20 @@ class Config:
         for line in self.lines:
             if line.number == number:
                 return line
+        return None
+
+    def phone(self, user: str) -> PhoneConfig:
+        """The local SIP phone whose digest user is `user` (KeyError if there is none)."""
+        for phone in self.sip_phones:
+            if phone.user == user:
+                return phone
+        raise KeyError(user)
+
+    def phone_by_number(self, number: str) -> PhoneConfig | None:
+        """The local SIP phone whose extension is `number`, for local routing."""
+        for phone in self.sip_phones:
+            if phone.number == number:
+                return phone
         return None
 
     def aor(self, line: LineConfig) -> str | None:
@@ -511,6 +553,7 @@ def _config_dict(config: Config, *, redact: bool) -> dict[str, Any]:
             "dns_servers": [str(d) for d in s.dns_servers],
             "trace": s.trace,
             "udp_receive_buffer": s.udp_receive_buffer,
+            "media_timeout": s.media_timeout,
         },
         "trunks": [
             {
@@ -542,6 +585,7 @@ def _config_dict(config: Config, *, redact: bool) -> dict[str, Any]:
                     "groups": list(t.allow_gsm.groups),
                     "prefixes": list(t.allow_gsm.prefixes),
                 },
+                "health": health_dict(t.health),
             }
             for t in config.trunks
         ],
@@ -549,10 +593,13 @@ def _config_dict(config: Config, *, redact: bool) -> dict[str, Any]:
         "dialplan": {
             "digit_map": config.dialplan.digit_map,
             "routes": [
-                {"pattern": r.pattern, "to": r.to, "strip": r.strip, "prepend": r.prepend}
+                {"pattern": r.pattern, "to": r.to if len(r.targets) == 1 else list(r.targets),
+                 "strip": r.strip, "prepend": r.prepend}
                 for r in config.dialplan.routes
             ],
         },
         "security": {"digest_algorithms": list(config.security.digest_algorithms)},
         **modems_dict(config.modems, config.gsm_groups, redact=redact),
+        **survivable_dict(config.emergency, config.registrar, config.sip_phones,
+                          redact=redact, redacted=REDACTED),
     }
