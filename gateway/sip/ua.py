@@ -251,6 +251,8 @@ class UserAgent:
     def next_event(self) -> UaEvent | None:
         """The oldest undelivered event, or None."""
         events = self._core.events
+        if not events and self.registrar is not None:
+            events.extend(self.registrar.events())  # e.g. bindings restored at start
         return events.popleft() if events else None
 
     def table_sizes(self) -> dict[str, int]:
@@ -284,6 +286,20 @@ class UserAgent:
         (`RegistrationClient.set_targets`).
         """
         return self._accounts.get(account_id)
+
+    def trunk_down(self, account_id: str, now: float) -> None:
+        """The account's trunk is DOWN (trunk health): not registered, nothing sent."""
+        reg = self._accounts.get(account_id)
+        if reg is not None:
+            reg.trunk_down(now)
+            self._accounts.pull_events()
+
+    def register_now(self, account_id: str, now: float) -> None:
+        """The account's trunk is back: REGISTER at once unless registered already."""
+        reg = self._accounts.get(account_id)
+        if reg is not None:
+            reg.register_now(now)
+            self._accounts.pull_events()
 
     # -- calls -----------------------------------------------------------------------------
 
