@@ -6,6 +6,8 @@ state. It never reads the clock or does I/O: every entry point takes `now`, the 
 probe whenever `probe_due(now)` is true, re-arms one timer from `get_timer()` and drains
 `HealthChanged` events from `events()`. The router, `status`, the log and the metrics all
 consume those same events, so they can never disagree about when or why a trunk changed.
+Probe ids are the adapter's (e.g. the UA's OPTIONS handles); an answer to an id that already
+timed out is ignored, so the adapter may report a probe's outcome twice without harm.
 
 Why the rules are shaped as they are:
 - DOWN needs `misses` probes missed *in a row* (in the order they were sent), so an outage is
@@ -66,6 +68,10 @@ class HealthSettings:
         _check("failback_after", self.failback_after, 0, 3600)
         _check("degraded_loss", self.degraded_loss, 0.01, 1)
         _check("window", self.window, 1, 600)
+        if self.probe_timeout > self.window:
+            # A probe still outstanding when its window has passed could never count as loss.
+            raise ValueError(f"probe_timeout: expected at most window ({self.window:g} s), "
+                             f"got {self.probe_timeout!r}")
 
 
 @dataclass(frozen=True)
@@ -126,6 +132,8 @@ class TrunkHealth:
         return now >= self._next_probe_at
 
     def probe_sent(self, probe_id: str, now: float) -> None:
+        """Call whenever `probe_due` is true (and `probe_failed` at once if it could not go
+        out): the next probe is scheduled from here, so a skipped one would stall probing."""
         self._outstanding[probe_id] = _Probe(now)
         self._sent += 1
         self._next_probe_at = now + self.settings.probe_interval
@@ -161,6 +169,7 @@ class TrunkHealth:
     # --- other signals --------------------------------------------------------------------
 
     def registration_result(self, ok: bool, reason: str, now: float) -> None:
+        """A failed REGISTER is trouble; a good one proves no more than a probe answer does."""
         if not ok:
             self._trouble(f"registration failed: {reason}" if reason else "registration failed",
                           now)
@@ -170,6 +179,7 @@ class TrunkHealth:
         self._trouble("INVITE timeout", now)
 
     def transport_error(self, reason: str, now: float) -> None:
+        """ICMP unreachable, a TCP/TLS reset: often the first sign, seconds before a timeout."""
         self._trouble(reason or "transport error", now)
 
     def link_changed(self, up: bool, reason: str, now: float) -> None:
@@ -193,6 +203,7 @@ class TrunkHealth:
         return min([self._next_probe_at, *deadlines])
 
     def handle_timer(self, now: float) -> None:
+        """Count every probe unanswered `probe_timeout` after it was sent as missed."""
         timeout = self.settings.probe_timeout
         expired = [(pid, p) for pid, p in self._outstanding.items() if p.sent_at + timeout <= now]
         for pid, probe in sorted(expired, key=lambda item: item[1].sent_at):
@@ -230,6 +241,7 @@ class TrunkHealth:
             "window": self.settings.window,
             "rtt_ms": None if self._rtt is None else round(self._rtt * 1000, 1),
             "link_up": self._link_up,
+            "link": None if self._link_up else self._link_reason,
         }
 
     # --- internals ------------------------------------------------------------------------
@@ -250,8 +262,7 @@ class TrunkHealth:
                 cause = f"{n} probe{'s' if n > 1 else ''} unanswered"
                 if reason and reason != "timeout":
                     cause += f" ({reason})"
-                self._move(HealthState.DOWN, cause,
-                           self._detection(now), now)
+                self._move(HealthState.DOWN, cause, self._detection(now), now)
         if self._state is HealthState.UP:
             self._check_loss(now)
 
@@ -286,11 +297,10 @@ class TrunkHealth:
         start or a fail-back is not judged on two or three samples."""
         if now - self._loss_epoch < self.settings.window:
             return
-        recent = [(sent, ok) for at, sent, ok in self._outcomes if at > self._loss_epoch]
-        if not recent:
+        lost = [sent for _, sent, ok in self._outcomes if not ok]
+        if not lost:
             return
-        lost = [sent for sent, ok in recent if not ok]
-        loss = len(lost) / len(recent)
+        loss = len(lost) / len(self._outcomes)
         if loss >= self.settings.degraded_loss:
             self._move(HealthState.DEGRADED,
                        f"{loss:.0%} probe loss over {self.settings.window:g} s",

@@ -137,9 +137,15 @@ def test_settings_refuse_bad_values_naming_the_field(field: str, value: object) 
         HealthSettings(**{field: value})  # type: ignore[arg-type]
 
 
+def test_settings_refuse_a_timeout_longer_than_the_window() -> None:
+    with pytest.raises(ValueError, match="^probe_timeout: expected at most window"):
+        HealthSettings(probe_timeout=3, window=2)
+
+
 def test_settings_accept_the_edges() -> None:
-    HealthSettings(probe_interval=0.05, probe_timeout=60, misses=1, failback_after=0,
+    HealthSettings(probe_interval=0.05, probe_timeout=1, misses=1, failback_after=0,
                    degraded_loss=1, window=1)
+    HealthSettings(probe_timeout=60, window=60)
     HealthSettings(probe_interval=3600, probe_timeout=0.05, misses=100, failback_after=3600,
                    window=600)
 
@@ -365,7 +371,7 @@ def test_link_down_holds_down_until_link_up_and_clean_probes() -> None:
                                                           0.0)
     # Probes kept being answered while the link was "down": they do not count.
     assert 12.0 + 5.0 <= up.at <= 12.0 + 5.0 + sim.settings.probe_interval + sim.rtt
-    assert sim.health.describe(up.at)["link_up"] is True
+    assert sim.health.describe(up.at)["link"] is None
 
 
 def test_link_up_asks_for_a_probe_at_once() -> None:
@@ -374,6 +380,8 @@ def test_link_up_asks_for_a_probe_at_once() -> None:
     h.link_changed(False, "link down: eth0", 1.0)
     h.link_changed(False, "link down: eth0", 1.5)  # no news, no event
     assert not h.probe_due(2.0)
+    d = h.describe(2.0)
+    assert (d["link_up"], d["link"], d["since"]) == (False, "link down: eth0", 1.0)
     h.link_changed(True, "link up: eth0", 2.0)
     assert h.probe_due(2.0)
     assert [e.new for e in h.events()] == [DOWN]
