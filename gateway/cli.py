@@ -264,6 +264,7 @@ def format_status(result: Mapping[str, Any]) -> str:
                 calls,
             ),
             *format_modems(result),
+            *format_phones(result),
             *format_transport(result),
         ]
     )
@@ -292,6 +293,25 @@ def format_modems(result: Mapping[str, Any]) -> list[str]:
     return ["", "Modems", format_table(
         ["NAME", "STATE", "DEVICE", "IMEI", "SIM", "NETWORK", "OPERATOR", "TECH", "RSSI",
          "RSRP", "LAST ERROR"], rows)]
+
+
+def format_phones(result: Mapping[str, Any]) -> list[str]:
+    """Local SIP phones and their registered contacts (nothing when none is configured)."""
+    phones = result.get("phones") or []
+    if not phones:
+        return []
+    rows = []
+    for p in phones:
+        contacts = p.get("contacts") or []
+        first = [_text(p.get("user")), _text(p.get("number"))]
+        if not contacts:
+            rows.append([*first, "not registered", "-", "-", "-"])
+        for i, c in enumerate(contacts):
+            rows.append([*(first if i == 0 else ["", ""]), _text(c.get("contact")),
+                         _text(c.get("source")), _text(c.get("transport")),
+                         f"{c['expires_in']}s" if isinstance(c.get("expires_in"), int) else "-"])
+    return ["", "Phones", format_table(
+        ["USER", "NUMBER", "CONTACT", "SOURCE", "TRANSPORT", "EXPIRES"], rows)]
 
 
 def format_transport(result: Mapping[str, Any]) -> list[str]:

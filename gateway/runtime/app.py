@@ -30,6 +30,7 @@ from gateway.runtime.clock import AudioClock
 from gateway.runtime.control import ControlServer
 from gateway.runtime.edge import SipEdge, build_edge, build_route_guard
 from gateway.runtime.gsm_calls import GsmCalls, gsm_policies
+from gateway.runtime.local_registrar import LocalRegistrar, start_local_registrar
 from gateway.runtime.modem import ModemDriver
 from gateway.runtime.modem_setup import StoredPinMemory
 from gateway.runtime.ports import LinePort, Port
@@ -76,6 +77,7 @@ class Gateway(SipCalls, GsmCalls):
         self.trunk_trust: TrunkTrust | None = None
         self.route_guard = build_route_guard(self.config, extra=gsm_policies(self.config))
         self.ua: UserAgent | None = None
+        self.local_registrar: LocalRegistrar | None = None  # local SIP phones register
         self.sip: TransportManager | None = None
         self.resolver: SipResolver | None = None
         self.registrar_targets: dict[str, tuple[Target, ...]] = {}
@@ -126,6 +128,8 @@ class Gateway(SipCalls, GsmCalls):
         # Tests bind port 0: tell the agent which ports it actually got.
         ua.local_port = self.sip.ports["udp"]
         ua.ports = dict(self.sip.ports)
+        # Local SIP phones' registrar, with the bindings saved before the last stop.
+        self.local_registrar = start_local_registrar(cfg, self.loop, ua)
         for t in cfg.trunks:
             await self._resolve_trunk(t)
         if any(t.srtp != "off" for t in cfg.trunks):
@@ -327,6 +331,8 @@ class Gateway(SipCalls, GsmCalls):
             await driver.close()
         if self._timer is not None:
             self._timer.cancel()
+        if self.local_registrar is not None:
+            await self.local_registrar.close()  # bindings survive the restart
         if self.sip is not None:
             await self.sip.close()
         self.stopped.set()

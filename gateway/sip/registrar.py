@@ -34,7 +34,7 @@ left so the store can carry them across a restart (see gateway/store/bindings.py
 from __future__ import annotations
 
 import heapq
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -164,6 +164,8 @@ class Registrar:
         self._events: list[BindingsChanged] = []
         #: Incremented on every change: the store saves when it moves.
         self.version = 0
+        #: Called after every change (the bindings store schedules a save; must not raise).
+        self.on_change: Callable[[], None] | None = None
         self.stats: dict[str, int] = dict.fromkeys(
             ("registered", "refreshed", "removed", "expired", "queries", "refused",
              "out_of_order"), 0)
@@ -312,6 +314,8 @@ class Registrar:
         self._compact()
         self.version += 1
         self._events.append(BindingsChanged(user, tuple(bindings)))
+        if self.on_change is not None:
+            self.on_change()
 
     def _compact(self) -> None:
         """Rebuild the expiry heap when stale entries outnumber live ones."""
