@@ -11,7 +11,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +21,8 @@ from gateway.runtime.control import ControlClient, ControlError
 class GatewayProcess:
     """One `branchline run --config FILE` child process with its own state and socket."""
 
-    def __init__(self, tmpdir: Path, config_text: str | None, name: str = "gw") -> None:
+    def __init__(self, tmpdir: Path, config_text: str | None, name: str = "gw",
+                 prefix: Sequence[str] = ()) -> None:
         self.dir = tmpdir / name
         self.dir.mkdir(parents=True, exist_ok=True)
         self.control_path = str(self.dir / "control.sock")
@@ -30,6 +31,9 @@ class GatewayProcess:
             self.config_path.write_text(config_text)
         self.use_default = config_text is None
         self.log_path = self.dir / "branchline.log"
+        # Put before the command line, e.g. `ip netns exec <ns>` (tests/integration/netns.py):
+        # the control socket is a path, so status and phone commands work from the host.
+        self.prefix = list(prefix)
         self._proc: subprocess.Popen[bytes] | None = None
         self._log: Any = None
 
@@ -38,7 +42,7 @@ class GatewayProcess:
         env = dict(os.environ, PYTHONUNBUFFERED="1")
         config = [] if self.use_default else ["--config", str(self.config_path)]
         self._proc = subprocess.Popen(
-            [sys.executable, "-m", "gateway.cli", "run", *config,
+            [*self.prefix, sys.executable, "-m", "gateway.cli", "run", *config,
              "--control", self.control_path, "--log-level", "debug"],
             stdout=self._log, stderr=subprocess.STDOUT, env=env,
         )

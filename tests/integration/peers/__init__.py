@@ -12,6 +12,10 @@ import secrets
 import socket
 import time
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from ..netns import Namespace
 
 __all__ = ["SipReply", "sip_probe"]
 
@@ -55,17 +59,21 @@ def sip_probe(
     host: str = "127.0.0.1",
     extra_headers: dict[str, str] | None = None,
     timeout: float = 1.0,
+    netns: Namespace | None = None,
 ) -> SipReply | None:
     """Send one out-of-dialog request over UDP and return the final reply, or None.
 
     Used to tell that a peer is up (it answers) and to ask Kamailio about
     registrations (custom LOCATE method, see kamailio.py). Retransmits every 0.25 s
-    until `timeout`, like a shortened RFC 3261 Timer E.
+    until `timeout`, like a shortened RFC 3261 Timer E. With `netns` the socket lives in
+    that network namespace, so 127.0.0.1 is the namespace's own loopback.
     """
     if host != "127.0.0.1":
         raise ValueError(f"sip_probe host must be 127.0.0.1 (loopback only), got {host!r}")
     target = ruri or f"sip:{host}:{port}"
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+    new_socket = socket.socket(socket.AF_INET, socket.SOCK_DGRAM) if netns is None else (
+        netns.socket(socket.AF_INET, socket.SOCK_DGRAM))
+    with new_socket as sock:
         sock.bind(("127.0.0.1", 0))
         local_port = sock.getsockname()[1]
         branch = "z9hG4bK" + secrets.token_hex(8)

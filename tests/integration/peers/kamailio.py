@@ -28,11 +28,15 @@ import signal
 import subprocess
 import tempfile
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO
+from typing import IO, TYPE_CHECKING
 
 from . import SipReply, sip_probe
+
+if TYPE_CHECKING:
+    from ..netns import Namespace
 
 __all__ = ["KamailioError", "KamailioTrunk", "TrunkEvent", "kamailio_binary"]
 
@@ -108,6 +112,8 @@ class KamailioTrunk:
         tmpdir: Path | str | None = None,
         min_expires: int = 1,
         start_timeout: float = 10.0,
+        netns: Namespace | None = None,
+        extra_listen: Sequence[str] = (),
     ) -> None:
         for user, password in users.items():
             if not _SAFE_USER.match(user):
@@ -116,6 +122,14 @@ class KamailioTrunk:
                 raise ValueError(f"password for {user!r}: expected URI-safe characters, no quotes")
         if not _SAFE_VALUE.match(domain):
             raise ValueError(f"domain {domain!r}: expected a host name or IP address")
+        for address in extra_listen:
+            if not re.fullmatch(r"\d{1,3}(\.\d{1,3}){3}", address):
+                raise ValueError(f"extra_listen {address!r}: expected an IPv4 address")
+        # In a network namespace (tests/integration/netns.py) Kamailio still listens on that
+        # namespace's 127.0.0.1 (start-up and LOCATE probes come from a socket made inside
+        # it) and also on `extra_listen`, e.g. the wan side of a veth pair.
+        self.netns = netns
+        self.extra_listen = tuple(extra_listen)
         self.port = port
         self.users = dict(users)
         self.domain = domain
@@ -143,6 +157,11 @@ class KamailioTrunk:
         return f"sip:127.0.0.1:{self.port}"
 
     @property
+    def address(self) -> str:
+        """Where a gateway reaches the trunk: the first `extra_listen`, else 127.0.0.1."""
+        return self.extra_listen[0] if self.extra_listen else "127.0.0.1"
+
+    @property
     def realm(self) -> str:
         """Digest realm used in both 401 and 407 challenges (the configured domain)."""
         return self.domain
@@ -155,6 +174,11 @@ class KamailioTrunk:
             f'    $sht(users=>{user}) = "{password}";' for user, password in self.users.items()
         )
         alias = "" if self.domain == "127.0.0.1" else f'alias="{self.domain}"\n'
+        # Several listen sockets: pick the one the route to the destination leaves from
+        # (mhomed), or relayed requests would go out over the veth from 127.0.0.1.
+        listen = f"listen=udp:127.0.0.1:{self.port}\n" + "".join(
+            f"listen=udp:{address}:{self.port}\n" for address in self.extra_listen
+        ) + ("mhomed=1\n" if self.extra_listen else "")
         rr = "    record_route();\n" if self.record_route else ""
         invite_auth = "    if (is_method(\"INVITE\")) { route(AUTH_INVITE); }\n" if (
             self.auth_invite
@@ -175,8 +199,7 @@ dns=no
 rev_dns=no
 use_dns_cache=off
 dns_try_ipv6=no
-listen=udp:127.0.0.1:{self.port}
-{alias}server_header="Server: branchline-test-trunk"
+{listen}{alias}server_header="Server: branchline-test-trunk"
 user_agent_header="User-Agent: branchline-test-trunk"
 
 mpath="{_module_dir()}"
@@ -390,9 +413,10 @@ onreply_route {{
         self.write_config()
         self._log_file = open(self.log_path, "ab")  # noqa: SIM115 (closed in stop())
         self._log_offset = self.log_path.stat().st_size
+        prefix = self.netns.prefix if self.netns is not None else []
         self._proc = subprocess.Popen(
             [
-                binary, "-f", str(self.cfg_path), "-DD", "-E",
+                *prefix, binary, "-f", str(self.cfg_path), "-DD", "-E",
                 "-m", "64", "-M", "8",
                 "-P", str(self.pid_path), "-Y", str(self.rundir), "-w", str(self.rundir),
             ],
@@ -409,7 +433,7 @@ onreply_route {{
                 raise KamailioError(
                     f"kamailio exited with {code} during start-up; log:\n{self.log_text()}"
                 )
-            if sip_probe(self.port, timeout=0.3) is not None:
+            if sip_probe(self.port, timeout=0.3, netns=self.netns) is not None:
                 return
         self.stop()
         raise KamailioError(
@@ -496,7 +520,8 @@ onreply_route {{
         if not self.is_running:
             raise KamailioError(f"kamailio on port {self.port} is not running")
         return sip_probe(
-            self.port, method="LOCATE", ruri=f"sip:{user}@{self.domain}", timeout=2.0
+            self.port, method="LOCATE", ruri=f"sip:{user}@{self.domain}", timeout=2.0,
+            netns=self.netns,
         )
 
     def registered(self, user: str) -> bool:
