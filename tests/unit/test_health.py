@@ -535,3 +535,27 @@ def test_describe_before_any_probe() -> None:
     d = TrunkHealth("main", HealthSettings(), 5.0).describe(5.0)
     assert d["state"] == "up" and d["last_transition"] is None and d["loss"] is None
     assert d["rtt_ms"] is None and d["transitions"] == 0
+
+
+@pytest.mark.parametrize(
+    "settings",
+    [
+        HealthSettings(probe_interval=0.1, probe_timeout=0.3, misses=3),
+        HealthSettings(probe_interval=1.0, probe_timeout=2.5, misses=2),
+        HealthSettings(probe_interval=2.0, probe_timeout=0.5, misses=3, window=30),
+        HealthSettings(probe_interval=0.05, probe_timeout=0.05, misses=1),
+    ],
+)
+def test_the_detection_bound_holds_for_other_settings(settings: HealthSettings) -> None:
+    s = settings
+    bound = s.misses * s.probe_interval + s.probe_timeout + s.probe_interval
+    for seed in range(30):
+        rng = random.Random(seed)
+        sim = Sim(s, rtt=rng.uniform(0.001, s.probe_timeout * 0.9))
+        start = 40.0 + rng.uniform(0, 3 * s.probe_interval)
+        sim.outages.append((start, 1e9))
+        sim.run_until(start + 3 * bound, stop=lambda sim=sim: sim.health.state is DOWN)  # type: ignore[misc]
+        assert transitions(sim.events) == [(UP, DOWN)], seed
+        down = sim.events[0]
+        assert down.at - start <= bound + 1e-9, seed
+        assert down.detection_time is not None and down.detection_time <= bound, seed
