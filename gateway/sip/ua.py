@@ -253,8 +253,6 @@ class UserAgent:
         events = self._core.events
         if not events and self.registrar is not None:
             events.extend(self.registrar.events())  # e.g. bindings restored at start
-        if not events and self.registrar is not None:
-            events.extend(self.registrar.events())  # e.g. bindings restored at start
         return events.popleft() if events else None
 
     def table_sizes(self) -> dict[str, int]:
