@@ -13,6 +13,7 @@ Pure: no I/O. Whether a named line, trunk or group exists is checked by the conf
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Final
 
@@ -83,6 +84,26 @@ RouteTarget = LocalTarget | LineTarget | TrunkTarget | GsmTarget | FxoTarget
 
 class TargetError(ValueError):
     """A route target that is not one of the spellings in `EXPECTED`."""
+
+
+def parse_targets(texts: Iterable[str]) -> tuple[RouteTarget, ...]:
+    """The typed targets of a route's `to:` list (or `emergency.targets`), in order."""
+    return tuple(parse_target(text) for text in texts)
+
+
+def target_kind(target: RouteTarget) -> str:
+    """"local", "line", "trunk", "gsm" or "fxo": the target's prefix."""
+    match target:
+        case LocalTarget():
+            return "local"
+        case LineTarget():
+            return "line"
+        case TrunkTarget():
+            return "trunk"
+        case GsmTarget():
+            return "gsm"
+        case FxoTarget():
+            return "fxo"
 
 
 def parse_target(text: str) -> RouteTarget:
