@@ -253,6 +253,7 @@ def format_status(result: Mapping[str, Any]) -> str:
         [
             "Registrations",
             format_table(["ACCOUNT", "TRUNK", "AOR", "STATE", "EXPIRES", "REASON"], registrations),
+            *format_trunks(result),
             "",
             "Lines",
             format_table(["NAME", "NUMBER", "HOOK", "STATE", "RINGING"], lines),
@@ -268,6 +269,31 @@ def format_status(result: Mapping[str, Any]) -> str:
             *format_transport(result),
         ]
     )
+
+
+def format_trunks(result: Mapping[str, Any]) -> list[str]:
+    """Each trunk's health: state, for how long, the last transition and why (none: nothing)."""
+    trunks = result.get("trunks") or []
+    if not trunks:
+        return []
+    rows = []
+    for t in trunks:
+        h = t.get("health") or {}
+        last = h.get("last_transition") or {}
+        detected = last.get("detection_time")
+        loss = h.get("loss")
+        rows.append([
+            _text(t.get("name")), _text(h.get("state")), format_duration(h.get("for")),
+            f"{last.get('from')} -> {last.get('to')}" if last else "-",
+            _text(last.get("cause")) if last else "-",
+            f"{detected:.2f} s" if isinstance(detected, int | float) else "-",
+            f"{h.get('probes_answered', 0)}/{h.get('probes_sent', 0)}",
+            f"{loss:.0%}" if isinstance(loss, int | float) else "-",
+            f"{h['rtt_ms']} ms" if isinstance(h.get("rtt_ms"), int | float) else "-",
+        ])
+    return ["", "Trunks", format_table(
+        ["TRUNK", "HEALTH", "FOR", "LAST CHANGE", "CAUSE", "DETECTED IN", "PROBES", "LOSS",
+         "RTT"], rows)]
 
 
 def _dbm(value: Any) -> str:

@@ -42,6 +42,7 @@ from gateway.runtime.transports import (
     TlsServerSettings,
     TransportManager,
 )
+from gateway.runtime.trunk_health import TrunkHealthMonitor
 from gateway.runtime.trunk_trust import TrunkTrust, trunk_limits
 from gateway.security.permissions import CallSource, Denied
 from gateway.security.routeguard import LOCAL_TARGET, trunk_target
@@ -83,6 +84,7 @@ class Gateway(SipCalls, GsmCalls):
         self.registrar_targets: dict[str, tuple[Target, ...]] = {}
         self.registrar_dns: dict[str, str] = {}  # trunk -> why its registrar did not resolve
         self.proxy_targets: dict[str, tuple[Target, ...]] = {}
+        self.trunk_health: TrunkHealthMonitor | None = None  # per-trunk health (issue 8)
         self.clock = AudioClock(self.loop)
         self.control: ControlServer | None = None
         self._timer: asyncio.TimerHandle | None = None
@@ -132,6 +134,13 @@ class Gateway(SipCalls, GsmCalls):
         self.local_registrar = start_local_registrar(cfg, self.loop, ua)
         for t in cfg.trunks:
             await self._resolve_trunk(t)
+        # One OPTIONS stream and one health state per trunk; started before the accounts,
+        # which then leave probing to it (gateway/runtime/trunk_health.py).
+        self.trunk_health = TrunkHealthMonitor(
+            cfg.trunks, ua, self.loop, self._pump, proxy_targets=self.proxy_targets,
+            registrar_targets=self.registrar_targets, accounts=self.registrations,
+            from_uri=f"sip:branchline@{cfg.sip.public_host}")
+        self.trunk_health.start()
         if any(t.srtp != "off" for t in cfg.trunks):
             import gateway.media.srtp  # noqa: F401  now, rather than in the first call's setup
         profile = get_profile(cfg.gateway.country)
@@ -286,9 +295,12 @@ class Gateway(SipCalls, GsmCalls):
             expires=trunk.expires,
             contact=f"sip:{lc.trunk.username}@{self.config.sip.public_host}:{port}",
             instance_id=self.instance_id,
-            # With keepalive "options" the registrar is probed every interval; otherwise the
-            # transport keeps the flow alive and probing is rare.
-            probe_interval=trunk.keepalive_interval if trunk.keepalive == "options" else 300.0,
+            # A monitored trunk is probed once for all its accounts (0: no OPTIONS of their
+            # own). Else with keepalive "options" the registrar is probed every interval;
+            # otherwise the transport keeps the flow alive and probing is rare.
+            probe_interval=0.0 if self.trunk_health is not None and
+            self.trunk_health.monitors(trunk.name) else
+            trunk.keepalive_interval if trunk.keepalive == "options" else 300.0,
             transport=trunk.transport,
             targets=self.registrar_targets.get(trunk.name, ()),
             target_timeout=trunk.failover_timeout,
@@ -319,6 +331,8 @@ class Gateway(SipCalls, GsmCalls):
         self.clock.stop()
         if self.trunk_trust is not None:
             self.trunk_trust.stop()
+        if self.trunk_health is not None:
+            self.trunk_health.stop()
         if self.sms is not None:
             await self.sms.close()  # before the modems: a read in progress stops cleanly
         if self.control is not None:
@@ -362,6 +376,8 @@ class Gateway(SipCalls, GsmCalls):
                     busy = True
                     if self.sms is not None and self.sms.on_sip_event(ev):
                         continue
+                    if self.trunk_health is not None and self.trunk_health.on_sip_event(ev):
+                        continue  # its probes' answers (registration outcomes go on too)
                     self._on_sip_event(ev)
                 for p in self.ports.values():
                     for action in p.machine.actions():

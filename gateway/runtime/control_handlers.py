@@ -52,6 +52,12 @@ def status(gw: Gateway) -> dict[str, Any]:
             }
             for r in gw.registrations.values()
         ],
+        # Each trunk's health: state, last transition with its cause and detection time.
+        "trunks": [
+            {"name": name, "health": health}
+            for name, health in (gw.trunk_health.describe(now)
+                                 if gw.trunk_health is not None else {}).items()
+        ],
         "lines": [
             {
                 "name": lp.name,
