@@ -104,8 +104,10 @@ class _PhoneReader(_NodeReader):
             _pattern(sv.PHONE_USER_PATTERN, "letters, digits, '_', '.' and '-'"),
             "", "the phone's digest user name (its extension), e.g. '201'",
         )
+        user_issues = len(self.issues)
         if user:
             self.unique(users, user, f.node_of("user"), f.child("user"), f"user {user!r}")
+        user_ok = bool(user) and len(self.issues) == user_issues
         before_password = len(self.issues)
         password = self.require(f, "password", _text(nonempty=False), "", _PASSWORD_EXPECTED)
         if f.has("password") and len(self.issues) == before_password:
@@ -117,7 +119,7 @@ class _PhoneReader(_NodeReader):
         number = self.take(f, "number", _optional(_pattern(s.NUMBER_PATTERN, "digits only")),
                            None) or ""
         number_node, number_path = f.node_of("number"), f.child("number")
-        if not number and user and len(self.issues) == before_number:  # the user is the number
+        if not number and user_ok and len(self.issues) == before_number:  # user = number
             number, number_node, number_path = user, f.node_of("user"), f.child("user")
             if not user.isdigit():
                 self.issue(f.node, f.child("number"),

@@ -215,11 +215,15 @@ class _TrunkReader(_NodeReader):
                        f"window {values['window']:g} s", "probe_timeout <= window")
         if len(self.issues) > before:
             return None
-        return HealthSettings(
-            probe_interval=values["probe_interval"], probe_timeout=values["probe_timeout"],
-            misses=int(values["misses"]), failback_after=values["failback_after"],
-            degraded_loss=values["degraded_loss"], window=values["window"],
-        )
+        try:
+            return HealthSettings(
+                probe_interval=values["probe_interval"], probe_timeout=values["probe_timeout"],
+                misses=int(values["misses"]), failback_after=values["failback_after"],
+                degraded_loss=values["degraded_loss"], window=values["window"],
+            )
+        except ValueError as exc:  # a rule of HealthSettings' own the checks above lack
+            self.issue(f.node, path, str(exc), "settings trunk health accepts")
+            return None
 
     def trunk_rate_limit(self, node: Node | None, path: str) -> TrunkRateLimit | None:
         """A trunk's `rate_limit:` mapping (absent or null means the defaults)."""
