@@ -21,16 +21,17 @@ from gateway.dsp.tones import get_profile
 from gateway.lines import events as lev
 from gateway.lines.fxs import FxsLine
 from gateway.routing.dialplan import DigitMap
-from gateway.routing.router import NoRoute, Router
-from gateway.routing.targets import FxoTarget, GsmTarget, LineTarget, LocalTarget, TrunkTarget
+from gateway.routing.router import Router, effective_digit_map
 from gateway.runtime import call_end
 from gateway.runtime.bridge import bridge, plan
 from gateway.runtime.call_end import CallEnd
 from gateway.runtime.clock import AudioClock
 from gateway.runtime.control import ControlServer
 from gateway.runtime.edge import SipEdge, build_edge, build_route_guard
+from gateway.runtime.failover import FailoverCalls
 from gateway.runtime.gsm_calls import GsmCalls, gsm_policies
 from gateway.runtime.local_registrar import LocalRegistrar, start_local_registrar
+from gateway.runtime.media_watch import MediaWatchCalls
 from gateway.runtime.modem import ModemDriver
 from gateway.runtime.modem_setup import StoredPinMemory
 from gateway.runtime.ports import LinePort, Port
@@ -44,8 +45,6 @@ from gateway.runtime.transports import (
 )
 from gateway.runtime.trunk_health import TrunkHealthMonitor
 from gateway.runtime.trunk_trust import TrunkTrust, trunk_limits
-from gateway.security.permissions import CallSource, Denied
-from gateway.security.routeguard import LOCAL_TARGET, trunk_target
 from gateway.sip.target import Target
 from gateway.sip.ua import UserAgent
 from gateway.store.instance import load_or_create_instance_id
@@ -59,7 +58,7 @@ MODEM_START_WAIT = 15.0
 
 
 @dataclass
-class Gateway(SipCalls, GsmCalls):
+class Gateway(FailoverCalls, MediaWatchCalls, SipCalls, GsmCalls):
     """The running gateway. Construct, `await start()`, and `await stop()`."""
 
     config: Config
@@ -73,7 +72,7 @@ class Gateway(SipCalls, GsmCalls):
         self.sms: SmsService | None = None  # SMS/USSD, once modems are configured
         self.registrations: dict[str, Registration] = {}
         self.trunks: dict[str, TrunkConfig] = {t.name: t for t in self.config.trunks}
-        self.router = Router(self.config.dialplan)
+        self.router = Router.from_config(self.config)  # with the emergency numbers
         self.edge: SipEdge | None = None
         self.trunk_trust: TrunkTrust | None = None
         self.route_guard = build_route_guard(self.config, extra=gsm_policies(self.config))
@@ -144,7 +143,7 @@ class Gateway(SipCalls, GsmCalls):
         if any(t.srtp != "off" for t in cfg.trunks):
             import gateway.media.srtp  # noqa: F401  now, rather than in the first call's setup
         profile = get_profile(cfg.gateway.country)
-        digit_map = DigitMap(cfg.dialplan.digit_map)
+        digit_map = DigitMap(effective_digit_map(cfg))  # emergency numbers always dial
         for lc in cfg.lines:
             self._add_line(lc, profile, digit_map)
         now = self.loop.time()
@@ -436,6 +435,7 @@ class Gateway(SipCalls, GsmCalls):
                 digits_seen = True
         pairs, idle = plan(self.ports.values(), self.calls)
         bridge(pairs, idle, now)
+        self._watch_media(now)  # a connected call whose RTP stopped is ended
         if digits_seen:
             self._pump()
 
@@ -444,6 +444,7 @@ class Gateway(SipCalls, GsmCalls):
     def _on_line_action(self, lp: Port, action: lev.Action) -> None:
         if lp.carry_out(action):
             return  # the port's own business: tones, ringing
+        action = self._current_call_action(lp, action)  # after a failover: the live call
         now = self.loop.time()
         match action:
             case lev.PlaceCall(number=number):
@@ -484,43 +485,8 @@ class Gateway(SipCalls, GsmCalls):
                 log.debug("line %s: %s not handled", lp.name, action)
 
     def _place_call(self, lp: Port, number: str, now: float) -> None:
-        try:
-            decision = self.router.route(number)
-        except NoRoute:
-            log.info("line %s: no route for %s", lp.name, number)
-            lp.machine.call_ended("no route", 404, now)
-            return
-        dest = decision.target
-        if isinstance(dest, GsmTarget) and dest.group in {g.name for g in
-                                                          self.config.gsm_groups}:
-            self._place_gsm_call(lp, dest.group, decision.number, now)
-            return
-        if isinstance(dest, (GsmTarget, FxoTarget)):
-            # No such GSM group, and no FXO ports yet: refuse by name before any policy.
-            what = (f"no GSM group {dest.group!r}" if isinstance(dest, GsmTarget)
-                    else f"no FXO line {dest.name!r}")
-            log.info("line %s: call to %s refused: %s", lp.name, number, what)
-            lp.machine.call_ended("not found", 404, now)
-            return
-        # Ringing a line of this box, by number or by name, is the "local" policy target.
-        guard_target = trunk_target(dest.name) if isinstance(dest, TrunkTarget) else LOCAL_TARGET
-        verdict = self.route_guard.check(CallSource.line(lp.name), decision.number, guard_target)
-        if isinstance(verdict, Denied):
-            log.warning("line %s: call to %s refused: %s", lp.name, number, verdict.reason)
-            lp.machine.call_ended("not permitted", verdict.status, now)
-            return
-        match dest:
-            case LocalTarget():
-                self._place_local_call(lp, decision.number, now)
-            case LineTarget(name=name):
-                target = self.lines.get(name)
-                if target is None:
-                    log.info("line %s: call to %s refused: no line %r", lp.name, number, name)
-                    lp.machine.call_ended("not found", 404, now)
-                    return
-                self._place_local_call(lp, target.number, now, target)
-            case TrunkTarget(name=trunk):
-                self._spawn(self._place_sip_call(lp, decision.number, trunk))
+        """Route what `lp` dialled over the route's ordered targets (gateway.runtime.failover)."""
+        self._route_call(lp, number, now)
 
     def _place_local_call(self, lp: Port, number: str, now: float,
                           target: Port | None = None) -> None:

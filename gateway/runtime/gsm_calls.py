@@ -16,7 +16,7 @@ import os
 import secrets
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from gateway.config.schema import Config, TrunkConfig
 from gateway.lines import events as lev
@@ -87,6 +87,12 @@ class GsmCalls:
 
     def _srtp_policy_for(self, source: tuple[str, int]) -> str:
         raise NotImplementedError
+
+    if TYPE_CHECKING:  # gateway.runtime.failover.FailoverCalls (no stubs at run time)
+        def _note_route(self, lp: Port) -> None: ...
+
+        def _port_call_failed(self, lp: Port, reason: str, status: int | None,
+                              now: float) -> None: ...
 
     def _add_gsm_port(self, driver: ModemDriver) -> GsmPort:
         """The port of kind "gsm" for a started modem driver; its calls flow from now on."""
@@ -161,10 +167,16 @@ class GsmCalls:
             for name, port in getattr(self, "gsm_ports", {}).items()
         }
 
-    def _place_gsm_call(self, lp: Port, group: str, number: str, now: float) -> None:
-        """A handset dialled a number routed to `gsm:<group>`: a modem of the group dials it."""
+    def _place_gsm_call(self, lp: Port, group: str, number: str, now: float, *,
+                        emergency: bool = False) -> None:
+        """A handset dialled a number routed to `gsm:<group>`: a modem of the group dials it.
+
+        No usable modem passes the call to the route's next target (`_port_call_failed`);
+        an emergency call is never refused by the route guard.
+        """
         router = self._gsm_router()
-        verdict = self.route_guard.check(CallSource.line(lp.name), number, f"gsm:{group}")
+        verdict = None if emergency else self.route_guard.check(
+            CallSource.line(lp.name), number, f"gsm:{group}")
         if isinstance(verdict, Denied):
             log.warning("line %s: call to %s refused: %s", lp.name, number, verdict.reason)
             lp.machine.call_ended("not permitted", verdict.status, now)
@@ -173,7 +185,7 @@ class GsmCalls:
         if not isinstance(choice, ModemChosen):
             log.info("line %s: call to %s refused: %s (%s)", lp.name, number, choice.reason,
                      choice.sip_status)
-            lp.machine.call_ended("no modem", choice.sip_status, now)
+            self._port_call_failed(lp, "no modem", choice.sip_status, now)
             return
         gp = self.gsm_ports[choice.modem]
         a = Call(f"local-{secrets.token_hex(8)}", lp, "out", number, "local", now)
@@ -183,10 +195,11 @@ class GsmCalls:
         self.calls[b.call_id] = b
         lp.call_id = a.call_id
         lp.machine.set_call_id(a.call_id)
+        self._note_route(lp)
         if gp.gsm.place(b.call_id, number, now) is not lev.IncomingResult.ACCEPTED:
-            lp.machine.call_ended("busy", 503, now)
             self.end_call(b, call_end.rejected(503, f"modem {gp.name}"), now)
             self.end_call(a, call_end.rejected(503, f"modem {gp.name}"), now)
+            self._port_call_failed(lp, "no modem", 503, now)
             return
         gp.call_id = b.call_id
         a.state = b.state = "ringing"

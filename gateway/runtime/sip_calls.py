@@ -12,7 +12,7 @@ import secrets
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from gateway.config.schema import Config, TrunkConfig
 from gateway.lines import events as lev
@@ -35,6 +35,9 @@ from gateway.sip.sdp import MediaParams, SessionDescription, build_offer, params
 from gateway.sip.sdp_secure import PendingOffer, secure_answer, secure_from_answer, secure_offer
 from gateway.sip.target import Target
 from gateway.sip.ua import UserAgent
+
+if TYPE_CHECKING:
+    from gateway.runtime.failover import Attempt
 
 log = logging.getLogger("branchline")
 
@@ -70,6 +73,8 @@ class Call:
     hold_pending: bool = False  # our hold/resume re-INVITE awaits its answer
     sdp_id: int = field(default_factory=lambda: secrets.randbits(31))
     sdp_version: int = 1  # RFC 3264 8: same o= id, version up by one for each new SDP
+    route: str | None = None  # the route target this outgoing call went to, "trunk:main"
+    attempts: list[dict[str, Any]] = field(default_factory=list)  # targets tried, in order
 
     @property
     def line(self) -> Port:
@@ -91,6 +96,8 @@ class Call:
             "codec": self.params.codec if self.params else None,
             "duration": round(now - self.answered_at, 1) if self.answered_at else 0.0,
             "held": self.held,
+            "route": self.route,
+            "attempts": self.attempts,
             "stats": self.media.stats() if self.media else {},
             "rtcp": self.media.rtcp_stats() if self.media else {},
         }
@@ -136,7 +143,14 @@ class SipCalls:
     def _end_call_locally(self, call: Call, now: float, cause: CallEnd | None = None) -> None:
         raise NotImplementedError
 
-    async def _place_sip_call(self, lp: Port, number: str, trunk_name: str) -> None:
+    if TYPE_CHECKING:  # gateway.runtime.failover.FailoverCalls (no stubs at run time)
+        def _attempt_live(self, lp: Port, attempt: Attempt | None) -> bool: ...
+
+        def _sip_call_failed(self, call: Call, reason: str, status: int | None,
+                             now: float) -> None: ...
+
+    async def _place_sip_call(self, lp: Port, number: str, trunk_name: str,
+                              attempt: Attempt | None = None) -> None:
         cfg = self.config
         trunk = self.trunks[trunk_name]
         # Kept fresh from DNS by the trunk trust's lookups (and through a DNS outage). A
@@ -144,11 +158,11 @@ class SipCalls:
         # transport would resolve it on the event loop) nor wait here for DNS.
         targets: tuple[Target, ...] = self.proxy_targets.get(trunk_name, ())
         if not targets and not is_ip(trunk.proxy.host):
-            self._fail_unaddressed(lp, number, trunk)
+            self._fail_unaddressed(lp, number, trunk, attempt)
             return
         rtp = await RtpEndpoint.open(cfg.sip.listen.host, (cfg.sip.rtp_ports.first, cfg.sip.rtp_ports.last))
         now = self.loop.time()
-        if lp.machine.state not in (lev.LineState.CALLING,) or lp.machine.call_id is not None:
+        if not self._attempt_live(lp, attempt):
             rtp.close()  # the user hung up while the socket was being opened
             return
         assert self.ua is not None
@@ -174,23 +188,35 @@ class SipCalls:
         self.calls[call_id] = call
         lp.call_id = call_id
         lp.machine.set_call_id(call_id)
+        self._note_attempt(call, attempt)
         self._attach_rtp(call)
         log.info("line %s: calling %s via %s (%s)", lp.name, number, trunk_name, call_id)
         self._pump()
 
-    def _fail_unaddressed(self, lp: Port, number: str, trunk: TrunkConfig) -> None:
-        """The trunk's proxy name has no address: 503 here, reorder on the line, one log line."""
+    def _fail_unaddressed(self, lp: Port, number: str, trunk: TrunkConfig,
+                          attempt: Attempt | None = None) -> None:
+        """The trunk's proxy name has no address: 503 here, the next route target or
+        reorder on the line, one log line."""
         now = self.loop.time()
-        if lp.machine.state is not lev.LineState.CALLING or lp.machine.call_id is not None:
+        if not self._attempt_live(lp, attempt):
             return  # the user hung up first
         call = Call(f"unsent-{secrets.token_hex(8)}", lp, "out", f"sip:{number}@{trunk.domain}",
                     "sip", now)
         self.calls[call.call_id] = call
         lp.call_id = call.call_id
         lp.machine.set_call_id(call.call_id)
-        lp.machine.call_ended("no address", 503, now)
+        self._note_attempt(call, attempt)
         self.end_call(call, call_end.no_address(trunk.name, trunk.proxy.host), now)
+        self._sip_call_failed(call, "no address", 503, now)
         self._pump()
+
+    @staticmethod
+    def _note_attempt(call: Call, attempt: Attempt | None) -> None:
+        """The call is its route attempt's current target: record where it went."""
+        if attempt is not None and attempt.target is not None:
+            attempt.placed(call.call_id)
+            call.route = str(attempt.target)
+            call.attempts = attempt.history()
 
     def _attach_rtp(self, call: Call) -> None:
         if call.rtp is not None:
@@ -306,11 +332,14 @@ class SipCalls:
                 if call is None:
                     return  # already ended here: we hung up, cancelled or rejected it
                 lp = call.port
+                cause = call_end.from_ua(ev.reason, ev.status, call.direction)
                 if call.direction == "in" and call.state != "connected":
                     lp.machine.incoming_cancelled(now)
+                    self.end_call(call, cause, now)
                 else:
-                    lp.machine.call_ended(ev.reason, ev.status, now)
-                self.end_call(call, call_end.from_ua(ev.reason, ev.status, call.direction), now)
+                    self.end_call(call, cause, now)
+                    # The port hears it, unless the route has a next target to try first.
+                    self._sip_call_failed(call, ev.reason, ev.status, now)
             case sev.DtmfInfo():
                 call = self.calls.get(ev.call_id)
                 if call is not None and call.audio:

@@ -131,8 +131,10 @@ class OutgoingCalls:
     # -- targets -----------------------------------------------------------------------
 
     def _arm_target_timer(self, call: Call, now: float) -> None:
-        if call.targets is not None and call.tried < len(call.targets):
-            call.arm(CallTimer.TARGET, now + self.target_timeout)
+        # Armed for the last (or only) target too: a silent target ends the INVITE with
+        # 408 "timeout" after `target_timeout`, so a route's next target (another trunk,
+        # a GSM group) is tried within seconds instead of after Timer B's 32 s.
+        call.arm(CallTimer.TARGET, now + self.target_timeout)
 
     def _reissue_invite(self, call: Call, now: float, *, target: Target | None = None,
                         uri: str | None = None,

@@ -27,8 +27,8 @@ B_ADDR = ("127.0.0.1", 5070)
 OFFER = b"v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio 4000 RTP/AVP 0\r\n"
 ANSWER = OFFER.replace(b"4000", b"4002")
 
-def make_ua(addr: tuple[str, int]) -> UserAgent:
-    return UserAgent(local_host=addr[0], local_port=addr[1],
+def make_ua(addr: tuple[str, int], target_timeout: float = 1.5) -> UserAgent:
+    return UserAgent(local_host=addr[0], local_port=addr[1], target_timeout=target_timeout,
                      instance_id="urn:uuid:00000000-0000-4000-8000-000000000001")
 
 
@@ -193,7 +193,7 @@ def test_uas_gives_up_without_ack_and_sends_bye() -> None:
 
 
 def test_server_transaction_absorbs_retransmitted_invite() -> None:
-    a, b = make_ua(A_ADDR), make_ua(B_ADDR)
+    a, b = make_ua(A_ADDR, target_timeout=60.0), make_ua(B_ADDR)
     wire = Wire(a, b)
     wire.drop = lambda m: isinstance(m, Response)  # A hears nothing: it retransmits
     call_id = start_call(wire, a)
@@ -243,12 +243,28 @@ def test_cancel_before_any_provisional_waits_and_ends_call() -> None:
 
 
 def test_unanswered_invite_times_out() -> None:
-    a = make_ua(A_ADDR)
+    """With the silence timer out of the way, Timer B (64*T1) ends it after 7 sends."""
+    a = make_ua(A_ADDR, target_timeout=64.0)
     wire = Wire(a)
     call_id = start_call(wire, a)
     wire.run_until(100.0)
     assert events(a) == [CallEnded(call_id, "timeout", 408)]
     assert len(wire.sent(A_ADDR, "INVITE")) == 7
+
+
+def test_silent_single_target_ends_after_target_timeout() -> None:
+    """One target, no answer at all: 408 "timeout" after `target_timeout` (1.5 s), not
+    Timer B's 32 s, so a route's next target can be tried at once."""
+    a = make_ua(A_ADDR)
+    wire = Wire(a)
+    call_id = start_call(wire, a)
+    wire.run_until(1.49)
+    assert events(a) == []
+    wire.run_until(1.51)
+    assert events(a) == [CallEnded(call_id, "timeout", 408)]
+    assert len(wire.sent(A_ADDR, "INVITE")) == 2  # 0 and 0.5 s; 1.5 s was too late
+    wire.run_until(40.0)
+    assert events(a) == [] and len(wire.sent(A_ADDR, "INVITE")) == 2
 
 
 def test_busy_rejection_reaches_caller() -> None:
