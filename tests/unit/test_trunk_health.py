@@ -279,3 +279,19 @@ def test_which_registration_reasons_are_trouble() -> None:
     assert not registration_trouble("403 Forbidden")
     assert not registration_trouble("401 authentication failed (check password)")
     assert not registration_trouble("trunk down")
+
+
+def test_status_text_shows_each_trunks_health_and_why() -> None:
+    from gateway.cli import format_status
+
+    mon, ua, loop, _ = monitor()
+    loop.advance(104.0, answer_all(mon, ua, "backup"))  # main never answers
+    result = {"trunks": [{"name": n, "health": h} for n, h in mon.describe(loop.now).items()]}
+    text = format_status(result)
+    assert "Trunks" in text
+    (main,) = [row for row in text.splitlines() if row.split()[:1] == ["main"]]
+    assert "down" in main and "up -> down" in main and "3 probes unanswered" in main
+    assert "s" in main.split("unanswered", 1)[1]  # the detection time
+    (backup,) = [row for row in text.splitlines() if row.split()[:1] == ["backup"]]
+    assert backup.split()[1] == "up" and "0%" in backup
+    assert "Trunks" not in format_status({})
