@@ -34,6 +34,7 @@ from gateway.runtime.local_registrar import LocalRegistrar, start_local_registra
 from gateway.runtime.media_watch import MediaWatchCalls
 from gateway.runtime.modem import ModemDriver
 from gateway.runtime.modem_setup import StoredPinMemory
+from gateway.runtime.phones import PhoneCalls
 from gateway.runtime.ports import LinePort, Port
 from gateway.runtime.resolver import SipResolver
 from gateway.runtime.sip_calls import Call, Registration, SipCalls
@@ -58,7 +59,7 @@ MODEM_START_WAIT = 15.0
 
 
 @dataclass
-class Gateway(FailoverCalls, MediaWatchCalls, SipCalls, GsmCalls):
+class Gateway(FailoverCalls, MediaWatchCalls, SipCalls, GsmCalls, PhoneCalls):
     """The running gateway. Construct, `await start()`, and `await stop()`."""
 
     config: Config
@@ -146,6 +147,7 @@ class Gateway(FailoverCalls, MediaWatchCalls, SipCalls, GsmCalls):
         digit_map = DigitMap(effective_digit_map(cfg))  # emergency numbers always dial
         for lc in cfg.lines:
             self._add_line(lc, profile, digit_map)
+        self._add_phones()  # local SIP phones are ports too (gateway.runtime.phones)
         now = self.loop.time()
         for lc in cfg.lines:
             if lc.trunk is not None:
@@ -160,6 +162,7 @@ class Gateway(FailoverCalls, MediaWatchCalls, SipCalls, GsmCalls):
             cfg.gateway.control_socket,
         )
         self._pump()
+        self._start_phone_relay()  # phones with trunk: registered upstream
         await self._start_modems()
         await self._start_sms()
 
@@ -473,7 +476,8 @@ class Gateway(FailoverCalls, MediaWatchCalls, SipCalls, GsmCalls):
                 call = self.calls.get(call_id)
                 if call is not None and call.media is not None:
                     call.media.send_dtmf(digit, now)
-                elif call is not None and call.peer is not None and call.peer.port.kind != "fxs":
+                elif call is not None and call.peer is not None and (
+                        call.peer.port.kind != "fxs" or lp.kind != "fxs"):
                     call.peer.port.play_digit(digit, 100)  # a modem sends it (AT+VTS)
             case lev.FlashHook(call_id=call_id):
                 self._toggle_hold(call_id, now)
@@ -492,7 +496,7 @@ class Gateway(FailoverCalls, MediaWatchCalls, SipCalls, GsmCalls):
                           target: Port | None = None) -> None:
         """A port-to-port call: `target`, or the FXS line whose number is `number`."""
         if target is None:
-            target = next((t for t in self.lines.values() if t.number == number), None)
+            target = self._local_port_for(number)  # an FXS line or a local phone
         if target is None:
             lp.machine.call_ended("not found", 404, now)
             return

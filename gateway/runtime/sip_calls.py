@@ -288,6 +288,9 @@ class SipCalls:
     # ------------------------------------------------------------------ SIP events
 
     def _on_sip_event(self, ev: Any) -> None:
+        phone_event: Callable[[Any], bool] | None = getattr(self, "_phone_sip_event", None)
+        if phone_event is not None and phone_event(ev):
+            return  # a dialog with a local phone (gateway.runtime.phones)
         now = self.loop.time()
         match ev:
             case sev.RegistrationStateChanged():
@@ -383,7 +386,7 @@ class SipCalls:
                 return t.srtp
         return "offer"
 
-    def _find_line_for(self, ev: sev.IncomingCall) -> LinePort | None:
+    def _find_line_for(self, ev: sev.IncomingCall) -> Port | None:
         from gateway.sip.uri import SipUri
 
         users = set()
@@ -392,7 +395,8 @@ class SipCalls:
                 users.add(SipUri.parse(text).user)
             except Exception:
                 continue
-        for lp in self.lines.values():
+        ports: list[Port] = [*self.lines.values(), *getattr(self, "phone_ports", {}).values()]
+        for lp in ports:  # the FXS lines and the local phones, by number or trunk user
             names = {lp.number}
             if lp.config.trunk is not None:
                 names.add(lp.config.trunk.username)
@@ -402,6 +406,11 @@ class SipCalls:
 
     async def _incoming_call(self, ev: sev.IncomingCall) -> None:
         assert self.ua is not None
+        # PhoneCalls._incoming_from_phone: a local phone dialling (True).
+        from_phone: Callable[[sev.IncomingCall], Awaitable[bool]] | None = getattr(
+            self, "_incoming_from_phone", None)
+        if from_phone is not None and await from_phone(ev):
+            return
         cfg = self.config
         lp = self._find_line_for(ev)
         now = self.loop.time()
@@ -456,7 +465,7 @@ class SipCalls:
             self.ua.ringing(ev.call_id, now)
         self._pump()
 
-    def _refuse_incoming(self, ev: sev.IncomingCall, lp: LinePort, status: int, why: str,
+    def _refuse_incoming(self, ev: sev.IncomingCall, lp: Port, status: int, why: str,
                          now: float) -> None:
         """Answer `status` to a call for `lp` before it rings; it ends like any other call."""
         assert self.ua is not None

@@ -1,0 +1,232 @@
+"""Local SIP phones through the real daemon (issue 8, lane P): the box as their registrar
+and back-to-back user agent, with the media anchored on it.
+
+baresip registers to the box as a local phone (digest, MD5: baresip 1.0 needs it), calls a
+simulated FXS handset and is called back by it, and calls (and is called by) a second
+baresip phone; audio is checked both ways by frequency and level. A phone with `trunk:`
+is relayed to Kamailio: Kamailio's location shows it while the phone is registered to the
+box, and a call from Kamailio's side rings the phone.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from .audio import write_tone_wav
+from .conftest import BaresipFactory, KamailioFactory
+from .gateway_proc import GatewayProcess
+from .peers.baresip import Baresip
+from .peers.kamailio import KamailioTrunk
+from .peers.ports import free_port
+from .test_first_call import assert_handset_hears_tone, wav_tone
+
+pytestmark = [pytest.mark.peers, pytest.mark.slow]
+
+PHONES = {"201": "phone-201-Secret", "202": "phone-202-Secret"}
+HANDSET_HZ, HANDSET_DBFS = 440.0, -12.0
+
+
+def config(tmp: Path, sip_port: int, *, trunk: KamailioTrunk | None = None) -> str:
+    trunk_section = relay = ""
+    if trunk is not None:
+        trunk_section = f"""
+trunks:
+  - name: main
+    registrar: 127.0.0.1:{trunk.port}
+    expires: 60
+    keepalive_interval: 1
+"""
+        relay = """
+    trunk:
+      name: main
+      username: alice
+      password: alice-secret"""
+    return f"""
+gateway:
+  name: branch-phones
+  country: US
+  state_dir: {tmp / 'state'}
+sip:
+  listen: 127.0.0.1:{sip_port}
+  rtp_ports: 32000-32999
+  codecs: [PCMU, PCMA]
+security:
+  digest_algorithms: [MD5]
+{trunk_section}
+lines:
+  - name: "1"
+    backend: sim
+    number: "101"
+sip_phones:
+  - user: "201"
+    password: {PHONES['201']}
+    display_name: Alice{relay}
+  - user: "202"
+    password: {PHONES['202']}
+dialplan:
+  digit_map: "(1xx|2xx)"
+  routes:
+    - pattern: "[12]\\\\d\\\\d"
+      to: local
+"""
+
+
+@pytest.fixture
+def gateway(tmp_path: Path) -> Iterator[GatewayProcess]:
+    sip_port = free_port()
+    gw = GatewayProcess(tmp_path, config(tmp_path, sip_port))
+    gw.sip_port = sip_port  # type: ignore[attr-defined]
+    gw.start()
+    try:
+        yield gw
+    finally:
+        code = gw.stop()
+        if code not in (0, None) or __import__("os").environ.get("LANEP_DEBUG"):
+            print(gw.log_text()[-8000:])
+
+
+def local_phone(baresip_factory: BaresipFactory, gw: GatewayProcess, user: str,
+                **kwargs: object) -> Baresip:
+    """A baresip registered to the box as local user `user`."""
+    port = gw.sip_port  # type: ignore[attr-defined]
+    phone = baresip_factory(user, registrar=f"127.0.0.1:{port}", password=PHONES[user],
+                            **kwargs)
+    phone.wait_registered(timeout=10)
+    return phone
+
+
+def box_uri(gw: GatewayProcess, number: str) -> str:
+    return f"sip:{number}@127.0.0.1:{gw.sip_port}"  # type: ignore[attr-defined]
+
+
+def assert_tone(path: Path, hz: float, dbfs: float | None = None) -> tuple[float, float]:
+    got_hz, got_db = wav_tone(path)
+    assert abs(got_hz - hz) <= 0.02 * hz, f"{path.name}: {got_hz:.1f} Hz, expected {hz}"
+    if dbfs is not None:
+        assert abs(got_db - dbfs) <= 3.0, f"{path.name}: {got_db:.1f} dBFS, expected {dbfs}"
+    return got_hz, got_db
+
+
+def handset_plays(gw: GatewayProcess, tmp: Path, seconds: float = 2.0) -> None:
+    src = write_tone_wav(tmp / "handset-440.wav", HANDSET_HZ, HANDSET_DBFS)
+    gw.phone("1", "play", path=str(src))
+    time.sleep(seconds)
+    gw.phone("1", "stop")
+
+
+def test_local_phone_calls_the_fxs_line_and_is_called_back_audio_both_ways(
+        gateway: GatewayProcess, baresip_factory: BaresipFactory, tmp_path: Path) -> None:
+    gw = gateway
+    alice = local_phone(baresip_factory, gw, "201", tone=1000)
+
+    # Phone -> handset.
+    alice.dial(box_uri(gw, "101"))
+    gw.wait_until("line 1 rings", lambda: gw.line("1")["ringing"], timeout=10)
+    alice.wait_for_event("CALL_RINGING", timeout=5)
+    gw.phone("1", "offhook")
+    alice.wait_for_event("CALL_ESTABLISHED", timeout=10)
+    _, heard_db = assert_handset_hears_tone(gw, "1", 1000.0, tmp_path, "handset-hears-201")
+    handset_plays(gw, tmp_path)
+    gw.phone("1", "onhook")
+    alice.wait_for_event("CALL_CLOSED", timeout=10)
+    gw.wait_until("no calls left", lambda: not gw.status()["calls"], timeout=5)
+    recs = alice.wait_recordings_closed()
+    assert_tone(recs[-1], HANDSET_HZ, HANDSET_DBFS)
+    _, sent_db = wav_tone(alice.recordings("enc")[-1])
+    assert abs(heard_db - sent_db) <= 3.0, f"handset heard {heard_db:.1f}, phone sent {sent_db:.1f}"
+
+    # Handset -> phone (its number, 201), the phone hangs up.
+    gw.phone("1", "offhook")
+    gw.wait_hears("1", "dial")
+    gw.phone("1", "dial", digits="201")
+    alice.wait_for_event("CALL_INCOMING", timeout=10)
+    gw.wait_hears("1", "ringback", timeout=5)
+    alice.accept()
+    alice.wait_for_event("CALL_ESTABLISHED", timeout=10)
+    gw.wait_until("line 1 connected", lambda: gw.line("1")["state"] == "connected", timeout=5)
+    assert_handset_hears_tone(gw, "1", 1000.0, tmp_path, "handset-hears-201-back")
+    handset_plays(gw, tmp_path)
+    alice.hangup()
+    alice.wait_for_event("CALL_CLOSED", timeout=10)
+    gw.wait_hears("1", "busy", timeout=10)
+    gw.phone("1", "onhook")
+    gw.wait_until("no calls left", lambda: not gw.status()["calls"], timeout=5)
+    recs = alice.wait_recordings_closed()
+    assert_tone(recs[-1], HANDSET_HZ, HANDSET_DBFS)
+
+
+def test_second_local_phone_calls_the_first_audio_both_ways(
+        gateway: GatewayProcess, baresip_factory: BaresipFactory) -> None:
+    gw = gateway
+    alice = local_phone(baresip_factory, gw, "201", tone=1000)
+    bob = local_phone(baresip_factory, gw, "202", tone=600)
+    bob.dial(box_uri(gw, "201"))
+    alice.wait_for_event("CALL_INCOMING", timeout=10)
+    bob.wait_for_event("CALL_RINGING", timeout=5)
+    alice.accept()
+    alice.wait_for_event("CALL_ESTABLISHED", timeout=10)
+    bob.wait_for_event("CALL_ESTABLISHED", timeout=10)
+    time.sleep(2.5)
+    bob.hangup()
+    alice.wait_for_event("CALL_CLOSED", timeout=10)
+    bob.wait_for_event("CALL_CLOSED", timeout=10)
+    gw.wait_until("no calls left", lambda: not gw.status()["calls"], timeout=5)
+    _, alice_sent = wav_tone(alice.recordings("enc")[-1])
+    _, bob_sent = wav_tone(bob.recordings("enc")[-1])
+    assert_tone(alice.wait_recordings_closed()[-1], 600.0, bob_sent)
+    assert_tone(bob.wait_recordings_closed()[-1], 1000.0, alice_sent)
+
+
+def test_unregistered_phone_is_not_found_and_a_busy_caller_hears_it(
+        gateway: GatewayProcess, baresip_factory: BaresipFactory) -> None:
+    gw = gateway
+    local_phone(baresip_factory, gw, "201", tone=1000)
+    # 202 never registered: the handset's call to it is refused, the handset hears reorder
+    # (or busy) rather than ringing for ever.
+    gw.phone("1", "offhook")
+    gw.wait_hears("1", "dial")
+    gw.phone("1", "dial", digits="202")
+    gw.wait_until("call refused", lambda: gw.line("1")["state"] == "wait-onhook", timeout=5)
+    gw.phone("1", "onhook")
+    assert not gw.status()["calls"]
+
+
+def test_phone_with_trunk_is_relayed_to_kamailio_and_rings_for_the_pbx(
+        tmp_path: Path, kamailio_factory: KamailioFactory,
+        baresip_factory: BaresipFactory) -> None:
+    trunk = kamailio_factory()
+    sip_port = free_port()
+    gw = GatewayProcess(tmp_path, config(tmp_path, sip_port, trunk=trunk))
+    gw.sip_port = sip_port  # type: ignore[attr-defined]
+    gw.start()
+    try:
+        assert not trunk.registered("alice")
+        alice = local_phone(baresip_factory, gw, "201", tone=1000)
+        gw.wait_until("alice registered upstream", lambda: trunk.registered("alice"),
+                      timeout=10, interval=0.2)
+        # The PBX side: carol, registered on Kamailio, calls alice's upstream user.
+        carol = baresip_factory("carol", trunk=trunk, tone=600)
+        carol.wait_registered()
+        carol.dial(f"sip:alice@127.0.0.1:{trunk.port}")
+        alice.wait_for_event("CALL_INCOMING", timeout=10)
+        alice.accept()
+        carol.wait_for_event("CALL_ESTABLISHED", timeout=10)
+        time.sleep(2.0)
+        carol.hangup()
+        alice.wait_for_event("CALL_CLOSED", timeout=10)
+        _, carol_sent = wav_tone(carol.recordings("enc")[-1])
+        _, alice_sent = wav_tone(alice.recordings("enc")[-1])
+        assert_tone(alice.wait_recordings_closed()[-1], 600.0, carol_sent)
+        assert_tone(carol.wait_recordings_closed()[-1], 1000.0, alice_sent)
+        # The phone leaves the box: its upstream registration goes too.
+        alice.stop()
+        gw.wait_until("alice gone upstream", lambda: not trunk.registered("alice"),
+                      timeout=10, interval=0.2)
+    finally:
+        code = gw.stop()
+        if code not in (0, None) or __import__("os").environ.get("LANEP_DEBUG"):
+            print(gw.log_text()[-8000:])
