@@ -15,10 +15,14 @@ Decisions:
 - **Expiry:** the contact's ``expires`` parameter, else the Expires header, else
   `default_expires`; above `max_expires` it is shortened; a non-zero value below
   `min_expires` is refused with 423 and Min-Expires. 0 removes the binding.
-- **Ordering (10.3 step 7):** a binding refreshed with the same Call-ID and a CSeq not
-  higher than the stored one aborts the whole request with 500 and changes nothing.
-- **`*` with Expires: 0** removes every binding of the user (same ordering check); `*`
-  with anything else (other contacts, a non-zero Expires, no Expires) is a 400.
+- **Ordering (10.3 step 7):** a binding refreshed with the same Call-ID and a lower CSeq
+  than the stored one aborts the whole request with 500 and changes nothing. The same
+  CSeq again is the same request retransmitted (the user agent answers REGISTERs without
+  a transaction when its table is full, so retransmissions can reach us): that binding is
+  left as it is and the 200 is sent again.
+- **`*` with Expires: 0** removes every binding of the user (a binding with the same
+  Call-ID and a CSeq not lower is refused with 500); `*` with anything else (other
+  contacts, a non-zero Expires, no Expires) is a 400.
 - **max_contacts:** a request that would leave more bindings than that drops the oldest
   refreshed ones (a phone that changed address without an instance id is not locked out
   for an hour); a single request listing more than that is refused with 403.
@@ -168,7 +172,7 @@ class Registrar:
         self.on_change: Callable[[], None] | None = None
         self.stats: dict[str, int] = dict.fromkeys(
             ("registered", "refreshed", "removed", "expired", "queries", "refused",
-             "out_of_order"), 0)
+             "out_of_order", "retransmissions"), 0)
 
     # ------------------------------------------------------------------ reading
 
@@ -224,7 +228,8 @@ class Registrar:
         current = [b for b in self._bindings.get(user, ()) if b.expires_at > now]
         if wanted is _ALL:
             for b in current:
-                self._check_order(b, call_id, cseq)
+                if b.call_id == call_id and cseq <= b.cseq:
+                    self._out_of_order()
             if current:
                 self.stats["removed"] += len(current)
                 self._set(user, [])
@@ -239,8 +244,11 @@ class Registrar:
             new = Binding(user, w.contact, source, transport, now + w.expires, call_id, cseq,
                           w.instance, w.reg_id, now)
             old = by_key.get(new.key())
-            if old is not None:
-                self._check_order(old, call_id, cseq)
+            if old is not None and old.call_id == call_id and cseq <= old.cseq:
+                if cseq < old.cseq:
+                    self._out_of_order()
+                self.stats["retransmissions"] += 1
+                continue  # this very request again: already applied
             if w.expires == 0:
                 if kept.pop(new.key(), None) is not None:
                     counts["removed"] += 1
@@ -293,10 +301,9 @@ class Registrar:
             out.append(_Wanted(str(na.uri), instance, reg_id, expires))
         return out
 
-    def _check_order(self, old: Binding, call_id: str, cseq: int) -> None:
-        if old.call_id == call_id and cseq <= old.cseq:
-            self.stats["out_of_order"] += 1
-            raise _Refused(500, "Out Of Order CSeq", (("Retry-After", "1"),))
+    def _out_of_order(self) -> None:
+        self.stats["out_of_order"] += 1
+        raise _Refused(500, "Out Of Order CSeq", (("Retry-After", "1"),))
 
     def _ok(self, user: str, now: float) -> Respond:
         headers = [("Contact", b.header_value(now)) for b in self.lookup(user, now)]

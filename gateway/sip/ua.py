@@ -459,6 +459,14 @@ class UserAgent:
                 core.send_response_tx(req, refusal, dest, now)
                 return
         if core.txl.server_full():
+            if method == "REGISTER" and self.registrar is not None:
+                # Phones re-register all day: each answer would hold a transaction for
+                # Timer J (32 s), so a few dozen a second fill the table. A REGISTER that
+                # passed the digest check is answered without one instead of 503 (the
+                # registrar takes a retransmission as the same request again).
+                core.stats["stateless_registers"] = core.stats.get("stateless_registers", 0) + 1
+                self._on_register(self.registrar, req, addr, user, dest, now, stateless=True)
+                return
             core.stats["overload"] += 1
             core.stateless(req, 503, dest, [("Retry-After", "5")])
             return
@@ -480,11 +488,15 @@ class UserAgent:
             core.respond(req, 405, dest, now, extra=[("Allow", ALLOW)])
 
     def _on_register(self, registrar: Registrar, req: Request, addr: Address,
-                     user: str | None, dest: Address, now: float) -> None:
+                     user: str | None, dest: Address, now: float,
+                     stateless: bool = False) -> None:
         """Bind (or refuse) an authenticated REGISTER; its changes become events."""
         answer = registrar.handle(req, addr, self._core.rx_transport, user, now)
-        self._core.respond(req, answer.status, dest, now, reason=answer.reason,
-                           extra=list(answer.headers))
+        if stateless:
+            self._core.stateless(req, answer.status, dest, list(answer.headers))
+        else:
+            self._core.respond(req, answer.status, dest, now, reason=answer.reason,
+                               extra=list(answer.headers))
         for event in registrar.events():
             self._core.emit(event)
 

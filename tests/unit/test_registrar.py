@@ -166,17 +166,28 @@ def test_same_call_id_with_an_old_cseq_is_refused_500_and_changes_nothing() -> N
     r = reg()
     r.handle(register(expires="600", cseq=5), SRC, "udp", "201", 0.0)
     r.events()
-    for cseq in (5, 4):
-        answer = r.handle(register(expires="0", cseq=cseq), SRC, "udp", "201", 1.0)
-        assert answer.status == 500
+    answer = r.handle(register(expires="0", cseq=4), SRC, "udp", "201", 1.0)
+    assert answer.status == 500 and dict(answer.headers).get("Retry-After") == "1"
     assert len(r.lookup("201", 1.0)) == 1 and r.events() == []
-    stale_star = r.handle(register(contacts=("*",), expires="0", cseq=3), SRC, "udp", "201",
-                          1.0)
-    assert stale_star.status == 500 and len(r.lookup("201", 1.0)) == 1
+    for cseq in (5, 4):  # '*' with a CSeq not higher than a binding's of the same Call-ID
+        stale_star = r.handle(register(contacts=("*",), expires="0", cseq=cseq), SRC, "udp",
+                              "201", 1.0)
+        assert stale_star.status == 500 and len(r.lookup("201", 1.0)) == 1
+    assert r.stats["out_of_order"] == 3
     # a new Call-ID (the phone rebooted) replaces the binding whatever its CSeq
     assert r.handle(register(expires="0", cseq=1, call_id="c2"), SRC, "udp", "201",
                     1.0).status == 200
     assert r.lookup("201", 1.0) == []
+
+
+def test_the_same_cseq_again_is_a_retransmission_answered_200_and_not_applied() -> None:
+    r = reg()
+    r.handle(register(expires="600", cseq=5), SRC, "udp", "201", 0.0)
+    r.events()
+    again = r.handle(register(expires="0", cseq=5), SRC, "udp", "201", 10.0)
+    assert again.status == 200
+    assert contacts(again) == {"sip:201@192.168.1.20:5060": "590"}  # not removed, not renewed
+    assert r.events() == [] and r.stats["retransmissions"] == 1
 
 
 def test_a_higher_cseq_refreshes() -> None:
@@ -273,7 +284,7 @@ def test_snapshot_and_restore_keep_bindings_with_the_time_left() -> None:
     assert fresh.events() == [BindingsChanged("201", (b,))]
     assert fresh.get_timer() == 575.0
     # the ordering check survives the restart too
-    again = register(contacts=(f"<sip:201@10.0.0.9>;+sip.instance={inst}",), cseq=7)
+    again = register(contacts=(f"<sip:201@10.0.0.9>;+sip.instance={inst}",), cseq=6)
     assert fresh.handle(again, SRC, "udp", "201", 6.0).status == 500
 
 
@@ -361,3 +372,25 @@ def test_edge_and_ua_together_digest_then_bind() -> None:
                                    username="201", password="wrong-password", nc=3)
     assert send(ua, register(cseq=4, extra=(("Authorization", bad),)), 3.0).status == 403
     assert [b.call_id for b in ua.registrar.lookup("201", 3.0)] == ["c1"]
+
+
+def test_a_full_transaction_table_answers_registers_statelessly_not_503() -> None:
+    ua = UserAgent(local_host="192.0.2.1", local_port=5060, instance_id="urn:uuid:x",
+                   request_filter=lambda req, *a: Accept(user=req.to_addr.uri.user),
+                   max_server_transactions=2)
+    ua.registrar = reg()
+    statuses = [send(ua, register(str(200 + i), contacts=(f"<sip:{200 + i}@10.0.0.{i}>",),
+                                  call_id=f"c{i}"), 0.1 * i).status for i in range(1, 6)]
+    assert statuses == [200] * 5
+    assert ua.table_sizes()["server_transactions"] == 2
+    assert ua.stats["stateless_registers"] == 3 and ua.stats["overload"] == 0
+    assert len(ua.registrar) == 5
+    # the last one retransmitted (no transaction absorbs it): the same 200 again, no change
+    ua.next_event()
+    again = send(ua, register("205", contacts=("<sip:205@10.0.0.5>",), call_id="c5"), 1.0)
+    assert again.status == 200 and ua.registrar.stats["retransmissions"] == 1
+    # other requests still get the overload answer
+    options = build_request("OPTIONS", "sip:gw.example", from_addr="<sip:201@gw>;tag=a",
+                            to_addr="<sip:gw.example>", call_id="o1", cseq=1,
+                            via="SIP/2.0/UDP 192.168.1.20:5060;branch=z9hG4bKo1")
+    assert send(ua, options, 1.0).status == 503
