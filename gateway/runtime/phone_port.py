@@ -60,6 +60,9 @@ class PhonePort:
     """Final statuses of forks that refused, for the answer once all of them have."""
     heard: list[str] = field(default_factory=list)
     """Digits the phone sent (RFC 4733, SIP INFO) since the last `digits_heard`."""
+    relay: str | None = None
+    """The phone's upstream account: None, "on", "parked" or "stale" (see
+    `PhoneCalls._phone_relay_sync`)."""
 
     @property
     def machine(self) -> SipPhoneLine:

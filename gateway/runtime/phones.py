@@ -26,7 +26,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import secrets
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from gateway.config.schema import Config, TrunkConfig
 from gateway.lines import events as lev
@@ -96,23 +96,18 @@ class PhoneCalls:
     phone_dialogs: dict[str, PhonePort]
     phone_stale: set[str]
 
-    def _pump(self) -> None:
-        raise NotImplementedError
+    if TYPE_CHECKING:  # Gateway's and SipCalls' (no stubs at run time: MRO-proof)
+        def _pump(self) -> None: ...
 
-    def _spawn(self, coro: Any) -> None:
-        raise NotImplementedError
+        def _spawn(self, coro: Any) -> None: ...
 
-    def _start_media(self, call: Call, params: MediaParams, now: float) -> None:
-        raise NotImplementedError
+        def _start_media(self, call: Call, params: MediaParams, now: float) -> None: ...
 
-    def _release_media(self, call: Call) -> None:
-        raise NotImplementedError
+        def _release_media(self, call: Call) -> None: ...
 
-    def _apply_answer(self, call: Call, sdp: bytes, now: float) -> bool:
-        raise NotImplementedError
+        def _apply_answer(self, call: Call, sdp: bytes, now: float) -> bool: ...
 
-    def _account_settings(self, lc: Any) -> Any:
-        raise NotImplementedError
+        def _account_settings(self, lc: Any) -> Any: ...
 
     # ------------------------------------------------------------------ ports
 
@@ -448,9 +443,14 @@ class PhoneCalls:
         return bool(getattr(state, "value", state) == "down")
 
     def _phone_relay_sync(self, user: str, now: float) -> None:
-        """Make the phone's upstream account match: there (registering) while the phone
-        has a local binding and its trunk is not DOWN; parked (nothing sent) while the
-        trunk is DOWN; un-registered and dropped once the phone has no binding."""
+        """Make the phone's upstream account match its binding and its trunk's health.
+
+        `PhonePort.relay` says where the account is: None (none), "on" (registering or
+        registered), "parked" (trunk DOWN, phone still bound: nothing sent), "stale" (trunk
+        DOWN and the phone left: un-registered upstream once the trunk is back). Accounts
+        that are "on" or "parked" are in `self.registrations`, so the health monitor parks
+        and re-registers them with the line accounts; this keeps the phone's own part.
+        """
         port = self.phone_ports.get(user)
         ua = self.ua
         if port is None or ua is None or port.config.trunk is None:
@@ -459,26 +459,32 @@ class PhoneCalls:
         if trunk not in self.trunks:
             return
         registrations: dict[str, Any] = getattr(self, "registrations", {})
+        account = port.name
         bound = bool(self._bindings_of(user, now))
-        down = self._trunk_is_down(trunk)
-        client = ua.registration(port.name)
-        if down:
-            if client is not None:
-                client.trunk_down(now)  # nothing goes upstream until the trunk is back
+        if self._trunk_is_down(trunk):
+            if port.relay == "on":
+                ua.trunk_down(account, now)  # nothing goes upstream until the trunk is back
+                port.relay = "parked"
+            if port.relay == "parked" and not bound:
+                registrations.pop(account, None)  # the monitor must not re-register it
+                port.relay = "stale"
             return
-        if bound and client is None:
+        if bound and port.relay in (None, "stale"):
             from gateway.runtime.sip_calls import Registration
 
             settings = self._phone_account_settings(port)
-            registrations[port.name] = Registration(port.name, trunk, settings.aor)
-            ua.add_account(port.name, settings, now)
+            registrations[account] = Registration(account, trunk, settings.aor)
+            ua.add_account(account, settings, now)  # replaces a stale one
+            port.relay = "on"
             log.info("phone %s: relayed upstream to trunk %s as %s", user, trunk, settings.aor)
-        elif bound and client is not None:
-            client.register_now(now)  # after an outage: at once (no-op when registered)
-        elif not bound and client is not None and port.name in registrations:
+        elif bound and port.relay == "parked":
+            ua.register_now(account, now)  # the trunk is back: at once
+            port.relay = "on"
+        elif not bound and port.relay is not None:
             log.info("phone %s: no local binding; un-registering upstream", user)
-            ua.remove_account(port.name, now)
-            del registrations[port.name]
+            ua.remove_account(account, now)
+            registrations.pop(account, None)
+            port.relay = None
 
     def _phone_account_settings(self, port: PhonePort) -> Any:
         """The upstream account of a relayed phone: its trunk credentials, the box as
