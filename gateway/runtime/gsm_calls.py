@@ -175,8 +175,10 @@ class GsmCalls:
         an emergency call is never refused by the route guard.
         """
         router = self._gsm_router()
-        verdict = None if emergency else self.route_guard.check(
-            CallSource.line(lp.name), number, f"gsm:{group}")
+        # A local SIP phone calls as its user (gateway.runtime.phones), a line by its name.
+        source = (CallSource.local_user(lp.config.user) if lp.kind == "phone"
+                  else CallSource.line(lp.name))
+        verdict = None if emergency else self.route_guard.check(source, number, f"gsm:{group}")
         if isinstance(verdict, Denied):
             log.warning("line %s: call to %s refused: %s", lp.name, number, verdict.reason)
             lp.machine.call_ended("not permitted", verdict.status, now)

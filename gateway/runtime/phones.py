@@ -46,7 +46,6 @@ from gateway.runtime.phone_port import PhonePort
 from gateway.runtime.ports import LinePort, Port
 from gateway.runtime.rtp import RtpEndpoint
 from gateway.runtime.sip_calls import Call
-from gateway.security.permissions import CallSource
 from gateway.sip import events as sev
 from gateway.sip.errors import SdpError
 from gateway.sip.sdp import MediaParams, SessionDescription, build_offer
@@ -132,12 +131,6 @@ class PhoneCalls:
         """The FXS line or local phone whose number is `number` (the "local" target)."""
         line = next((t for t in self.lines.values() if t.number == number), None)
         return line if line is not None else self._phone_by_number(number)
-
-    def _source_of(self, port: Port) -> CallSource:
-        """Who a port's call comes from, for the route guard: a phone is its local user."""
-        if isinstance(port, PhonePort):
-            return CallSource.local_user(port.user)
-        return CallSource.line(port.name)
 
     # ------------------------------------------------------------------ from a phone
 

@@ -30,9 +30,13 @@ PHONES = {"201": "phone-201-Secret", "202": "phone-202-Secret"}
 HANDSET_HZ, HANDSET_DBFS = 440.0, -12.0
 
 
-def config(tmp: Path, sip_port: int, *, trunk: KamailioTrunk | None = None) -> str:
-    trunk_section = relay = ""
+def config(tmp: Path, sip_port: int, *, trunk: KamailioTrunk | None = None,
+           modem: str = "") -> str:
+    trunk_section = relay = routes = ""
+    if modem:
+        routes += '    - pattern: "0\\\\d+"\n      to: gsm:mobile\n'
     if trunk is not None:
+        routes += '    - pattern: "3\\\\d\\\\d"\n      to: trunk:main\n'
         trunk_section = f"""
 trunks:
   - name: main
@@ -68,11 +72,11 @@ sip_phones:
   - user: "202"
     password: {PHONES['202']}
 dialplan:
-  digit_map: "(1xx|2xx)"
+  digit_map: "(1xx|2xx|0xxxxxxxxx|3xx)"
   routes:
     - pattern: "[12]\\\\d\\\\d"
       to: local
-"""
+{routes}{modem}"""
 
 
 @pytest.fixture
@@ -230,3 +234,76 @@ def test_phone_with_trunk_is_relayed_to_kamailio_and_rings_for_the_pbx(
         code = gw.stop()
         if code not in (0, None) or __import__("os").environ.get("LANEP_DEBUG"):
             print(gw.log_text()[-8000:])
+
+
+def test_phone_calls_out_through_the_trunk_as_its_upstream_account(
+        tmp_path: Path, kamailio_factory: KamailioFactory,
+        baresip_factory: BaresipFactory) -> None:
+    """Kamailio challenges the INVITE: the box answers with the phone's upstream account."""
+    trunk = kamailio_factory(users={"alice": "alice-secret", "300": "bob-pass-300"},
+                             auth_invite=True)
+    sip_port = free_port()
+    gw = GatewayProcess(tmp_path, config(tmp_path, sip_port, trunk=trunk))
+    gw.sip_port = sip_port  # type: ignore[attr-defined]
+    gw.start()
+    try:
+        bob = baresip_factory("300", trunk=trunk, password="bob-pass-300", tone=600)
+        bob.wait_registered()
+        alice = local_phone(baresip_factory, gw, "201", tone=1000)
+        gw.wait_until("alice registered upstream", lambda: trunk.registered("alice"),
+                      timeout=10, interval=0.2)
+        alice.dial(box_uri(gw, "300"))
+        bob.wait_for_event("CALL_INCOMING", timeout=10)
+        alice.wait_for_event("CALL_RINGING", timeout=5)
+        bob.accept()
+        alice.wait_for_event("CALL_ESTABLISHED", timeout=10)
+        time.sleep(2.0)
+        alice.hangup()
+        bob.wait_for_event("CALL_CLOSED", timeout=10)
+        gw.wait_until("no calls left", lambda: not gw.status()["calls"], timeout=5)
+        _, alice_sent = wav_tone(alice.recordings("enc")[-1])
+        _, bob_sent = wav_tone(bob.recordings("enc")[-1])
+        assert_tone(alice.wait_recordings_closed()[-1], 600.0, bob_sent)
+        assert_tone(bob.wait_recordings_closed()[-1], 1000.0, alice_sent)
+        assert "phone 201: dials 300" in gw.log_text()
+    finally:
+        code = gw.stop()
+        if code not in (0, None):
+            print(gw.log_text()[-8000:])
+
+
+def test_phone_calls_out_through_the_gsm_modem(
+        tmp_path: Path, baresip_factory: BaresipFactory) -> None:
+    from hal.sim.modem import ModemEmulator
+
+    from .test_gsm_calls import modem_config, modem_up, pcm_tone, tone, wait
+
+    emu = ModemEmulator("ec25").start()
+    sip_port = free_port()
+    modem = modem_config(emu, "line:1")
+    gw = GatewayProcess(tmp_path, config(tmp_path, sip_port, modem=modem))
+    gw.sip_port = sip_port  # type: ignore[attr-defined]
+    gw.start()
+    try:
+        gw.wait_until("modem up", lambda: modem_up(gw), timeout=10)
+        alice = local_phone(baresip_factory, gw, "201", tone=600)
+        alice.dial(box_uri(gw, "0123456789"))
+        wait("the modem to dial", lambda: [c.number for c in emu.calls] == ["0123456789"])
+        alice.wait_for_event("CALL_RINGING", timeout=5)
+        emu.remote_answer()
+        alice.wait_for_event("CALL_ESTABLISHED", timeout=10)
+        emu.play_pcm(tone(1000.0, -12.0, 4.0))
+        time.sleep(1.0)
+        emu.clear_heard()
+        time.sleep(2.0)
+        hz, db = pcm_tone(emu.heard())
+        assert abs(hz - 600.0) <= 12.0, f"far end heard {hz:.1f} Hz"
+        _, alice_sent = wav_tone(alice.recordings("enc")[-1])
+        assert abs(db - alice_sent) <= 3.0, f"far end heard {db:.1f} dBFS, phone sent {alice_sent:.1f}"
+        alice.hangup()
+        wait("the modem hangs up", lambda: b"ATH" in emu.at_log, timeout=5)
+        gw.wait_until("no calls left", lambda: not gw.status()["calls"], timeout=5)
+        assert_tone(alice.wait_recordings_closed()[-1], 1000.0, -12.0)
+    finally:
+        gw.stop()
+        emu.stop()
