@@ -122,9 +122,11 @@ class _Reader(_TrunkReader, _ModemReader, _DialPlanReader, _PhoneReader):
         algorithms = self.take(f, "digest_algorithms",
                                self.digest_algorithms(f.child("digest_algorithms")),
                                s.DEFAULT_DIGEST_ALGORITHMS)
-        if len(self.issues) > before:
+        rate_limit = self.trunk_rate_limit(f.values.get("rate_limit"), f.child("rate_limit"),
+                                           SecuritySettings().rate_limit)
+        if len(self.issues) > before or rate_limit is None:
             return None
-        return SecuritySettings(algorithms)
+        return SecuritySettings(algorithms, rate_limit)
 
     def digest_algorithms(self, path: str) -> Callable[[Node], tuple[str, ...]]:
         """A converter for `security.digest_algorithms`: a non-empty list, each name once."""

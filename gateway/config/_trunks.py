@@ -225,10 +225,13 @@ class _TrunkReader(_NodeReader):
             self.issue(f.node, path, str(exc), "settings trunk health accepts")
             return None
 
-    def trunk_rate_limit(self, node: Node | None, path: str) -> TrunkRateLimit | None:
-        """A trunk's `rate_limit:` mapping (absent or null means the defaults)."""
+    def trunk_rate_limit(self, node: Node | None, path: str,
+                         defaults: TrunkRateLimit | None = None) -> TrunkRateLimit | None:
+        """A `rate_limit:` mapping (absent or null means `defaults`, a trunk's by default;
+        `security.rate_limit` passes the other sources' defaults)."""
+        d = defaults if defaults is not None else TrunkRateLimit()
         if node is None or (isinstance(node, ScalarNode) and node.tag == _NULL):
-            return TrunkRateLimit()
+            return d
         f = self.mapping(node, path, s.TRUNK_RATE_LIMIT_KEYS)
         if f is None:
             return None
@@ -236,10 +239,10 @@ class _TrunkReader(_NodeReader):
         rate = _float_range(s.TRUNK_RATE_MIN, s.TRUNK_RATE_MAX)
         burst = _float_range(s.TRUNK_BURST_MIN, s.TRUNK_BURST_MAX)
         limits = TrunkRateLimit(
-            self.take(f, "requests_per_second", rate, s.DEFAULT_TRUNK_REQUEST_RATE),
-            self.take(f, "request_burst", burst, s.DEFAULT_TRUNK_REQUEST_BURST),
-            self.take(f, "calls_per_second", rate, s.DEFAULT_TRUNK_CALL_RATE),
-            self.take(f, "call_burst", burst, s.DEFAULT_TRUNK_CALL_BURST),
+            self.take(f, "requests_per_second", rate, d.requests_per_second),
+            self.take(f, "request_burst", burst, d.request_burst),
+            self.take(f, "calls_per_second", rate, d.calls_per_second),
+            self.take(f, "call_burst", burst, d.call_burst),
         )
         return None if len(self.issues) > before else limits
 

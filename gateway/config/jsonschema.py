@@ -416,6 +416,28 @@ def export_json_schema() -> dict[str, Any]:
                 "description": "Digest challenges offered to clients that are not trusted "
                 "trunks, one each, in this order (many phones answer only the first).",
             },
+            "rate_limit": _nullable(
+                _obj(
+                    {
+                        "requests_per_second": _number(
+                            "Requests per second from one source address.",
+                            s.TRUNK_RATE_MIN, s.TRUNK_RATE_MAX, s.DEFAULT_SOURCE_REQUEST_RATE),
+                        "request_burst": _number(
+                            "Requests let through at once before the rate applies.",
+                            s.TRUNK_BURST_MIN, s.TRUNK_BURST_MAX,
+                            s.DEFAULT_SOURCE_REQUEST_BURST),
+                        "calls_per_second": _number(
+                            "INVITE and REGISTER per second from one source address.",
+                            s.TRUNK_RATE_MIN, s.TRUNK_RATE_MAX, s.DEFAULT_SOURCE_CALL_RATE),
+                        "call_burst": _number(
+                            "INVITE and REGISTER let through at once.",
+                            s.TRUNK_BURST_MIN, s.TRUNK_BURST_MAX, s.DEFAULT_SOURCE_CALL_BURST),
+                    },
+                    s.TRUNK_RATE_LIMIT_KEYS,
+                    description="Budgets of each source address that is not a trunk "
+                    "(phones behind one NAT share one).",
+                )
+            ),
         },
         s.SECURITY_KEYS,
     )

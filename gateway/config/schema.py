@@ -61,6 +61,9 @@ TRUNK_RATE_MIN, TRUNK_RATE_MAX = 0.1, 10000.0
 TRUNK_BURST_MIN, TRUNK_BURST_MAX = 1.0, 100000.0
 DEFAULT_TRUNK_REQUEST_RATE, DEFAULT_TRUNK_REQUEST_BURST = 100.0, 500.0
 DEFAULT_TRUNK_CALL_RATE, DEFAULT_TRUNK_CALL_BURST = 10.0, 60.0
+# Every other source (phones, strangers), per IP address: `security.rate_limit`.
+DEFAULT_SOURCE_REQUEST_RATE, DEFAULT_SOURCE_REQUEST_BURST = 20.0, 100.0
+DEFAULT_SOURCE_CALL_RATE, DEFAULT_SOURCE_CALL_BURST = 2.0, 30.0
 MAX_DNS_SERVERS = 4
 #: SO_RCVBUF asked for the SIP UDP socket: room for a burst of some 800 datagrams.
 UDP_RECEIVE_BUFFER_MIN, UDP_RECEIVE_BUFFER_MAX = 4096, 64 * 1024 * 1024
@@ -104,7 +107,7 @@ TOP_KEYS: tuple[str, ...] = (
     "gateway", "sip", "trunks", "lines", "dialplan", "security", "modems", "gsm_groups",
     "emergency", "registrar", "sip_phones",
 )
-SECURITY_KEYS: tuple[str, ...] = ("digest_algorithms",)
+SECURITY_KEYS: tuple[str, ...] = ("digest_algorithms", "rate_limit")
 GATEWAY_KEYS: tuple[str, ...] = ("name", "country", "control_socket", "state_dir", "log_level")
 SIP_KEYS: tuple[str, ...] = (
     "listen",
@@ -406,6 +409,11 @@ class SecuritySettings:
 
     #: The digest challenge offer, one WWW-Authenticate each, in this order.
     digest_algorithms: tuple[str, ...] = DEFAULT_DIGEST_ALGORITHMS
+    #: Budgets of each source address that is not a trunk (many phones behind one NAT
+    #: share one); same keys as a trunk's.
+    rate_limit: TrunkRateLimit = TrunkRateLimit(
+        DEFAULT_SOURCE_REQUEST_RATE, DEFAULT_SOURCE_REQUEST_BURST,
+        DEFAULT_SOURCE_CALL_RATE, DEFAULT_SOURCE_CALL_BURST)
 
 
 @dataclass(frozen=True)
@@ -598,7 +606,15 @@ def _config_dict(config: Config, *, redact: bool) -> dict[str, Any]:
                 for r in config.dialplan.routes
             ],
         },
-        "security": {"digest_algorithms": list(config.security.digest_algorithms)},
+        "security": {
+            "digest_algorithms": list(config.security.digest_algorithms),
+            "rate_limit": {
+                "requests_per_second": config.security.rate_limit.requests_per_second,
+                "request_burst": config.security.rate_limit.request_burst,
+                "calls_per_second": config.security.rate_limit.calls_per_second,
+                "call_burst": config.security.rate_limit.call_burst,
+            },
+        },
         **modems_dict(config.modems, config.gsm_groups, redact=redact),
         **survivable_dict(config.emergency, config.registrar, config.sip_phones,
                           redact=redact, redacted=REDACTED),

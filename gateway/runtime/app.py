@@ -45,7 +45,7 @@ from gateway.runtime.transports import (
     TransportManager,
 )
 from gateway.runtime.trunk_health import TrunkHealthMonitor
-from gateway.runtime.trunk_trust import TrunkTrust, trunk_limits
+from gateway.runtime.trunk_trust import TrunkTrust, source_limiter, trunk_limits
 from gateway.sip.target import Target
 from gateway.sip.ua import UserAgent
 from gateway.store.instance import load_or_create_instance_id
@@ -101,7 +101,8 @@ class Gateway(FailoverCalls, MediaWatchCalls, SipCalls, GsmCalls, PhoneCalls):
         instance_id = self.instance_id = load_or_create_instance_id(state_dir)
         listen = cfg.sip.listen
         self.resolver = SipResolver([(d.host, d.port) for d in cfg.sip.dns_servers])
-        self.edge = build_edge(cfg, trunk_limits=trunk_limits(cfg.trunks))
+        self.edge = build_edge(cfg, trunk_limits=trunk_limits(cfg.trunks),
+                               limiter=source_limiter(cfg.security))
         # Trunk host names are trusted, and sent to, by what DNS says, re-asked as answers
         # expire: one lookup feeds the ACL and the registrar and proxy targets.
         self.trunk_trust = TrunkTrust(cfg.trunks, self.edge, self.resolver, self.loop,

@@ -19,7 +19,7 @@ from typing import Any, Protocol
 
 from gateway.runtime.edge import SipEdge, trunk_sources_pinned
 from gateway.runtime.resolver import TrunkAnswer
-from gateway.security.ratelimit import Budget, RateLimits
+from gateway.security.ratelimit import Budget, RateLimiter, RateLimits
 from gateway.security.trunk_addresses import (
     RefreshPolicy,
     TrunkAddressBook,
@@ -40,6 +40,14 @@ def trunk_limits(trunks: Iterable[Any]) -> dict[str, RateLimits]:
         out[trunk.name] = RateLimits(request=Budget(r.requests_per_second, r.request_burst),
                                      call=Budget(r.calls_per_second, r.call_burst))
     return out
+
+
+def source_limiter(security: Any) -> RateLimiter:
+    """The edge's limiter for sources that are not trunks, from `security.rate_limit`
+    (the auth-failure lockout keeps its built-in budget)."""
+    r = security.rate_limit
+    return RateLimiter(RateLimits(request=Budget(r.requests_per_second, r.request_burst),
+                                  call=Budget(r.calls_per_second, r.call_burst)))
 
 
 class TrunkResolver(Protocol):
