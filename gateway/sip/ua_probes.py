@@ -8,27 +8,28 @@ probe at a time with `send`; each probe ends in exactly one event:
 - `OptionsFailed(handle, reason)` when nothing final came back within `timeout`
   ("timeout") or the transport could not reach any target ("transport error").
 
-With several RFC 3263 targets the probe goes to the trunk's preferred (sticky) target,
-the one calls would use now; a transport error (ICMP unreachable, refused connection)
-moves it on to the next target while time is left. A timeout does not: silence for
-`timeout` is exactly what the health monitor wants to hear about.
+With several RFC 3263 targets the same OPTIONS goes to every target at once (one
+transaction each, each with its own branch), because the trunk is reachable when any of them
+answers: a dead primary must not make a trunk with a live secondary look DOWN. The first
+final answer is the outcome. If the target calls would use now (the sticky one) failed in
+that probe while another answered, the one that answered becomes sticky, so the next call
+or REGISTER goes straight to it instead of waiting out a silent target first.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 
 from gateway.sip.events import OptionsAnswered, OptionsFailed
 from gateway.sip.headers import generate_call_id, generate_tag
-from gateway.sip.message import Request, build_request
+from gateway.sip.message import build_request
 from gateway.sip.target import Target, TargetSet, as_targets
 from gateway.sip.transaction import (
     ClientNonInviteTransaction,
     ResponseReceived,
     TransactionTimedOut,
     TxEvent,
-    TxState,
 )
 from gateway.sip.ua_core import Address, SipCore
 
@@ -40,20 +41,20 @@ MIN_TIMEOUT = 0.01
 
 @dataclass
 class _Probe:
-    """One OPTIONS request until its outcome."""
+    """One OPTIONS probe until every target's transaction has ended."""
 
     handle: str
-    request: Request
     targets: list[Target]
-    index: int
     tset: TargetSet | None
-    deadline: float
-    tried: int = 1
-    tx: ClientNonInviteTransaction | None = None
+    sticky: int
+    live: dict[int, ClientNonInviteTransaction] = field(default_factory=dict)
+    answered: list[int] = field(default_factory=list)
+    failures: list[str] = field(default_factory=list)
+    reported: bool = False
 
 
 class Probes:
-    """The user agent's OPTIONS probes: one transaction per probe, one event per outcome."""
+    """The user agent's OPTIONS probes: one event per probe, whatever the number of targets."""
 
     def __init__(self, core: SipCore) -> None:
         self._core = core
@@ -61,79 +62,69 @@ class Probes:
 
     def send(self, *, target_uri: str, from_uri: str, dest: Address | Sequence[Target],
              timeout: float, now: float) -> str:
-        """Send one OPTIONS; returns its handle (the Call-ID), the key of its outcome."""
+        """Send one OPTIONS (to each target); returns its handle, the key of its outcome."""
         core = self._core
         targets = as_targets(dest, core.transport.lower())
         tset = core.target_set(targets) if len(targets) > 1 else None
-        index = tset.start() if tset is not None else 0
         call_id = generate_call_id(core.local_host)
         if len(self._live) >= MAX_PROBES:
             core.emit(OptionsFailed(call_id, "too many probes in flight"))
             return call_id
-        req = build_request(
-            "OPTIONS", target_uri, from_addr=f"<{from_uri}>;tag={generate_tag()}",
-            to_addr=f"<{target_uri}>", call_id=call_id, cseq=1,
-            via=core.via(targets[index].transport),
-            extra=[("User-Agent", core.user_agent), ("Accept", "application/sdp")])
-        probe = _Probe(call_id, req, targets, index, tset,
-                       deadline=now + max(timeout, MIN_TIMEOUT))
+        probe = _Probe(call_id, targets, tset, tset.start() if tset is not None else 0)
         self._live[call_id] = probe
-        self._transmit(probe, now)
+        from_addr = f"<{from_uri}>;tag={generate_tag()}"
+        for index, target in enumerate(targets):
+            req = build_request(
+                "OPTIONS", target_uri, from_addr=from_addr, to_addr=f"<{target_uri}>",
+                call_id=call_id, cseq=1 + index, via=core.via(target.transport),
+                extra=[("User-Agent", core.user_agent), ("Accept", "application/sdp")])
+            tx = ClientNonInviteTransaction(req, now, reliable=target.reliable,
+                                            timeout=max(timeout, MIN_TIMEOUT), t1=core.t1,
+                                            t2=core.t2, dest=target.addr)
+            tx.transport = target.transport
+            tx.server_name = target.server_name
+            probe.live[index] = tx
+            core.track(tx, self._handler(probe, index, tx))
         return call_id
 
-    def _transmit(self, probe: _Probe, now: float) -> None:
-        core = self._core
-        target = probe.targets[probe.index]
-        tx = ClientNonInviteTransaction(probe.request, now, reliable=target.reliable,
-                                        timeout=max(probe.deadline - now, MIN_TIMEOUT),
-                                        t1=core.t1, t2=core.t2, dest=target.addr)
-        tx.transport = target.transport
-        tx.server_name = target.server_name
-        probe.tx = tx
-        core.track(tx, lambda ev, t: self._on_events(probe, tx, ev, t))
+    def _handler(self, probe: _Probe, index: int,
+                 tx: ClientNonInviteTransaction) -> Callable[[list[TxEvent], float], None]:
+        return lambda events, now: self._on_events(probe, index, tx, events, now)
 
-    def _next_target(self, probe: _Probe, now: float) -> bool:
-        """After a transport error: the same probe to the next untried target, if time is left."""
-        if probe.tset is None or now >= probe.deadline:
-            return False
-        nxt = probe.tset.next_after(probe.index, probe.tried)
-        if nxt is None:
-            return False
-        probe.index = nxt
-        probe.tried += 1
-        old = probe.request
-        headers = old.headers.copy()
-        headers.set("Via", self._core.via(probe.targets[nxt].transport))
-        headers.set("CSeq", f"{old.cseq.number + 1} OPTIONS")
-        probe.request = Request("OPTIONS", old.uri, headers, old.body)
-        if probe.tx is not None and probe.tx.state in (TxState.TRYING, TxState.PROCEEDING):
-            probe.tx.abandon()
-        self._transmit(probe, now)
-        return True
-
-    def _on_events(self, probe: _Probe, tx: ClientNonInviteTransaction,
+    def _on_events(self, probe: _Probe, index: int, tx: ClientNonInviteTransaction,
                    events: list[TxEvent], now: float) -> None:
+        if probe.handle not in self._live:
+            return
         for event in events:
-            if tx is not probe.tx or probe.handle not in self._live:
-                return
+            if probe.live.get(index) is not tx:
+                break  # this target is done (e.g. Terminated after TimedOut)
             if isinstance(event, ResponseReceived):
                 status = event.response.status
                 if status < 200:
                     continue  # a 100 is no answer yet; the deadline still runs
-                if probe.tset is not None:
-                    probe.tset.succeeded(probe.index)
-                self._finish(probe, OptionsAnswered(probe.handle, status))
+                del probe.live[index]
+                probe.answered.append(index)
+                if not probe.reported:
+                    probe.reported = True
+                    self._core.emit(OptionsAnswered(probe.handle, status))
             elif isinstance(event, TransactionTimedOut):
-                if event.reason == "transport error":
-                    if self._next_target(probe, now):
-                        continue
-                    self._finish(probe, OptionsFailed(probe.handle, "transport error"))
-                else:
-                    self._finish(probe, OptionsFailed(probe.handle, "timeout"))
+                del probe.live[index]
+                probe.failures.append(
+                    "transport error" if event.reason == "transport error" else "timeout")
+        if not probe.live:
+            self._finish(probe)
 
-    def _finish(self, probe: _Probe, event: OptionsAnswered | OptionsFailed) -> None:
+    def _finish(self, probe: _Probe) -> None:
+        """Every target has answered or failed: the outcome if none answered, stickiness."""
         self._live.pop(probe.handle, None)
-        self._core.emit(event)
+        if not probe.answered:
+            reason = "transport error" if probe.failures and all(
+                f == "transport error" for f in probe.failures) else "timeout"
+            self._core.emit(OptionsFailed(probe.handle, reason))
+            return
+        if probe.tset is not None and probe.sticky not in probe.answered \
+                and probe.tset.sticky == probe.sticky:
+            probe.tset.succeeded(probe.answered[0])
 
     def sizes(self) -> dict[str, int]:
         """Entries this part holds (flood tests check they stay bounded)."""

@@ -73,33 +73,44 @@ def test_timeout_fires_at_the_deadline() -> None:
     assert events(ua) == [OptionsFailed(handle, "timeout")]
 
 
-def test_transport_error_moves_to_the_next_target_then_fails() -> None:
+def test_every_target_is_probed_and_fails_only_when_all_fail() -> None:
     ua = make_ua(A_ADDR)
     targets = [Target("udp", "127.0.0.1", 5081), Target("udp", "127.0.0.1", 5082)]
     handle = probe(ua, dest=targets, timeout=1.0)
-    ((o, _),) = requests(drain(ua), "OPTIONS")
-    assert o.dest == ("127.0.0.1", 5081)
+    sent = requests(drain(ua), "OPTIONS")
+    assert [o.dest for o, _ in sent] == [("127.0.0.1", 5081), ("127.0.0.1", 5082)]
+    assert {m.call_id for _, m in sent} == {handle}
+    assert len({m.headers.get("Via") for _, m in sent}) == 2  # one transaction each
     ua.transport_error(("127.0.0.1", 5081), 0.1)
-    ((o, second),) = requests(drain(ua), "OPTIONS")
-    assert o.dest == ("127.0.0.1", 5082) and second.cseq.number == 2
-    assert events(ua) == []
+    assert events(ua) == []  # the other target may still answer
     ua.transport_error(("127.0.0.1", 5082), 0.2)
     assert events(ua) == [OptionsFailed(handle, "transport error")]
-    assert requests(drain(ua), "OPTIONS") == []
+    assert ua.table_sizes()["probes"] == 0
+    # one silent, one bouncing: a timeout
+    second = probe(ua, dest=targets, timeout=1.0, now=2.0)
+    drain(ua)
+    ua.transport_error(("127.0.0.1", 5081), 2.1)
+    ua.handle_timer(3.0)
+    assert events(ua) == [OptionsFailed(second, "timeout")]
 
 
-def test_second_target_answers_and_keeps_its_deadline() -> None:
+def test_a_live_secondary_answers_for_the_trunk_and_becomes_sticky() -> None:
     ua = make_ua(A_ADDR)
     targets = [Target("udp", "127.0.0.1", 5081), Target("tcp", "127.0.0.1", 5082)]
     handle = probe(ua, dest=targets, timeout=1.0)
-    drain(ua)
-    ua.transport_error(("127.0.0.1", 5081), 0.4)
-    ((o, second),) = requests(drain(ua), "OPTIONS")
+    sent = requests(drain(ua), "OPTIONS")
+    (o, second) = sent[1]
     assert o.transport == "tcp" and "SIP/2.0/TCP" in (second.headers.get("Via") or "")
-    assert ua.get_timer() == 1.0  # the probe's deadline, not a fresh second
     ua.receive_datagram(bytes(make_response(second, 200, to_tag="y")), o.dest, 0.5,
                         transport="tcp")
-    assert events(ua) == [OptionsAnswered(handle, 200)]
+    assert events(ua) == [OptionsAnswered(handle, 200)]  # at once, not at the deadline
+    ua.handle_timer(1.0)  # the silent primary times out
+    assert events(ua) == []  # one outcome per probe
+    # calls (and the next probe) now start at the target that answered
+    ua.invite(target_uri="sip:200@pbx", from_uri="sip:100@gw", dest=targets, sdp=b"v=0\r\n",
+              now=1.1)
+    ((o, _),) = requests(drain(ua), "INVITE")
+    assert o.dest == ("127.0.0.1", 5082)
 
 
 def test_transport_listener_hears_every_transport_error() -> None:
