@@ -164,6 +164,7 @@ class Registrar:
         self.domain = domain
         self.users: frozenset[str] | None = frozenset(users) if users is not None else None
         self._bindings: dict[str, list[Binding]] = {}
+        self._count = 0  # bindings held (live or not yet expired by the timer)
         self._heap: list[tuple[float, str]] = []  # (expires_at, user), stale entries allowed
         self._events: list[BindingsChanged] = []
         #: Incremented on every change: the store saves when it moves.
@@ -188,7 +189,7 @@ class Registrar:
                 if (live := self.lookup(user, now))}
 
     def __len__(self) -> int:
-        return sum(len(v) for v in self._bindings.values())
+        return self._count
 
     def events(self) -> list[BindingsChanged]:
         """Drain what changed since the last call."""
@@ -312,6 +313,7 @@ class Registrar:
     # ------------------------------------------------------------------ changing
 
     def _set(self, user: str, bindings: list[Binding]) -> None:
+        self._count += len(bindings) - len(self._bindings.get(user, ()))
         if bindings:
             self._bindings[user] = bindings
             for b in bindings:
@@ -326,8 +328,7 @@ class Registrar:
 
     def _compact(self) -> None:
         """Rebuild the expiry heap when stale entries outnumber live ones."""
-        live = len(self)
-        if len(self._heap) > 4 * live + 64:
+        if len(self._heap) > 4 * self._count + 64:
             self._heap = [(b.expires_at, u) for u, bs in self._bindings.items() for b in bs]
             heapq.heapify(self._heap)
 
@@ -394,6 +395,7 @@ class Registrar:
             loaded[b.user] = [*same, b][-self.settings.max_contacts:]
         self._bindings.clear()
         self._heap.clear()
+        self._count = 0
         for user, bindings in loaded.items():
             bindings.sort(key=lambda x: x.registered_at)
             self._set(user, bindings)

@@ -577,19 +577,28 @@ class TransactionLayer:
         self._dirty: dict[int, Transaction] = {}
         self._heap: list[tuple[float, int, Transaction]] = []
         self._seq = itertools.count()
+        # Set when a tracked transaction terminates (every state change notifies us), so a
+        # full table is only rescanned when a scan can free something: a table kept full by
+        # live traffic must not cost a scan of every entry per request.
+        self._server_ended = False
+        self._client_ended = False
 
     def server_full(self) -> bool:
         """True when no new server transaction fits; the TU answers 503 statelessly."""
         if len(self._server) < self.max_server:
             return False
-        self._server = {k: tx for k, tx in self._server.items() if not tx.terminated}
+        if self._server_ended:
+            self._server_ended = False
+            self._server = {k: tx for k, tx in self._server.items() if not tx.terminated}
         return len(self._server) >= self.max_server
 
     def client_full(self) -> bool:
         """True when no new client transaction fits (our own requests are bounded too)."""
         if len(self._client) < self.max_client:
             return False
-        self._client = {k: tx for k, tx in self._client.items() if not tx.terminated}
+        if self._client_ended:
+            self._client_ended = False
+            self._client = {k: tx for k, tx in self._client.items() if not tx.terminated}
         return len(self._client) >= self.max_client
 
     def counts(self) -> tuple[int, int]:
@@ -607,6 +616,11 @@ class TransactionLayer:
 
     def _touched(self, tx: Transaction) -> None:
         self._dirty[id(tx)] = tx
+        if tx.terminated:
+            if isinstance(tx, ClientTransaction):
+                self._client_ended = True
+            else:
+                self._server_ended = True
         deadline = tx.get_timer()
         if deadline is not None:
             heapq.heappush(self._heap, (deadline, next(self._seq), tx))
