@@ -307,12 +307,16 @@ class FailoverCalls:
         attempt = self.attempt_for(lp)
         if reason == "timeout" and call.direction == "out" and call.state == "setup":
             self._invite_timed_out(call, now)
-        if (attempt is None or attempt.done or call.direction != "out"
-                or call.call_id != attempt.current_call):
+        ours = (attempt is not None and not attempt.done and call.direction == "out"
+                and call.call_id == attempt.current_call)
+        if attempt is None or not ours:
             lp.machine.call_ended(reason, status, now)
             return
-        self._target_failed(lp, attempt, reason, status, now,
-                            progressed=call.state != "setup")
+        if call.state != "setup":  # it rang or was answered: an ordinary end, never failover
+            attempt.done = True
+            lp.machine.call_ended(reason, status, now)
+            return
+        self._target_failed(lp, attempt, reason, status, now)
 
     def _invite_timed_out(self, call: Call, now: float) -> None:
         """Tell trunk health an INVITE to the call's trunk got no answer at all."""

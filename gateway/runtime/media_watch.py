@@ -21,7 +21,6 @@ from gateway.runtime.sip_calls import Call
 
 log = logging.getLogger("branchline")
 
-DEFAULT_MEDIA_TIMEOUT = 30.0
 #: The status the port's machine is given: not busy, so a handset hears reorder.
 MEDIA_TIMEOUT_STATUS = 408
 #: How often (s) the tick looks at the calls; well under any sensible timeout.
@@ -93,8 +92,7 @@ class MediaWatchCalls:
     def _media_watch(self) -> MediaWatch:
         watch: MediaWatch | None = getattr(self, "media_watch", None)
         if watch is None:
-            timeout = float(getattr(self.config.sip, "media_timeout", DEFAULT_MEDIA_TIMEOUT))
-            watch = self.media_watch = MediaWatch(timeout)
+            watch = self.media_watch = MediaWatch(self.config.sip.media_timeout)
             self._media_checked = float("-inf")
         return watch
 

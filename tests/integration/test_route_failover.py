@@ -118,6 +118,17 @@ dialplan:
 {extra}"""
 
 
+def log_times(log: str, needle: str) -> list[float]:
+    """Seconds (of the day) of the daemon's log lines containing `needle`."""
+    found = []
+    for line in log.splitlines():
+        if needle in line:
+            clock = line.split()[1]  # "2026-12-06 21:58:00,330 INFO ..."
+            h, m, rest = clock.split(":")
+            found.append(int(h) * 3600 + int(m) * 60 + float(rest.replace(",", ".")))
+    return found
+
+
 def line_call(gw: GatewayProcess) -> dict[str, Any]:
     calls = [c for c in gw.status()["calls"] if c["line"] == "1"]
     assert len(calls) == 1, calls
@@ -180,6 +191,10 @@ def test_silent_first_trunk_fails_over_to_the_live_one(
             log = gw.log_text()
             assert "line 1: trunk:dead failed (timeout 408), trying trunk:live" in log
             assert "line 1: wait_onhook" not in log  # no reorder/busy between the targets
+            assert "trunk dead: up -> degraded (INVITE timeout)" in log  # health was told
+            sent = log_times(log, "line 1: calling 300 via ")
+            print(f"second INVITE sent {sent[1] - sent[0]:.3f} s after the first "
+                  "(the daemon's log)")
             sent_before = len(dead.invites())
             time.sleep(1.0)
             assert len(dead.invites()) == sent_before  # the first INVITE was given up
