@@ -307,3 +307,31 @@ def test_phone_calls_out_through_the_gsm_modem(
     finally:
         gw.stop()
         emu.stop()
+
+
+def test_fork_first_answer_wins(
+        gateway: GatewayProcess, baresip_factory: BaresipFactory, tmp_path: Path) -> None:
+    """A call for 201 with two devices registered as 201 (desk phone and softphone): both
+    ring; the one that answers gets the call, the other is CANCELled. (Short test and
+    phone names: baresip 1.0's sndfile cuts recording paths at 128 characters.)"""
+    gw = gateway
+    desk = local_phone(baresip_factory, gw, "201", tone=1000)
+    soft = baresip_factory("soft", user="201", tone=800,
+                           registrar=f"127.0.0.1:{gw.sip_port}",  # type: ignore[attr-defined]
+                           password=PHONES["201"])
+    soft.wait_registered(timeout=10)
+    gw.phone("1", "offhook")
+    gw.wait_hears("1", "dial")
+    gw.phone("1", "dial", digits="201")
+    desk.wait_for_event("CALL_INCOMING", timeout=10)
+    soft.wait_for_event("CALL_INCOMING", timeout=10)
+    soft.accept()
+    soft.wait_for_event("CALL_ESTABLISHED", timeout=10)
+    desk.wait_for_event("CALL_CLOSED", timeout=10)  # CANCELled
+    assert "CALL_ESTABLISHED" not in desk.event_types()
+    assert_handset_hears_tone(gw, "1", 800.0, tmp_path, "handset-hears-soft")
+    handset_plays(gw, tmp_path)
+    gw.phone("1", "onhook")
+    soft.wait_for_event("CALL_CLOSED", timeout=10)
+    gw.wait_until("no calls left", lambda: not gw.status()["calls"], timeout=5)
+    assert_tone(soft.wait_recordings_closed()[-1], HANDSET_HZ, HANDSET_DBFS)
