@@ -269,7 +269,10 @@ def test_registrar_outage_is_reported_and_recovered(
         assert not gw.registered("1")
         time.sleep(1.0)
     trunk.start()
-    back = gw.wait_until("registered again", lambda: gw.registered("1"), timeout=5, interval=0.05)
+    # Trunk health (issue 8) lets the line register again once the trunk has answered its
+    # probes for failback_after (5 s by default): hysteresis, so the timeout allows for it.
+    back = gw.wait_until("registered again", lambda: gw.registered("1"), timeout=10,
+                         interval=0.05)
     assert trunk.registered(LINE_USER)
     print(f"outage detected after {took_down:.1f} s; re-registered {back:.2f} s after return")
 
