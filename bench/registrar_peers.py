@@ -293,6 +293,9 @@ sip:
   codecs: [PCMU]
 security:
   digest_algorithms: [MD5]
+  # 1,000 phones on one address (127.0.0.1): the per-source budget must not be the limit.
+  rate_limit: {{requests_per_second: 10000, request_burst: 100000,
+               calls_per_second: 10000, call_burst: 100000}}
 registrar:
   min_expires: 60
   max_expires: 3600

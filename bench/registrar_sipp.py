@@ -19,7 +19,6 @@ from bench.sip_sipp import percentile, read_sipp_rtt, read_sipp_stats, unexpecte
 ROOT = Path(__file__).resolve().parents[1]
 SCENARIOS = ROOT / "bench" / "sipp"
 REGISTER_XML = SCENARIOS / "registrar_register.xml"
-CALL_XML = SCENARIOS / "registrar_call.xml"
 PHONE_XML = SCENARIOS / "registrar_phone.xml"
 FIRST_USER = 1000
 
