@@ -17,6 +17,7 @@ from typing import Any
 from gateway.dsp import SILENCE_FRAME
 from gateway.lines import events as lev
 from gateway.lines.sip_phone import SipPhoneLine
+from gateway.runtime.media_watch import MediaWatch
 from gateway.runtime.sip_calls import Call
 from hal.base import AudioPort
 
@@ -60,6 +61,10 @@ class PhonePort:
     """Final statuses of forks that refused, for the answer once all of them have."""
     heard: list[str] = field(default_factory=list)
     """Digits the phone sent (RFC 4733, SIP INFO) since the last `digits_heard`."""
+    watch: MediaWatch | None = None
+    """Times the leg's RTP while it is expected (`sip.media_timeout`); None: not timed."""
+    on_media_timeout: Callable[[], object] | None = None
+    """Called (once) when the phone's RTP stopped for the media timeout."""
     relay: str | None = None
     """The phone's upstream account: None, "on", "parked" or "stale" (see
     `PhoneCalls._phone_relay_sync`)."""
@@ -82,10 +87,25 @@ class PhonePort:
     def capture(self) -> bytes:
         leg = self.leg
         if leg is not None and leg.media is not None and self.connected():
-            self.mic = leg.media.pull_frame(self.clock())
+            now = self.clock()
+            self.mic = leg.media.pull_frame(now)
+            self._watch_media(leg, now)
         else:
             self.mic = SILENCE_FRAME
         return self.mic
+
+    def _watch_media(self, leg: Call, now: float) -> None:
+        """A phone that vanished mid-call (crashed, unplugged: no BYE) sends no more RTP."""
+        if self.watch is None or leg.media is None:
+            return
+        expecting = self.line.state is lev.LineState.CONNECTED and \
+            leg.media.direction == "sendrecv"
+        if self.watch.observe(leg.call_id, expecting, leg.media.packets_received, now):
+            self.watch.retain(())
+            log.warning("phone %s: no RTP for %.1f s; ending the call", self.user,
+                        self.watch.timeout)
+            if self.on_media_timeout is not None:
+                self.on_media_timeout()
 
     def digits_heard(self) -> list[str]:
         out, self.heard = self.heard, []

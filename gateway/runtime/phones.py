@@ -26,6 +26,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import secrets
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from gateway.config.schema import Config, TrunkConfig
@@ -42,6 +43,7 @@ from gateway.lines.sip_phone import (
 )
 from gateway.media.telephone_event import DigitReceived
 from gateway.runtime.edge import SipEdge
+from gateway.runtime.media_watch import MediaWatch
 from gateway.runtime.phone_port import PhonePort
 from gateway.runtime.ports import LinePort, Port
 from gateway.runtime.rtp import RtpEndpoint
@@ -120,6 +122,11 @@ class PhoneCalls:
             port = PhonePort(name, pc.number or pc.user, pc.user, pc, SipPhoneLine(name),
                              self.loop.time)
             port.line.on_signal = lambda signal, port=port: self._phone_signal(port, signal)
+            timeout = getattr(self.config.sip, "media_timeout", 0.0)
+            if timeout > 0:
+                port.watch = MediaWatch(timeout)
+                port.on_media_timeout = partial(self.loop.call_soon,
+                                                self._phone_media_timeout, port)
             self.phone_ports[pc.user] = port
             self.ports[name] = port
 
@@ -197,6 +204,17 @@ class PhoneCalls:
         self.phone_dialogs[leg.call_id] = port
         if leg.rtp is not None:
             leg.rtp.on_event = lambda ev, port=port: self._phone_media_event(port, ev)
+
+    def _phone_media_timeout(self, port: PhonePort) -> None:
+        """The phone's RTP stopped mid-call: BYE to it, and the other leg hears the end."""
+        leg = port.leg
+        if leg is None or self.ua is None:
+            return
+        now = self.loop.time()
+        self.ua.bye(leg.call_id, now)
+        self._drop_leg(port)
+        port.line.phone_hung_up(now)
+        self._pump()
 
     def _phone_media_event(self, port: PhonePort, ev: Any) -> None:
         if isinstance(ev, DigitReceived) and port.connected():

@@ -31,7 +31,7 @@ HANDSET_HZ, HANDSET_DBFS = 440.0, -12.0
 
 
 def config(tmp: Path, sip_port: int, *, trunk: KamailioTrunk | None = None,
-           modem: str = "") -> str:
+           modem: str = "", media_timeout: float = 30.0) -> str:
     trunk_section = relay = routes = ""
     if modem:
         routes += '    - pattern: "0\\\\d+"\n      to: gsm:mobile\n'
@@ -58,6 +58,7 @@ sip:
   listen: 127.0.0.1:{sip_port}
   rtp_ports: 32000-32999
   codecs: [PCMU, PCMA]
+  media_timeout: {media_timeout}
 security:
   digest_algorithms: [MD5]
 {trunk_section}
@@ -335,3 +336,40 @@ def test_fork_first_answer_wins(
     soft.wait_for_event("CALL_CLOSED", timeout=10)
     gw.wait_until("no calls left", lambda: not gw.status()["calls"], timeout=5)
     assert_tone(soft.wait_recordings_closed()[-1], HANDSET_HZ, HANDSET_DBFS)
+
+
+def test_phone_that_vanishes_mid_call_is_ended_by_the_media_timeout(
+        tmp_path: Path, baresip_factory: BaresipFactory) -> None:
+    """A phone frozen mid-call (no BYE, no RTP: a crash, a pulled cable) is hung up after
+    sip.media_timeout, and the handset hears the end instead of silence for ever."""
+    import os
+    import signal
+
+    sip_port = free_port()
+    gw = GatewayProcess(tmp_path, config(tmp_path, sip_port, media_timeout=1.5))
+    gw.sip_port = sip_port  # type: ignore[attr-defined]
+    gw.start()
+    alice = None
+    try:
+        alice = local_phone(baresip_factory, gw, "201", tone=1000)
+        alice.dial(box_uri(gw, "101"))
+        gw.wait_until("line 1 rings", lambda: gw.line("1")["ringing"], timeout=10)
+        gw.phone("1", "offhook")
+        alice.wait_for_event("CALL_ESTABLISHED", timeout=10)
+        assert_handset_hears_tone(gw, "1", 1000.0, tmp_path, "before-freeze")
+        pid = alice._proc.pid if alice._proc else None
+        assert pid is not None
+        os.kill(pid, signal.SIGSTOP)
+        frozen = time.monotonic()
+        gw.wait_hears("1", "busy", timeout=6)
+        took = time.monotonic() - frozen
+        print(f"phone frozen -> handset hears busy in {took:.2f} s (media_timeout 1.5 s)")
+        assert "phone 201: no RTP for 1.5 s" in gw.log_text()
+        gw.phone("1", "onhook")
+        gw.wait_until("no calls left", lambda: not gw.status()["calls"], timeout=5)
+    finally:
+        if alice is not None and alice._proc is not None:
+            os.kill(alice._proc.pid, signal.SIGCONT)
+        code = gw.stop()
+        if code not in (0, None):
+            print(gw.log_text()[-8000:])
