@@ -73,7 +73,7 @@ def status(gw: Gateway) -> dict[str, Any]:
         ],
         "calls": [c.describe(now) for c in gw.calls.values()],
         "modems": [{**d.status(), **gw.gsm_minutes(d.name)} for d in gw.modems.values()],
-        "phones": gw.local_registrar.status() if gw.local_registrar is not None else [],
+        "phones": gw.phones_status(),  # registrations, plus each phone's call and relay
         "sip": dict(gw.ua.stats) if gw.ua is not None else {},
         "sip_tables": gw.ua.table_sizes() if gw.ua is not None else {},
         "transport": {**gw.sip.stats, **gw.sip.kernel_stats()} if gw.sip is not None else {},

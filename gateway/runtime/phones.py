@@ -139,6 +139,27 @@ class PhoneCalls:
         line = next((t for t in self.lines.values() if t.number == number), None)
         return line if line is not None else self._phone_by_number(number)
 
+    def phones_status(self) -> list[dict[str, Any]]:
+        """`branchline status` phones: the registrar's view of each phone (contacts), with
+        where its call is and its upstream relay ("on", "parked", "stale" or None)."""
+        local = getattr(self, "local_registrar", None)
+        out: list[dict[str, Any]] = local.status() if local is not None else []
+        registrations: dict[str, Any] = getattr(self, "registrations", {})
+        for entry in out:
+            port = getattr(self, "phone_ports", {}).get(entry.get("user"))
+            if port is None:
+                continue
+            reg = registrations.get(port.name)
+            entry.update({
+                "state": port.line.state.value,
+                "call_id": port.call_id,
+                "upstream": None if port.config.trunk is None else {
+                    "trunk": port.config.trunk.name, "relay": port.relay,
+                    "registered": bool(reg is not None and reg.registered),
+                    "reason": reg.reason if reg is not None else "not relayed"},
+            })
+        return out
+
     # ------------------------------------------------------------------ from a phone
 
     async def _incoming_from_phone(self, ev: sev.IncomingCall) -> bool:

@@ -134,6 +134,9 @@ def test_local_phone_calls_the_fxs_line_and_is_called_back_audio_both_ways(
     alice.wait_for_event("CALL_RINGING", timeout=5)
     gw.phone("1", "offhook")
     alice.wait_for_event("CALL_ESTABLISHED", timeout=10)
+    phones = {p["user"]: p for p in gw.status()["phones"]}
+    assert phones["201"]["state"] == "connected" and phones["201"]["registered"], phones
+    assert phones["202"]["state"] == "idle" and phones["202"]["upstream"] is None, phones
     _, heard_db = assert_handset_hears_tone(gw, "1", 1000.0, tmp_path, "handset-hears-201")
     handset_plays(gw, tmp_path)
     gw.phone("1", "onhook")
@@ -213,6 +216,8 @@ def test_phone_with_trunk_is_relayed_to_kamailio_and_rings_for_the_pbx(
         alice = local_phone(baresip_factory, gw, "201", tone=1000)
         gw.wait_until("alice registered upstream", lambda: trunk.registered("alice"),
                       timeout=10, interval=0.2)
+        upstream = {p["user"]: p["upstream"] for p in gw.status()["phones"]}["201"]
+        assert upstream["relay"] == "on" and upstream["trunk"] == "main", upstream
         # The PBX side: carol, registered on Kamailio, calls alice's upstream user.
         carol = baresip_factory("carol", trunk=trunk, tone=600)
         carol.wait_registered()
