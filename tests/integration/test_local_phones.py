@@ -31,7 +31,7 @@ HANDSET_HZ, HANDSET_DBFS = 440.0, -12.0
 
 
 def config(tmp: Path, sip_port: int, *, trunk: KamailioTrunk | None = None,
-           modem: str = "", media_timeout: float = 30.0) -> str:
+           modem: str = "", media_timeout: float = 30.0, tcp: bool = False) -> str:
     trunk_section = relay = routes = ""
     if modem:
         routes += '    - pattern: "0\\\\d+"\n      to: gsm:mobile\n'
@@ -59,6 +59,7 @@ sip:
   rtp_ports: 32000-32999
   codecs: [PCMU, PCMA]
   media_timeout: {media_timeout}
+{f"  tcp_listen: 127.0.0.1:{sip_port}" if tcp else ""}
 security:
   digest_algorithms: [MD5]
 {trunk_section}
@@ -375,6 +376,35 @@ def test_phone_that_vanishes_mid_call_is_ended_by_the_media_timeout(
     finally:
         if alice is not None and alice._proc is not None:
             os.kill(alice._proc.pid, signal.SIGCONT)
+        code = gw.stop()
+        if code not in (0, None):
+            print(gw.log_text()[-8000:])
+
+
+def test_phone_registered_over_tcp_is_called_on_its_own_connection(
+        tmp_path: Path, baresip_factory: BaresipFactory) -> None:
+    """A phone that registered over TCP is reached over the connection it opened (the
+    binding's source), as a phone behind NAT must be."""
+    sip_port = free_port()
+    gw = GatewayProcess(tmp_path, config(tmp_path, sip_port, tcp=True))
+    gw.sip_port = sip_port  # type: ignore[attr-defined]
+    gw.start()
+    try:
+        alice = local_phone(baresip_factory, gw, "201", tone=1000, transport="tcp")
+        contacts = {p["user"]: p for p in gw.status()["phones"]}["201"]["contacts"]
+        assert [c["transport"] for c in contacts] == ["tcp"], contacts
+        gw.phone("1", "offhook")
+        gw.wait_hears("1", "dial")
+        gw.phone("1", "dial", digits="201")
+        alice.wait_for_event("CALL_INCOMING", timeout=10)
+        alice.accept()
+        alice.wait_for_event("CALL_ESTABLISHED", timeout=10)
+        assert_handset_hears_tone(gw, "1", 1000.0, tmp_path, "handset-hears-tcp")
+        handset_plays(gw, tmp_path)
+        gw.phone("1", "onhook")
+        alice.wait_for_event("CALL_CLOSED", timeout=10)
+        assert_tone(alice.wait_recordings_closed()[-1], HANDSET_HZ, HANDSET_DBFS)
+    finally:
         code = gw.stop()
         if code not in (0, None):
             print(gw.log_text()[-8000:])
