@@ -15,6 +15,11 @@ around them:
 
 The registration accounts of a monitored trunk send no OPTIONS of their own (the daemon sets
 their probe interval to 0), so 20 lines on one trunk make one probe stream, not 20.
+
+A trunk with `keepalive: none` is sent nothing unsolicited, so it is not monitored: no
+probes, no health state (the router treats it as unknown, i.e. usable), and its accounts
+keep their own rare probing as before. That is for peers that must not get OPTIONS (a
+carrier that bans them, a test peer that takes every new Call-ID for a call).
 """
 
 from __future__ import annotations
@@ -65,6 +70,11 @@ def settings_of(trunk: TrunkConfig) -> HealthSettings:
     return found if isinstance(found, HealthSettings) else HealthSettings()
 
 
+def monitored(trunk: TrunkConfig) -> bool:
+    """False for a trunk that must get nothing unsolicited (`keepalive: none`)."""
+    return getattr(trunk, "keepalive", "options") != "none"
+
+
 def registration_trouble(reason: str) -> bool:
     """True when a failed registration means the trunk may be unreachable or failing."""
     text = reason.strip().lower()
@@ -84,7 +94,9 @@ class TrunkHealthMonitor:
         self.loop = loop
         self.ua = ua
         self.pump = pump
-        self.trunks = {t.name: t for t in trunks}
+        every = list(trunks)
+        self.trunks = {t.name: t for t in every if monitored(t)}
+        self.unmonitored = [t.name for t in every if not monitored(t)]
         self.proxy_targets = proxy_targets
         self.registrar_targets = registrar_targets or {}
         self.accounts = accounts
@@ -157,6 +169,9 @@ class TrunkHealthMonitor:
             info["entered"] = {state.value: self.counters[f"{name}:{state.value}"]
                                for state in HealthState}
             out[name] = info
+        for name in self.unmonitored:
+            out[name] = {"state": "unknown", "probing": False,
+                         "reason": "not probed (keepalive: none)"}
         return out
 
     def subscribe(self, callback: Subscriber) -> None:
@@ -340,4 +355,4 @@ class TrunkHealthMonitor:
                 log.exception("trunk health subscriber raised")
 
 
-__all__ = ["TrunkHealthMonitor", "registration_trouble", "settings_of"]
+__all__ = ["TrunkHealthMonitor", "monitored", "registration_trouble", "settings_of"]

@@ -272,6 +272,25 @@ def test_link_down_is_down_at_once_and_up_again_after_clean_probes() -> None:
     assert mon.state("main") is HealthState.UP
 
 
+def test_a_trunk_with_keepalive_none_is_not_probed() -> None:
+    from dataclasses import replace
+
+    loop = FakeLoop()
+    ua = FakeUa(loop)
+    quiet = replace(trunk("backup"), keepalive="none")
+    mon = TrunkHealthMonitor([trunk("main"), quiet], ua, loop,  # type: ignore[arg-type]
+                             lambda: None, proxy_targets={"main": (MAIN,), "backup": (BACKUP,)},
+                             accounts={"line9": Account("backup")}, use_netlink=False)
+    mon.start()
+    loop.advance(105.0)  # nothing answers
+    assert all(p[2] == (MAIN,) for p in ua.probes)
+    assert mon.monitors("main") and not mon.monitors("backup")
+    assert mon.states() == {"main": HealthState.DOWN}
+    assert mon.state("backup") is HealthState.UP  # unknown: usable
+    assert mon.describe(loop.now)["backup"]["state"] == "unknown"
+    assert ua.downs == []  # its account is left alone
+
+
 def test_which_registration_reasons_are_trouble() -> None:
     assert registration_trouble("registrar unreachable")
     assert registration_trouble("REGISTER timed out")
