@@ -9,6 +9,7 @@ The real daemon with a simulated handset dials through routes such as
 - a first trunk answering 503 (sipp): the second target is used at once;
 - a first trunk answering 486 (sipp): busy, nothing is tried further;
 - `[trunk:dead, gsm:mobile]`: the call goes out through the emulated modem, with audio;
+- `[gsm:mobile, trunk:pbx]` with the modem unplugged: the trunk takes the call;
 - an emergency number the toll-fraud rules would refuse still goes out (and one the digit
   map lacks is still dialled);
 - a connected call whose far end sends no RTP is ended after `sip.media_timeout`: BYE to
@@ -292,6 +293,33 @@ def test_silent_trunk_then_gsm(tmp_path: Path, emulator: ModemEmulator) -> None:
             hang_up(gw)
         finally:
             gw.stop()
+
+
+@pytest.mark.usefixtures("sipp_required")
+def test_gsm_group_without_a_usable_modem_passes_to_the_trunk(
+        tmp_path: Path, emulator: ModemEmulator) -> None:
+    emu = emulator
+    pbx = trunk_sipp("uas", tmp_path)
+    gw = GatewayProcess(tmp_path, config(
+        tmp_path, {"pbx": pbx.sip_port}, "[gsm:mobile, trunk:pbx]",
+        digit_map="(1xx|0xxxxxxxxx)", extra=modem_config(emu, "line:1")))
+    gw.start()
+    try:
+        gw.wait_until("modem up", lambda: modem_up(gw), timeout=10)
+        emu.unplug()
+        gw.wait_until("modem down", lambda: not modem_up(gw), timeout=10)
+        dial(gw, "0123456789")
+        gw.wait_until("connected", lambda: gw.line("1")["state"] == "connected", timeout=10)
+        call = line_call(gw)
+        assert call["route"] == "trunk:pbx"
+        assert call["attempts"][0]["target"] == "gsm:mobile"
+        assert call["attempts"][0]["result"] == "no modem"
+        assert "line 1: gsm:mobile failed (no modem" in gw.log_text()
+        assert len(pbx.received("INVITE")) == 1 and emu.calls == []
+        hang_up(gw)
+    finally:
+        gw.stop()
+        pbx.stop()
 
 
 @pytest.mark.usefixtures("sipp_required")
