@@ -62,7 +62,9 @@ class SippRig:
         self.sip_port = free_port()
         self.sipp_port = free_port()
         self.media_port = free_sip_port()
-        trunk = TrunkSpec("sipp", self.sipp_port)
+        # keepalive: none: no trunk-health OPTIONS stream either (sipp would take each
+        # probe's new Call-ID for a call of its scenario and stop answering).
+        trunk = TrunkSpec("sipp", self.sipp_port, extra="    keepalive: none\n")
         acct = LineAccount("sipp", AUTH_USER, AUTH_PASS) if account else None
         config = gateway_yaml(tmp, self.sip_port, [trunk], acct, "sipp")
         if account:
