@@ -33,7 +33,7 @@ HANDSET_HZ, HANDSET_DBFS = 440.0, -12.0
 
 def config(tmp: Path, sip_port: int, *, trunk: KamailioTrunk | None = None,
            modem: str = "", media_timeout: float = 30.0, tcp: bool = False,
-           trunk_port: int | None = None) -> str:
+           trunk_port: int | None = None, failback_after: float = 5.0) -> str:
     trunk_section = relay = routes = ""
     if modem:
         routes += '    - pattern: "0\\\\d+"\n      to: gsm:mobile\n'
@@ -46,7 +46,8 @@ trunks:
     registrar: 127.0.0.1:{port}
     expires: 60
     keepalive_interval: 1
-{"" if trunk is not None else "    health: {probe_interval: 3600}  # sipp: as few probes as can be"}
+{f"    health: {{failback_after: {failback_after}}}" if trunk is not None else
+ "    health: {probe_interval: 3600}  # sipp: as few probes as can be"}
 """
     if trunk is not None:
         relay = """
@@ -455,6 +456,39 @@ def test_phone_hears_early_media_from_the_trunk_before_the_answer(
         sipp.stop()
         if os.environ.get("LANEP_DEBUG"):
             print(sipp.report())
+        code = gw.stop()
+        if code not in (0, None) or os.environ.get("LANEP_DEBUG"):
+            print(gw.log_text()[-8000:])
+
+
+def test_relayed_phone_registers_upstream_again_when_the_trunk_returns(
+        tmp_path: Path, kamailio_factory: KamailioFactory,
+        baresip_factory: BaresipFactory) -> None:
+    """Kamailio stops (trunk DOWN: the relay is parked) and starts again with an empty
+    location table: once health is UP the box registers the phone upstream at once, not at
+    its next refresh (expires 60 s)."""
+    trunk = kamailio_factory()
+    sip_port = free_port()
+    gw = GatewayProcess(tmp_path, config(tmp_path, sip_port, trunk=trunk, failback_after=1.0))
+    gw.sip_port = sip_port  # type: ignore[attr-defined]
+    gw.start()
+    try:
+        local_phone(baresip_factory, gw, "201", tone=1000)
+        gw.wait_until("alice registered upstream", lambda: trunk.registered("alice"),
+                      timeout=10, interval=0.2)
+        trunk.stop()
+        gw.wait_until("relay parked", lambda: {p["user"]: p for p in gw.status()["phones"]}
+                      ["201"]["upstream"]["relay"] == "parked", timeout=10, interval=0.2)
+        trunk.start()
+        assert not trunk.registered("alice")  # a fresh Kamailio knows nobody
+        back = time.monotonic()
+        gw.wait_until("alice registered upstream again", lambda: trunk.registered("alice"),
+                      timeout=15, interval=0.2)
+        print(f"phone registered upstream {time.monotonic() - back:.2f} s after Kamailio "
+              "returned (failback_after 1.0 s)")
+        upstream = {p["user"]: p for p in gw.status()["phones"]}["201"]["upstream"]
+        assert upstream["relay"] == "on", upstream
+    finally:
         code = gw.stop()
         if code not in (0, None) or os.environ.get("LANEP_DEBUG"):
             print(gw.log_text()[-8000:])
