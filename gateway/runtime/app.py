@@ -323,6 +323,7 @@ class Gateway(FailoverCalls, MediaWatchCalls, SipCalls, GsmCalls, PhoneCalls):
         now = self.loop.time()
         for call in list(self.calls.values()):
             self._end_call_locally(call, now, call_end.shutdown())
+        self._stop_phones(now)  # BYE/CANCEL/503 on the dialogs with local phones
         for account_id in list(self.registrations):
             self.ua.remove_account(account_id, now)
         self._pump()

@@ -274,6 +274,22 @@ class PhoneCalls:
             case _:
                 log.debug("phone %s: %s with no dialog", port.user, signal)
 
+    def _stop_phones(self, now: float) -> None:
+        """Shutdown: end every dialog with a phone (the calls were ended without telling
+        the phones' machines): BYE a connected one, 503 an unanswered INVITE from a phone,
+        CANCEL the forks still ringing."""
+        if self.ua is None:
+            return
+        for port in getattr(self, "phone_ports", {}).values():
+            leg = port.leg
+            self._cancel_forks(port, now)
+            if leg is not None and leg.call_id in self.phone_dialogs:
+                if leg.state == "connected":
+                    self.ua.bye(leg.call_id, now)
+                elif port.line.outgoing:
+                    self.ua.reject(leg.call_id, 503, now)
+            self._drop_leg(port)
+
     def _drop_leg(self, port: PhonePort) -> None:
         """Our side is done with the phone's dialog: free its media, keep hearing its end."""
         leg, port.leg = port.leg, None

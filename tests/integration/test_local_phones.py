@@ -492,3 +492,17 @@ def test_relayed_phone_registers_upstream_again_when_the_trunk_returns(
         code = gw.stop()
         if code not in (0, None) or os.environ.get("LANEP_DEBUG"):
             print(gw.log_text()[-8000:])
+
+
+def test_daemon_stopping_hangs_up_the_phones_calls(
+        gateway: GatewayProcess, baresip_factory: BaresipFactory) -> None:
+    """A clean stop BYEs a phone in a call: no phone is left in a dead call."""
+    gw = gateway
+    alice = local_phone(baresip_factory, gw, "201", tone=1000)
+    alice.dial(box_uri(gw, "101"))
+    gw.wait_until("line 1 rings", lambda: gw.line("1")["ringing"], timeout=10)
+    gw.phone("1", "offhook")
+    alice.wait_for_event("CALL_ESTABLISHED", timeout=10)
+    gw.wait_until("line 1 connected", lambda: gw.line("1")["state"] == "connected", timeout=5)
+    assert gw.stop() == 0
+    alice.wait_for_event("CALL_CLOSED", timeout=5)
