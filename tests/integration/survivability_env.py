@@ -178,6 +178,8 @@ sip:
   listen: 0.0.0.0:{sip_port}
   rtp_ports: 31000-31999
   codecs: [PCMU]
+security:
+  digest_algorithms: [MD5]          # baresip 1.0 answers MD5 challenges only
 trunks:
   - name: main
     registrar: {self.pair.wan_ip}:{self.trunk.port}
