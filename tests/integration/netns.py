@@ -86,6 +86,24 @@ def _ip(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
     return result
 
 
+def sweep_stale() -> list[str]:
+    """Delete namespaces left by test processes that died without cleaning up (SIGKILL):
+    `blgw-<pid>-...` / `blwan-<pid>-...` whose pid is gone. Returns the names deleted."""
+    result = _ip("netns", "list", check=False)
+    removed: list[str] = []
+    for line in result.stdout.splitlines():
+        name = line.split()[0] if line.split() else ""
+        parts = name.split("-")
+        if len(parts) < 3 or parts[0] not in ("blgw", "blwan") or not parts[1].isdigit():
+            continue
+        if os.path.exists(f"/proc/{parts[1]}"):
+            continue
+        Namespace(name).kill_all(grace=1.0)
+        _ip("netns", "del", name, check=False)
+        removed.append(name)
+    return removed
+
+
 class Namespace:
     """One named network namespace (`ip netns`), made and deleted by its `WanPair`."""
 
@@ -207,6 +225,7 @@ class WanPair:
 
     def create(self) -> None:
         """Make both namespaces, the veth pair, addresses, lo and the default route."""
+        sweep_stale()
         for ns in (self.gw, self.wan):
             _ip("netns", "add", ns.name)
             self._created.append(ns)
