@@ -58,8 +58,12 @@ from gateway.sip.ua import UserAgent
 log = logging.getLogger("branchline")
 
 PHONE_SRTP = "off"
-"""Media with the branch's own phones is plain RTP on the LAN (the trunk side keeps its
-own SRTP policy)."""
+"""What the box offers its phones: plain RTP on the LAN (the trunk side keeps its own SRTP
+policy), which every phone takes."""
+
+PHONE_ANSWER_SRTP = "offer"
+"""How the box answers a phone's offer: with SDES-SRTP when the phone offers keys (a phone
+set to encrypt its media), plain RTP otherwise."""
 
 _BINDINGS_CHANGED: Any = getattr(sev, "BindingsChanged", ())
 """The registrar's event (gateway.sip.registrar), when this build has one."""
@@ -203,7 +207,7 @@ class PhoneCalls:
         sdp_id = secrets.randbits(31)
         try:
             answer, params, selection = secure_answer(
-                PHONE_SRTP, offer, address=cfg.sip.public_host, port=rtp.port,
+                PHONE_ANSWER_SRTP, offer, address=cfg.sip.public_host, port=rtp.port,
                 codecs=list(cfg.sip.codecs), session_id=sdp_id, session_version=1)
         except SdpError as exc:
             rtp.close()
@@ -213,7 +217,7 @@ class PhoneCalls:
             return True
         leg = Call(ev.call_id, port, "in", ev.from_uri, "sip", now, rtp=rtp,
                    answer_sdp=bytes(answer), params=params, srtp=selection,
-                   srtp_policy=PHONE_SRTP, sdp_id=sdp_id)
+                   srtp_policy=PHONE_ANSWER_SRTP, sdp_id=sdp_id)
         self._attach_phone_leg(port, leg)
         log.info("phone %s: dials %s (%s)", port.user, number, ev.call_id)
         port.line.phone_dialled(number, now)
@@ -447,15 +451,16 @@ class PhoneCalls:
             self.ua.reject_reinvite(ev.call_id, 488, now)
             return
         try:
-            answer, params, _ = secure_answer(
-                PHONE_SRTP, SessionDescription.parse(ev.sdp),
+            answer, params, selection = secure_answer(
+                leg.srtp_policy, SessionDescription.parse(ev.sdp),
                 address=self.config.sip.public_host, port=leg.rtp.port,
                 codecs=list(self.config.sip.codecs), session_id=leg.sdp_id,
-                session_version=leg.next_sdp_version())
+                session_version=leg.next_sdp_version(), current=leg.srtp)
         except SdpError as exc:
             log.info("phone %s: re-INVITE refused: %s", port.user, exc)
             self.ua.reject_reinvite(ev.call_id, 488, now)
             return
+        leg.srtp = selection
         self.ua.answer_reinvite(ev.call_id, bytes(answer), now)
         self._start_media(leg, params, now)
 

@@ -506,3 +506,20 @@ def test_daemon_stopping_hangs_up_the_phones_calls(
     gw.wait_until("line 1 connected", lambda: gw.line("1")["state"] == "connected", timeout=5)
     assert gw.stop() == 0
     alice.wait_for_event("CALL_CLOSED", timeout=5)
+
+
+def test_phone_that_encrypts_its_media_calls_the_handset(
+        gateway: GatewayProcess, baresip_factory: BaresipFactory, tmp_path: Path) -> None:
+    """baresip with mediaenc=srtp-mand offers only RTP/SAVP with SDES keys: the box answers
+    with SRTP on the phone's leg and the handset hears it (plain-only answering: 488)."""
+    gw = gateway
+    alice = local_phone(baresip_factory, gw, "201", tone=1000, mediaenc="srtp-mand")
+    alice.dial(box_uri(gw, "101"))
+    gw.wait_until("line 1 rings", lambda: gw.line("1")["ringing"], timeout=10)
+    gw.phone("1", "offhook")
+    alice.wait_for_event("CALL_ESTABLISHED", timeout=10)
+    assert_handset_hears_tone(gw, "1", 1000.0, tmp_path, "handset-hears-srtp")
+    handset_plays(gw, tmp_path)
+    gw.phone("1", "onhook")
+    alice.wait_for_event("CALL_CLOSED", timeout=10)
+    assert_tone(alice.wait_recordings_closed()[-1], HANDSET_HZ, HANDSET_DBFS)
