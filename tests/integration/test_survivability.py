@@ -25,6 +25,7 @@ from hal.sim.modem import ModemEmulator
 
 from .audio import write_tone_wav
 from .conftest import _log_tail, _test_failed, require_binary
+from .gateway_proc import GatewayProcess
 from .netns import DROP_KINDS, DropKind, NetnsUnavailable, netns_problem
 from .peers.baresip import baresip_binary
 from .peers.kamailio import kamailio_binary
@@ -102,12 +103,9 @@ def _line_calls(gw_status: dict[str, object], line: str) -> list[dict[str, objec
     return [c for c in calls if isinstance(c, dict) and c.get("line") == line]
 
 
-def _gsm_call_with_audio(branch: Branch, gw: object, emu: ModemEmulator, tmp: Path,
+def _gsm_call_with_audio(branch: Branch, gw: GatewayProcess, emu: ModemEmulator, tmp: Path,
                          name: str) -> None:
     """Answer the modem's outgoing call and check audio both ways on line 1."""
-    from .gateway_proc import GatewayProcess
-
-    assert isinstance(gw, GatewayProcess)
     emu.remote_answer()
     gw.wait_until("line 1 connected", lambda: gw.line("1")["state"] == "connected", timeout=5)
     emu.play_pcm(tone(FAR_HZ, -12.0, 6.0))
@@ -350,6 +348,80 @@ def test_failback_keeps_the_gsm_call_and_new_calls_use_the_trunk(
     env.bob.wait_for_event("CALL_CLOSED", timeout=10, since=mark)
     emu.remote_hangup()
     gw.wait_hears("1", "busy", timeout=5)
+    gw.phone("1", "onhook")
+
+
+# ------------------------------------------------------------ calls in transitions
+
+
+def _handset_hears(gw: GatewayProcess, line: str, freq: float) -> bool:
+    heard = gw.phone(line, "hears").get("dominant_hz") or 0.0
+    return bool(abs(float(heard) - freq) <= 0.02 * freq)
+
+
+def test_a_local_call_survives_failover_and_failback(env: Branch, tmp_path: Path) -> None:
+    """alice (local phone) talks to line 1 while the WAN drops and returns: the call stays
+    connected, and audio still flows both ways after the trunk is UP again."""
+    port = free_port()
+    gw = env.gateway(tmp_path, env.gateway_yaml(tmp_path, port, None, health=FAST_HEALTH,
+                                                phones=True))
+    wait_state(gw, "up", timeout=5)
+    alice = env.local_phone(tmp_path, "201", port)
+    alice.wait_registered()
+    alice.dial(f"sip:101@127.0.0.1:{port}")
+    gw.wait_until("line 1 ringing", lambda: gw.line("1")["state"] == "ringing", timeout=10)
+    gw.phone("1", "offhook")
+    alice.wait_for_event("CALL_ESTABLISHED", timeout=10)
+    alice_hz = float(PHONES["201"][1])
+    assert_handset_hears_tone(gw, "1", alice_hz, tmp_path, "local-before")
+
+    env.pair.nft_drop()
+    wait_state(gw, "down", timeout=15)
+    time.sleep(1.0)
+    assert gw.line("1")["state"] == "connected", "the local call ended at failover"
+    gw.wait_until("alice still heard on line 1", lambda: _handset_hears(gw, "1", alice_hz),
+                  timeout=5, interval=0.2)
+
+    env.pair.nft_restore()
+    wait_state(gw, "up", timeout=20)
+    time.sleep(1.0)
+    assert gw.line("1")["state"] == "connected", "the local call ended at fail-back"
+    assert_handset_hears_tone(gw, "1", alice_hz, tmp_path, "local-after")
+    src = write_tone_wav(tmp_path / "h440.wav", HANDSET_HZ, -12.0)
+    gw.phone("1", "play", path=str(src))
+    time.sleep(2.5)
+    gw.phone("1", "onhook")
+    alice.wait_for_event("CALL_CLOSED", timeout=10)
+    hz, _ = wav_tone(alice.last_heard())
+    assert abs(hz - HANDSET_HZ) <= 0.02 * HANDSET_HZ, f"alice heard {hz:.1f} Hz"
+
+
+def test_a_trunk_call_whose_media_dies_in_the_outage_is_ended(
+    env: Branch, tmp_path: Path,
+) -> None:
+    """Line 1 talks to bob over the trunk; the WAN drops (nft): after `sip.media_timeout`
+    without RTP the call is ended, the handset hears a tone, and nothing is left hanging."""
+    gw = env.gateway(tmp_path, env.gateway_yaml(tmp_path, free_port(), None,
+                                                health=FAST_HEALTH, media_timeout=2.0))
+    gw.wait_until("line 1 registered", lambda: gw.registered("1"), timeout=10)
+    mark = env.bob.mark()
+    gw.phone("1", "offhook")
+    gw.wait_hears("1", "dial")
+    gw.phone("1", "dial", digits=BOB)
+    env.bob.wait_for_event("CALL_ESTABLISHED", timeout=10, since=mark)
+    assert_handset_hears_tone(gw, "1", FAR_HZ, tmp_path, "trunk-before")
+
+    dropped = time.monotonic()
+    env.pair.nft_drop()
+    gw.wait_until("the call to end", lambda: not _line_calls(gw.status(), "1"), timeout=15)
+    ended = time.monotonic() - dropped
+    print(f"\ntrunk call without media ended {ended:.2f} s after the drop "
+          f"(media_timeout 2.0 s)")
+    gw.wait_until("reorder or busy tone on the handset",
+                  lambda: gw.phone("1", "hears").get("what") in ("reorder", "busy"),
+                  timeout=5, interval=0.2)
+    assert "media timeout" in gw.log_text()
+    assert gw.line("1")["state"] != "connected"
     gw.phone("1", "onhook")
 
 
