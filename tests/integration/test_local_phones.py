@@ -523,3 +523,30 @@ def test_phone_that_encrypts_its_media_calls_the_handset(
     gw.phone("1", "onhook")
     alice.wait_for_event("CALL_CLOSED", timeout=10)
     assert_tone(alice.wait_recordings_closed()[-1], HANDSET_HZ, HANDSET_DBFS)
+
+
+def test_phone_holds_resumes_and_sends_and_gets_digits(
+        gateway: GatewayProcess, baresip_factory: BaresipFactory) -> None:
+    """In a call with the handset: the phone's hold (re-INVITE) silences it and resume brings
+    it back; its RFC 4733 digits are played to the handset, the handset's reach it."""
+    from .test_interop_matrix import wait_hears_hz, wait_hears_silence
+
+    gw = gateway
+    alice = local_phone(baresip_factory, gw, "201", tone=1000)
+    alice.dial(box_uri(gw, "101"))
+    gw.wait_until("line 1 rings", lambda: gw.line("1")["ringing"], timeout=10)
+    gw.phone("1", "offhook")
+    alice.wait_for_event("CALL_ESTABLISHED", timeout=10)
+    wait_hears_hz(gw, 1000.0)
+    alice.command("hold")
+    wait_hears_silence(gw)
+    alice.command("resume")
+    wait_hears_hz(gw, 1000.0)
+    alice.send_dtmf("73*")
+    gw.wait_until("handset hears 73*",
+                  lambda: str(gw.phone("1", "hears").get("digits", "")).endswith("73*"),
+                  timeout=10)
+    gw.phone("1", "dial", digits="42#")
+    gw.wait_until("phone gets 42#", lambda: alice.received_dtmf() == "42#", timeout=10)
+    gw.phone("1", "onhook")
+    alice.wait_for_event("CALL_CLOSED", timeout=10)
