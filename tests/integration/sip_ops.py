@@ -17,13 +17,16 @@ from typing import Any
 def daemon_yaml(tmp: Path, sip_port: int, trunk_port: int, *, tcp: bool = False,
                 extra_sip: str = "") -> str:
     """No lines; one trunk at the test's own socket 127.0.0.1:`trunk_port` (so the security
-    filter trusts it and answers OPTIONS without a challenge)."""
+    filter trusts it and answers OPTIONS without a challenge). The trunk has `keepalive: none`:
+    the test's socket reads only the answers to what it sends, so the trunk-health OPTIONS
+    probes must not reach it."""
     tcp_line = f"  tcp_listen: 127.0.0.1:{sip_port}\n" if tcp else ""
     return (
         f"gateway:\n  name: ops-gw\n  state_dir: {tmp / 'state'}\n"
         f"sip:\n  listen: 127.0.0.1:{sip_port}\n{tcp_line}  rtp_ports: 33000-33999\n"
         f"{extra_sip}"
         f"trunks:\n  - name: tester\n    registrar: 127.0.0.1:{trunk_port}\n    expires: 3600\n"
+        "    keepalive: none\n"
         "lines: []\n"
     )
 
