@@ -186,7 +186,10 @@ class SipPhoneLine:
     def incoming_call(
         self, call_id: str, caller: str, caller_name: str | None, now: float
     ) -> lev.IncomingResult:
+        """A call for the phone: ring its bindings; BUSY (in a call already) means
+        `RejectCall(call_id, 486)` was emitted, as an FXS line does."""
         if self._state is not lev.LineState.IDLE:
+            self._actions.append(lev.RejectCall(call_id, 486))
             return lev.IncomingResult.BUSY
         self._call_id = call_id
         self._outgoing = False

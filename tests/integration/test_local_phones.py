@@ -550,3 +550,22 @@ def test_phone_holds_resumes_and_sends_and_gets_digits(
     gw.wait_until("phone gets 42#", lambda: alice.received_dtmf() == "42#", timeout=10)
     gw.phone("1", "onhook")
     alice.wait_for_event("CALL_CLOSED", timeout=10)
+
+
+def test_handset_calling_a_phone_in_a_call_hears_busy(
+        gateway: GatewayProcess, baresip_factory: BaresipFactory) -> None:
+    gw = gateway
+    alice = local_phone(baresip_factory, gw, "201", tone=1000)
+    bob = local_phone(baresip_factory, gw, "202", tone=600)
+    bob.dial(box_uri(gw, "201"))
+    alice.wait_for_event("CALL_INCOMING", timeout=10)
+    alice.accept()
+    bob.wait_for_event("CALL_ESTABLISHED", timeout=10)
+    gw.phone("1", "offhook")
+    gw.wait_hears("1", "dial")
+    gw.phone("1", "dial", digits="201")
+    gw.wait_hears("1", "busy", timeout=5)
+    gw.phone("1", "onhook")
+    assert alice.event_types().count("CALL_INCOMING") == 1  # nothing rang a second time
+    bob.hangup()
+    alice.wait_for_event("CALL_CLOSED", timeout=10)

@@ -91,7 +91,10 @@ def test_phone_cancels_or_hangs_up_its_own_call() -> None:
 def test_busy_phone_refuses_a_second_call_both_ways() -> None:
     m = line()
     m.phone_dialled("101", 0.0)
+    m.actions()
     assert m.incoming_call("x", "102", None, 0.1) is lev.IncomingResult.BUSY
+    assert m.actions() == [lev.RejectCall("x", 486)]  # the runtime ends the caller's leg
+    assert m.signals() == []  # nothing rings
     assert m.phone_dialled("102", 0.2) is lev.IncomingResult.BUSY
 
 
