@@ -330,14 +330,22 @@ def format_phones(result: Mapping[str, Any]) -> list[str]:
     for p in phones:
         contacts = p.get("contacts") or []
         first = [_text(p.get("user")), _text(p.get("number"))]
+        # The phone's call and its upstream relay (gateway.runtime.phones), on its first row.
+        up = p.get("upstream")
+        relay = "-" if not isinstance(up, Mapping) else (
+            f"{up.get('trunk')}: registered" if up.get("registered")
+            else f"{up.get('trunk')}: {up.get('relay') or 'not relayed'}")
+        last = [_text(p.get("state") or "-"), relay]
         if not contacts:
-            rows.append([*first, "not registered", "-", "-", "-"])
+            rows.append([*first, "not registered", "-", "-", "-", *last])
         for i, c in enumerate(contacts):
             rows.append([*(first if i == 0 else ["", ""]), _text(c.get("contact")),
                          _text(c.get("source")), _text(c.get("transport")),
-                         f"{c['expires_in']}s" if isinstance(c.get("expires_in"), int) else "-"])
+                         f"{c['expires_in']}s" if isinstance(c.get("expires_in"), int) else "-",
+                         *(last if i == 0 else ["", ""])])
     return ["", "Phones", format_table(
-        ["USER", "NUMBER", "CONTACT", "SOURCE", "TRANSPORT", "EXPIRES"], rows)]
+        ["USER", "NUMBER", "CONTACT", "SOURCE", "TRANSPORT", "EXPIRES", "CALL", "UPSTREAM"],
+        rows)]
 
 
 def format_transport(result: Mapping[str, Any]) -> list[str]:

@@ -316,3 +316,19 @@ def test_relay_follows_the_binding_and_the_trunk_health() -> None:
     finally:
         box.close()
         loop.close()
+
+
+def test_status_text_shows_each_phones_call_and_upstream_relay() -> None:
+    from gateway import cli
+
+    text = "\n".join(cli.format_phones({"phones": [
+        {"user": "201", "number": "201", "state": "connected",
+         "contacts": [{"contact": "sip:201@10.0.0.5:5070", "source": "10.0.0.5:5070",
+                       "transport": "udp", "expires_in": 30}],
+         "upstream": {"trunk": "main", "relay": "parked", "registered": False}},
+        {"user": "202", "number": "202", "state": "idle", "contacts": [], "upstream": None},
+    ]}))
+    lines = text.splitlines()
+    assert "CALL" in lines[2] and "UPSTREAM" in lines[2]
+    assert lines[3].split()[-3:] == ["connected", "main:", "parked"]
+    assert lines[4].split()[-2:] == ["idle", "-"]
