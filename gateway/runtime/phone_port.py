@@ -86,6 +86,9 @@ class PhonePort:
 
     def capture(self) -> bytes:
         leg = self.leg
+        if leg is None:
+            self.mic = SILENCE_FRAME
+            return SILENCE_FRAME
         if leg is not None and leg.media is not None and self.connected():
             now = self.clock()
             self.mic = leg.media.pull_frame(now)
@@ -108,6 +111,8 @@ class PhonePort:
                 self.on_media_timeout()
 
     def digits_heard(self) -> list[str]:
+        if not self.heard:
+            return []
         out, self.heard = self.heard, []
         return out
 
