@@ -269,9 +269,10 @@ def test_phone_dialling_places_the_call_and_hears_the_far_end(box: Box) -> None:
     port.machine.call_progress(180, 1.0)
     port.machine.call_answered(2.0)
     box._pump()
-    assert box.ua.sent[:2] == [("ringing", "p1"), ("answer", "p1", port.leg.answer_sdp)] \
-        if port.leg else False
-    assert port.connected()
+    leg = port.leg
+    assert leg is not None and leg.answer_sdp is not None
+    assert box.ua.sent[:2] == [("ringing", "p1"), ("answer", "p1", leg.answer_sdp)]
+    assert b"m=audio" in leg.answer_sdp and port.connected()
     port.machine.call_ended("remote hangup", None, 3.0)
     box._pump()
     assert box.ua.sent[-1] == ("bye", "p1") and port.leg is None
