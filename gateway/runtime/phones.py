@@ -154,9 +154,12 @@ class PhoneCalls:
             if port is None:
                 continue
             reg = registrations.get(port.name)
+            leg = port.leg
             entry.update({
                 "state": port.line.state.value,
                 "call_id": port.call_id,
+                # The dialog with the phone: its Call-ID, codec and RTP/RTCP figures.
+                "leg": leg.describe(self.loop.time()) if leg is not None else None,
                 "upstream": None if port.config.trunk is None else {
                     "trunk": port.config.trunk.name, "relay": port.relay,
                     "registered": bool(reg is not None and reg.registered),
