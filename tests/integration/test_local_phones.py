@@ -143,10 +143,10 @@ def test_local_phone_calls_the_fxs_line_and_is_called_back_audio_both_ways(
     alice.wait_for_event("CALL_ESTABLISHED", timeout=10)
     phones = {p["user"]: p for p in gw.status()["phones"]}
     assert phones["201"]["state"] == "connected" and phones["201"]["registered"], phones
-    leg = phones["201"]["leg"]
-    assert leg["codec"] == "PCMU" and leg["stats"]["packets_received"] > 0, leg
     assert phones["202"]["state"] == "idle" and phones["202"]["upstream"] is None, phones
     _, heard_db = assert_handset_hears_tone(gw, "1", 1000.0, tmp_path, "handset-hears-201")
+    leg = {p["user"]: p for p in gw.status()["phones"]}["201"]["leg"]  # once audio flows
+    assert leg["codec"] == "PCMU" and leg["stats"]["packets_received"] > 50, leg
     handset_plays(gw, tmp_path)
     gw.phone("1", "onhook")
     alice.wait_for_event("CALL_CLOSED", timeout=10)
