@@ -65,6 +65,7 @@ class PhonePort:
     """Times the leg's RTP while it is expected (`sip.media_timeout`); None: not timed."""
     on_media_timeout: Callable[[], object] | None = None
     """Called (once) when the phone's RTP stopped for the media timeout."""
+    _watched: str | None = None
     relay: str | None = None
     """The phone's upstream account: None, "on", "parked" or "stale" (see
     `PhoneCalls._phone_relay_sync`)."""
@@ -89,7 +90,7 @@ class PhonePort:
         if leg is None:
             self.mic = SILENCE_FRAME
             return SILENCE_FRAME
-        if leg is not None and leg.media is not None and self.connected():
+        if leg.media is not None and self.connected():
             now = self.clock()
             self.mic = leg.media.pull_frame(now)
             self._watch_media(leg, now)
@@ -101,6 +102,9 @@ class PhonePort:
         """A phone that vanished mid-call (crashed, unplugged: no BYE) sends no more RTP."""
         if self.watch is None or leg.media is None:
             return
+        if leg.call_id != self._watched:  # a new call: forget the last one's figures
+            self.watch.retain(())
+            self._watched = leg.call_id
         expecting = self.line.state is lev.LineState.CONNECTED and \
             leg.media.direction == "sendrecv"
         if self.watch.observe(leg.call_id, expecting, leg.media.packets_received, now):

@@ -333,3 +333,20 @@ def test_status_text_shows_each_phones_call_and_upstream_relay() -> None:
     assert "CALL" in lines[2] and "UPSTREAM" in lines[2]
     assert lines[3].split()[-3:] == ["connected", "main:", "parked"]
     assert lines[4].split()[-2:] == ["idle", "-"]
+
+
+def test_media_watch_keeps_only_the_current_calls_figures(box: Box) -> None:
+    """The phone's RTP timer forgets each call as the next one starts (no growth per call)."""
+    from gateway.runtime.media_watch import MediaWatch
+
+    port = box.phone()
+    port.watch = MediaWatch(5.0)
+    box.ua.registrar.bindings["201"] = [binding(5070)]
+    for n in range(3):
+        ring(box, f"in{n}")
+        box._phone_sip_event(sev.CallAnswered(f"fork{n + 1}", PHONE_SDP))
+        port.capture()
+        assert list(port.watch._seen) == [f"fork{n + 1}"]
+        box._phone_sip_event(sev.CallEnded(f"fork{n + 1}", "remote BYE", None))
+        box._pump()
+    assert port.leg is None and port.machine.state is lev.LineState.IDLE
