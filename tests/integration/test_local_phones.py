@@ -571,3 +571,20 @@ def test_handset_calling_a_phone_in_a_call_hears_busy(
     assert alice.event_types().count("CALL_INCOMING") == 1  # nothing rang a second time
     bob.hangup()
     alice.wait_for_event("CALL_CLOSED", timeout=10)
+
+
+def test_phone_refusing_a_call_is_heard_by_the_calling_phone(
+        gateway: GatewayProcess, baresip_factory: BaresipFactory) -> None:
+    """202 calls 201, 201 rejects (486): 202's INVITE gets that 486, not a hang."""
+    gw = gateway
+    alice = local_phone(baresip_factory, gw, "201", tone=1000)
+    bob = local_phone(baresip_factory, gw, "202", tone=600)
+    bob.dial(box_uri(gw, "201"))
+    alice.wait_for_event("CALL_INCOMING", timeout=10)
+    alice.hangup()  # reject while ringing
+    closed = bob.wait_for_event("CALL_CLOSED", timeout=10)
+    assert "CALL_ESTABLISHED" not in bob.event_types()
+    assert "486" in str(closed.get("param")), closed  # baresip's reject is 486 Busy Here
+    gw.wait_until("both phones idle", lambda: all(
+        p["state"] == "idle" for p in gw.status()["phones"]), timeout=5)
+    assert not gw.status()["calls"]
