@@ -53,8 +53,10 @@ class Plan:
 
     phones: int = 1000
     register_rates: tuple[float, ...] = (100, 200, 400, 800, 1600, 3200)
-    call_rates: tuple[float, ...] = (10, 25, 50, 100, 200)
-    call_seconds: float = 10.0
+    call_rates: tuple[float, ...] = (5, 10, 25, 50, 100, 200)
+    #: Long enough to reach a steady state: the gateway keeps an ended call 32 s (64*T1)
+    #: for retransmissions, and those count against its call table.
+    call_seconds: float = 40.0
     call_ms: int = 1000
     server_cpu: int | None = 0
     sipp_cpu: int | None = 1
@@ -62,6 +64,10 @@ class Plan:
     #: a callee's 200 before its 180 (sipp then counts the late 180 as a failure).
     kamailio_children: int = 1
     settle: float = 1.0
+    recover: float = 65.0  # after a failed REGISTER step, before the repair pass
+    #: Between the last REGISTER and the first call: a server transaction is kept 32 s
+    #: (Timer J) after its answer, and the registration bursts fill the gateway's table.
+    drain: float = 35.0
 
 
 @dataclass
@@ -136,7 +142,7 @@ def call_step(peer: str, server: Any, ports: Ports, plan: Plan, rate: float, csv
     finally:
         uas = phones.stop()
     return Step(peer, "calls", rate, count, wall, counts, uas=uas, cpu_pct=cpu, rtt_ms=rtt,
-                error_tail=tail)
+                error_tail=tail, tail_s=plan.call_ms / 1000.0)
 
 
 def measure_peer(peer: str, plan: Plan, phones: Sequence[Phone], workdir: Path) -> PeerResult:
@@ -162,10 +168,15 @@ def measure_peer(peer: str, plan: Plan, phones: Sequence[Phone], workdir: Path) 
             if not step.clean:
                 break
         if not all(s.clean for s in result.steps):
-            # The calls need every phone bound: one more pass at the lowest rate.
+            # The calls need every phone bound: one more pass at the lowest rate, once an
+            # overload's after-effects (e.g. a source locked out for a minute) are over.
+            print(f"{peer}: REGISTER step failed; waiting {plan.recover:g} s before the "
+                  "repair pass", file=sys.stderr)
+            time.sleep(plan.recover)
             result.steps.append(register_step(peer, "repair", server, ports, plan,
                                               plan.register_rates[0], cseq, reg_csv, workdir))
             time.sleep(plan.settle)
+        time.sleep(plan.drain)
         for rate in plan.call_rates:
             step = call_step(peer, server, ports, plan, rate, call_csv, workdir)
             result.steps.append(step)
@@ -309,13 +320,15 @@ def parse_args(argv: Sequence[str] | None) -> tuple[Plan, argparse.Namespace]:
     ap.add_argument("--call-seconds", type=float, default=None)
     ap.add_argument("--call-ms", type=int, default=None)
     ap.add_argument("--kamailio-children", type=int, default=1)
+    ap.add_argument("--recover", type=float, default=None,
+                    help="s to wait after a failed REGISTER step (default 65)")
     ap.add_argument("--no-pin", action="store_true", help="do not pin registrar and sipp")
     ap.add_argument("--keep", action="store_true", help="keep configs and sipp files")
     args = ap.parse_args(argv)
     plan = Plan()
     if args.quick:
         plan = Plan(phones=50, register_rates=(25, 50), call_rates=(5, 10), call_seconds=3.0,
-                    call_ms=300, settle=0.5)
+                    call_ms=300, settle=0.5, recover=5.0, drain=1.0)
     if args.phones is not None:
         plan.phones = args.phones
     if args.register_rates:
@@ -327,6 +340,8 @@ def parse_args(argv: Sequence[str] | None) -> tuple[Plan, argparse.Namespace]:
     if args.call_ms is not None:
         plan.call_ms = args.call_ms
     plan.kamailio_children = args.kamailio_children
+    if args.recover is not None:
+        plan.recover = args.recover
     cpus = sorted(os.sched_getaffinity(0))
     if args.no_pin or len(cpus) < 2:
         plan.server_cpu = plan.sipp_cpu = None

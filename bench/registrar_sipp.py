@@ -130,6 +130,7 @@ class Step:
     cpu_pct: float | None = None   # the registrar's CPU, % of one core, over the step
     rtt_ms: list[float] = field(default_factory=list)
     error_tail: str = ""
+    tail_s: float = 0.0  # of wall_s, the last run's own length (a call's hold time)
 
     @property
     def clean(self) -> bool:
@@ -141,8 +142,19 @@ class Step:
 
     @property
     def achieved(self) -> float:
-        """Completed runs per second of wall time (sipp start to the last one's end)."""
-        return self.uac.successful / self.wall_s if self.wall_s > 0 else 0.0
+        """Completed runs per second: over the wall time from the first start to the last
+        end, less the last run's own length (`tail_s`)."""
+        span = self.wall_s - self.tail_s
+        return self.uac.successful / span if span > 0 else 0.0
+
+    @property
+    def sustained(self) -> float | None:
+        """The rate this step shows the registrar keeps up with: None unless clean; the
+        offered rate when completions kept within 10 % of it, else the completion rate
+        (every run succeeded, but answers fell behind as they queued up)."""
+        if not self.clean:
+            return None
+        return self.rate if self.achieved >= 0.9 * self.rate else round(self.achieved, 1)
 
     def summary(self) -> dict[str, Any]:
         """JSON-ready (without per-call times)."""
@@ -159,9 +171,9 @@ class Step:
 
 
 def highest_clean_rate(steps: Sequence[Step], kinds: Sequence[str]) -> float | None:
-    """The highest rate among the clean steps of these kinds, or None when none was clean.
-    A ladder stops at its first failing step, so this is also "the last clean rung"."""
-    rates = [s.rate for s in steps if s.kind in kinds and s.clean]
+    """The highest `Step.sustained` rate among the steps of these kinds (None when no step
+    was clean): the highest rate with zero failures that the registrar kept up with."""
+    rates = [r for s in steps if s.kind in kinds and (r := s.sustained) is not None]
     return max(rates) if rates else None
 
 

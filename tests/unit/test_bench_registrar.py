@@ -81,11 +81,24 @@ def test_a_step_is_clean_only_when_every_planned_run_succeeded_on_both_sides() -
     uas = SippCounts(created=50, successful=49, failed=1, stats_found=True)
     assert not Step("gateway", "calls", 5, 50, 11.0, ok(50), uas=uas).clean
     assert Step("gateway", "calls", 5, 50, 11.0, ok(50), uas=ok(50)).clean
-    assert Step("gateway", "calls", 5, 50, 10.0, ok(50), uas=ok(50)).achieved == 5.0
+    # Calls: the last call's own length is not part of the rate.
+    assert Step("gateway", "calls", 5, 50, 11.0, ok(50), uas=ok(50), tail_s=1.0).achieved == 5.0
+
+
+def test_a_clean_step_that_fell_behind_counts_at_the_rate_it_completed() -> None:
+    kept_up = Step("gateway", "re-register", 200, 1000, 5.02, ok(1000))
+    assert kept_up.sustained == 200
+    # Offered 400/s, but the last of 1,000 answers came after 3.2 s: 312.5/s.
+    behind = Step("gateway", "re-register", 400, 1000, 3.2, ok(1000))
+    assert behind.clean and behind.sustained == 312.5
+    assert highest_clean_rate([kept_up, behind], ("re-register",)) == 312.5
+    failed = Step("gateway", "re-register", 800, 1000, 9.8,
+                  SippCounts(created=1000, successful=940, failed=60, stats_found=True))
+    assert failed.sustained is None
 
 
 def ladder(peer: str, *rungs: tuple[str, float, bool]) -> list[Step]:
-    return [Step(peer, kind, rate, 10, 1.0,
+    return [Step(peer, kind, rate, 10, 10 / rate,
                  ok(10) if good else SippCounts(created=10, successful=3, failed=7,
                                                 stats_found=True))
             for kind, rate, good in rungs]
