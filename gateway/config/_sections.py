@@ -10,6 +10,7 @@ from typing import Any
 from yaml.nodes import MappingNode, Node, ScalarNode
 
 from gateway.config import schema as s
+from gateway.config import service as svc
 from gateway.config import survivable as sv
 from gateway.config._convert import (
     _NULL,
@@ -39,6 +40,7 @@ from gateway.config._dialplan import _DialPlanReader
 from gateway.config._modems import _ModemReader
 from gateway.config._phones import _PhoneReader
 from gateway.config._reader import _Fields, _Seen
+from gateway.config._service import _ServiceReader
 from gateway.config._trunks import _TrunkReader
 from gateway.config.schema import (
     Config,
@@ -52,7 +54,7 @@ from gateway.config.schema import (
 )
 
 
-class _Reader(_TrunkReader, _ModemReader, _DialPlanReader, _PhoneReader):
+class _Reader(_TrunkReader, _ModemReader, _DialPlanReader, _PhoneReader, _ServiceReader):
     """Reads a whole config file into a `Config`, collecting every issue."""
 
     #: Every good line with its `number` node and path (for the emergency-number clashes).
@@ -92,8 +94,16 @@ class _Reader(_TrunkReader, _ModemReader, _DialPlanReader, _PhoneReader):
             extensions[:0] = [(ln.number, node, path, f"line {ln.name!r}")
                               for ln, node, path in self.line_numbers]
             self.emergency_clashes(emergency, written, country, extensions)
+        call_records = self.call_records(top.values.get("call_records"))
+        push_ok, push = self.push(top.values.get("push"))
+        metrics_ok, metrics = self.metrics(top.values.get("metrics"))
+        reload = self.reload(top.values.get("reload"))
         if (
             self.issues
+            or not push_ok
+            or not metrics_ok
+            or call_records is None
+            or reload is None
             or gateway is None
             or sip is None
             or trunks is None
@@ -109,7 +119,8 @@ class _Reader(_TrunkReader, _ModemReader, _DialPlanReader, _PhoneReader):
             return None
         return Config(gateway, sip, tuple(trunks), tuple(lines), dialplan, source,
                       security=security, modems=tuple(modems), gsm_groups=tuple(groups),
-                      emergency=emergency, registrar=registrar, sip_phones=tuple(phones))
+                      emergency=emergency, registrar=registrar, sip_phones=tuple(phones),
+                      call_records=call_records, push=push, metrics=metrics, reload=reload)
 
     # -- security
 
@@ -164,9 +175,11 @@ class _Reader(_TrunkReader, _ModemReader, _DialPlanReader, _PhoneReader):
         control = self.take(f, "control_socket", _socket_path, s.DEFAULT_CONTROL_SOCKET)
         state_dir = self.take(f, "state_dir", _abs_path, s.DEFAULT_STATE_DIR)
         level = self.take(f, "log_level", _choice(s.LOG_LEVELS), s.DEFAULT_LOG_LEVEL)
+        secrets_file = self.take(f, "secrets_file", _optional(_abs_path), None)
+        log = self.take(f, "log", _choice(svc.LOG_TARGETS), svc.DEFAULT_LOG_TARGET)
         if len(self.issues) > before:
             return None
-        return GatewaySettings(name, country, control, state_dir, level)
+        return GatewaySettings(name, country, control, state_dir, level, secrets_file, log)
 
     # -- sip
 

@@ -10,6 +10,7 @@ from typing import Any
 
 from gateway.config import schema as s
 from gateway.config._modems_schema import modem_schemas
+from gateway.config._service_schema import gateway_service_properties, service_schemas
 from gateway.config._survivable_schema import (
     health_schema,
     media_timeout_schema,
@@ -130,6 +131,7 @@ def export_json_schema() -> dict[str, Any]:
                 pattern="^/",
             ),
             "log_level": _enum(s.LOG_LEVELS, s.DEFAULT_LOG_LEVEL, "Lowest level logged."),
+            **gateway_service_properties(),
         },
         s.GATEWAY_KEYS,
     )
@@ -451,6 +453,7 @@ def export_json_schema() -> dict[str, Any]:
             "security": security,
             **modem_schemas(),
             **survivable_schemas(account),
+            **service_schemas(),
         },
         s.TOP_KEYS,
         description="Branchline gateway configuration.",

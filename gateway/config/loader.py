@@ -10,6 +10,7 @@ from __future__ import annotations
 import ipaddress
 import os
 import socket
+from dataclasses import replace
 from importlib import resources
 
 import yaml
@@ -18,6 +19,7 @@ from gateway.config._reader import RouteProbe
 from gateway.config._sections import _Reader
 from gateway.config.issues import ConfigError, ConfigIssue
 from gateway.config.schema import Config
+from gateway.config.secrets import mask, resolve_secrets
 
 __all__ = [
     "ConfigError",
@@ -80,11 +82,18 @@ def load_config_text(
         raise ConfigError(
             source_name, [ConfigIssue(0, 0, "", f"YAML syntax error: {exc}")]
         ) from exc
+    secrets, secret_issues, unresolved = resolve_secrets(root)
     reader = _Reader(route_probe or default_route_address)
     config = reader.config(root, source_name)
-    if reader.issues or config is None:
-        raise ConfigError(source_name, reader.sorted_issues())
-    return config
+    if secret_issues or reader.issues or config is None:
+        reader.issues = [i for i in reader.issues if (i.line, i.column) not in unresolved]
+        reader.issues.extend(secret_issues)
+        issues = [
+            replace(i, message=mask(i.message, secrets), expected=mask(i.expected, secrets))
+            for i in reader.sorted_issues()
+        ]
+        raise ConfigError(source_name, issues)
+    return replace(config, secret_values=secrets) if secrets else config
 
 
 def load_default() -> Config:

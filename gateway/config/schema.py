@@ -12,6 +12,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from gateway.config.modems import GsmGroup, ModemConfig, modems_dict
+from gateway.config.service import DEFAULT_LOG_TARGET, scrub_secrets, service_dict
+from gateway.config.service import CallRecordSettings as CallRecordSettings  # re-exported
+from gateway.config.service import MetricsSettings as MetricsSettings  # re-exported
+from gateway.config.service import PushSettings as PushSettings  # re-exported
+from gateway.config.service import ReloadSettings as ReloadSettings  # re-exported
 from gateway.config.survivable import DEFAULT_MEDIA_TIMEOUT, health_dict, survivable_dict
 from gateway.config.survivable import EmergencySettings as EmergencySettings  # re-exported
 from gateway.config.survivable import PhoneConfig as PhoneConfig  # re-exported
@@ -105,10 +110,12 @@ UNIX_SOCKET_PATH_MAX = 107
 
 TOP_KEYS: tuple[str, ...] = (
     "gateway", "sip", "trunks", "lines", "dialplan", "security", "modems", "gsm_groups",
-    "emergency", "registrar", "sip_phones",
+    "emergency", "registrar", "sip_phones", "call_records", "push", "metrics", "reload",
 )
 SECURITY_KEYS: tuple[str, ...] = ("digest_algorithms", "rate_limit")
-GATEWAY_KEYS: tuple[str, ...] = ("name", "country", "control_socket", "state_dir", "log_level")
+GATEWAY_KEYS: tuple[str, ...] = (
+    "name", "country", "control_socket", "state_dir", "log_level", "secrets_file", "log",
+)
 SIP_KEYS: tuple[str, ...] = (
     "listen",
     "public_host",
@@ -273,6 +280,10 @@ class GatewaySettings:
     control_socket: str = DEFAULT_CONTROL_SOCKET
     state_dir: str = DEFAULT_STATE_DIR
     log_level: str = DEFAULT_LOG_LEVEL
+    #: Where `!secret <name>` values come from (mode 0600, owned by the service user).
+    secrets_file: str | None = None
+    #: auto (journald when run by systemd and systemd-python imports), journal or stderr.
+    log: str = DEFAULT_LOG_TARGET
 
 
 @dataclass(frozen=True)
@@ -433,6 +444,13 @@ class Config:
     emergency: EmergencySettings = field(default_factory=EmergencySettings)
     registrar: RegistrarSettings = field(default_factory=RegistrarSettings)
     sip_phones: tuple[PhoneConfig, ...] = ()
+    call_records: CallRecordSettings = field(default_factory=CallRecordSettings)
+    push: PushSettings | None = None
+    metrics: MetricsSettings | None = None
+    reload: ReloadSettings = field(default_factory=ReloadSettings)
+    #: The values `!secret` took from the secrets file: masked wherever they appear in
+    #: redacted(), whatever key holds them.
+    secret_values: frozenset[str] = field(default=frozenset(), repr=False, compare=False)
 
     def trunk(self, name: str) -> TrunkConfig:
         """The trunk called `name` (KeyError if there is none)."""
@@ -481,7 +499,9 @@ class Config:
 
     def redacted(self) -> dict[str, Any]:
         """Plain data for status output and logs, with every password and secret as "***"."""
-        return _config_dict(self, redact=True)
+        shown: dict[str, Any] = scrub_secrets(
+            _config_dict(self, redact=True), self.secret_values, REDACTED)
+        return shown
 
 
 def _redact_options(value: Any) -> Any:
@@ -538,6 +558,8 @@ def _config_dict(config: Config, *, redact: bool) -> dict[str, Any]:
             "control_socket": g.control_socket,
             "state_dir": g.state_dir,
             "log_level": g.log_level,
+            "secrets_file": g.secrets_file,
+            "log": g.log,
         },
         "sip": {
             "listen": str(s.listen),
@@ -618,4 +640,6 @@ def _config_dict(config: Config, *, redact: bool) -> dict[str, Any]:
         **modems_dict(config.modems, config.gsm_groups, redact=redact),
         **survivable_dict(config.emergency, config.registrar, config.sip_phones,
                           redact=redact, redacted=REDACTED),
+        **service_dict(config.call_records, config.push, config.metrics, config.reload,
+                       redact=redact, redacted=REDACTED),
     }
