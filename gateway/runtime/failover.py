@@ -32,6 +32,8 @@ from gateway.routing.targets import (
     RouteTarget,
     TrunkTarget,
 )
+from gateway.runtime import call_end
+from gateway.runtime.call_end import CallEnd
 from gateway.runtime.ports import LinePort, Port
 from gateway.runtime.sip_calls import Call
 from gateway.security.permissions import CallSource, Denied
@@ -172,6 +174,15 @@ class FailoverCalls:
             self.attempts = attempts
         return attempts
 
+    @property
+    def failover_counts(self) -> dict[str, int]:
+        """Attempts moved on to the next target since start, by the target that failed
+        (the metrics read it: `branchline_failovers_total`)."""
+        counts: dict[str, int] | None = self.__dict__.get("_failover_counts")
+        if counts is None:
+            counts = self.__dict__["_failover_counts"] = {}
+        return counts
+
     def attempt_for(self, port: Port) -> Attempt | None:
         """The port's latest outgoing attempt (None when it never placed one)."""
         return self._attempts().get(port.name)
@@ -187,6 +198,7 @@ class FailoverCalls:
         except NoRoute:
             log.info("line %s: no route for %s", lp.name, number)
             lp.machine.call_ended("no route", 404, now)
+            self._record_no_leg(lp, number, CallEnd("no-route", "no route 404", 404), now)
             return
         emergency = decision.emergency
         targets = ordered_targets(self.router, decision, self._health_states())
@@ -199,6 +211,7 @@ class FailoverCalls:
             log.warning("line %s: call to %s refused: every trunk of the route is down",
                         lp.name, number)
             lp.machine.call_ended("trunk down", 503, now)
+            self._record_no_leg(lp, number, CallEnd("trunk-down", "trunk down 503", 503), now)
             return
         self._try_target(lp, attempt, now)
 
@@ -229,6 +242,8 @@ class FailoverCalls:
                             verdict.reason)
                 attempt.done = True
                 lp.machine.call_ended("not permitted", verdict.status, now)
+                self._record_no_leg(lp, number, call_end.rejected(verdict.status,
+                                                                  "not permitted"), now)
                 return
         match dest:
             case LocalTarget():
@@ -248,6 +263,12 @@ class FailoverCalls:
                                         detail=f"no trunk {trunk!r}")
                     return
                 self._spawn(self._place_sip_call(lp, number, trunk, attempt))
+
+    def _record_no_leg(self, lp: Port, number: str, cause: CallEnd, now: float) -> None:
+        """A call that ended before any leg existed still gets its call record."""
+        record: Any = getattr(self, "_record_unplaced", None)
+        if record is not None:
+            record(lp, number, cause, now)
 
     def _call_source(self, lp: Port) -> CallSource:
         """Who is calling, for the route guard: a line of this box, or a local SIP user."""
@@ -284,6 +305,8 @@ class FailoverCalls:
             lp.machine.call_ended(reason, status, now)
             return False
         log.log(level, "line %s: %s failed (%s), trying %s", lp.name, failed, why, nxt)
+        counts = self.failover_counts
+        counts[str(failed)] = counts.get(str(failed), 0) + 1
         self._try_target(lp, attempt, now)
         return True
 
