@@ -29,7 +29,11 @@ Toll fraud starts with one INVITE from a stranger, so every request passes throu
    captured from another request). A correct password with an old nonce gets 401
    ``stale=true``. A correct password with a nonce count already used (the same header sent
    again, from anywhere, with any Call-ID) is a replay: it is logged and counted as an
-   auth failure, and answered 401 ``stale=true`` so an honest client recovers.
+   auth failure, and answered 401 ``stale=true`` so an honest client recovers. The one
+   exception is the accepted request itself retransmitted (same Call-ID, CSeq, Via branch,
+   source address and header): UDP resends a request whose answer was late or lost, and
+   when no server transaction absorbs the copy it is accepted again (``retransmitted``) so
+   the user agent gives it the same answer, instead of locking the phone's address out.
 
 Sources outside `local_networks` (when the list is given) are dropped outright. Requests
 that are not authenticated log an ``unknown-source`` event, once per source per window with
@@ -173,6 +177,7 @@ class SipEdge:
             ("trunk", "in_dialog", "unchallenged", "authenticated", "challenged", "stale",
              "replayed", "forbidden", "rate_limited", "rejected", "bad_source"), 0)
         self.stats["trunk_rate_limited"] = 0  # trusted trunk sources over their own budget
+        self.stats["retransmitted"] = 0  # an accepted request resent (not a replay)
 
     # ------------------------------------------------------------------ the filter
 
@@ -299,7 +304,8 @@ class SipEdge:
             params, method=method, request_uri=request.uri,
             password=password if password is not None else self._dummy_password,
             secret=self._secret, counts=self._nonce_counts, now=now, body=request.body,
-            max_age=self.nonce_max_age, algorithms=self.digest_algorithms)
+            max_age=self.nonce_max_age, algorithms=self.digest_algorithms,
+            request_key=_fingerprint(request, ip, port, line))
         if check.outcome is auth.DigestOutcome.REFUSED:
             return self._auth_failed(method, ip, port, username, check.reason, now)
         if password is None or check.outcome is auth.DigestOutcome.WRONG:
@@ -312,6 +318,11 @@ class SipEdge:
         if check.outcome is auth.DigestOutcome.STALE:
             self.stats["stale"] += 1
             return self._challenge(stale=True, now=now)
+        if check.outcome is auth.DigestOutcome.RETRANSMITTED:
+            # The accepted request itself again (our answer was late or lost and no
+            # transaction absorbed the copy): the user agent answers it again.
+            self.stats["retransmitted"] += 1
+            return Accept(user=username)
         self.stats["authenticated"] += 1
         self._remember_known(ip, now)
         if method == "INVITE":
@@ -377,6 +388,19 @@ class SipEdge:
             self._unknown.popitem(last=False)
         log_event(UNKNOWN_SOURCE, ip, port, logger=self.logger, method=method, reason=why,
                   suppressed=suppressed)
+
+
+def _fingerprint(request: Request, ip: str, port: int, credentials: str) -> bytes | None:
+    """What a retransmission of `request` repeats exactly (see `auth.request_fingerprint`)."""
+    try:
+        branch = request.top_via.branch or ""
+        cseq = request.headers.get("CSeq") or ""
+    except SipError:
+        return None
+    if not branch or not cseq:
+        return None
+    return auth.request_fingerprint(call_id=request.call_id, cseq=cseq, branch=branch,
+                                    source=f"{ip}:{port}", credentials=credentials)
 
 
 # ---------------------------------------------------------------------- construction

@@ -413,6 +413,12 @@ class NonceCounts:
     *floor* rises to that nonce's issue time: a nonce issued no later than the floor and no
     longer in the table is reported ``forgotten`` (answer it as stale). Forgetting thus costs a
     client one more challenge, and never reopens a replay.
+
+    Each entry also keeps the fingerprint of the request its count was accepted with (the
+    caller's `request_key`: Call-ID, CSeq, Via branch, source and the header itself). The same
+    count again with the same fingerprint is that request retransmitted (UDP resends it when
+    our answer is late or lost and no transaction absorbed the copy): ``retransmission``, to
+    be answered again. Any other request with that count is ``replayed``.
     """
 
     def __init__(self, *, max_entries: int = 4096, max_age: float = 300.0) -> None:
@@ -420,14 +426,16 @@ class NonceCounts:
             raise ValueError(f"max_entries: expected at least 1, got {max_entries}")
         self.max_entries = max_entries
         self.max_age = max_age
-        self._seen: OrderedDict[str, tuple[int, int]] = OrderedDict()  # nonce -> (issued, nc)
+        # nonce -> (issued ms, nc, fingerprint of the request nc was accepted with)
+        self._seen: OrderedDict[str, tuple[int, int, bytes | None]] = OrderedDict()
         self._floor_ms = -1
 
     def __len__(self) -> int:
         return len(self._seen)
 
-    def advance(self, nonce: str, nc: int, now: float) -> str:
-        """Record ``nc`` for ``nonce``: "ok", "replayed" (not above the last), or "forgotten"."""
+    def advance(self, nonce: str, nc: int, now: float, request_key: bytes | None = None) -> str:
+        """Record ``nc`` for ``nonce``: "ok", "replayed" (not above the last), "forgotten",
+        or "retransmission" (the last count again, from the request it was accepted with)."""
         issued = nonce_issued_ms(nonce)
         if issued is None:
             return "forgotten"
@@ -437,14 +445,16 @@ class NonceCounts:
                 return "forgotten"
             self._prune(now)
         elif nc <= entry[1]:
+            if nc == entry[1] and request_key is not None and request_key == entry[2]:
+                return "retransmission"
             return "replayed"
-        self._seen[nonce] = (issued, nc)
+        self._seen[nonce] = (issued, nc, request_key)
         while len(self._seen) > self.max_entries:
             self._forget_oldest()
         return "ok"
 
     def _forget_oldest(self) -> None:
-        _, (issued, _) = self._seen.popitem(last=False)
+        _, (issued, _, _) = self._seen.popitem(last=False)
         self._floor_ms = max(self._floor_ms, issued)
 
     def _prune(self, now: float) -> None:
@@ -466,6 +476,8 @@ class DigestOutcome(Enum):
     STALE = "stale"
     #: Right password, but this nonce count was used already: a replay.
     REPLAYED = "replayed"
+    #: The request this nonce count was accepted with, retransmitted: answer it again.
+    RETRANSMITTED = "retransmitted"
 
 
 @dataclass(frozen=True)
@@ -483,6 +495,7 @@ def check_credentials(
     params: Mapping[str, str], *, method: str, request_uri: str, password: str,
     secret: bytes, counts: NonceCounts, now: float, body: bytes = b"",
     max_age: float = 300.0, algorithms: Iterable[str] = SERVER_ALGORITHMS,
+    request_key: bytes | None = None,
 ) -> DigestCheck:
     """Check credentials answering our challenge (`make_challenges`), replays included.
 
@@ -490,6 +503,10 @@ def check_credentials(
     we offered, the ``uri`` the Request-URI, ``nc`` eight hex digits; then the response
     must match ``password``; then the nonce must be ours and fresh; then ``nc`` must exceed
     every count this nonce was accepted with. `counts` is updated only on acceptance.
+
+    `request_key` fingerprints the request (see `request_fingerprint`): the last accepted
+    count again with the same fingerprint is RETRANSMITTED, not REPLAYED. Without one, every
+    repeat is a replay.
     """
     qop = params.get("qop")
     if qop is None:
@@ -509,9 +526,25 @@ def check_credentials(
     nonce = params["nonce"]
     if not check_nonce(secret, nonce, now, max_age=max_age):
         return DigestCheck(DigestOutcome.STALE, "nonce expired")
-    state = counts.advance(nonce, int(nc_text, 16), now)
+    state = counts.advance(nonce, int(nc_text, 16), now, request_key)
+    if state == "retransmission":
+        return DigestCheck(DigestOutcome.RETRANSMITTED, "retransmission")
     if state == "replayed":
         return DigestCheck(DigestOutcome.REPLAYED, "nonce count reused")
     if state == "forgotten":
         return DigestCheck(DigestOutcome.STALE, "nonce forgotten")
     return DigestCheck(DigestOutcome.ACCEPTED, "ok")
+
+
+def request_fingerprint(*, call_id: str, cseq: str, branch: str, source: str,
+                        credentials: str) -> bytes:
+    """16 bytes naming one request: what a UDP retransmission repeats and a replay cannot.
+
+    `cseq` is the CSeq header ("2 INVITE"), `source` the sender's address and port and
+    transport, `credentials` the Authorization header as received.
+    """
+    digest = hashlib.blake2b(digest_size=16)
+    for part in (call_id, cseq, branch, source, credentials):
+        digest.update(part.encode("utf-8", "surrogateescape"))
+        digest.update(b"\x00")
+    return digest.digest()

@@ -22,10 +22,11 @@ from __future__ import annotations
 
 import heapq
 import itertools
+from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from enum import Enum
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Final
 
 from gateway.sip.message import Headers, Request, Response
 
@@ -564,14 +565,41 @@ AnyTransaction = (ClientInviteTransaction | ClientNonInviteTransaction
                   | ServerInviteTransaction | ServerNonInviteTransaction)
 
 
+#: Server states in which a transaction only waits to absorb retransmissions: its final
+#: answer went out and, on UDP, nothing more will be sent from it (a non-INVITE's Completed,
+#: an INVITE's Confirmed after the ACK of a non-2xx, an INVITE's Accepted after a 2xx, whose
+#: retransmissions and ACK the user agent's call table handles itself).
+ABSORBING: Final[dict[type[Transaction], frozenset[TxState]]] = {
+    ServerNonInviteTransaction: frozenset({TxState.COMPLETED}),
+    ServerInviteTransaction: frozenset({TxState.CONFIRMED, TxState.ACCEPTED}),
+}
+
+
+def only_absorbing(tx: Transaction) -> bool:
+    """True when `tx` could be forgotten now at the cost of a resend answered afresh."""
+    states = ABSORBING.get(type(tx))
+    return states is not None and tx.state in states
+
+
 class TransactionLayer:
-    """Holds live transactions and matches incoming messages to them (17.1.3, 17.2.3)."""
+    """Holds live transactions and matches incoming messages to them (17.1.3, 17.2.3).
+
+    The server table is bounded (`max_server`). When it is full, the oldest transaction
+    that is `only_absorbing` is evicted to make room (`evicted` counts them); only when
+    none is left does `server_full` say so (the user agent then answers 503 statelessly).
+    An evicted transaction's request, if resent, is handled as new: the user agent and the
+    edge recognise it as a retransmission and answer it the same way.
+    """
 
     def __init__(self, *, max_server: int = 1000, max_client: int = 2000) -> None:
         self._client: dict[TransactionKey, ClientTransaction] = {}
         self._server: dict[TransactionKey, ServerTransaction] = {}
         self.max_server = max_server
         self.max_client = max_client
+        # Server transactions in the order they began only absorbing (lazily cleaned: an
+        # entry whose transaction moved on, ended or was replaced is skipped when met).
+        self._absorbing: OrderedDict[int, ServerTransaction] = OrderedDict()
+        self.evicted = 0
         # Work is proportional to what changed, not to what is alive: a flood of thousands
         # of transactions must not make every datagram cost a scan of all of them.
         self._dirty: dict[int, Transaction] = {}
@@ -584,13 +612,28 @@ class TransactionLayer:
         self._client_ended = False
 
     def server_full(self) -> bool:
-        """True when no new server transaction fits; the TU answers 503 statelessly."""
+        """True when no new server transaction fits, even after evicting one that only
+        absorbs retransmissions; the TU answers 503 statelessly."""
         if len(self._server) < self.max_server:
             return False
         if self._server_ended:
             self._server_ended = False
             self._server = {k: tx for k, tx in self._server.items() if not tx.terminated}
+        while len(self._server) >= self.max_server and self._evict_one():
+            pass
         return len(self._server) >= self.max_server
+
+    def _evict_one(self) -> bool:
+        """Forget the oldest server transaction that only absorbs; False if there is none."""
+        absorbing = self._absorbing
+        while absorbing:
+            _, tx = absorbing.popitem(last=False)
+            if tx.terminated or not only_absorbing(tx) or not self._tracked(tx):
+                continue
+            del self._server[tx.key]
+            self.evicted += 1
+            return True
+        return False
 
     def client_full(self) -> bool:
         """True when no new client transaction fits (our own requests are bounded too)."""
@@ -600,6 +643,10 @@ class TransactionLayer:
             self._client_ended = False
             self._client = {k: tx for k, tx in self._client.items() if not tx.terminated}
         return len(self._client) >= self.max_client
+
+    def absorbing(self) -> int:
+        """Server transactions queued as evictable (an upper bound: some moved on)."""
+        return len(self._absorbing)
 
     def counts(self) -> tuple[int, int]:
         """(client, server) transactions held, for stats and memory-bound tests."""
@@ -621,6 +668,10 @@ class TransactionLayer:
                 self._client_ended = True
             else:
                 self._server_ended = True
+                self._absorbing.pop(id(tx), None)
+        elif isinstance(tx, ServerTransaction) and id(tx) not in self._absorbing \
+                and only_absorbing(tx):
+            self._absorbing[id(tx)] = tx
         deadline = tx.get_timer()
         if deadline is not None:
             heapq.heappush(self._heap, (deadline, next(self._seq), tx))
@@ -710,13 +761,15 @@ class TransactionLayer:
         """Forget transactions that finished (call after draining their outboxes)."""
         self._client = {k: tx for k, tx in self._client.items() if not tx.terminated}
         self._server = {k: tx for k, tx in self._server.items() if not tx.terminated}
+        self._absorbing = OrderedDict((i, tx) for i, tx in self._absorbing.items()
+                                      if self._tracked(tx))
 
 
 __all__ = [
-    "T1", "T2", "T4", "Action", "AnyTransaction", "ClientInviteTransaction",
+    "ABSORBING", "T1", "T2", "T4", "Action", "AnyTransaction", "ClientInviteTransaction",
     "ClientNonInviteTransaction", "ClientTransaction", "Input", "RequestReceived",
     "ResponseReceived", "ServerInviteTransaction", "ServerNonInviteTransaction",
     "ServerTransaction", "Timer", "Transaction", "TransactionKey", "TransactionLayer",
     "TransactionTerminated", "TransactionTimedOut", "TransactionUsageError", "TxEvent",
-    "TxState", "client_key", "server_key",
+    "TxState", "client_key", "only_absorbing", "server_key",
 ]

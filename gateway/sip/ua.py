@@ -30,8 +30,11 @@ Decisions, so the runtime knows what to expect:
   (silently ignored, counted in stats["filtered"]). `in_dialog` is True when the
   request's Call-ID and tags match a dialog we hold. After the filter, the validator
   (gateway.sip.validate.validate_request when present) may refuse the request.
-- Tables are bounded: beyond `max_server_transactions` new requests get a stateless 503
-  (stats["overload"]); beyond `max_calls` new INVITEs get 503.
+- Tables are bounded: a full server transaction table (`max_server_transactions`) first
+  evicts its oldest transaction that only absorbs retransmissions (stats["evicted"]);
+  with none left new requests get a stateless 503 (stats["overload"]). Beyond `max_calls`
+  calls not yet ended, new INVITEs get 503; ended calls linger 64*T1 for retransmissions
+  in a bound of their own (4 * max_calls, oldest evicted first).
 """
 
 from __future__ import annotations
@@ -156,8 +159,14 @@ class UserAgent:
 
     @property
     def stats(self) -> dict[str, int]:
-        """Counters: received, sent, malformed, dropped, filtered, overload, glare, ..."""
-        return self._core.stats
+        """Counters: received, sent, malformed, dropped, filtered, overload, glare, ...
+
+        ``evicted``: server transactions forgotten while only absorbing retransmissions,
+        to make room in a full table (see `TransactionLayer`).
+        """
+        stats = self._core.stats
+        stats["evicted"] = self._core.txl.evicted
+        return stats
 
     @property
     def _calls(self) -> dict[str, Call]:

@@ -9,6 +9,7 @@ knowledge of failover or re-INVITE.
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from collections.abc import Callable
 
 from gateway.sip.call_state import (
@@ -88,13 +89,27 @@ def arm_session(call: Call, now: float) -> None:
         call.arm(CallTimer.SESSION_EXPIRE, now + expiry_delay(call.se_interval))
 
 
+def _same_request(a: Request, b: Request) -> bool:
+    """True when `b` is `a` retransmitted: same CSeq and top Via branch (17.2.3)."""
+    try:
+        return (a.cseq.number == b.cseq.number and a.cseq.method == b.cseq.method
+                and bool(a.top_via.branch) and a.top_via.branch == b.top_via.branch)
+    except SipError:
+        return False
+
+
 class CallTable:
     """The calls of one agent, the UAS side of setting them up, and ending them."""
 
-    def __init__(self, core: SipCore, *, max_calls: int = MAX_CALLS) -> None:
+    def __init__(self, core: SipCore, *, max_calls: int = MAX_CALLS,
+                 max_ended: int | None = None) -> None:
         self._core = core
         self.calls: dict[str, Call] = {}
+        #: Calls not ENDED at most (new INVITEs beyond it get 503).
         self.max_calls = max_calls
+        #: ENDED calls lingering for retransmissions at most; beyond it the oldest goes.
+        self.max_ended = max_ended if max_ended is not None else 4 * max_calls
+        self._ended: OrderedDict[str, Call] = OrderedDict()  # in the order they ended
         self.max_alerting = 300.0  # seconds an incoming INVITE may stay unanswered
         self._timer_handlers: dict[CallTimer, TimerHandler] = {
             CallTimer.ALERT: self._alert_expired,
@@ -111,7 +126,28 @@ class CallTable:
 
     def add(self, call: Call) -> None:
         """Keep a new call (the caller checked `max_calls` where it applies)."""
+        self._ended.pop(call.call_id, None)
         self.calls[call.call_id] = call
+
+    @property
+    def live(self) -> int:
+        """Calls that count toward `max_calls`: every call not ENDED."""
+        return len(self.calls) - len(self._ended)
+
+    @property
+    def ended(self) -> int:
+        """ENDED calls kept for retransmissions (bounded by `max_ended`)."""
+        return len(self._ended)
+
+    def _ended_now(self, call: Call) -> None:
+        """`call` reached ENDED: it lingers, in a table of its own, oldest evicted first."""
+        self._ended[call.call_id] = call
+        self._ended.move_to_end(call.call_id)
+        while len(self._ended) > self.max_ended:
+            call_id, old = self._ended.popitem(last=False)
+            if self.calls.get(call_id) is old:
+                del self.calls[call_id]
+            self._core.stats["ended_evicted"] = self._core.stats.get("ended_evicted", 0) + 1
 
     def state_name(self, call_id: str) -> str | None:
         """The call's coarse state name, or None for unknown calls."""
@@ -155,7 +191,10 @@ class CallTable:
                 self._timer_handlers[timer](call, now)
 
     def _forget(self, call: Call, now: float) -> None:
-        self.calls.pop(call.call_id, None)
+        if self.calls.get(call.call_id) is call:
+            del self.calls[call.call_id]
+        if self._ended.get(call.call_id) is call:
+            del self._ended[call.call_id]
 
     def _alert_expired(self, call: Call, now: float) -> None:
         self._core.stats["unanswered"] = self._core.stats.get("unanswered", 0) + 1
@@ -182,10 +221,22 @@ class CallTable:
         """A new INVITE outside any dialog: refuse it, or announce `IncomingCall`."""
         core = self._core
         existing = self.calls.get(req.call_id)
+        if existing is not None and _same_request(existing.invite, req):
+            # Its transaction was evicted (or is gone) before this resend: the same answer
+            # again, never a second call (or a 482 to the caller's own retransmission).
+            core.stats["untracked_retransmissions"] = \
+                core.stats.get("untracked_retransmissions", 0) + 1
+            # A 2xx is resent by the call's own timer until the ACK, as the Accepted state
+            # of RFC 6026 leaves it; a 1xx or 300-699 goes again now.
+            last = existing.invite_tx.last_response if isinstance(
+                existing.invite_tx, ServerInviteTransaction) else None
+            if last is not None and not 200 <= last.status < 300:
+                core.resend(last, dest)
+            return
         if existing is not None and not existing.over:
             core.respond(req, 482, dest, now)  # merged/looped request (8.2.2.2)
             return
-        if len(self.calls) >= self.max_calls:
+        if self.live >= self.max_calls:
             core.stats["overload"] += 1
             core.respond(req, 503, dest, now, extra=[("Retry-After", "10")])
             return
@@ -211,7 +262,7 @@ class CallTable:
                     target)
         # Safety net: an application that never answers must not keep the call forever.
         call.arm(CallTimer.ALERT, now + self.max_alerting)
-        self.calls[req.call_id] = call
+        self.add(call)
         core.emit(IncomingCall(
             call_id=req.call_id, from_uri=str(from_addr.uri), from_display=from_addr.display,
             to_uri=str(req.to_addr.uri), request_uri=req.uri, sdp=req.body, source=addr))
@@ -336,6 +387,7 @@ class CallTable:
         if call.state is CallState.ENDED:
             call.answer = None
             call.arm(CallTimer.LINGER, now + 64 * self._core.t1)
+            self._ended_now(call)
         if not was_over:
             self._core.emit(CallEnded(call.call_id, reason, status))
 

@@ -118,6 +118,10 @@ class SipCore:
             self._owners.pop(key, None)
         return out
 
+    def resend(self, resp: Response, dest: Address) -> None:
+        """Send `resp` again outside any transaction (a retransmission nobody absorbed)."""
+        self._out.append(Outgoing(bytes(resp), dest, self.rx_transport))
+
     def sizes(self) -> dict[str, int]:
         """Entries per table this object holds."""
         client, server = self.txl.counts()

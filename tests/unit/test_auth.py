@@ -351,3 +351,24 @@ def test_nonce_counts_drop_expired_entries() -> None:
         counts.advance(make_nonce(SECRET, float(i)), 1, float(i))
     counts.advance(make_nonce(SECRET, 400.0), 1, 400.0)
     assert len(counts) == 1
+
+
+def test_the_accepted_request_resent_is_a_retransmission_anything_else_a_replay() -> None:
+    counts = NonceCounts()
+    nonce = make_nonce(SECRET, 0.0)
+    params = _answer(nonce, nc=1)
+
+    def check(key: bytes | None) -> DigestOutcome:
+        return check_credentials(params, method="REGISTER", request_uri="sip:gw",
+                                 password="pw", secret=SECRET, counts=counts, now=1.0,
+                                 request_key=key).outcome
+
+    assert check(b"request-1") is DigestOutcome.ACCEPTED
+    assert check(b"request-1") is DigestOutcome.RETRANSMITTED  # UDP resent it
+    assert check(b"request-1") is DigestOutcome.RETRANSMITTED
+    assert check(b"request-2") is DigestOutcome.REPLAYED  # another Call-ID/CSeq/branch/source
+    assert check(None) is DigestOutcome.REPLAYED
+    assert counts.advance(nonce, 2, 1.0, b"request-3") == "ok"
+    # once a higher count was used, the old request is history: a replay
+    assert counts.advance(nonce, 1, 1.0, b"request-1") == "replayed"
+    assert counts.advance(nonce, 2, 1.0, b"request-3") == "retransmission"

@@ -447,6 +447,29 @@ def test_nonce_count_repeat_is_refused_and_the_next_count_accepted() -> None:
     assert edge.filter(req, PHONE, "udp", 7.0, False) != Accept()
 
 
+def test_accepted_request_retransmitted_is_answered_again_not_counted_as_a_replay(
+        caplog: pytest.LogCaptureFixture) -> None:
+    edge = make_edge()
+    authz = alice_in(edge)
+    # the very request again (same Call-ID, CSeq, branch, source, header): its answer was
+    # late or lost and no transaction absorbed the copy; many times, never a lock-out
+    same = request("INVITE", "alice", src=PHONE, cseq=2, authz=authz)
+    for i in range(20):
+        assert edge.filter(same, PHONE, "udp", 0.2 + i * 0.01, False) == Accept(user="alice")
+    assert edge.stats["retransmitted"] == 20 and edge.stats["replayed"] == 0
+    assert events(caplog, "auth-failure") == [] and edge.stats["rate_limited"] == 0
+    assert edge.call_source("c1", PHONE) == CallSource.local_user("alice")
+    # the same header from another port of that address, or on another branch: a replay
+    moved = request("INVITE", "alice", src=(PHONE[0], 5099), cseq=2, authz=authz)
+    v = edge.filter(moved, (PHONE[0], 5099), "udp", 1.0, False)
+    assert isinstance(v, Respond) and v.status == 401
+    other_branch = parse_message(bytes(same).replace(b"branch=z9hG4bKc12", b"branch=z9hG4bKx"))
+    assert isinstance(other_branch, Request)
+    v = edge.filter(other_branch, PHONE, "udp", 1.1, False)
+    assert isinstance(v, Respond) and v.status == 401
+    assert edge.stats["replayed"] == 2 and edge.stats["retransmitted"] == 20
+
+
 def test_answer_without_qop_is_refused_when_qop_was_offered(
         caplog: pytest.LogCaptureFixture) -> None:
     edge = make_edge()

@@ -290,3 +290,48 @@ def test_layer_timers_and_garbage_collection() -> None:
     assert TransactionTimedOut("timeout") in fired[0][1]
     layer.remove_terminated()
     assert layer.all() == []
+
+
+def test_full_server_table_evicts_the_oldest_transaction_that_only_absorbs() -> None:
+    layer = TransactionLayer(max_server=3)
+    regs = [ServerNonInviteTransaction(invite(f"z9hG4bKreg{i}", "REGISTER"), float(i))
+            for i in range(2)]
+    ringing = ServerInviteTransaction(invite("z9hG4bKring"), 0.0)  # not answered: live
+    for tx in (*regs, ringing):
+        layer.add(tx)
+    for i, tx in enumerate(regs):  # answered: Completed, kept 32 s for Timer J
+        tx.send_response(make_response(tx.request, 200, to_tag="t"), float(i))
+    assert layer.counts() == (0, 3)
+    assert not layer.server_full()  # room made: the oldest absorbing one went
+    assert layer.evicted == 1
+    assert layer.match_request(regs[0].request) is None
+    assert layer.match_request(regs[1].request) is regs[1]
+    layer.add(ServerInviteTransaction(invite("z9hG4bKnew"), 2.0))
+    assert not layer.server_full() and layer.evicted == 2
+    assert layer.match_request(ringing.request) is ringing
+    layer.add(ServerInviteTransaction(invite("z9hG4bKnew2"), 2.0))
+    # only live transactions left (two ringing INVITEs and a fresh one): full, 503
+    assert layer.server_full() and layer.evicted == 2 and layer.counts() == (0, 3)
+
+
+def test_eviction_takes_confirmed_and_accepted_invites_but_never_completed_ones() -> None:
+    layer = TransactionLayer(max_server=3)
+    rejected, confirmed, answered = (ServerInviteTransaction(invite(f"z9hG4bK{n}"), 0.0)
+                                     for n in ("rej", "conf", "ok"))
+    for tx in (rejected, confirmed, answered):
+        layer.add(tx)
+    rejected.send_response(make_response(rejected.request, 486, to_tag="t"), 0.0)
+    confirmed.send_response(make_response(confirmed.request, 486, to_tag="t"), 0.0)
+    answered.send_response(make_response(answered.request, 200, to_tag="t"), 0.0)
+    ack = invite("z9hG4bKconf", "ACK")
+    confirmed.receive(ack, 0.1)
+    assert (rejected.state, confirmed.state, answered.state) == (
+        TxState.COMPLETED, TxState.CONFIRMED, TxState.ACCEPTED)
+    # oldest first: the 2xx's (absorbing since 0.0), then the ACKed 486's (since 0.1)
+    assert not layer.server_full() and layer.match_request(answered.request) is None
+    layer.add(ServerInviteTransaction(invite("z9hG4bKx"), 1.0))
+    assert not layer.server_full() and layer.match_request(confirmed.request) is None
+    layer.add(ServerInviteTransaction(invite("z9hG4bKy"), 1.0))
+    # Completed still resends its 486 until the ACK: it is not only absorbing
+    assert layer.server_full()
+    assert layer.match_request(rejected.request) is rejected and layer.evicted == 2

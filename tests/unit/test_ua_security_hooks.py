@@ -80,12 +80,15 @@ def test_default_validator_refuses_max_forwards_zero() -> None:
 def test_server_transactions_are_bounded_and_overflow_gets_503() -> None:
     ua = make_ua(A, max_server_transactions=20)
     statuses: list[int] = []
-    for n in range(200):
-        ua.receive_datagram(raw_request("OPTIONS", call_id=f"o{n}"), B, 0.0)
+    for n in range(200):  # INVITEs nobody answers: their transactions stay live
+        ua.receive_datagram(raw_request("INVITE", call_id=f"o{n}", body=OFFER), B, 0.0)
         statuses.extend(r.status for r in responses(drain(ua)))
-    assert statuses.count(200) == 20 and statuses.count(503) == 180
+    assert statuses.count(100) == 20 and statuses.count(503) == 180
     assert ua.stats["overload"] == 180
     assert ua.table_sizes()["server_transactions"] <= 20
+    for n in range(20):
+        ua.reject(f"o{n}", 486, 0.0)
+    drain(ua)
     # once the transactions time out (Timer J), new requests are served again
     while (t := ua.get_timer()) is not None and t <= 40.0:
         ua.handle_timer(t)
@@ -102,3 +105,64 @@ def test_calls_are_bounded() -> None:
     assert sum(1 for r in out if r.status == 503) == 45
     assert ua.table_sizes()["calls"] == 5
     assert len([e for e in events(ua) if isinstance(e, IncomingCall)]) == 5
+
+
+def _ring_and_end(ua: object, call_id: str, now: float, *, answer: bool = False) -> None:
+    """An INVITE from B that the application rejects (486), or answers and hangs up on."""
+    from gateway.sip.ua import UserAgent
+    assert isinstance(ua, UserAgent)
+    invite = raw_request("INVITE", call_id=call_id, body=OFFER, branch=f"z9hG4bK{call_id}")
+    ua.receive_datagram(invite, B, now)
+    if answer:
+        ua.answer(call_id, ANSWER, now)
+        [ok] = [r for r in responses(drain(ua)) if r.status == 200]
+        ack = raw_request("ACK", call_id=call_id, to_tag=ok.to_tag, branch=f"z9hG4bKa{call_id}")
+        ua.receive_datagram(ack, B, now)
+        ua.bye(call_id, now)
+    else:
+        ua.reject(call_id, 486, now)
+    drain(ua)
+
+
+def test_ended_calls_lingering_for_retransmissions_do_not_count_toward_max_calls() -> None:
+    ua = make_ua(A, max_calls=5)
+    for n in range(20):  # 20 calls come and go within the 32 s an ended call lingers
+        _ring_and_end(ua, f"e{n}", 0.1 * n, answer=n % 2 == 0)
+    assert ua.table_sizes()["calls"] == 20
+    assert ua.call_state("e0") == "ended"
+    assert ua.stats["overload"] == 0
+    for n in range(5):  # five live calls still fit, the sixth does not
+        ua.receive_datagram(raw_request("INVITE", call_id=f"live{n}", body=OFFER), B, 3.0)
+    ua.receive_datagram(raw_request("INVITE", call_id="sixth", body=OFFER), B, 3.0)
+    assert [r.status for r in responses(drain(ua))] == [100] * 5 + [503]
+    assert sum(isinstance(e, IncomingCall) for e in events(ua)) == 20 + 5
+
+
+def test_lingering_ended_calls_have_their_own_bound_oldest_evicted_first() -> None:
+    ua = make_ua(A, max_calls=5)
+    ua._table.max_ended = 8
+    for n in range(30):
+        _ring_and_end(ua, f"e{n}", 0.01 * n)
+    assert ua.table_sizes()["calls"] == 8
+    assert ua.call_state("e21") is None and ua.call_state("e22") == "ended"
+    assert ua.stats["ended_evicted"] == 22
+    # and they still go after 64*T1 by themselves
+    while (t := ua.get_timer()) is not None and t <= 40.0:
+        ua.handle_timer(t)
+    assert ua.table_sizes()["calls"] == 0
+
+
+def test_invite_resent_after_its_transaction_was_evicted_gets_the_same_answer() -> None:
+    ua = make_ua(A, max_server_transactions=2)
+    _ring_and_end(ua, "r1", 0.0)  # 486 sent; the INVITE transaction waits for the ACK
+    ack = raw_request("ACK", call_id="r1", to_tag="x", branch="z9hG4bKr1")
+    ua.receive_datagram(ack, B, 0.1)  # Confirmed: it only absorbs now
+    for n in range(3):  # the second OPTIONS needs its room, the third the first one's
+        ua.receive_datagram(raw_request("OPTIONS", call_id=f"o{n}"), B, 0.2)
+        assert [r.status for r in responses(drain(ua))] == [200]
+    assert ua.stats["evicted"] == 2 and ua.stats["overload"] == 0
+    # the caller resends its INVITE: not a new call, not 482, but the 486 again
+    again = raw_request("INVITE", call_id="r1", body=OFFER, branch="z9hG4bKr1")
+    ua.receive_datagram(again, B, 0.3)
+    assert [r.status for r in responses(drain(ua))] == [486]
+    assert not [e for e in events(ua) if isinstance(e, IncomingCall)][1:]
