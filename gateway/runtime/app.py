@@ -32,6 +32,7 @@ from gateway.runtime.failover import FailoverCalls
 from gateway.runtime.gsm_calls import GsmCalls, gsm_policies
 from gateway.runtime.local_registrar import LocalRegistrar, start_local_registrar
 from gateway.runtime.media_watch import MediaWatchCalls
+from gateway.runtime.metrics import MetricsServer, start_metrics
 from gateway.runtime.modem import ModemDriver
 from gateway.runtime.modem_setup import StoredPinMemory
 from gateway.runtime.phones import PhoneCalls
@@ -87,6 +88,7 @@ class Gateway(FailoverCalls, MediaWatchCalls, SipCalls, GsmCalls, PhoneCalls):
         self.trunk_health: TrunkHealthMonitor | None = None  # per-trunk health (issue 8)
         self.clock = AudioClock(self.loop)
         self.control: ControlServer | None = None
+        self.metrics: MetricsServer | None = None  # GET /metrics on metrics.listen
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at: float | None = None
         self._pumping = False
@@ -157,6 +159,7 @@ class Gateway(FailoverCalls, MediaWatchCalls, SipCalls, GsmCalls, PhoneCalls):
         self.clock.start()
         self.control = ControlServer(cfg.gateway.control_socket, self._control)
         await self.control.start()
+        self.metrics = await start_metrics(self)  # None without metrics.listen
         log.info(
             "branchline started: SIP on %s:%s, %d line(s), %d trunk(s), control %s",
             cfg.sip.public_host, ua.local_port, len(self.lines), len(self.trunks),
@@ -341,6 +344,8 @@ class Gateway(FailoverCalls, MediaWatchCalls, SipCalls, GsmCalls, PhoneCalls):
             await self.sms.close()  # before the modems: a read in progress stops cleanly
         if self.control is not None:
             await self.control.close()
+        if self.metrics is not None:
+            await self.metrics.close()
         for call in list(self.calls.values()):
             self._release_media(call)
         for p in self.ports.values():
