@@ -457,5 +457,10 @@ async def start_metrics(gw: Any) -> MetricsServer | None:
     if listen is None:
         return None
     server = MetricsServer(gw, listen.host, listen.port)
-    await server.start()
+    try:
+        await server.start()
+    except OSError as exc:  # calls matter more than figures: run on without the endpoint
+        server.security_events.detach()
+        log.error("metrics: cannot listen on %s:%s: %s", listen.host, listen.port, exc)
+        return None
     return server
