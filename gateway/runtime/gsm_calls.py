@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import os
 import secrets
 from datetime import datetime
 from pathlib import Path
@@ -39,6 +38,7 @@ from gateway.sip.sdp import SessionDescription, build_offer
 from gateway.sip.sdp_secure import secure_answer, secure_offer
 from gateway.sip.target import Target
 from gateway.sip.ua import UserAgent
+from gateway.store.atomic import write_atomic
 
 log = logging.getLogger("branchline")
 
@@ -143,11 +143,8 @@ class GsmCalls:
 
     def _save_minutes(self) -> None:
         path = self._minutes_file()
-        tmp = path.with_suffix(".tmp")
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            tmp.write_text(json.dumps(self.gsm_router.ledger.to_dict()))
-            os.replace(tmp, path)
+            write_atomic(path, json.dumps(self.gsm_router.ledger.to_dict()).encode())
         except OSError as exc:
             log.error("GSM minutes: cannot write %s: %s", path, exc)
 

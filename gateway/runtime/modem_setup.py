@@ -23,6 +23,7 @@ from gateway.modem.identity import parse_ati, parse_iccid, parse_imei, parse_inf
 from gateway.modem.profiles import ModemProfile, mismatch_message, profile_for
 from gateway.modem.sim_card import PinMemory, SendCommand, SimCard, SimStateChanged, SimStatus
 from gateway.runtime.modem_state import ModemState
+from gateway.store.atomic import write_atomic
 from hal.base import AtPort, CommandError, HalError
 from hal.gpio import output_device
 
@@ -212,15 +213,8 @@ class StoredPinMemory(PinMemory):
         self._save()
 
     def _save(self) -> None:
-        tmp = self.path + ".tmp"
         try:
-            os.makedirs(os.path.dirname(self.path) or ".", exist_ok=True)
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-            with os.fdopen(fd, "w", encoding="utf-8") as f:
-                json.dump(self._rejected, f)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, self.path)
+            write_atomic(self.path, json.dumps(self._rejected).encode())
         except OSError as exc:
             log.error("SIM PIN memory %s not written: %s", self.path, exc)
 

@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from gateway.sip.registrar import Registrar
-from gateway.store.instance import atomic_write
+from gateway.store.atomic import write_atomic as atomic_write
 
 log = logging.getLogger("branchline.bindings")
 
