@@ -267,6 +267,7 @@ def format_status(result: Mapping[str, Any]) -> str:
             *format_modems(result),
             *format_phones(result),
             *format_transport(result),
+            *format_push(result),
         ]
     )
 
@@ -294,6 +295,23 @@ def format_trunks(result: Mapping[str, Any]) -> list[str]:
     return ["", "Trunks", format_table(
         ["TRUNK", "HEALTH", "FOR", "LAST CHANGE", "CAUSE", "DETECTED IN", "PROBES", "LOSS",
          "RTT"], rows)]
+
+
+def format_push(result: Mapping[str, Any]) -> list[str]:
+    """The call push, when configured: where to, queue, counts, last success and error."""
+    push = result.get("push")
+    if not isinstance(push, Mapping):
+        return []
+    retry = push.get("retry_in")
+    return ["", "Push", format_table(
+        ["URL", "QUEUE", "DELIVERED", "DROPPED", "OVERFLOWED", "LAST SUCCESS", "LAST ERROR",
+         "RETRY IN"],
+        [[_text(push.get("url")), _text(push.get("queue")), _text(push.get("delivered")),
+          _text(push.get("dropped")), _text(push.get("overflowed")),
+          _text(push.get("last_success_at")),
+          f"{push['last_error']} ({push.get('last_error_at')})" if push.get("last_error")
+          else "-",
+          f"{retry:g} s" if isinstance(retry, int | float) else "-"]])]
 
 
 def _dbm(value: Any) -> str:

@@ -40,6 +40,7 @@ def _jsonable(value: Any) -> Any:
 
 def status(gw: Gateway) -> dict[str, Any]:
     now = gw.loop.time()
+    pusher = getattr(gw, "pusher", None)
     return {
         "registrations": [
             {
@@ -79,6 +80,8 @@ def status(gw: Gateway) -> dict[str, Any]:
         "transport": {**gw.sip.stats, **gw.sip.kernel_stats()} if gw.sip is not None else {},
         "sip_trace": gw.sip.trace.describe() if gw.sip is not None else {},
         "process": process_info(),
+        # The call push: queue depth, last error and success (never the token).
+        "push": pusher.status() if pusher is not None else None,
     }
 
 

@@ -218,6 +218,7 @@ class Pusher:
         self._own_executor = executor is None
         self._executor = executor or ThreadPoolExecutor(1, thread_name_prefix="push-store")
         self._wake = asyncio.Event()
+        self._loop: asyncio.AbstractEventLoop | None = None
         self._task: asyncio.Task[None] | None = None
         self.failures = 0  # retryable failures in a row (the endpoint's backoff step)
         self.paused_until: float | None = None  # no request before this (backoff)
@@ -238,7 +239,7 @@ class Pusher:
 
     def start(self, loop: asyncio.AbstractEventLoop | None = None) -> None:
         """Run in the background (a task on the running loop)."""
-        loop = loop or asyncio.get_running_loop()
+        self._loop = loop = loop or asyncio.get_running_loop()
         self._task = loop.create_task(self.run(), name="push")
 
     async def stop(self) -> None:
@@ -253,9 +254,14 @@ class Pusher:
         if self._own_executor:
             self._executor.shutdown(wait=True)
 
-    def wake(self) -> None:
-        """A record was added: look at the outbox now (cheap; called from the call path)."""
-        self._wake.set()
+    def wake(self, *_: object) -> None:
+        """A record was added: look at the outbox now. Cheap, and safe from any thread (the
+        call records' writer thread calls it once a batch is committed)."""
+        loop = self._loop
+        if loop is None or loop.is_closed():
+            self._wake.set()
+        else:
+            loop.call_soon_threadsafe(self._wake.set)
 
     # ------------------------------------------------------------------ the loop
 
@@ -289,7 +295,9 @@ class Pusher:
             return min(POLL, self.paused_until - now)
         rows = await self._db(self.store.outbox_next, now, 1)
         if not rows:
-            return POLL
+            next_at = getattr(self.store, "outbox_next_at", None)
+            due = await self._db(next_at) if next_at is not None else None
+            return POLL if due is None else min(POLL, max(0.01, due - now))
         row_id, uuid, text, attempts = rows[0]
         await self.deliver(row_id, uuid, text, attempts)
         return 0.0
@@ -388,5 +396,27 @@ def pusher_from_config(config: Any, store: Outbox | None) -> Pusher | None:
                   max_queue=int(getattr(settings, "max_queue", DEFAULT_MAX_QUEUE)))
 
 
+def start_push(config: Any, recorder: Any, loop: asyncio.AbstractEventLoop) -> Pusher | None:
+    """The daemon's pusher, running, woken by every commit of the call records' writer
+    (`CallRecorder.on_committed`, kept chained); None without push or call records."""
+    store = getattr(recorder, "store", None)
+    pusher = pusher_from_config(config, store)
+    if pusher is None:
+        if getattr(config, "push", None) is not None:
+            log.warning("push: configured, but there is no call-record store to drain")
+        return None
+    previous = getattr(recorder, "on_committed", None)
+
+    def committed(batch: Any) -> None:
+        if previous is not None:
+            previous(batch)
+        pusher.wake()
+
+    recorder.on_committed = committed
+    pusher.start(loop)
+    log.info("push: finished calls go to %s", public_url(pusher.url))
+    return pusher
+
+
 __all__ = ["Answer", "Outbox", "Pusher", "backoff", "parse_retry_after", "post_json",
-           "public_url", "pusher_from_config", "verdict"]
+           "public_url", "pusher_from_config", "start_push", "verdict"]

@@ -411,3 +411,17 @@ def test_https_verifies_the_certificate(tmp_path: Path) -> None:
     assert refused.status is None and "CERTIFICATE_VERIFY_FAILED" in refused.reason
     assert verdict(refused) == "retry"
     assert ok.status == 201 and got == [b'{"a": 1}']
+
+
+def test_status_text_shows_push() -> None:
+    from gateway.cli import format_push
+
+    p = Pusher(Outbox(), f"https://u:{TOKEN}@crm.example.net/h", token=TOKEN)
+    p.depth, p.delivered, p.dropped = 12, 40, 1
+    p.last_error, p.last_error_at = "HTTP 503 Service Unavailable", 1_800_000_000.0
+    text = "\n".join(format_push({"push": p.status()}))
+    assert "Push" in text and "https://crm.example.net/h" in text
+    assert "12" in text and "40" in text
+    assert "HTTP 503 Service Unavailable (2027-01-15T08:00:00Z)" in text
+    assert TOKEN not in text
+    assert format_push({"push": None}) == []
