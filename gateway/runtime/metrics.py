@@ -335,21 +335,24 @@ class GatewayCollector(Collector):
         yield per
 
     def _push(self, gw: Any) -> Iterator[Metric]:
-        push = getattr(gw, "push", None)
+        """The push of finished calls (gateway/runtime/push.py `Pusher`), when configured."""
+        push = getattr(gw, "pusher", None)
         if push is None:
             return
-        status = push.status() if callable(getattr(push, "status", None)) else {}
-        depth = _num(status.get("queue_depth", status.get("depth")))
+        depth = _num(getattr(push, "depth", None))
         if depth is not None:
             yield GaugeMetricFamily("branchline_push_queue_depth",
                                     "Finished calls waiting to be pushed to the HTTP endpoint",
                                     value=depth)
         for key, name, doc in (
-                ("delivered", "branchline_push_delivered", "Call records the endpoint took"),
+                ("delivered", "branchline_push_delivered",
+                 "Call records the endpoint took (2xx)"),
                 ("dropped", "branchline_push_dropped",
-                 "Call records given up on (refused by the endpoint, or the queue full)"),
-                ("failures", "branchline_push_failures", "Failed delivery attempts")):
-            found = _num(status.get(key))
+                 "Call records the endpoint refused for good (4xx other than 408/429)"),
+                ("overflowed", "branchline_push_overflowed",
+                 "Call records dropped because the queue passed push.max_queue"),
+                ("attempts", "branchline_push_attempts", "POST requests made")):
+            found = _num(getattr(push, key, None))
             if found is not None:
                 yield CounterMetricFamily(name, doc, value=found)
         for key, name, doc in (
@@ -357,7 +360,7 @@ class GatewayCollector(Collector):
                  "When the endpoint last took a record (Unix time)"),
                 ("last_error_at", "branchline_push_last_error_timestamp_seconds",
                  "When a delivery last failed (Unix time)")):
-            found = _num(status.get(key))
+            found = _num(getattr(push, key, None))
             if found is not None:
                 yield GaugeMetricFamily(name, doc, value=found)
 

@@ -113,8 +113,9 @@ def stand_in(loop: asyncio.AbstractEventLoop) -> SimpleNamespace:
         local_registrar=SimpleNamespace(status=lambda: [
             {"user": "201", "registered": True, "contacts": [{"contact": "sip:201@x"}]},
             {"user": "202", "registered": False, "contacts": []}]),
-        push=SimpleNamespace(status=lambda: {"queue_depth": 4, "delivered": 9, "dropped": 1,
-                                             "last_error": "503", "token": SECRETS[1]}),
+        pusher=SimpleNamespace(depth=4, delivered=9, dropped=1, overflowed=0, attempts=12,
+                               last_error="503 Service Unavailable", last_error_at=1.8e9,
+                               last_success_at=None, token=SECRETS[1]),
     )
 
 
@@ -213,6 +214,9 @@ def test_sip_security_modem_phones_push(loop: asyncio.AbstractEventLoop) -> None
     assert value(s, "branchline_phone_registered", phone="202") == 0
     assert value(s, "branchline_push_queue_depth") == 4
     assert value(s, "branchline_push_dropped_total") == 1
+    assert value(s, "branchline_push_attempts_total") == 12
+    assert value(s, "branchline_push_last_error_timestamp_seconds") == 1.8e9
+    assert ("branchline_push_last_success_timestamp_seconds", ()) not in s
     gw.trunk_health.stop()
 
 
@@ -291,3 +295,21 @@ def test_endpoint_serves_metrics_and_refuses_other_paths() -> None:
         assert await start_metrics(gw) is None
 
     asyncio.run(main())
+
+
+def test_push_figures_come_from_the_real_pusher(loop: asyncio.AbstractEventLoop) -> None:
+    """The attribute names the collector reads are the Pusher's own (a rename breaks this)."""
+    from gateway.runtime.push import Pusher
+
+    pusher = Pusher(object(), "https://user:pw-in-url@crm.example.net/hooks",  # type: ignore[arg-type]
+                    token=SECRETS[1])
+    try:
+        pusher.depth, pusher.delivered, pusher.last_success_at = 3, 5, 1.7e9
+        gw = SimpleNamespace(loop=loop, pusher=pusher)
+        text, s = scrape(gw)
+        assert value(s, "branchline_push_queue_depth") == 3
+        assert value(s, "branchline_push_delivered_total") == 5
+        assert value(s, "branchline_push_last_success_timestamp_seconds") == 1.7e9
+        assert SECRETS[1] not in text and "pw-in-url" not in text
+    finally:
+        pusher._executor.shutdown()
