@@ -360,9 +360,11 @@ class GatewayCollector(Collector):
                  "When the endpoint last took a record (Unix time)"),
                 ("last_error_at", "branchline_push_last_error_timestamp_seconds",
                  "When a delivery last failed (Unix time)")):
+            family = GaugeMetricFamily(name, doc)
             found = _num(getattr(push, key, None))
             if found is not None:
-                yield GaugeMetricFamily(name, doc, value=found)
+                family.add_metric([], found)
+            yield family
 
 
 def _worst(media: dict[str, dict[str, Any]], line: str, stats: Mapping[str, Any]) -> None:
