@@ -60,7 +60,8 @@ class SecurityEventCounter(logging.Handler):
     def attach(self) -> None:
         from gateway.security.events import security_logger
 
-        security_logger().addHandler(self)
+        if self not in security_logger().handlers:
+            security_logger().addHandler(self)
 
     def detach(self) -> None:
         from gateway.security.events import security_logger
@@ -393,10 +394,11 @@ def render(registry: CollectorRegistry) -> bytes:
 class MetricsServer:
     """`GET /metrics` on the configured address, answered from the daemon's event loop."""
 
-    def __init__(self, gw: Any, host: str, port: int) -> None:
+    def __init__(self, gw: Any, host: str, port: int,
+                 security_events: SecurityEventCounter | None = None) -> None:
         self.host = host
         self.port = port
-        self.security_events = SecurityEventCounter()
+        self.security_events = security_events or SecurityEventCounter()
         self.registry = build_registry(gw, self.security_events)
         self._server: asyncio.base_events.Server | None = None
         self.scrapes = 0
@@ -461,7 +463,13 @@ async def start_metrics(gw: Any) -> MetricsServer | None:
     listen = getattr(settings, "listen", None)
     if listen is None:
         return None
-    server = MetricsServer(gw, listen.host, listen.port)
+    # One event counter for the daemon's life: a reload that moves the endpoint keeps it,
+    # so the security counters do not restart at 0.
+    events = getattr(gw, "_metrics_security_events", None)
+    if not isinstance(events, SecurityEventCounter):
+        events = SecurityEventCounter()
+        gw._metrics_security_events = events
+    server = MetricsServer(gw, listen.host, listen.port, events)
     try:
         await server.start()
     except OSError as exc:  # calls matter more than figures: run on without the endpoint

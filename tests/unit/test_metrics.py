@@ -313,3 +313,28 @@ def test_push_figures_come_from_the_real_pusher(loop: asyncio.AbstractEventLoop)
         assert SECRETS[1] not in text and "pw-in-url" not in text
     finally:
         pusher._executor.shutdown()
+
+
+def test_a_restarted_endpoint_keeps_the_security_counts() -> None:
+    """A reload that moves metrics.listen closes and starts the endpoint: counts go on."""
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        gw = SimpleNamespace(loop=loop, config=SimpleNamespace(metrics=SimpleNamespace(
+            listen=SimpleNamespace(host="127.0.0.1", port=0))))
+        first = await start_metrics(gw)
+        assert first is not None
+        log_event(AUTH_FAILURE, "203.0.113.9", 5060, method="REGISTER", user="1", reason="x")
+        await first.close()
+        second = await start_metrics(gw)
+        assert second is not None
+        try:
+            log_event(AUTH_FAILURE, "203.0.113.9", 5060, method="REGISTER", user="1",
+                      reason="x")
+            assert second.security_events.counts["auth-failure"] == 2
+            handlers = logging.getLogger("branchline.security").handlers
+            assert handlers.count(second.security_events) == 1
+        finally:
+            await second.close()
+        assert second.security_events not in logging.getLogger("branchline.security").handlers
+
+    asyncio.run(main())
