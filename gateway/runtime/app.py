@@ -31,6 +31,7 @@ from gateway.runtime.edge import SipEdge, build_edge, build_route_guard
 from gateway.runtime.failover import FailoverCalls
 from gateway.runtime.gsm_calls import GsmCalls, gsm_policies
 from gateway.runtime.local_registrar import LocalRegistrar, start_local_registrar
+from gateway.runtime.logs import setup_logging
 from gateway.runtime.media_watch import MediaWatchCalls
 from gateway.runtime.metrics import MetricsServer, start_metrics
 from gateway.runtime.modem import ModemDriver
@@ -40,6 +41,7 @@ from gateway.runtime.ports import LinePort, Port
 from gateway.runtime.resolver import SipResolver
 from gateway.runtime.sip_calls import Call, Registration, SipCalls
 from gateway.runtime.sms_service import SmsService
+from gateway.runtime.systemd import Notifier, gateway_summary
 from gateway.runtime.transports import (
     ListenSettings,
     TlsServerSettings,
@@ -94,6 +96,7 @@ class Gateway(FailoverCalls, MediaWatchCalls, SipCalls, GsmCalls, PhoneCalls):
         self._pumping = False
         self._tasks: set[asyncio.Task[Any]] = set()
         self.stopped = asyncio.Event()
+        self.notifier = Notifier()  # systemd READY/STATUS/WATCHDOG; no-op without NOTIFY_SOCKET
 
     # ------------------------------------------------------------------ life cycle
 
@@ -169,6 +172,9 @@ class Gateway(FailoverCalls, MediaWatchCalls, SipCalls, GsmCalls, PhoneCalls):
         self._start_phone_relay()  # phones with trunk: registered upstream
         await self._start_modems()
         await self._start_sms()
+        # Lines are up and every trunk has been tried: tell systemd, then keep it told.
+        self.notifier.ready(gateway_summary(self))
+        self.notifier.start(self.loop, lambda: gateway_summary(self))
 
     async def _start_modems(self) -> None:
         """Open every configured modem, side by side; an absent one is reported and looked
@@ -323,6 +329,7 @@ class Gateway(FailoverCalls, MediaWatchCalls, SipCalls, GsmCalls, PhoneCalls):
         """Hang up every call, un-register, then close everything."""
         if self.ua is None:
             return
+        self.notifier.stopping()
         now = self.loop.time()
         for call in list(self.calls.values()):
             self._end_call_locally(call, now, call_end.shutdown())
@@ -358,6 +365,7 @@ class Gateway(FailoverCalls, MediaWatchCalls, SipCalls, GsmCalls, PhoneCalls):
             await self.local_registrar.close()  # bindings survive the restart
         if self.sip is not None:
             await self.sip.close()
+        self.notifier.stop()
         self.stopped.set()
         log.info("branchline stopped")
 
@@ -605,10 +613,8 @@ def registrar_dns_problem(host: str, lookup_failed: bool) -> str:
 
 def run(config: Config) -> int:
     """Run the gateway in the foreground until SIGTERM or SIGINT; returns the exit code."""
-    logging.basicConfig(
-        level=getattr(logging, config.gateway.log_level.upper(), logging.INFO),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    # journald with structured fields under systemd, stderr otherwise (gateway.runtime.logs)
+    setup_logging(config.gateway.log_level, getattr(config.gateway, "log", "auto"))
 
     async def main() -> int:
         gw = Gateway(config)
