@@ -5,10 +5,11 @@ already keeps (registrations, trunk health, the call table, the user agent's and
 counters, modem status, the push queue...) at the moment Prometheus scrapes, so the figures
 are the ones `branchline status` shows and no counter is scattered through the call code.
 
-`MetricsServer` answers `GET /metrics` on `metrics.listen` (127.0.0.1:9467 by default in the
-docs) from the daemon's own event loop: the whole snapshot is read and rendered in one loop
-turn, so it is consistent (no call ends half-way through a scrape) and the loop never waits
-on a lock. A scrape of a box with a few lines and trunks renders in well under a millisecond.
+`MetricsServer` answers `GET /metrics` on `metrics.listen` (127.0.0.1:9467 in the docs)
+from the daemon's own event loop: the gateway's state is read in one loop turn, so the
+snapshot is consistent (no call ends half-way through a scrape) and no lock is taken; the
+text is then formatted in a worker thread. Measured on a stand-in with 1,000 local phones
+and 60 calls: 3.3 ms of reading on the loop, 6.4 ms of formatting off it.
 
 Labels carry names only (lines, trunks, modems, phones, outcome, verdict...): never a
 password, token, digest value, phone number or Call-ID. docs/metrics.md lists every metric.
@@ -391,6 +392,25 @@ def render(registry: CollectorRegistry) -> bytes:
     return generate_latest(registry)
 
 
+class _Snapshot(Collector):
+    """Families already read on the event loop, plus the process's own figures."""
+
+    def __init__(self, families: list[Metric], process: Collector | None) -> None:
+        self.families = families
+        self.process = process
+
+    def collect(self) -> Iterable[Metric]:
+        yield from self.families
+        if self.process is not None:
+            yield from self.process.collect()
+
+
+def format_snapshot(families: list[Metric], process: Collector | None = None) -> bytes:
+    """Text exposition of a snapshot; safe in a worker thread (it reads only `families`
+    and /proc)."""
+    return generate_latest(_Snapshot(families, process))
+
+
 class MetricsServer:
     """`GET /metrics` on the configured address, answered from the daemon's event loop."""
 
@@ -399,7 +419,8 @@ class MetricsServer:
         self.host = host
         self.port = port
         self.security_events = security_events or SecurityEventCounter()
-        self.registry = build_registry(gw, self.security_events)
+        self.collector = GatewayCollector(gw, self.security_events)
+        self.process = ProcessCollector(registry=None)
         self._server: asyncio.base_events.Server | None = None
         self.scrapes = 0
 
@@ -426,7 +447,7 @@ class MetricsServer:
                 ConnectionError):
             writer.close()
             return
-        status, body, ctype = self._answer(head)
+        status, body, ctype = await self._answer(head)
         writer.write(
             f"HTTP/1.1 {status}\r\nContent-Type: {ctype}\r\nContent-Length: {len(body)}\r\n"
             "Connection: close\r\n\r\n".encode("ascii") + body)
@@ -437,7 +458,7 @@ class MetricsServer:
         finally:
             writer.close()
 
-    def _answer(self, head: bytes) -> tuple[str, bytes, str]:
+    async def _answer(self, head: bytes) -> tuple[str, bytes, str]:
         if len(head) > MAX_REQUEST_BYTES:
             return "431 Request Header Fields Too Large", b"", "text/plain"
         parts = head.split(b"\r\n", 1)[0].split()
@@ -449,7 +470,11 @@ class MetricsServer:
         if target not in (b"/metrics", b"/"):
             return "404 Not Found", b"GET /metrics\n", "text/plain"
         try:
-            body = render(self.registry)
+            # The gateway's state is read in this one loop turn (a consistent snapshot, a
+            # few ms for a thousand phones); formatting it, the larger part, and reading
+            # /proc happen in a worker thread so the 20 ms audio tick is not held up.
+            families = list(self.collector.collect())
+            body = await asyncio.to_thread(format_snapshot, families, self.process)
         except Exception:  # noqa: BLE001  a broken figure must not take the daemon down
             log.exception("metrics: scrape failed")
             return "500 Internal Server Error", b"scrape failed, see the log\n", "text/plain"
