@@ -17,7 +17,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Protocol, TextIO
 
 import gateway.dsp  # noqa: F401  first: pins numpy's BLAS to one thread before numpy can load
-from gateway import cli_security, cli_sms
+from gateway import cli_reload, cli_security, cli_sms
 from gateway.config import Config, ConfigError, load_config, load_default
 from gateway.config.schema import DEFAULT_CONTROL_SOCKET, LOG_LEVELS, UNIX_SOCKET_PATH_MAX
 from gateway.runtime.control import ControlClient, ControlError
@@ -117,6 +117,7 @@ def build_parser() -> argparse.ArgumentParser:
     record.add_argument("seconds", metavar="SECONDS", type=float)
     actions.add_parser("state", help="hook state and call state", parents=[common])
     cli_sms.add_parsers(sub, common)
+    cli_reload.add_parser(sub, common)
     return parser
 
 
@@ -482,21 +483,25 @@ def _cmd_run(args: argparse.Namespace, err: TextIO) -> int:
         return EXIT_USAGE
     control = getattr(args, "control", None) or os.environ.get(ENV_CONTROL)
     gateway = config.gateway
+    overrides: dict[str, Any] = {}  # kept when `branchline reload` reads the file again
     if control:
         control = os.path.abspath(control)
         if len(control.encode("utf-8")) > UNIX_SOCKET_PATH_MAX:
             print(f"branchline: control socket path too long: {control}", file=err)
             return EXIT_USAGE
         gateway = dataclasses.replace(gateway, control_socket=control)
+        overrides["control_socket"] = control
     if args.log_level:
         gateway = dataclasses.replace(gateway, log_level=args.log_level)
+        overrides["log_level"] = args.log_level
     config = dataclasses.replace(config, gateway=gateway)
     try:
         from gateway.runtime.app import run as run_app
     except ImportError as exc:
         print(f"branchline: the gateway runtime is not available: {exc}", file=err)
         return EXIT_FAILED
-    return int(run_app(config))
+    path = os.path.abspath(args.config) if args.config else None
+    return int(run_app(config, config_path=path, overrides=overrides))
 
 
 def _cmd_check(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
@@ -623,6 +628,10 @@ def main(
             return _cmd_daemon(args, factory, out)
         if args.command == "trace":
             return _cmd_trace(args, out, err)
+        if args.command == "reload":
+            path = resolve_control_path(getattr(args, "control", None), os.environ)
+            return cli_reload.run(factory(path, cli_reload.RELOAD_TIMEOUT), out, err,
+                                  as_json=getattr(args, "json", False))
         if args.command in ("sms", "ussd"):
             path = resolve_control_path(getattr(args, "control", None), os.environ)
             return cli_sms.run(args, factory(path, cli_sms.client_timeout(args)), out)

@@ -38,6 +38,7 @@ from gateway.runtime.modem import ModemDriver
 from gateway.runtime.modem_setup import StoredPinMemory
 from gateway.runtime.phones import PhoneCalls
 from gateway.runtime.ports import LinePort, Port
+from gateway.runtime.reload import Reloader, line_idle, reloader_of
 from gateway.runtime.resolver import SipResolver
 from gateway.runtime.sip_calls import Call, Registration, SipCalls
 from gateway.runtime.sms_service import SmsService
@@ -96,6 +97,11 @@ class Gateway(FailoverCalls, MediaWatchCalls, SipCalls, GsmCalls, PhoneCalls):
         self._pumping = False
         self._tasks: set[asyncio.Task[Any]] = set()
         self.stopped = asyncio.Event()
+        # `branchline reload` / SIGHUP (gateway/runtime/reload.py): the file to read again,
+        # the command line's overrides of it, and the reloader once used.
+        self.config_path: str | None = None
+        self.config_overrides: dict[str, Any] = {}
+        self.reloader: Reloader | None = None
         self.notifier = Notifier()  # systemd READY/STATUS/WATCHDOG; no-op without NOTIFY_SOCKET
 
     # ------------------------------------------------------------------ life cycle
@@ -500,6 +506,7 @@ class Gateway(FailoverCalls, MediaWatchCalls, SipCalls, GsmCalls, PhoneCalls):
                 log.info("line %s: %s", lp.name, state.value)
                 if state is lev.LineState.IDLE:
                     lp.call_id = None
+                    line_idle(self, lp)  # settings a reload left pending apply now
             case _:
                 log.debug("line %s: %s not handled", lp.name, action)
 
@@ -611,17 +618,26 @@ def registrar_dns_problem(host: str, lookup_failed: bool) -> str:
     return f"registrar {host}: DNS found no such name (NXDOMAIN or no address records)"
 
 
-def run(config: Config) -> int:
-    """Run the gateway in the foreground until SIGTERM or SIGINT; returns the exit code."""
+def run(config: Config, *, config_path: str | None = None,
+        overrides: dict[str, Any] | None = None) -> int:
+    """Run the gateway in the foreground until SIGTERM or SIGINT; returns the exit code.
+
+    `config_path` is the file `branchline reload` and SIGHUP read again (None: the embedded
+    default, nothing to reload); `overrides` are `gateway` keys the command line set, kept
+    across reloads.
+    """
     # journald with structured fields under systemd, stderr otherwise (gateway.runtime.logs)
     setup_logging(config.gateway.log_level, getattr(config.gateway, "log", "auto"))
 
     async def main() -> int:
         gw = Gateway(config)
+        gw.config_path = config_path
+        gw.config_overrides = dict(overrides or {})
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
+        loop.add_signal_handler(signal.SIGHUP, lambda: reloader_of(gw).request())
         try:
             await gw.start()
         except (OSError, HalError) as exc:

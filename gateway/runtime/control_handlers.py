@@ -221,6 +221,10 @@ async def handle(gw: Gateway, request: dict[str, Any]) -> Any:
             return security(gw, request)
         if cmd == "trace":
             return trace(gw, request)
+        if cmd == "reload":  # the config file again, applied live (gateway/runtime/reload.py)
+            from gateway.runtime.reload import reloader_of
+
+            return await reloader_of(gw).reload()
         if cmd in ("sms", "ussd"):
             from gateway.runtime import control_sms
 
