@@ -450,7 +450,8 @@ class MetricsServer:
         status, body, ctype = await self._answer(head)
         writer.write(
             f"HTTP/1.1 {status}\r\nContent-Type: {ctype}\r\nContent-Length: {len(body)}\r\n"
-            "Connection: close\r\n\r\n".encode("ascii") + body)
+            "Connection: close\r\n\r\n".encode("ascii")
+            + (b"" if head.startswith(b"HEAD ") else body))
         try:
             await writer.drain()
         except ConnectionError:
@@ -479,7 +480,7 @@ class MetricsServer:
             log.exception("metrics: scrape failed")
             return "500 Internal Server Error", b"scrape failed, see the log\n", "text/plain"
         self.scrapes += 1
-        return "200 OK", b"" if method == b"HEAD" else body, CONTENT_TYPE
+        return "200 OK", body, CONTENT_TYPE
 
 
 async def start_metrics(gw: Any) -> MetricsServer | None:

@@ -287,6 +287,8 @@ def test_endpoint_serves_metrics_and_refuses_other_paths() -> None:
             assert status == "HTTP/1.1 200 OK"
             names = {f.name for f in text_string_to_metric_families(body.decode())}
             assert {"branchline_calls", "process_cpu_seconds"} <= names
+            status, body = await get("/metrics", "HEAD")
+            assert status == "HTTP/1.1 200 OK" and body == b""
             assert (await get("/other"))[0].startswith("HTTP/1.1 404")
             assert (await get("/metrics", "POST"))[0].startswith("HTTP/1.1 405")
         finally:
