@@ -283,9 +283,10 @@ class Reloader:
         if old.push != config.push and recorder is not None:
             from gateway.runtime.push import start_push
 
-            if gw.pusher is not None:
-                await gw.pusher.stop()
-            gw.pusher = start_push(config, recorder, gw.loop)
+            pusher = getattr(gw, "pusher", None)
+            if pusher is not None:
+                await pusher.stop()
+            setattr(gw, "pusher", start_push(config, recorder, gw.loop))  # noqa: B010
         if old.metrics != config.metrics:
             from gateway.runtime.metrics import start_metrics
 
