@@ -304,9 +304,16 @@ class Reloader:
             self._confirm.cancel()
             self._confirm = None
         within = self.gw.config.reload.confirm_within
-        if within > 0 and previous is not self.gw.config:
-            self._confirm = self.gw.loop.create_task(self._confirm_or_roll_back(previous,
-                                                                                within))
+        if within <= 0 or previous is self.gw.config:
+            return
+        if not any(lc.trunk is not None for lc in self.gw.config.lines):
+            log.info("reload: confirm_within is set, but no line has a trunk account to "
+                     "register: nothing to wait for, the reload is kept")
+            return
+        self._confirm = task = self.gw.loop.create_task(
+            self._confirm_or_roll_back(previous, within))
+        self.gw._tasks.add(task)  # cancelled with the daemon's other tasks
+        task.add_done_callback(self.gw._task_done)
 
     def _any_registered(self) -> bool:
         return any(r.registered for r in self.gw.registrations.values())

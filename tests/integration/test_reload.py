@@ -160,10 +160,12 @@ def test_a_line_in_a_call_takes_its_new_settings_when_idle(
     assert reply["reloaded"] is True and reply["pending_lines"] == ["1"], reply
     time.sleep(1.0)
     assert gw.line("1")["state"] == "connected" and gw.line("1")["number"] == "101"
+    assert gw.status()["reload"]["pending_lines"] == ["1"]
     assert_handset_hears_tone(gw, "1", BOB_TONE_HZ, setup.tmp, "pending")
     gw.phone("1", "onhook")
     gw.wait_until("line 1 takes number 109 once idle",
                   lambda: gw.line("1")["number"] == "109", timeout=10)
+    assert gw.status()["reload"]["pending_lines"] == []
 
 
 def test_sighup_reloads_like_the_command(setup: Setup, baresip_factory: BaresipFactory) -> None:
