@@ -226,3 +226,20 @@ reload: {confirm_within: 30}
     validator.validate(config.to_dict())
     assert list(validator.iter_errors({"push": {"url": "ftp://x"}}))
     assert list(validator.iter_errors({"reload": {"confirm_within": -1}}))
+
+
+def test_check_config_and_run_refuse_a_readable_secrets_file(tmp_path: Path) -> None:
+    """The admin commands report the refused secrets file; `run` does not start (exit 2)."""
+    import io
+
+    from gateway.cli import main
+
+    path = secrets_file(tmp_path, "trunk_pw: Very-Secret-77\n", 0o644)
+    config_file = tmp_path / "gw.yaml"
+    config_file.write_text(with_secrets(path, BASE.replace("PW", "!secret trunk_pw")))
+    out, err = io.StringIO(), io.StringIO()
+    assert main(["check-config", str(config_file)], stdout=out, stderr=err) == 1
+    assert "has mode 0644" in err.getvalue() and "Very-Secret-77" not in err.getvalue()
+    err = io.StringIO()
+    assert main(["run", "--config", str(config_file)], stdout=out, stderr=err) == 2
+    assert "has mode 0644" in err.getvalue()
