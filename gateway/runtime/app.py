@@ -25,6 +25,7 @@ from gateway.routing.router import Router, effective_digit_map
 from gateway.runtime import call_end
 from gateway.runtime.bridge import bridge, plan
 from gateway.runtime.call_end import CallEnd
+from gateway.runtime.call_records import CallRecords, open_recorder
 from gateway.runtime.clock import AudioClock
 from gateway.runtime.control import ControlServer
 from gateway.runtime.edge import SipEdge, build_edge, build_route_guard
@@ -52,6 +53,7 @@ from gateway.runtime.trunk_health import TrunkHealthMonitor
 from gateway.runtime.trunk_trust import TrunkTrust, source_limiter, trunk_limits
 from gateway.sip.target import Target
 from gateway.sip.ua import UserAgent
+from gateway.store.call_writer import CallRecorder
 from gateway.store.instance import load_or_create_instance_id
 from hal.base import HalError
 from hal.registry import create_fxs
@@ -63,7 +65,7 @@ MODEM_START_WAIT = 15.0
 
 
 @dataclass
-class Gateway(FailoverCalls, MediaWatchCalls, SipCalls, GsmCalls, PhoneCalls):
+class Gateway(FailoverCalls, MediaWatchCalls, SipCalls, GsmCalls, PhoneCalls, CallRecords):
     """The running gateway. Construct, `await start()`, and `await stop()`."""
 
     config: Config
@@ -97,6 +99,7 @@ class Gateway(FailoverCalls, MediaWatchCalls, SipCalls, GsmCalls, PhoneCalls):
         self._pumping = False
         self._tasks: set[asyncio.Task[Any]] = set()
         self.stopped = asyncio.Event()
+        self.call_recorder: CallRecorder | None = None  # call records (gateway/store/calls.py)
         # `branchline reload` / SIGHUP (gateway/runtime/reload.py): the file to read again,
         # the command line's overrides of it, and the reloader once used.
         self.config_path: str | None = None
@@ -110,6 +113,8 @@ class Gateway(FailoverCalls, MediaWatchCalls, SipCalls, GsmCalls, PhoneCalls):
         cfg = self.config
         state_dir = Path(cfg.gateway.state_dir)
         instance_id = self.instance_id = load_or_create_instance_id(state_dir)
+        # Before any call: a crash's journal is replayed, retention runs (then hourly).
+        self.call_recorder = await asyncio.to_thread(open_recorder, cfg)
         listen = cfg.sip.listen
         self.resolver = SipResolver([(d.host, d.port) for d in cfg.sip.dns_servers])
         self.edge = build_edge(cfg, trunk_limits=trunk_limits(cfg.trunks),
@@ -371,6 +376,9 @@ class Gateway(FailoverCalls, MediaWatchCalls, SipCalls, GsmCalls, PhoneCalls):
             await self.local_registrar.close()  # bindings survive the restart
         if self.sip is not None:
             await self.sip.close()
+        if self.call_recorder is not None:  # every call ended above: commit their records
+            await asyncio.to_thread(self.call_recorder.close)
+            self.call_recorder.store.close()
         self.notifier.stop()
         self.stopped.set()
         log.info("branchline stopped")
@@ -506,6 +514,7 @@ class Gateway(FailoverCalls, MediaWatchCalls, SipCalls, GsmCalls, PhoneCalls):
                 log.info("line %s: %s", lp.name, state.value)
                 if state is lev.LineState.IDLE:
                     lp.call_id = None
+                    self._record_port_idle(lp)
                     line_idle(self, lp)  # settings a reload left pending apply now
             case _:
                 log.debug("line %s: %s not handled", lp.name, action)

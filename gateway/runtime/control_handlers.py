@@ -227,12 +227,16 @@ async def handle(gw: Gateway, request: dict[str, Any]) -> Any:
             from gateway.runtime.reload import reloader_of
 
             return await reloader_of(gw).reload()
+        if cmd == "calls":
+            from gateway.runtime.control_calls import calls
+
+            return await calls(gw, request)
         if cmd in ("sms", "ussd"):
             from gateway.runtime import control_sms
 
             return await (control_sms.sms if cmd == "sms" else control_sms.ussd)(gw, request)
         raise ControlCommandError(
-            f"unknown command {cmd!r}: status, phone, security, trace, sms, ussd")
+            f"unknown command {cmd!r}: status, phone, security, trace, sms, ussd, calls")
     except ControlCommandError:
         raise
     except Exception as exc:  # report, don't kill the daemon

@@ -75,6 +75,7 @@ class Call:
     sdp_version: int = 1  # RFC 3264 8: same o= id, version up by one for each new SDP
     route: str | None = None  # the route target this outgoing call went to, "trunk:main"
     attempts: list[dict[str, Any]] = field(default_factory=list)  # targets tried, in order
+    ended: tuple[CallEnd, float] | None = None  # first leg of a port-to-port call to end
 
     @property
     def line(self) -> Port:
@@ -279,6 +280,11 @@ class SipCalls:
         del self.calls[call.call_id]
         if call.port.call_id == call.call_id:
             call.port.call_id = None
+        # The call record (gateway.runtime.call_records), before the media figures go.
+        record: Callable[[Call, CallEnd, float], None] | None = getattr(
+            self, "_record_call", None)
+        if record is not None:
+            record(call, cause, now)
         self._release_media(call)
         talked = (f"{now - call.answered_at:.1f} s" if call.answered_at is not None
                   else "not answered")
@@ -422,6 +428,10 @@ class SipCalls:
             return
         if lp is None:
             self.ua.reject(ev.call_id, 404, now)
+            unplaced: Callable[..., None] | None = getattr(self, "_record_unplaced", None)
+            if unplaced is not None:
+                unplaced(None, ev.request_uri, call_end.rejected(404, "no such line"), now,
+                         direction="in", remote=ev.from_uri)
             self._pump()
             return
         source = self.edge.call_source(ev.call_id, ev.source) if self.edge else None
