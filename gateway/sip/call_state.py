@@ -21,6 +21,7 @@ the BYE follows the ACK (RFC 3261 15). `CallEnded` is reported on entering ENDIN
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import Enum
 
@@ -262,6 +263,9 @@ class Call:
     se_interval: int | None = None
     se_we_refresh: bool = False
     se_offer: int | None = None
+    #: Told (call, deadline) of every timer armed: the call table's deadline heap.
+    on_arm: Callable[[Call, float], None] | None = field(default=None, repr=False,
+                                                        compare=False)
 
     def fire(self, inp: CallInput) -> CallState | None:
         """Apply `inp`: the new state, or None when the table ignores it here.
@@ -291,6 +295,8 @@ class Call:
             raise CallStateError(
                 f"call {self.call_id}: timer {timer.name} is not valid in {self.state.name}")
         self.timers[timer] = deadline
+        if self.on_arm is not None:
+            self.on_arm(self, deadline)
 
     def disarm(self, timer: CallTimer) -> None:
         """Cancel `timer` if it is set."""

@@ -9,6 +9,8 @@ knowledge of failover or re-INVITE.
 
 from __future__ import annotations
 
+import heapq
+import itertools
 from collections import OrderedDict
 from collections.abc import Callable
 
@@ -110,6 +112,10 @@ class CallTable:
         #: ENDED calls lingering for retransmissions at most; beyond it the oldest goes.
         self.max_ended = max_ended if max_ended is not None else 4 * max_calls
         self._ended: OrderedDict[str, Call] = OrderedDict()  # in the order they ended
+        # Every armed deadline, lazily cleaned (disarmed, re-armed or forgotten calls are
+        # skipped when met): the next deadline without a scan of every call.
+        self._heap: list[tuple[float, int, Call]] = []
+        self._seq = itertools.count()
         self.max_alerting = 300.0  # seconds an incoming INVITE may stay unanswered
         self._timer_handlers: dict[CallTimer, TimerHandler] = {
             CallTimer.ALERT: self._alert_expired,
@@ -128,6 +134,20 @@ class CallTable:
         """Keep a new call (the caller checked `max_calls` where it applies)."""
         self._ended.pop(call.call_id, None)
         self.calls[call.call_id] = call
+        call.on_arm = self._armed
+        for deadline in call.timers.values():
+            self._armed(call, deadline)
+
+    def _armed(self, call: Call, deadline: float) -> None:
+        heapq.heappush(self._heap, (deadline, next(self._seq), call))
+        if len(self._heap) > 8 * len(self.calls) + 1024:
+            self._heap = [(d, next(self._seq), c) for c in self.calls.values()
+                          for d in set(c.timers.values())]
+            heapq.heapify(self._heap)
+
+    def _current(self, call: Call, deadline: float) -> bool:
+        """True when `deadline` is still one of `call`'s timers and the call is ours."""
+        return self.calls.get(call.call_id) is call and deadline in call.timers.values()
 
     @property
     def live(self) -> int:
@@ -181,12 +201,23 @@ class CallTable:
 
     def get_timer(self) -> float | None:
         """The earliest deadline of any call."""
-        due = [t for call in self.calls.values() if (t := call.get_timer()) is not None]
-        return min(due) if due else None
+        heap = self._heap
+        while heap:
+            deadline, _, call = heap[0]
+            if self._current(call, deadline):
+                return deadline
+            heapq.heappop(heap)
+        return None
 
     def handle_timer(self, now: float) -> None:
         """Fire every call timer due at `now`, one at a time, earliest first per call."""
-        for call in list(self.calls.values()):
+        heap = self._heap
+        due: dict[int, Call] = {}
+        while heap and heap[0][0] <= now:
+            deadline, _, call = heapq.heappop(heap)
+            if self._current(call, deadline):
+                due[id(call)] = call
+        for call in due.values():
             while (timer := call.pop_due(now)) is not None:
                 self._timer_handlers[timer](call, now)
 

@@ -166,3 +166,27 @@ def test_invite_resent_after_its_transaction_was_evicted_gets_the_same_answer() 
     ua.receive_datagram(again, B, 0.3)
     assert [r.status for r in responses(drain(ua))] == [486]
     assert not [e for e in events(ua) if isinstance(e, IncomingCall)][1:]
+
+
+def test_call_timers_come_from_the_deadline_heap_disarmed_ones_never_fire() -> None:
+    ua = make_ua(A)
+    ua.receive_datagram(raw_request("INVITE", call_id="a", body=OFFER, branch="z9hG4bKa"), B,
+                        0.0)
+    ua.receive_datagram(raw_request("INVITE", call_id="b", body=OFFER), B, 1.0)
+    drain(ua)
+    assert ua.get_timer() == 300.0  # a's alerting limit
+    ua.reject("a", 486, 2.0)  # a: ALERT disarmed, LINGER 32 s
+    drain(ua)
+    ua.receive_datagram(raw_request("ACK", call_id="a", to_tag="x", branch="z9hG4bKa"), B, 2.0)
+    assert ua.call_state("a") == "ended"
+    ua.answer("b", ANSWER, 3.0)  # b: ALERT disarmed, 2xx resent from 3.5 until the ACK
+    drain(ua)
+    assert ua.get_timer() == 3.5
+    ua.handle_timer(3.5)
+    assert [r.status for r in responses(drain(ua))] == [200]
+    while (t := ua.get_timer()) is not None and t < 300.0:
+        ua.handle_timer(t)
+        drain(ua)
+    assert ua.call_state("a") is None  # forgotten after its 32 s
+    assert not [e for e in events(ua) if type(e).__name__ == "CallEnded" and e.call_id == "a"][1:]
+    assert ua.get_timer() is None or ua.get_timer() >= 300.0
