@@ -206,10 +206,12 @@ def test_schema_command_prints_json_schema() -> None:
 def test_run_passes_the_config_with_overrides(monkeypatch: pytest.MonkeyPatch,
                                               tmp_path: Path) -> None:
     received: list[Config] = []
+    options: list[dict[str, object]] = []
     fake_app = types.ModuleType("gateway.runtime.app")
 
-    def fake_run(config: Config) -> int:
+    def fake_run(config: Config, **kwargs: object) -> int:
         received.append(config)
+        options.append(kwargs)
         return 0
 
     fake_app.run = fake_run  # type: ignore[attr-defined]
@@ -220,6 +222,9 @@ def test_run_passes_the_config_with_overrides(monkeypatch: pytest.MonkeyPatch,
     assert config.gateway.control_socket == str(tmp_path / "c.sock")
     assert config.gateway.log_level == "debug"
     assert [line.number for line in config.lines] == ["101", "102"]  # embedded default
+    # nothing to reload (the embedded default); the overrides outlive a reload
+    assert options[0] == {"config_path": None, "overrides": {
+        "control_socket": str(tmp_path / "c.sock"), "log_level": "debug"}}
 
 
 def test_run_refuses_a_bad_config_with_exit_2(monkeypatch: pytest.MonkeyPatch,
