@@ -243,3 +243,15 @@ def test_check_config_and_run_refuse_a_readable_secrets_file(tmp_path: Path) -> 
     err = io.StringIO()
     assert main(["run", "--config", str(config_file)], stdout=out, stderr=err) == 2
     assert "has mode 0644" in err.getvalue()
+
+
+def test_a_sim_pin_from_the_secrets_file(tmp_path: Path) -> None:
+    from tests.unit.test_config_modems import GOOD as MODEMS
+
+    path = secrets_file(tmp_path, "sim_pin: '0042'\n")
+    text = MODEMS.replace("pin: 0000", "pin: !secret sim_pin")
+    assert "!secret sim_pin" in text
+    config = load(with_secrets(path, text))
+    pins = [m.pin for m in config.modems if m.pin is not None]
+    assert pins == ["0042"]
+    assert "0042" not in repr(config) and "0042" not in repr(config.redacted())
