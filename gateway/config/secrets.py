@@ -21,6 +21,7 @@ from gateway.config.issues import ConfigIssue
 from gateway.config.service import SECRET_NAME_PATTERN, SECRET_TAG
 
 _STR = "tag:yaml.org,2002:str"
+_NULL = "tag:yaml.org,2002:null"
 _PATH = "gateway.secrets_file"
 
 
@@ -52,24 +53,31 @@ def read_secrets_file(path: str) -> dict[str, str]:
             )
         raw = handle.read()
     try:
-        data = yaml.safe_load(raw.decode("utf-8"))
+        # Composed, not constructed: each value stays the text written, so `pin: 0042`
+        # is "0042" (never the octal number 34) and `on` is "on", as in the config file.
+        root = yaml.compose(raw.decode("utf-8"), Loader=yaml.SafeLoader)
     except (UnicodeDecodeError, yaml.YAMLError) as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark is not None else ""
         raise SecretsFileError(f"secrets file {path} is not valid YAML{where}") from exc
-    if data is None:
+    if root is None or (isinstance(root, ScalarNode) and root.tag == _NULL):
         return {}
-    if not isinstance(data, dict):
+    if not isinstance(root, MappingNode):
         raise SecretsFileError(f"secrets file {path} must be a mapping of name: value")
     out: dict[str, str] = {}
-    for name, value in data.items():
+    for key_node, value_node in root.value:
+        name = key_node.value if isinstance(key_node, ScalarNode) else None
+        line = key_node.start_mark.line + 1
         if not isinstance(name, str) or not re.fullmatch(SECRET_NAME_PATTERN, name):
-            raise SecretsFileError(
-                f"secrets file {path}: bad name {name!r} (letters, digits, '_', '.', '-')"
-            )
-        if isinstance(value, bool) or not isinstance(value, str | int):
-            raise SecretsFileError(f"secrets file {path}: {name!r} must be a string")
-        out[name] = str(value)
+            raise SecretsFileError(f"secrets file {path}, line {line}: bad name (letters, "
+                                   "digits, '_', '.', '-')")
+        if name in out:
+            raise SecretsFileError(f"secrets file {path}, line {line}: {name!r} is written "
+                                   "twice")
+        if not isinstance(value_node, ScalarNode) or value_node.tag == _NULL:
+            raise SecretsFileError(f"secrets file {path}, line {line}: {name!r} must be a "
+                                   "string")
+        out[name] = str(value_node.value)
     return out
 
 

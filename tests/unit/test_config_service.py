@@ -255,3 +255,18 @@ def test_a_sim_pin_from_the_secrets_file(tmp_path: Path) -> None:
     pins = [m.pin for m in config.modems if m.pin is not None]
     assert pins == ["0042"]
     assert "0042" not in repr(config) and "0042" not in repr(config.redacted())
+
+
+def test_secret_values_keep_the_text_written(tmp_path: Path) -> None:
+    """`0042` unquoted in the secrets file is the text "0042", not the octal number 34."""
+    path = secrets_file(tmp_path, "trunk_pw: 00420042\nother: on\n")
+    config = load(with_secrets(path, BASE.replace("PW", "!secret trunk_pw")))
+    assert config.lines[0].trunk is not None
+    assert config.lines[0].trunk.password == "00420042"
+
+
+def test_a_name_written_twice_in_the_secrets_file_is_refused(tmp_path: Path) -> None:
+    path = secrets_file(tmp_path, "a: one-value\na: two-value\n")
+    found = errors(with_secrets(path, BASE.replace("PW", "!secret a")))
+    assert len(found) == 1 and "line 2: 'a' is written twice" in found[0]
+    assert "one-value" not in found[0] and "two-value" not in found[0]
