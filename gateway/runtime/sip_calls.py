@@ -23,6 +23,7 @@ from gateway.runtime import call_end
 from gateway.runtime.call_end import CallEnd
 from gateway.runtime.clock import AudioClock
 from gateway.runtime.edge import SipEdge
+from gateway.runtime.logs import fields
 from gateway.runtime.ports import LinePort, Port
 from gateway.runtime.rtp import RtpEndpoint
 from gateway.security.permissions import Denied
@@ -113,6 +114,13 @@ class Registration:
     reason: str = "starting"
     expires: int | None = None
 
+
+
+def route_trunk(route: str | None) -> str | None:
+    """The trunk of a route target ("trunk:main" -> "main"), for the journal's TRUNK field."""
+    if route is not None and route.startswith("trunk:"):
+        return route[len("trunk:"):]
+    return None
 
 
 class SipCalls:
@@ -288,7 +296,9 @@ class SipCalls:
         self._release_media(call)
         talked = (f"{now - call.answered_at:.1f} s" if call.answered_at is not None
                   else "not answered")
-        log.info("call %s (line %s) ended: %s, %s", call.call_id, call.port.name, cause, talked)
+        log.info("call %s (line %s) ended: %s, %s", call.call_id, call.port.name, cause, talked,
+                 extra=fields(line=call.port.name, trunk=route_trunk(call.route),
+                              call_id=call.call_id, event="call-ended", sip_code=cause.status))
         return True
 
     # ------------------------------------------------------------------ SIP events
@@ -309,7 +319,10 @@ class SipCalls:
                 if reg is not None:
                     reg.registered, reg.reason, reg.expires = ev.registered, reason, ev.expires
                 log.info("registration %s: %s (%s)", ev.account_id,
-                         "registered" if ev.registered else "not registered", reason)
+                         "registered" if ev.registered else "not registered", reason,
+                         extra=fields(trunk=reg.trunk if reg is not None else None,
+                                      event="registered" if ev.registered
+                                      else "registration-lost"))
             case sev.IncomingCall():
                 self._spawn(self._incoming_call(ev))
             case sev.CallProgress():

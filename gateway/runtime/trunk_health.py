@@ -32,6 +32,7 @@ from typing import Any, Protocol
 
 from gateway.config.schema import TrunkConfig
 from gateway.routing.health import HealthChanged, HealthSettings, HealthState, TrunkHealth
+from gateway.runtime.logs import fields
 from gateway.runtime.netlink import RouteWatch
 from gateway.sip.dns import is_ip
 from gateway.sip.events import OptionsAnswered, OptionsFailed, RegistrationStateChanged
@@ -339,7 +340,8 @@ class TrunkHealthMonitor:
                   "to": event.new.value, "cause": event.cause,
                   "detection_time": event.detection_time, "at": event.at}
         log.log(level, "trunk %s: %s -> %s (%s)%s", event.trunk, event.old.value,
-                event.new.value, event.cause, detected, extra={"health": record})
+                event.new.value, event.cause, detected,
+                extra={"health": record, **fields(trunk=event.trunk, event="trunk-health")})
         self.counters["transitions"] += 1
         self.counters[f"{event.trunk}:{event.new.value}"] += 1
         accounts = [a for a, acc in self.accounts.items() if acc.trunk == event.trunk]

@@ -169,5 +169,6 @@ def log_event(
     so they cannot be used as field names here.
     """
     line = format_event(kind, src_ip, src_port, **fields)
-    (logger or security_logger()).log(level, "%s", line)
+    # The journal's EVENT field carries the kind (gateway.runtime.logs.fields names it so).
+    (logger or security_logger()).log(level, "%s", line, extra={"EVENT": kind})
     return line
