@@ -26,6 +26,7 @@ required=(
   iproute2        # network namespaces for WAN-failure tests
   nftables        # packet loss between those namespaces
   fail2ban        # fail2ban-regex checks the security filter (tests/unit/test_fail2ban_filter.py)
+  systemd         # systemd-analyze verify/security and systemd-sysusers on systemd/ (tests/unit/test_systemd_units.py)
   sipvicious      # svmap/svwar/svcrack against the gateway (tests/integration/test_scanners.py)
   linphone-cli    # linphonec softphone (tests/integration/test_interop_linphone.py)
   gammu           # AT software against the modem emulator (tests/integration/test_modem_emulator_gammu.py)
