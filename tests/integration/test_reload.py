@@ -234,3 +234,24 @@ def test_a_trunk_change_re_registers_and_keeps_the_call(
     assert gw.line("1")["state"] == "connected" and call_id_of_line(gw, "1") == call_id
     assert [t["name"] for t in gw.status()["trunks"]] == ["main"]
     assert_handset_hears_tone(gw, "1", BOB_TONE_HZ, setup.tmp, "after-trunk")
+
+
+def test_a_line_added_by_reload_rings_and_a_removed_one_is_gone(setup: Setup) -> None:
+    gw = setup.gw
+    text = gw.config_path.read_text()
+    line2 = '  - name: "2"\n    backend: sim\n    number: "102"\n'
+    assert line2 in text
+    gw.config_path.write_text(text.replace(line2, line2.replace('"2"', '"3"')
+                                           .replace('"102"', '"103"')))
+    reply = gw.request("reload")
+    assert reply["reloaded"] is True, reply
+    assert "lines added: 3" in reply["changes"] and "lines removed: 2" in reply["changes"]
+    assert [entry["name"] for entry in gw.status()["lines"]] == ["1", "3"]
+    gw.phone("1", "offhook")
+    gw.phone("1", "dial", digits="103")
+    gw.wait_until("line 3 ringing", lambda: gw.line("3")["ringing"], timeout=10)
+    gw.phone("3", "offhook")
+    gw.wait_until("line 1 connected to line 3",
+                  lambda: gw.line("1")["state"] == "connected", timeout=10)
+    gw.phone("1", "onhook")
+    gw.phone("3", "onhook")
