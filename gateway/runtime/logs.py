@@ -1,6 +1,6 @@
 """Logging set-up for the daemon: journald with structured fields, or plain stderr.
 
-Under systemd (``JOURNAL_STREAM`` is set) the daemon logs through systemd-python's
+Under systemd (stderr is the stream ``JOURNAL_STREAM`` names) the daemon logs through systemd-python's
 ``JournalHandler``, so every line carries the structured fields ``LINE``, ``TRUNK``,
 ``CALL_ID``, ``EVENT`` and ``SIP_CODE`` that code passes with ``extra=fields(...)``::
 
@@ -65,9 +65,27 @@ def choose_mode(mode: str, env: Mapping[str, str] | None = None,
             raise ValueError("gateway.log: journal needs systemd-python "
                              "(pip install systemd-python, or python3-systemd)")
         return "journal"
-    if mode == "auto" and env.get("JOURNAL_STREAM") and available:
+    if mode == "auto" and available and stderr_is_journal(env):
         return "journal"
     return "stderr"
+
+
+def stderr_is_journal(env: Mapping[str, str], fd: int = 2) -> bool:
+    """True when `fd` is the journal stream systemd named in JOURNAL_STREAM ("dev:inode").
+
+    A child started from a service inherits JOURNAL_STREAM with its stderr redirected
+    elsewhere (a test harness's log file); comparing the stream's identity keeps that child
+    on stderr, as systemd.exec(5) advises.
+    """
+    raw = env.get("JOURNAL_STREAM", "")
+    dev, _, ino = raw.partition(":")
+    if not (dev.isdigit() and ino.isdigit()):
+        return False
+    try:
+        st = os.fstat(fd)
+    except OSError:
+        return False
+    return (st.st_dev, st.st_ino) == (int(dev), int(ino))
 
 
 def journal_handler(sender: Any = None) -> logging.Handler:

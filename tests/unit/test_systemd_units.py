@@ -293,11 +293,19 @@ def test_fields_map_to_journal_names() -> None:
     assert logs.fields(trunk="main") == {"TRUNK": "main"}
 
 
-def test_mode_choice() -> None:
-    assert logs.choose_mode("auto", {"JOURNAL_STREAM": "8:123"}, have_journal=True) == "journal"
+def test_mode_choice(tmp_path: Path) -> None:
+    st = os.fstat(2)
+    stream = {"JOURNAL_STREAM": f"{st.st_dev}:{st.st_ino}"}
+    assert logs.choose_mode("auto", stream, have_journal=True) == "journal"
+    # JOURNAL_STREAM inherited, stderr redirected elsewhere: stay on stderr.
+    assert logs.choose_mode("auto", {"JOURNAL_STREAM": "8:123"}, have_journal=True) == "stderr"
+    with open(tmp_path / "log", "w") as other:
+        ost = os.fstat(other.fileno())
+        assert logs.stderr_is_journal({"JOURNAL_STREAM": f"{ost.st_dev}:{ost.st_ino}"},
+                                      other.fileno())
     assert logs.choose_mode("auto", {}, have_journal=True) == "stderr"
-    assert logs.choose_mode("auto", {"JOURNAL_STREAM": "8:1"}, have_journal=False) == "stderr"
-    assert logs.choose_mode("stderr", {"JOURNAL_STREAM": "8:1"}, have_journal=True) == "stderr"
+    assert logs.choose_mode("auto", stream, have_journal=False) == "stderr"
+    assert logs.choose_mode("stderr", stream, have_journal=True) == "stderr"
     assert logs.choose_mode("journal", {}, have_journal=True) == "journal"
     with pytest.raises(ValueError, match="systemd-python"):
         logs.choose_mode("journal", {}, have_journal=False)
