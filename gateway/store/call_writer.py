@@ -27,6 +27,9 @@ log = logging.getLogger("branchline")
 
 PRUNE_INTERVAL = 3600.0
 MAX_BATCH = 500
+#: After a record arrives, wait this long for more before committing: one fsync (and one
+#: wake-up of this thread, which competes for the GIL with the event loop) per batch.
+BATCH_DELAY = 0.05
 RETRY_DELAY = 1.0
 
 _STOP = object()
@@ -36,15 +39,16 @@ class CallRecorder:
     """Commits submitted records in a writer thread; a journal covers the gap."""
 
     def __init__(self, store: CallStore, journal: Path | str, *,
-                 prune_interval: float = PRUNE_INTERVAL,
+                 prune_interval: float = PRUNE_INTERVAL, batch_delay: float = BATCH_DELAY,
                  on_committed: Callable[[Sequence[CallRecord]], None] | None = None,
                  wallclock: Callable[[], float] = time.time) -> None:
         self.store = store
         self.journal = Path(journal)
         self.prune_interval = prune_interval
+        self.batch_delay = batch_delay
         self.on_committed = on_committed
         self._wallclock = wallclock
-        self._queue: queue.Queue[object] = queue.Queue()
+        self._queue: queue.Queue[object] = queue.Queue()  # (record, its JSON) or _STOP
         self._jlock = threading.Lock()
         self._done = threading.Condition(self._jlock)
         self._pending = 0
@@ -69,13 +73,13 @@ class CallRecorder:
 
     def submit(self, rec: CallRecord) -> None:
         """Journal `rec` (safe from kill -9 once this returns) and queue its commit."""
-        line = rec.to_json().encode() + b"\n"
+        body = rec.to_json()
         with self._jlock:
             if self._fd is None:
                 raise RuntimeError("call recorder is not running")
-            os.write(self._fd, line)
+            os.write(self._fd, body.encode() + b"\n")
             self._pending += 1
-        self._queue.put(rec)
+        self._queue.put((rec, body))
 
     def pending(self) -> int:
         """Records submitted and not committed yet."""
@@ -119,19 +123,21 @@ class CallRecorder:
                 item = self._queue.get(timeout=max(0.0, next_prune - time.monotonic()))
             except queue.Empty:
                 item = None
-            batch: list[CallRecord] = []
+            batch: list[tuple[CallRecord, str]] = []
             if item is _STOP:
                 stopping = True
-            elif isinstance(item, CallRecord):
+            elif isinstance(item, tuple):
                 batch.append(item)
-            while len(batch) < MAX_BATCH:
+            if batch and not stopping and self.batch_delay > 0:
+                time.sleep(self.batch_delay)  # let more arrive: one fsync for them all
+            while len(batch) < MAX_BATCH and not stopping:
                 try:
                     more = self._queue.get_nowait()
                 except queue.Empty:
                     break
                 if more is _STOP:
                     stopping = True
-                elif isinstance(more, CallRecord):
+                elif isinstance(more, tuple):
                     batch.append(more)
             if batch:
                 self._commit(batch)
@@ -139,10 +145,11 @@ class CallRecorder:
                 self._prune()
                 next_prune = time.monotonic() + self.prune_interval
 
-    def _commit(self, batch: list[CallRecord]) -> None:
+    def _commit(self, items: list[tuple[CallRecord, str]]) -> None:
+        batch = [rec for rec, _ in items]
         while True:
             try:
-                self.store.record_many(batch)
+                self.store.record_many(batch, [body for _, body in items])
                 break
             except Exception as exc:  # noqa: BLE001  kept in the journal; try again
                 self.last_error = str(exc)

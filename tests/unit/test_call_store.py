@@ -227,16 +227,16 @@ import gateway.store.calls as calls
 
 store = CallStore({db!r})
 slow = store.record_many
-def record_many(recs):  # an SD card that takes 200 ms per commit
+def record_many(recs, bodies=None):  # an SD card that takes 200 ms per commit
     time.sleep(0.2)
-    return slow(recs)
+    return slow(recs, bodies)
 store.record_many = record_many
 recorder = CallRecorder(store, {journal!r})
 recorder.start()
 for i in range(300):
     recorder.submit(rec(i))
     print(i, flush=True)  # acknowledged: the call would now be forgotten
-    time.sleep(0.001)
+    time.sleep(0.005)
 time.sleep(60)
 """
 
@@ -257,7 +257,7 @@ def test_kill_9_loses_no_acknowledged_record(tmp_path: Path) -> None:
     acked = max([acked, *(int(x) for x in child.stdout.read().split())])
     store = CallStore(db)
     before = store.count()
-    assert before < acked + 1  # the kill did catch commits in flight
+    assert 0 < before < acked + 1  # some committed, the kill caught others in flight
     recorder = CallRecorder(store, journal)
     recorder.start()
     uuids = {r.uuid for r in store.query(limit=None)}
