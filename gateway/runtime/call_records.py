@@ -25,6 +25,7 @@ import logging
 import secrets
 import time
 import uuid
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -163,14 +164,19 @@ class CallRecords:
             return
         attempt_for = getattr(self, "attempt_for", None)
         attempt = attempt_for(port) if attempt_for is not None else None
-        if attempt is not None:
-            tried = attempt.history()
-            last = attempt.failures[-1] if attempt.failures else None
-            from dataclasses import replace
-
-            rec = replace(rec, attempts=tuple(tried),
-                          reason=f"{last.reason} {last.status or ''}".strip()
-                          if last is not None else rec.reason)
+        if attempt is not None and (not attempt.done or attempt.failures):
+            if not attempt.done:  # the caller hung up while the next target was placed
+                cause = CallEnd("local-cancel", "local cancel")
+            else:  # the last target failed without a leg (e.g. no such target)
+                last = attempt.failures[-1]
+                cause = CallEnd(last.reason.replace(" ", "-"), f"{last.reason} "
+                                f"{last.status or ''}".strip(), last.status)
+                if last.status is not None and last.status >= 400 and last.status != 503:
+                    cause = CallEnd("rejected", cause.text, last.status)
+            rec = replace(rec, attempts=tuple(attempt.history()), cause=cause.kind,
+                          reason=cause.text, sip_status=cause.status,
+                          outcome=outcome_for(cause, False),
+                          end=self._wallclock(self.loop.time()))
         self._submit_record(rec)
 
     def _record_unplaced(self, port: Port | None, number: str, cause: CallEnd, now: float,
