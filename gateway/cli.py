@@ -608,7 +608,7 @@ def main(
     err = stderr or sys.stderr
     parser = build_parser()
     try:
-        args = parser.parse_args(argv)
+        args = parser.parse_args(cli_calls.relative_times(argv))  # --since -1h
     except SystemExit as exc:  # --help (0) or a usage error (2)
         return exc.code if isinstance(exc.code, int) else EXIT_USAGE
     factory: ClientFactory = client_factory or ControlClient

@@ -9,6 +9,8 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import sys
+from collections.abc import Sequence
 from typing import Any, Protocol, TextIO
 
 from gateway.store.calls import CSV_FIELDS, OUTCOMES, csv_row
@@ -31,6 +33,22 @@ def add_parsers(sub: Any, common: argparse.ArgumentParser) -> None:
     p.add_argument("--limit", type=int, default=100, metavar="N",
                    help="the newest N calls (default 100, at most 10000)")
     p.add_argument("--csv", action="store_true", help="print CSV (one header row)")
+
+
+def relative_times(argv: Sequence[str] | None) -> list[str]:
+    """``--since -1h`` as ``--since=-1h``: argparse takes "-1h" for an option otherwise."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    out: list[str] = []
+    i = 0
+    while i < len(args):
+        if args[i] in ("--since", "--until") and i + 1 < len(args) \
+                and args[i + 1].startswith("-") and args[i + 1][1:2].isdigit():
+            out.append(f"{args[i]}={args[i + 1]}")
+            i += 2
+            continue
+        out.append(args[i])
+        i += 1
+    return out
 
 
 def request_args(args: argparse.Namespace) -> dict[str, Any]:

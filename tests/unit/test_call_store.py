@@ -14,6 +14,7 @@ import sys
 import time
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -264,3 +265,39 @@ def test_kill_9_loses_no_acknowledged_record(tmp_path: Path) -> None:
     assert {f"uuid-{i}" for i in range(acked + 1)} <= uuids
     assert recorder.replayed == len(uuids) - before
     recorder.close()
+
+
+class _FakeClient:
+    def __init__(self, answer: dict[str, Any]) -> None:
+        self.answer = answer
+        self.requests: list[tuple[str, dict[str, Any]]] = []
+
+    def request(self, cmd: str, **args: Any) -> Any:
+        self.requests.append((cmd, args))
+        return self.answer
+
+
+def _run_cli(argv: list[str], client: _FakeClient) -> str:
+    from gateway.cli import main
+
+    out = io.StringIO()
+    assert main(argv, client_factory=lambda path, timeout: client, stdout=out) == 0
+    return out.getvalue()
+
+
+def test_cli_calls_request_and_exports() -> None:
+    recs = [rec(1).to_dict(), rec(2, outcome="busy", answer=None).to_dict()]
+    client = _FakeClient({"calls": recs, "pending": 0})
+    text = _run_cli(["calls", "--since", "-1h", "--line", "line1", "--outcome", "busy",
+                     "--limit", "5", "--control", "/x"], client)
+    assert client.requests == [("calls", {"since": "-1h", "line": "line1", "outcome": "busy",
+                                          "limit": 5})]
+    lines = text.splitlines()
+    assert lines[0].split()[:3] == ["START", "(UTC)", "FROM"]
+    assert "answered" in lines[1] and "4.30" in lines[1] and "busy" in lines[2]
+    rows = list(csv.DictReader(io.StringIO(_run_cli(["calls", "--csv", "--control", "/x"],
+                                                    client))))
+    assert [r["outcome"] for r in rows] == ["answered", "busy"]
+    assert json.loads(_run_cli(["calls", "--json", "--control", "/x"], client)) == recs
+    assert _run_cli(["calls", "--control", "/x"], _FakeClient({"calls": []})).strip() == \
+        "no calls"
