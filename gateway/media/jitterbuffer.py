@@ -40,6 +40,7 @@ class _Entry:
     seq: int  # extended
     ts: int  # extended
     packet: RtpPacket
+    arrival: float = 0.0
 
 
 class JitterBuffer:
@@ -81,6 +82,9 @@ class JitterBuffer:
         self.resyncs = 0
         self.stretched = 0
         self.trimmed = 0
+        self.delay_current = 0.0  # seconds the last played packet waited in the buffer
+        self._delay_sum = 0.0
+        self.missing = False  # the last slot, while playing, had no packet (conceal it)
         self._clear()
 
     def _clear(self) -> None:
@@ -116,6 +120,17 @@ class JitterBuffer:
             return 0.0
         newest = max(entry.ts for entry in self._packets.values())
         return max(0, newest + self.frame_samples - self._play_ts) / self.clock_rate
+
+    @property
+    def delay_mean(self) -> float:
+        """Mean seconds a played packet waited here: the delay this buffer adds to the call."""
+        return self._delay_sum / self.played if self.played else 0.0
+
+    @property
+    def concealed_fraction(self) -> float:
+        """Share of playout slots with no packet to play (0.0 to 1.0)."""
+        slots = self.played + self.concealed
+        return self.concealed / slots if slots else 0.0
 
     def __len__(self) -> int:
         return len(self._packets)
@@ -170,7 +185,7 @@ class JitterBuffer:
 
         if packet.marker and self.state is PlayoutState.PLAYING and not self._packets:
             self._anchor(now)  # talkspurt start after silence: a cheap moment to re-time
-        self._store(_Entry(seq, ts, packet))
+        self._store(_Entry(seq, ts, packet, now))
         while len(self._packets) > self.capacity:
             self._skip_oldest()
             self.overflow += 1
@@ -187,7 +202,7 @@ class JitterBuffer:
         self.ssrc = ssrc
         self.target_delay = target
         self._update_jitter(packet.timestamp, now)
-        self._store(_Entry(packet.sequence, packet.timestamp, packet))
+        self._store(_Entry(packet.sequence, packet.timestamp, packet, now))
         self._anchor(now)
         return True
 
@@ -262,6 +277,7 @@ class JitterBuffer:
 
     def get_packet(self, now: float) -> RtpPacket | None:
         """Like get(), keeping the header (payload type, marker) for callers that need it."""
+        self.missing = False
         if self.state is PlayoutState.IDLE:
             return None
         if self.state is PlayoutState.BUFFERING:
@@ -286,16 +302,22 @@ class JitterBuffer:
             self._last_played = head.seq
             self._recent.append(head.seq)
             self.played += 1
+            self.delay_current = max(0.0, now - head.arrival)
+            self._delay_sum += self.delay_current
             self._empty_slots = 0
             self._watch_depth()
             return head.packet
 
         self._play_ts += self.frame_samples
         self.concealed += 1
+        self.missing = True
         if not self._packets:
             self._empty_slots += 1
             if self._empty_slots * self.frame_interval >= self.max_delay - 1e-9:
                 self.state = PlayoutState.IDLE  # the sender went quiet; re-anchor when it returns
+                # those empty slots were the end of a talk spurt, not loss: uncount them
+                self.concealed -= self._empty_slots
+                self._empty_slots = 0
         return None
 
     def _watch_depth(self) -> None:

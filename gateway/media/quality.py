@@ -6,12 +6,21 @@ the call record and to Prometheus. All times come in as `now`; nothing here read
 
 from __future__ import annotations
 
+import math
 from collections import deque
 from typing import Final
 
 from gateway.media.rtp import RtpPacket, ts_distance
 
-__all__ = ["ReceiveStats", "mos", "r_factor"]
+__all__ = [
+    "BPL_G711",
+    "BPL_G711_PLC",
+    "ReceiveStats",
+    "delay_impairment",
+    "effective_equipment_impairment",
+    "mos",
+    "r_factor",
+]
 
 MAX_DROPOUT: Final = 3000  # RFC 3550 A.1: a bigger jump forward is a restart, not loss
 MAX_MISORDER: Final = 100  # and a bigger step back is a restart, not reordering
@@ -173,16 +182,92 @@ class ReceiveStats:
         return lost / exp_interval if exp_interval > 0 and lost > 0 else 0.0
 
 
-def r_factor(delay_ms: float, jitter_ms: float, loss_pct: float) -> float:
-    """Simplified G.107 R for G.711: 93.2 less the delay and loss impairments."""
-    effective = delay_ms + 2 * jitter_ms + 10
-    if effective < 160:
-        delay_impairment = effective / 40
-    else:
-        delay_impairment = (effective - 120) / 10
-    loss = max(0.0, loss_pct)
-    loss_impairment = 95 * loss / (loss + 10)
-    return 93.2 - delay_impairment - loss_impairment
+# ITU-T G.107 default values (Table 3), the planning case for a G.711 call through this box
+_SLR, _RLR, _STMR, _LSTR, _DS = 8.0, 2.0, 15.0, 18.0, 3.0
+_TELR, _WEPL, _QDU = 65.0, 110.0, 1.0
+_NC, _NFOR, _PS, _PR = -70.0, -64.0, 35.0, 35.0
+#: G.113 Appendix I packet-loss robustness of G.711 (Ie = 0): without and with concealment
+BPL_G711: Final = 4.3
+BPL_G711_PLC: Final = 25.1
+
+
+def _db_sum(*levels: float) -> float:
+    return 10 * math.log10(sum(10 ** (lv / 10) for lv in levels))
+
+
+def _g107_fixed() -> tuple[float, float, float]:
+    """Ro, Is and No: the parts of R that the defaults fix (signal-to-noise, simultaneous)."""
+    olr = _SLR + _RLR
+    nfo = _NFOR + _RLR
+    pre = _PR + 10 * math.log10(1 + 10 ** ((10 - _LSTR) / 10))
+    nor = _RLR - 121 + pre + 0.008 * (pre - 35) ** 2
+    nos = _PS - _SLR - _DS - 100 + 0.004 * (_PS - olr - _DS - 14) ** 2
+    no = _db_sum(_NC, nos, nor, nfo)
+    ro = 15 - 1.5 * (_SLR + no)
+    xolr = olr + 0.2 * (64 + no - _RLR)
+    iolr = 20 * ((1 + (xolr / 8) ** 8) ** (1 / 8) - xolr / 8)
+    q = 37 - 15 * math.log10(_QDU)
+    g = 1.07 + 0.258 * q + 0.0602 * q**2
+    y = (ro - 100) / 15 + 46 / 8.4 - g / 9
+    z = 46 / 30 - g / 40
+    iq = 15 * math.log10(1 + 10**y + 10**z)
+    return ro, iolr + iq, no
+
+
+_RO, _IS_NO_SIDETONE, _NO = _g107_fixed()
+
+
+def _sidetone_impairment(t: float) -> float:
+    stmro = -10 * math.log10(10 ** (-_STMR / 10) + math.exp(-t / 4) * 10 ** (-_TELR / 10))
+    return (12 * (1 + ((stmro - 13) / 6) ** 8) ** (1 / 8)
+            - 28 * (1 + ((stmro + 1) / 19.4) ** 35) ** (1 / 35)
+            - 13 * (1 + ((stmro - 3) / 33) ** 13) ** (1 / 13) + 29)
+
+
+def delay_impairment(ta: float, t: float | None = None, tr: float | None = None) -> float:
+    """G.107 Id (talker echo + listener echo + absolute delay) for one-way delays in ms.
+
+    ``t`` (talker echo path) defaults to ``ta`` and ``tr`` (listener echo loop) to 2·t; the
+    echo loss is the default TELR 65 dB, which is what a working echo canceller leaves.
+    """
+    t = ta if t is None else t
+    tr = 2 * t if tr is None else tr
+    terv = _TELR - 40 * math.log10((1 + t / 10) / (1 + t / 150)) + 6 * math.exp(-0.3 * t**2)
+    roe = -1.5 * (_NO - _RLR)
+    re = 80 + 2.5 * (terv - 14)
+    idte = ((roe - re) / 2 + math.sqrt((roe - re) ** 2 / 4 + 100) - 1) * (1 - math.exp(-t))
+    rle = 10.5 * (_WEPL + 7) * (tr + 1) ** -0.25
+    idle = (_RO - rle) / 2 + math.sqrt((_RO - rle) ** 2 / 4 + 169)
+    idd = 0.0
+    if ta > 100:
+        x = math.log10(ta / 100) / math.log10(2)
+        idd = 25 * ((1 + x**6) ** (1 / 6) - 3 * (1 + (x / 3) ** 6) ** (1 / 6) + 2)
+    return idte + idle + idd
+
+
+def effective_equipment_impairment(
+    loss_pct: float, *, ie: float = 0.0, bpl: float = BPL_G711_PLC, burst_r: float = 1.0
+) -> float:
+    """G.107 Ie,eff = Ie + (95 − Ie)·Ppl/(Ppl/BurstR + Bpl); random loss has BurstR 1."""
+    ppl = max(0.0, loss_pct)
+    return ie + (95 - ie) * ppl / (ppl / burst_r + bpl)
+
+
+def r_factor(
+    delay_ms: float, loss_pct: float, *, plc: bool = True, burst_r: float = 1.0
+) -> float:
+    """G.107 transmission rating R for a G.711 call (G.113 Appendix I: Ie 0, Bpl 4.3/25.1).
+
+    ``delay_ms`` is the one-way mouth-to-ear delay (network, packetisation, jitter buffer):
+    a jitter buffer turns jitter into delay and late loss, so jitter enters only through
+    them. ``loss_pct`` is every packet not played: lost on the way or discarded late.
+    Every other G.107 parameter has its default value, which gives 93.2 for no delay.
+    """
+    ta = max(0.0, delay_ms)
+    is_ = _IS_NO_SIDETONE + _sidetone_impairment(ta)
+    bpl = BPL_G711_PLC if plc else BPL_G711
+    ie_eff = effective_equipment_impairment(loss_pct, bpl=bpl, burst_r=burst_r)
+    return _RO - is_ - delay_impairment(ta) - ie_eff
 
 
 def mos(r: float) -> float:

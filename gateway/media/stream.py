@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import Final, Literal, get_args
 
 from gateway.dsp import FRAME_BYTES, FRAME_SAMPLES, SAMPLE_RATE, SILENCE_FRAME, g711
+from gateway.dsp.plc import Concealer
 from gateway.media import secure
 from gateway.media.jitterbuffer import JitterBuffer
 from gateway.media.quality import ReceiveStats, mos, r_factor
@@ -95,6 +96,7 @@ class MediaStream:
         self._dtmf_rx = DtmfReceiver(clock_rate=SAMPLE_RATE)
         self._jitter = JitterBuffer(frame_interval=FRAME_INTERVAL, clock_rate=SAMPLE_RATE)
         self._rx_stats = ReceiveStats(SAMPLE_RATE)
+        self._plc = Concealer()
         self._remote = remote_addr
         self._latch = latch
         self._latched = False  # a first packet has fixed (or confirmed) the peer's address
@@ -497,14 +499,18 @@ class MediaStream:
     def pull_frame(self, now: float) -> bytes:
         """The 20 ms earpiece frame for this slot; silence when nothing arrived in time."""
         packet = self._jitter.get_packet(now)
-        if packet is None or not self._receiving():
+        if not self._receiving():
             return SILENCE_FRAME
+        if packet is None:
+            # a slot with no packet while playing is a loss: conceal it (fade, then comfort
+            # silence); before playout starts or after the sender went quiet it is silence
+            return self._plc.conceal() if self._jitter.missing else SILENCE_FRAME
         pcm = g711.decode(packet.payload, self._codec)
         if len(pcm) != FRAME_BYTES:
             # the peer packetises at another ptime; keep the frame size the rest of us expect
             self.frames_resized += 1
             pcm = pcm[:FRAME_BYTES].ljust(FRAME_BYTES, b"\x00")
-        return pcm
+        return self._plc.good(pcm)
 
     # ----------------------------------------------------------------- figures
 
@@ -513,13 +519,29 @@ class MediaStream:
         rx = self._rx_stats if self._rx_stats.ssrc is not None else None
         return self._rtcp.stats(rx)
 
+    def quality(self) -> dict[str, float]:
+        """E-model R and MOS (G.107, G.711 with concealment) from what this call measured.
+
+        One-way delay: half the RTCP round trip (when the peer's reports gave one), plus
+        packetisation (one frame) and the mean wait in our jitter buffer. Loss: packets
+        RTCP counts as lost plus those that came too late to play.
+        """
+        rx = self._rx_stats
+        jb = self._jitter
+        rtt = self._rtcp.remote.rtt_ms
+        delay_ms = (rtt / 2 if rtt is not None else 0.0) + 1000 * (
+            FRAME_INTERVAL + jb.delay_mean)
+        expected = rx.expected
+        loss_pct = 100 * min(1.0, (rx.lost + jb.late) / expected) if expected else 0.0
+        r = r_factor(delay_ms, loss_pct, plc=True)
+        return {"r_factor": r, "mos": mos(r), "one_way_delay_ms": delay_ms,
+                "effective_loss_pct": loss_pct}
+
     def stats(self) -> dict[str, float | int]:
         """Counters and quality figures for the call record, `branchline status` and metrics."""
         rx = self._rx_stats
         jb = self._jitter
-        # one-way delay we can see locally: packetisation plus playout buffering
-        delay_ms = 1000 * (FRAME_INTERVAL + jb.target_delay)
-        r = r_factor(delay_ms, rx.jitter_ms, 100 * rx.loss_fraction)
+        q = self.quality()
         return {
             "packets_sent": self.packets_sent,
             "bytes_sent": self.bytes_sent,
@@ -531,10 +553,15 @@ class MediaStream:
             "duplicates": rx.duplicates,
             "late": jb.late,
             "jitter_ms": rx.jitter_ms,
-            "r_factor": r,
-            "mos": mos(r),
+            "r_factor": q["r_factor"],
+            "mos": q["mos"],
+            "one_way_delay_ms": q["one_way_delay_ms"],
+            "effective_loss_pct": q["effective_loss_pct"],
             "playout_delay_ms": 1000 * jb.target_delay,
+            "jb_delay_mean_ms": 1000 * jb.delay_mean,
+            "jb_delay_current_ms": 1000 * jb.delay_current,
             "concealed_frames": jb.concealed,
+            "concealed_pct": 100 * jb.concealed_fraction,
             "dropped_malformed": self.dropped_malformed,
             "wrong_payload_type": self.wrong_payload_type,
             "dropped_direction": self.dropped_direction,

@@ -4,7 +4,15 @@ from __future__ import annotations
 
 import pytest
 
-from gateway.media.quality import ReceiveStats, mos, r_factor
+from gateway.media.quality import (
+    BPL_G711,
+    BPL_G711_PLC,
+    ReceiveStats,
+    delay_impairment,
+    effective_equipment_impairment,
+    mos,
+    r_factor,
+)
 from gateway.media.rtp import RtpPacket
 
 
@@ -104,13 +112,33 @@ def test_interval_fraction_lost_resets_each_report() -> None:
     assert st.interval_fraction_lost() == 0.0
 
 
-def test_r_factor_matches_the_g107_sketch() -> None:
-    assert r_factor(0, 0, 0) == pytest.approx(93.2 - 10 / 40)
-    assert r_factor(150, 0, 0) == pytest.approx(93.2 - 4.0)  # d = 160: both branches agree
-    assert r_factor(100, 20, 0) == pytest.approx(93.2 - (150 / 40))
-    assert r_factor(200, 25, 0) == pytest.approx(93.2 - (260 - 120) / 10)
-    assert r_factor(0, 0, 1.0) == pytest.approx(93.2 - 0.25 - 95 / 11)
-    assert r_factor(40, 0, 5.0) < r_factor(40, 0, 1.0) < r_factor(40, 0, 0.0)
+def test_r_factor_at_the_g107_default_values_is_93_2() -> None:
+    # G.107 with every parameter at its default: Ro 94.77, Is 1.41, Id 0.15, R 93.2
+    assert r_factor(0, 0) == pytest.approx(93.2, abs=0.01)
+    assert delay_impairment(0) == pytest.approx(0.15, abs=0.01)
+
+
+def test_absolute_delay_impairment_follows_g107_idd() -> None:
+    # Idd is 0 up to Ta = 100 ms; at Ta = 200 ms X = 1: 25((2)^(1/6) - 3(1 + 3^-6)^(1/6) + 2)
+    idle_only = delay_impairment(100, t=0, tr=0)
+    assert idle_only == pytest.approx(delay_impairment(0), abs=1e-9)
+    idd_200 = 25 * (2 ** (1 / 6) - 3 * (1 + 3 ** -6) ** (1 / 6) + 2)
+    assert delay_impairment(200, t=0, tr=0) - idle_only == pytest.approx(idd_200, abs=1e-6)
+    assert idd_200 == pytest.approx(3.04, abs=0.01)
+    # more delay never rates better, and past G.114's 150 ms it falls quickly
+    rs = [r_factor(d, 0) for d in range(0, 401, 25)]
+    assert rs == sorted(rs, reverse=True)
+    assert r_factor(150, 0) - r_factor(300, 0) > 15
+
+
+def test_loss_uses_g113_g711_bpl_with_and_without_concealment() -> None:
+    assert effective_equipment_impairment(2.0) == pytest.approx(95 * 2 / 27.1)
+    assert effective_equipment_impairment(2.0, bpl=BPL_G711) == pytest.approx(95 * 2 / 6.3)
+    assert BPL_G711_PLC == 25.1 and BPL_G711 == 4.3
+    assert r_factor(0, 3.0) == pytest.approx(93.2 - 95 * 3 / 28.1, abs=0.01)
+    assert r_factor(0, 3.0, plc=False) == pytest.approx(93.2 - 95 * 3 / 7.3, abs=0.01)
+    # bursty loss (BurstR 2) hurts more than random loss of the same rate
+    assert r_factor(0, 3.0, burst_r=2.0) < r_factor(0, 3.0)
 
 
 def test_mos_mapping() -> None:
