@@ -222,6 +222,8 @@ class CallRecords:
                     "jitter_ms": round(float(stats["jitter_ms"]), 2),
                     "r_factor": round(float(stats["r_factor"]), 1),
                     "mos": round(float(stats["mos"]), 2),
+                    "jb_delay_ms": round(float(stats.get("jb_delay_mean_ms", 0.0)), 1),
+                    "concealed_pct": round(float(stats.get("concealed_pct", 0.0)), 2),
                 }
             media["packets_received"] = int(stats.get("packets_received", 0))
             media["packets_sent"] = int(stats.get("packets_sent", 0))

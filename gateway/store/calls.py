@@ -140,6 +140,8 @@ class CallRecord:
     jitter_ms: float | None = None
     mos: float | None = None
     r_factor: float | None = None
+    jb_delay_ms: float | None = None  # mean wait in the jitter buffer
+    concealed_pct: float | None = None  # share of playout slots filled by concealment
     packets_received: int = 0
     packets_sent: int = 0
 
