@@ -112,6 +112,16 @@ class CallRecords:
             self._call_counts = counts
         return counts
 
+    def records_status(self) -> dict[str, Any]:
+        """For `branchline status`: the store's state, and calls by outcome since start."""
+        recorder, held = self._records_state()
+        if recorder is None:
+            return {"open": False, "by_outcome": dict(self.call_counts)}
+        return {"open": True, "committed": recorder.committed, "pending": recorder.pending(),
+                "recovered": recorder.replayed, "pruned": recorder.pruned,
+                "last_error": recorder.last_error or None, "held": len(held),
+                "by_outcome": dict(self.call_counts)}
+
     def _wallclock(self, t: float) -> float:
         return t + (time.time() - self.loop.time())
 

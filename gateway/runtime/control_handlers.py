@@ -82,6 +82,7 @@ def status(gw: Gateway) -> dict[str, Any]:
         "process": process_info(),
         # The call push: queue depth, last error and success (never the token).
         "push": pusher.status() if pusher is not None else None,
+        "call_records": gw.records_status(),  # committed/pending, last store error
         # Reloads: counts, lines waiting to take new settings, the last result.
         "reload": gw.reloader.status() if gw.reloader is not None else None,
     }

@@ -278,6 +278,11 @@ def test_every_way_a_call_ends_writes_one_record(rig: Rig) -> None:
                              check=True)
         assert "busy" in out.stdout and "rejected 486 Busy Here" in out.stdout
 
+        status = gw.status()["call_records"]
+        assert status["by_outcome"] == {"answered": 4, "busy": 1, "cancelled": 1,
+                                        "failed": 1, "no-answer": 0, "rejected": 0}
+        assert (status["committed"], status["pending"], status["last_error"]) == (7, 0, None)
+
         # 8. The daemon stops in the middle of a call.
         dial(gw, "302")
         wait_state(gw, "connected")
