@@ -21,13 +21,14 @@ from gateway.config.survivable import DEFAULT_MEDIA_TIMEOUT, health_dict, surviv
 from gateway.config.survivable import EmergencySettings as EmergencySettings  # re-exported
 from gateway.config.survivable import PhoneConfig as PhoneConfig  # re-exported
 from gateway.config.survivable import RegistrarSettings as RegistrarSettings  # re-exported
+from gateway.dsp.tones import countries as _tone_countries
 from gateway.routing.health import HealthSettings as HealthSettings  # re-exported
 from gateway.routing.targets import TARGET_PATTERN as _ROUTE_TARGET_PATTERN
 from gateway.sip.auth import SERVER_ALGORITHMS
 
 # --- choices, ranges and defaults -------------------------------------------------------
 
-COUNTRIES: tuple[str, ...] = ("US", "UK", "DE", "FR")
+COUNTRIES: tuple[str, ...] = _tone_countries()  # the tone profile table is the list
 LOG_LEVELS: tuple[str, ...] = ("debug", "info", "warning", "error")
 CODECS: tuple[str, ...] = ("PCMU", "PCMA")
 DTMF_MODES: tuple[str, ...] = ("rfc4733", "inband")

@@ -1,7 +1,8 @@
 """Call-progress tones and ring cadences per country, and a frame-by-frame tone generator.
 
-Profiles are plain data so that adding a country is a table edit, not code. Values are
-the commonly published ones (ITU-T E.180 Supplement 2 is the reference).
+Profiles are plain data (``tone_profiles.toml`` beside this module) so that adding a
+country is a table edit, not code; the config's list of countries is this table's. Each
+profile names its source (the national specification, ITU-T E.180 Supplement 2).
 
 Levels are in dBFS as defined in :mod:`gateway.dsp.analysis` (RMS relative to a
 full-scale square wave, so a full-scale sine is -3.01 dBFS). G.711 puts a full-scale
@@ -13,7 +14,8 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Literal
+from importlib import resources
+from typing import TYPE_CHECKING, Any, Literal
 
 from gateway.dsp import FRAME_SAMPLES, SAMPLE_RATE
 
@@ -87,6 +89,10 @@ class ToneProfile:
     call_waiting: ToneSpec
     ring_cadence: tuple[float, ...]
     ring_hz: float = 20.0
+    callerid: str = "bellcore"
+    """Default on-hook caller ID method (a name in :data:`gateway.dsp.callerid.METHODS`)."""
+    source: str = ""
+    """Where the values come from (national specification, ITU-T E.180 Suppl. 2)."""
     extra: dict[str, ToneSpec] = field(default_factory=dict)
 
     @property
@@ -120,59 +126,62 @@ class ToneProfile:
             ) from None
 
 
-def _stutter(freqs: tuple[float, ...]) -> ToneSpec:
-    # Telcordia practice: ten 0.1 s on / 0.1 s off flicks, then steady dial tone.
-    return ToneSpec(freqs, (0.1, 0.1), cycles=10, after_cycles="on")
+_DATA_FILE = "tone_profiles.toml"
+_TONE_NAMES = ("dial", "ringback", "busy", "reorder", "call_waiting", "stutter")
 
 
-_PROFILES: dict[str, ToneProfile] = {
-    "US": ToneProfile(
-        country="US",
-        dial=ToneSpec((350.0, 440.0)),
-        ringback=ToneSpec((440.0, 480.0), (2.0, 4.0)),
-        busy=ToneSpec((480.0, 620.0), (0.5, 0.5)),
-        reorder=ToneSpec((480.0, 620.0), (0.25, 0.25)),
-        stutter=_stutter((350.0, 440.0)),
-        call_waiting=ToneSpec((440.0,), (0.3, 9.7)),
-        ring_cadence=(2.0, 4.0),
-        ring_hz=20.0,
-    ),
-    "UK": ToneProfile(
-        country="UK",
-        dial=ToneSpec((350.0, 440.0)),
-        ringback=ToneSpec((400.0, 450.0), (0.4, 0.2, 0.4, 2.0)),
-        busy=ToneSpec((400.0,), (0.375, 0.375)),
-        reorder=ToneSpec((400.0,), (0.4, 0.35, 0.225, 0.525)),
-        # BT's message-waiting dial tone alternates 350+440 with 440 alone every 0.75 s;
-        # a single ToneSpec cannot change frequencies, so the 440-alone half is silent.
-        stutter=ToneSpec((350.0, 440.0), (0.75, 0.75)),
-        call_waiting=ToneSpec((400.0,), (0.1, 4.0)),
-        ring_cadence=(0.4, 0.2, 0.4, 2.0),
-        ring_hz=25.0,
-    ),
-    "DE": ToneProfile(
-        country="DE",
-        dial=ToneSpec((425.0,)),
-        ringback=ToneSpec((425.0,), (1.0, 4.0)),
-        busy=ToneSpec((425.0,), (0.48, 0.48)),
-        reorder=ToneSpec((425.0,), (0.24, 0.24)),
-        stutter=_stutter((425.0,)),
-        call_waiting=ToneSpec((425.0,), (0.2, 0.2, 0.2, 5.0)),
-        ring_cadence=(1.0, 4.0),
-        ring_hz=25.0,
-    ),
-    "FR": ToneProfile(
-        country="FR",
-        dial=ToneSpec((440.0,)),
-        ringback=ToneSpec((440.0,), (1.5, 3.5)),
-        busy=ToneSpec((440.0,), (0.5, 0.5)),
-        reorder=ToneSpec((440.0,), (0.25, 0.25)),
-        stutter=_stutter((440.0,)),
-        call_waiting=ToneSpec((440.0,), (0.3, 10.0)),
-        ring_cadence=(1.5, 3.5),
-        ring_hz=50.0,
-    ),
-}
+def _spec(country: str, name: str, raw: Any) -> ToneSpec:
+    where = f"{_DATA_FILE} [{country}].{name}"
+    if not isinstance(raw, dict):
+        raise ValueError(f"{where}: expected a table with 'hz'")
+    unknown = set(raw) - {"hz", "cadence", "cycles", "after", "level"}
+    if unknown:
+        raise ValueError(f"{where}: unknown keys {sorted(unknown)}")
+    if "hz" not in raw:
+        raise ValueError(f"{where}: expected a table with 'hz'")
+    after = raw.get("after", "off")
+    if after not in ("on", "off"):
+        raise ValueError(f"{where}.after: expected 'on' or 'off', got {after!r}")
+    level = raw.get("level")
+    return ToneSpec(
+        tuple(float(f) for f in raw["hz"]),
+        tuple(float(d) for d in raw.get("cadence", ())),
+        DEFAULT_LEVEL_DBFS if level is None else dbm0_to_dbfs(float(level)),
+        int(raw.get("cycles", 0)),
+        "on" if after == "on" else "off",
+    )
+
+
+def _profile(country: str, raw: dict[str, Any]) -> ToneProfile:
+    missing = [k for k in (*_TONE_NAMES, "ring", "ring_hz", "source", "callerid") if k not in raw]
+    if missing:
+        raise ValueError(f"{_DATA_FILE} [{country}]: missing {', '.join(missing)}")
+    tones = {name: _spec(country, name, raw[name]) for name in _TONE_NAMES}
+    return ToneProfile(
+        country=country,
+        dial=tones["dial"],
+        ringback=tones["ringback"],
+        busy=tones["busy"],
+        reorder=tones["reorder"],
+        stutter=tones["stutter"],
+        call_waiting=tones["call_waiting"],
+        ring_cadence=tuple(float(d) for d in raw["ring"]),
+        ring_hz=float(raw["ring_hz"]),
+        callerid=str(raw["callerid"]),
+        source=str(raw["source"]),
+    )
+
+
+def load_profiles(text: str | None = None) -> dict[str, ToneProfile]:
+    """Parse the profile table (the packaged data file unless ``text`` is given)."""
+    import tomllib
+
+    if text is None:
+        text = resources.files("gateway.dsp").joinpath(_DATA_FILE).read_text("utf-8")
+    return {c.upper(): _profile(c.upper(), raw) for c, raw in tomllib.loads(text).items()}
+
+
+_PROFILES: dict[str, ToneProfile] = load_profiles()
 
 _ALIASES = {"GB": "UK", "USA": "US", "CA": "US", "DEU": "DE", "FRA": "FR"}
 
