@@ -13,6 +13,14 @@ and, by parabolic interpolation of the log magnitudes, its actual frequency. A b
 nominal, carry most of the block's energy, meet the twist limits and the block is
 stationary (its two halves have similar energy, so tone edges do not count).
 
+The share-of-energy test does the work of the classic second-harmonic and relative-energy
+checks at once: a voiced sound that puts a harmonic near a row and a column frequency also
+has its fundamental and other harmonics in the block, so the two components fall well
+short of 75 % of its energy. Five consecutive hit blocks of one digit (about 40 ms), whose
+summed component powers meet the twist limits, report it; seven misses (35 ms) end it, so
+a 10 ms dropout does not split a press and a 40 ms gap does. `DtmfDetector.ended` gives
+each press's length, for the RFC 4733 event or SIP INFO that carries it on.
+
 Quiet audio (no sample loud enough to be one component at the minimum level) cannot hold a
 digit. It is recognised in pure Python, so a line that is off hook but silent, the usual
 state of every line between key presses, runs no numpy and does not even load it.
@@ -23,6 +31,7 @@ from __future__ import annotations
 import math
 import sys
 from array import array
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from gateway.dsp import SAMPLE_RATE
@@ -46,15 +55,21 @@ BLOCK = 160
 HOP = 40
 """Decision interval in samples (5 ms)."""
 HITS_TO_REPORT = 5
-"""Consecutive hit blocks before a digit is reported (about 35-40 ms of tone)."""
-MISSES_TO_RELEASE = 3
-"""Consecutive non-hit blocks that end a digit; shorter dropouts are bridged."""
+"""Consecutive hit blocks before a digit is reported (about 40 ms of tone: 20 ms window
+plus four 5 ms hops). Tones of 23 ms or less never make five."""
+MISSES_TO_RELEASE = 7
+"""Consecutive non-hit blocks that end a digit (35 ms). A dropout of 10 ms spoils at most
+six blocks and is bridged; a 40 ms gap spoils at least nine and separates two presses."""
 FREQ_TOLERANCE = 0.025
 """Accept a component within +-2.5 % (between Q.24's 1.5 % accept and 3.5 % reject)."""
-NORMAL_TWIST_DB = 8.5
-"""High group may exceed low group by this much (8 dB plus measurement margin)."""
-REVERSE_TWIST_DB = 4.5
-"""Low group may exceed high group by this much (4 dB plus measurement margin)."""
+NORMAL_TWIST_DB = 9.0
+"""High group may exceed low group by this much: 8 dB plus a 1 dB margin for noise. The
+twist is judged on the power summed over the blocks that confirm the digit (40 ms), so
+at 15 dB SNR it wanders by a few tenths of a dB, not by the +-1 dB of a single block."""
+REVERSE_TWIST_DB = 5.0
+"""Low group may exceed high group by this much (4 dB plus the same margin)."""
+BLOCK_TWIST_MARGIN_DB = 2.0
+"""A single block may exceed the twist limits by this much; the sum must not."""
 MIN_LEVEL_DBFS = -40.0
 """Each component must be at least this loud (about -34 dBm0)."""
 MIN_ENERGY_FRACTION = 0.75
@@ -178,10 +193,27 @@ def peak(pcm: bytes) -> int:
     return max(max(samples), -min(samples))
 
 
+_Hit = tuple[str, float, float]
+"""A block that holds a digit: (digit, row component power, column component power)."""
+
+
+@dataclass(frozen=True)
+class DigitEnded:
+    """A reported digit stopped sounding; `duration_ms` is how long it sounded in all."""
+
+    digit: str
+    duration_ms: int
+
+
 class DtmfDetector:
-    """Feeds on PCM frames and reports each key press once.
+    """Feeds on PCM frames and reports each key press once, and its end with its length.
 
     Pure: no clock, time is the sample count. Feed any number of bytes at a time.
+
+    State machine: a candidate needs HITS_TO_REPORT consecutive blocks of the same digit
+    whose summed row and column powers meet the twist limits; it is then reported (once)
+    and held until MISSES_TO_RELEASE consecutive blocks without it. The press lasted from
+    the start of its first hit block to the end of its last one, which `ended()` gives.
     """
 
     def __init__(self) -> None:
@@ -193,8 +225,13 @@ class DtmfDetector:
         self._current: str | None = None  # digit being held
         self._candidate: str | None = None
         self._hits = 0
+        self._row_power = 0.0  # summed over the candidate's hit blocks
+        self._col_power = 0.0
+        self._first_hit = 0  # stream index of the first hit block's first sample
+        self._last_hit = 0  # stream index just past the last hit block of the held digit
         self._misses = 0
         self._pos = 0  # stream index of self._buf[0]
+        self._ended: list[DigitEnded] = []
         self.last_digit_at: float | None = None
         """Stream time (s since the first sample fed) at which the last digit was confirmed."""
 
@@ -202,6 +239,11 @@ class DtmfDetector:
     def in_digit(self) -> str | None:
         """The digit currently sounding (already reported), or None."""
         return self._current
+
+    def ended(self) -> list[DigitEnded]:
+        """The reported digits that have stopped sounding since the last call, in order."""
+        out, self._ended = self._ended, []
+        return out
 
     def feed(self, frame: bytes) -> list[str]:
         """Add PCM (S16LE); return the digits whose press completed detection now."""
@@ -216,30 +258,38 @@ class DtmfDetector:
         consumed = nblocks * HOP
         covered = buf[: 2 * ((nblocks - 1) * HOP + BLOCK)]
         self._buf = buf[2 * consumed :]
-        hits: list[str | None]
+        hits: list[_Hit | None]
         if peak(covered) < _QUIET_PEAK:
             # Quiet audio (most of every call): no sample reaches the peak of one DTMF
             # component at the minimum level, so no block can hold a digit.
+            if self._current is None and self._candidate is None:
+                self._pos += consumed
+                return []
             hits = [None] * nblocks
         else:
             hits = self._classify_blocks(_blocks(covered, nblocks))
         out: list[str] = []
         for i, hit in enumerate(hits):
-            digit = self._step(hit)
+            digit = self._step(hit, self._pos + i * HOP)
             if digit is not None:
                 out.append(digit)
                 self.last_digit_at = (self._pos + i * HOP + BLOCK) / SAMPLE_RATE
         self._pos += consumed
         return out
 
-    def _step(self, hit: str | None) -> str | None:
+    def _step(self, hit: _Hit | None, start: int) -> str | None:
+        """One block (starting at stream sample `start`) through the state machine."""
         if self._current is not None:
-            if hit == self._current:
+            if hit is not None and hit[0] == self._current:
                 self._misses = 0
+                self._last_hit = start + BLOCK
                 return None
             self._misses += 1
             if self._misses < MISSES_TO_RELEASE:
                 return None
+            # edge blocks that only half overlap the tone still hit: one hop too long
+            ms = round((self._last_hit - self._first_hit - HOP) * 1000 / SAMPLE_RATE)
+            self._ended.append(DigitEnded(self._current, ms))
             self._current = None
             self._misses = 0
             self._candidate = None
@@ -248,21 +298,34 @@ class DtmfDetector:
             self._candidate = None
             self._hits = 0
             return None
-        if hit == self._candidate:
+        digit, pr, pc = hit
+        if digit == self._candidate:
             self._hits += 1
+            self._row_power += pr
+            self._col_power += pc
         else:
-            self._candidate = hit
+            self._candidate = digit
             self._hits = 1
-        if self._hits >= HITS_TO_REPORT:
-            self._current = hit
-            self._candidate = None
-            self._hits = 0
-            self._misses = 0
-            return hit
-        return None
+            self._row_power, self._col_power = pr, pc
+            self._first_hit = start
+        if self._hits < HITS_TO_REPORT:
+            return None
+        twist = 10.0 * math.log10(self._col_power / self._row_power)
+        if twist > NORMAL_TWIST_DB or -twist > REVERSE_TWIST_DB:
+            # out of limits on the whole: slide the window on rather than report
+            self._hits -= 1
+            self._row_power -= self._row_power / HITS_TO_REPORT
+            self._col_power -= self._col_power / HITS_TO_REPORT
+            return None
+        self._current = digit
+        self._last_hit = start + BLOCK
+        self._candidate = None
+        self._hits = 0
+        self._misses = 0
+        return digit
 
     @staticmethod
-    def _classify_blocks(blocks: npt.NDArray[np.float64]) -> list[str | None]:
+    def _classify_blocks(blocks: npt.NDArray[np.float64]) -> list[_Hit | None]:
         import numpy as np
 
         comb = _basis()
@@ -274,7 +337,7 @@ class DtmfDetector:
         e2 = np.sum(blocks[:, half:] ** 2, axis=1)
         peak = power.max(axis=2)  # (blocks, 8)
         centre = power[:, :, 3]
-        out: list[str | None] = []
+        out: list[_Hit | None] = []
         min_power = _FULL_SCALE_POWER * 10.0 ** (MIN_LEVEL_DBFS / 10.0)
         for b in range(len(blocks)):
             if total[b] <= 0.0 or min(e1[b], e2[b]) <= 0.0:
@@ -290,7 +353,8 @@ class DtmfDetector:
                 out.append(None)
                 continue
             twist = 10.0 * math.log10(pc / pr)
-            if twist > NORMAL_TWIST_DB or -twist > REVERSE_TWIST_DB:
+            if (twist > NORMAL_TWIST_DB + BLOCK_TWIST_MARGIN_DB
+                    or -twist > REVERSE_TWIST_DB + BLOCK_TWIST_MARGIN_DB):
                 out.append(None)
                 continue
             if (pr + pc) < MIN_ENERGY_FRACTION * float(total[b]):
@@ -305,7 +369,7 @@ class DtmfDetector:
             if not (_in_tolerance(power[b, r]) and _in_tolerance(power[b, c])):
                 out.append(None)
                 continue
-            out.append(KEYS[r][c - 4])
+            out.append((KEYS[r][c - 4], pr, pc))
         return out
 
 
