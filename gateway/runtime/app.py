@@ -39,6 +39,7 @@ from gateway.runtime.modem import ModemDriver
 from gateway.runtime.modem_setup import StoredPinMemory
 from gateway.runtime.phones import PhoneCalls
 from gateway.runtime.ports import LinePort, Port
+from gateway.runtime.push import Pusher, start_push
 from gateway.runtime.reload import Reloader, line_idle, reloader_of
 from gateway.runtime.resolver import SipResolver
 from gateway.runtime.sip_calls import Call, Registration, SipCalls
@@ -100,6 +101,7 @@ class Gateway(FailoverCalls, MediaWatchCalls, SipCalls, GsmCalls, PhoneCalls, Ca
         self._tasks: set[asyncio.Task[Any]] = set()
         self.stopped = asyncio.Event()
         self.call_recorder: CallRecorder | None = None  # call records (gateway/store/calls.py)
+        self.pusher: Pusher | None = None  # finished calls POSTed to push.url (runtime/push.py)
         # `branchline reload` / SIGHUP (gateway/runtime/reload.py): the file to read again,
         # the command line's overrides of it, and the reloader once used.
         self.config_path: str | None = None
@@ -115,6 +117,7 @@ class Gateway(FailoverCalls, MediaWatchCalls, SipCalls, GsmCalls, PhoneCalls, Ca
         instance_id = self.instance_id = load_or_create_instance_id(state_dir)
         # Before any call: a crash's journal is replayed, retention runs (then hourly).
         self.call_recorder = await asyncio.to_thread(open_recorder, cfg)
+        self.pusher = start_push(cfg, self.call_recorder, self.loop)  # drains the outbox
         listen = cfg.sip.listen
         self.resolver = SipResolver([(d.host, d.port) for d in cfg.sip.dns_servers])
         self.edge = build_edge(cfg, trunk_limits=trunk_limits(cfg.trunks),
@@ -376,6 +379,8 @@ class Gateway(FailoverCalls, MediaWatchCalls, SipCalls, GsmCalls, PhoneCalls, Ca
             await self.local_registrar.close()  # bindings survive the restart
         if self.sip is not None:
             await self.sip.close()
+        if self.pusher is not None:  # a POST in progress stays queued for the next start
+            await self.pusher.stop()
         if self.call_recorder is not None:  # every call ended above: commit their records
             await asyncio.to_thread(self.call_recorder.close)
             self.call_recorder.store.close()

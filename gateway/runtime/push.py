@@ -63,15 +63,15 @@ OutboxRow = tuple[int, str, str, int]  # (id, record uuid, JSON text, attempts s
 class Outbox(Protocol):
     """What the pusher needs from the call-record store (gateway.store.calls.CallStore)."""
 
-    def outbox_next(self, now: float, limit: int) -> Sequence[OutboxRow]: ...
+    def outbox_next(self, now: float, limit: int, /) -> Sequence[OutboxRow]: ...
 
-    def outbox_done(self, id: int) -> None: ...
+    def outbox_done(self, row_id: int, /) -> None: ...
 
-    def outbox_retry(self, id: int, error: str, next_at: float) -> None: ...
+    def outbox_retry(self, row_id: int, error: str, next_at: float, /) -> None: ...
 
     def outbox_depth(self) -> int: ...
 
-    def outbox_drop_oldest(self, n: int) -> Any: ...
+    def outbox_drop_oldest(self, n: int, /) -> Any: ...
 
 
 @dataclass(frozen=True)
@@ -406,12 +406,15 @@ def start_push(config: Any, recorder: Any, loop: asyncio.AbstractEventLoop) -> P
             log.warning("push: configured, but there is no call-record store to drain")
         return None
     previous = getattr(recorder, "on_committed", None)
+    # After a reload the hook is an earlier pusher's: chain what was there before it.
+    previous = getattr(previous, "before_push", previous)
 
     def committed(batch: Any) -> None:
         if previous is not None:
             previous(batch)
         pusher.wake()
 
+    committed.before_push = previous  # type: ignore[attr-defined]
     recorder.on_committed = committed
     pusher.start(loop)
     log.info("push: finished calls go to %s", public_url(pusher.url))

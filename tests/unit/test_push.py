@@ -99,7 +99,7 @@ def receiver() -> Any:
     r.stop()
 
 
-def pusher(store: Outbox, url: str, clock: Clock, **kw: Any) -> Pusher:
+def pusher(store: Any, url: str, clock: Clock, **kw: Any) -> Pusher:
     kw.setdefault("rand", lambda: 0.5)  # no jitter: the exact steps
     kw.setdefault("timeout", 2.0)
     return Pusher(store, url, clock=clock, **kw)
@@ -112,7 +112,7 @@ async def drain(p: Pusher, clock: Clock, rounds: int = 50) -> None:
             await p.run_once()
             if p.paused_until is not None and p.paused_until > clock.t:
                 break
-            if p.depth == 0 and not p.store.outbox_next(clock.t, 1):  # type: ignore[attr-defined]
+            if p.depth == 0 and not p.store.outbox_next(clock.t, 1):
                 break
     finally:
         await p.stop()
@@ -425,3 +425,74 @@ def test_status_text_shows_push() -> None:
     assert "HTTP 503 Service Unavailable (2027-01-15T08:00:00Z)" in text
     assert TOKEN not in text
     assert format_push({"push": None}) == []
+
+
+def test_start_push_hooks_the_recorder_once_across_reloads(receiver: Receiver) -> None:
+    """start_push chains the recorder's own hook and, started again (a reload changed
+    push:), replaces the earlier pusher's wake instead of piling them up."""
+    from gateway.runtime.push import start_push
+
+    class Settings:
+        url = receiver.url
+        token = None
+        timeout = 2.0
+        max_queue = 100
+
+    class Cfg:
+        push = Settings()
+
+    class Recorder:
+        def __init__(self) -> None:
+            self.store = Outbox()
+            self.seen: list[Any] = []
+            self.on_committed = self.seen.append
+
+    rec = Recorder()
+
+    async def go() -> None:
+        loop = asyncio.get_running_loop()
+        first = start_push(Cfg(), rec, loop)
+        assert first is not None
+        await first.stop()
+        second = start_push(Cfg(), rec, loop)
+        assert second is not None
+        assert rec.on_committed.before_push == rec.seen.append  # type: ignore[attr-defined]
+        rec.store.add("c1")
+        await asyncio.to_thread(rec.on_committed, ["batch"])  # from the writer thread
+        assert await asyncio.to_thread(receiver.wait_for, 1, 3.0)
+        await second.stop()
+
+    asyncio.run(go())
+    assert rec.seen == [["batch"]] and receiver.accepted() == {"c1": 1}
+
+
+def test_with_the_real_call_store(tmp_path: Path, receiver: Receiver) -> None:
+    """gateway.store.calls.CallStore's outbox: the record's JSON as stored goes out; a 503
+    keeps the row with its next attempt, the 2xx after it removes it."""
+    from gateway.store.calls import CallRecord, CallStore
+
+    rec = CallRecord(uuid="0b6f5c1e-real", call_id="local-1", direction="local",
+                     port_a="1", port_a_kind="fxs", port_b="2", port_b_kind="fxs",
+                     start=1_800_000_000.0, end=1_800_000_010.0, outcome="cancelled",
+                     cause="local-cancel", reason="local cancel")
+    receiver.answers = [(503, {})]
+    clock = Clock(1_800_000_020.0)
+    with CallStore(tmp_path / "calls.db", push=True) as store:
+        store.record(rec)
+        p = pusher(store, receiver.url, clock)
+
+        async def go() -> None:
+            try:
+                await p.run_once()
+                assert store.outbox_depth() == 1
+                assert store.outbox_next_at() == clock.t + 1.0
+                clock.t += 1.0
+                await p.run_once()
+            finally:
+                await p.stop()
+
+        asyncio.run(go())
+        assert store.outbox_depth() == 0
+    assert [r.status for r in receiver.requests] == [503, 200]
+    assert receiver.requests[-1].json() == rec.to_dict()
+    assert receiver.requests[-1].key == "0b6f5c1e-real"
