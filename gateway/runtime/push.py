@@ -320,6 +320,9 @@ class Pusher:
         if outcome == "done":
             await self._db(self.store.outbox_done, row_id)
             self.delivered += 1
+            if self.failures:
+                log.info("push: %s answers again after %d failed attempt(s)",
+                         public_url(self.url), self.failures)
             self.failures = 0
             self.paused_until = None
             self.last_success_at = now

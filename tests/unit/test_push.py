@@ -264,7 +264,8 @@ def test_verdicts() -> None:
     assert verdict(Answer(301, "")) == "drop"
 
 
-def test_endpoint_down_then_up() -> None:
+def test_endpoint_down_then_up(caplog: Any) -> None:
+    caplog.set_level(logging.INFO, "gateway.runtime.push")
     receiver = Receiver()  # its port, with nobody listening yet: connection refused
     store, clock = Outbox(), Clock()
     for n in range(3):
@@ -293,6 +294,7 @@ def test_endpoint_down_then_up() -> None:
         receiver.stop()
     assert receiver.accepted() == {"u0": 1, "u1": 1, "u2": 1}
     assert store.uuids() == [] and p.delivered == 3
+    assert f"127.0.0.1:{receiver.port}/hooks/calls answers again after 2 failed" in caplog.text
 
 
 def test_timeout_is_retried() -> None:
