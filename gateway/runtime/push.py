@@ -308,6 +308,9 @@ class Pusher:
                    ("User-Agent", USER_AGENT)]
         if self._token:
             headers.append(("Authorization", f"Bearer {self._token}"))
+        if self.ssl_context is None and self.url.lower().startswith("https:"):
+            # Once, and off the loop: reading the system's CA store takes milliseconds.
+            self.ssl_context = await self._db(ssl.create_default_context)
         self.attempts += 1
         self.in_flight = uuid
         try:
