@@ -383,7 +383,9 @@ def _self_signed(tmp: Path) -> tuple[Path, Path]:
     return cert, key
 
 
-def test_https_verifies_the_certificate(tmp_path: Path) -> None:
+@pytest.fixture
+def https_server(tmp_path: Path) -> Any:
+    """A TLS http.server with a self-signed certificate for 127.0.0.1: (url, cert, bodies)."""
     cert, key = _self_signed(tmp_path)
     got: list[bytes] = []
 
@@ -402,17 +404,40 @@ def test_https_verifies_the_certificate(tmp_path: Path) -> None:
     ctx.load_cert_chain(cert, key)
     server.socket = ctx.wrap_socket(server.socket, server_side=True)
     threading.Thread(target=server.serve_forever, daemon=True).start()
-    url = f"https://127.0.0.1:{server.server_address[1]}/"
-    try:
-        refused = asyncio.run(post_json(url, b"{}", [], timeout=3.0))  # system CAs only
-        trusting = ssl.create_default_context(cafile=str(cert))
-        ok = asyncio.run(post_json(url, b'{"a": 1}', [], timeout=3.0, ssl_context=trusting))
-    finally:
-        server.shutdown()
-        server.server_close()
+    yield f"https://127.0.0.1:{server.server_address[1]}/", cert, got
+    server.shutdown()
+    server.server_close()
+
+
+def test_https_verifies_the_certificate(https_server: Any) -> None:
+    url, cert, got = https_server
+    refused = asyncio.run(post_json(url, b"{}", [], timeout=3.0))  # system CAs only
+    trusting = ssl.create_default_context(cafile=str(cert))
+    ok = asyncio.run(post_json(url, b'{"a": 1}', [], timeout=3.0, ssl_context=trusting))
     assert refused.status is None and "CERTIFICATE_VERIFY_FAILED" in refused.reason
     assert verdict(refused) == "retry"
     assert ok.status == 201 and got == [b'{"a": 1}']
+
+
+def test_pusher_over_https_refuses_an_unknown_certificate(https_server: Any) -> None:
+    """The daemon's path (no context given): the system CA store, so a self-signed
+    endpoint is a retried failure, never a silent delivery."""
+    url, _, got = https_server
+    store, clock = Outbox(), Clock()
+    store.add("u1")
+    p = pusher(store, url, clock)
+
+    async def go() -> None:
+        try:
+            await p.run_once()
+        finally:
+            await p.stop()
+
+    asyncio.run(go())
+    assert got == [] and store.uuids() == ["u1"]
+    assert "CERTIFICATE_VERIFY_FAILED" in str(p.status()["last_error"])
+    assert isinstance(p.ssl_context, ssl.SSLContext)
+    assert p.ssl_context.verify_mode == ssl.CERT_REQUIRED and p.ssl_context.check_hostname
 
 
 def test_status_text_shows_push() -> None:
