@@ -1,0 +1,218 @@
+"""Line echo canceller for the 2-wire hybrid of an FXS port, in the manner of ITU-T G.168.
+
+What we play to the handset (the far end's voice, `far`) leaks back through the SLIC's
+2-wire/4-wire hybrid into what we capture from it (`near`), delayed by a few ms and down by
+the echo return loss (ERL, 6 dB at worst). Without removing it the far end hears itself.
+
+- **Adaptive filter:** a block NLMS FIR over the last `tail_ms` (64 ms: 512 taps at 8 kHz)
+  of far-end audio, adapted every 5 ms sub-block with one matrix product each way. The step
+  is normalised by the far-end power over the tail, so it converges at the same pace at any
+  level, and it does not adapt while the far end is silent.
+- **Double-talk detector (Geigel):** when the near signal's peak over a sub-block exceeds
+  half the far-end peak over the tail (the hybrid never returns more than that: ERL ≥ 6 dB),
+  someone is talking at the handset end; adaptation stops for that sub-block and a hangover
+  of 40 ms, so near speech cannot drag the filter away from the echo path.
+- **Two filters:** a background filter adapts; the foreground filter, which makes the
+  output, takes its taps only while they cancel clearly better. Double talk the detector
+  misses can pull the background filter away, never the one in use.
+- **Non-linear processor:** with the far end talking, no double talk and the residual well
+  below the echo estimate, the residual is replaced by a low comfort-noise floor (G.168's
+  NLP); it is released the moment the near end talks.
+
+Pure: frames in, frames out. numpy is imported when the first frame arrives.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Final
+
+from gateway.dsp import FRAME_SAMPLES, SAMPLE_RATE
+
+if TYPE_CHECKING:
+    import numpy as np
+    import numpy.typing as npt
+
+__all__ = ["EchoCanceller"]
+
+BLOCK: Final = 40  # samples per adaptation step (5 ms)
+GEIGEL: Final = 0.5  # near peak above half the far peak (6 dB) means double talk
+HANGOVER: Final = 320  # samples adaptation stays frozen after double talk (40 ms)
+FAR_ACTIVE: Final = 30.0  # far-end peak (of 32768) below which nothing adapts (about -60 dBm0)
+NLP_RATIO: Final = 0.06  # residual below 6 % (-24 dB) of the echo estimate's level: suppress
+COMFORT_RMS: Final = 2.0
+ORDER: Final = 16  # linear predictor used to whiten the signals the filter adapts on
+
+
+class EchoCanceller:
+    """One line's echo canceller: ``process(far, near)`` once per 20 ms frame."""
+
+    def __init__(self, tail_ms: int = 64, *, mu: float = 1.0, nlp: bool = True,
+                 seed: int = 5) -> None:
+        if not 8 <= tail_ms <= 256:
+            raise ValueError(f"echo tail must be 8..256 ms, got {tail_ms}")
+        self.taps = tail_ms * SAMPLE_RATE // 1000
+        self.mu = mu
+        self.nlp = nlp
+        self._seed = seed
+        self._ready = False
+        self._hang = 0
+        self.double_talk_blocks = 0
+        self.adapted_blocks = 0
+        self.nlp_blocks = 0
+        self.resets = 0
+        self.erle_db = 0.0  # smoothed echo return loss enhancement of the linear filter
+
+    def _setup(self) -> None:
+        import numpy as np
+
+        self._w = np.zeros(self.taps)  # oldest-first: w[j] weighs far[t - (taps - 1 - j)]
+        self._wb = self._w.copy()  # the background filter, which adapts
+        self._hist = np.zeros(self.taps - 1 + ORDER)  # far-end samples before this frame
+        self._dprev = np.zeros(ORDER)
+        self._acf = np.zeros(ORDER + 1)
+        self._quiet = 0
+        self._rng = np.random.default_rng(self._seed)
+        self._d_pow = 1e-3
+        self._e_pow = 1e-3
+        self._eb_pow = 1e-3
+        self._ready = True
+
+    def reset(self) -> None:
+        """Forget the echo path (a new call, or the line was re-plugged)."""
+        self._ready = False
+        self._hang = 0
+
+    def process(self, far: bytes, near: bytes) -> bytes:
+        """The near (handset) frame with the echo of `far` (what we played) taken out."""
+        import numpy as np
+
+        if not self._ready:
+            self._setup()
+        x = np.frombuffer(far, dtype="<i2").astype(np.float64)
+        d = np.frombuffer(near, dtype="<i2").astype(np.float64)
+        if x.size != FRAME_SAMPLES or d.size != FRAME_SAMPLES:
+            raise ValueError("echo canceller frames must be 20 ms of 16-bit PCM")
+        far_peak_frame = float(np.max(np.abs(x)))
+        if far_peak_frame <= FAR_ACTIVE:
+            self._quiet += FRAME_SAMPLES
+        else:
+            self._quiet = 0
+        if self._quiet > self.taps + FRAME_SAMPLES:
+            # nothing was played for a whole tail: there is no echo to take out
+            self._hist = np.concatenate((self._hist[FRAME_SAMPLES:], x))
+            self._dprev = d[-ORDER:].copy()
+            return near
+        ext = np.concatenate((self._hist, x))
+        buf = ext[ORDER:]
+        # adaptation runs on pre-whitened copies of both signals (the same linear predictor
+        # applied to far and near keeps the echo path the same), so a speech-coloured far
+        # end converges nearly as fast as white noise
+        a = self._predictor(buf)
+        wbuf = np.convolve(ext, a)[ORDER:ORDER + buf.size]  # the whole tail, one A(z)
+        dw = _fir(a, self._dprev, d)
+        self._dprev = d[-ORDER:].copy()
+        windows = np.lib.stride_tricks.sliding_window_view(buf, self.taps)  # (160, taps)
+        wwindows = np.lib.stride_tricks.sliding_window_view(wbuf, self.taps)
+        out = np.empty(FRAME_SAMPLES)
+        for start in range(0, FRAME_SAMPLES, BLOCK):
+            end = start + BLOCK
+            xs = windows[start:end]
+            ds = d[start:end]
+            y = xs @ self._w
+            e = ds - y
+            far_peak = float(np.max(np.abs(buf[start:end + self.taps - 1])))
+            near_peak = float(np.max(np.abs(ds)))
+            if near_peak > GEIGEL * far_peak and near_peak > FAR_ACTIVE:
+                self._hang = HANGOVER
+                self.double_talk_blocks += 1
+            elif self._hang > 0:
+                self._hang = max(0, self._hang - BLOCK)
+            talking = self._hang > 0
+            if far_peak > FAR_ACTIVE and not talking:
+                # NLMS direction on the whitened signals; the step is the one that best
+                # cancels this block along it, so a tone or a vowel cannot make it overshoot
+                xw = wwindows[start:end]
+                eb = ds - xs @ self._wb  # before this block's update: an honest comparison
+                ew = dw[start:end] - xw @ self._wb
+                g = xw.T @ ew
+                z = xw @ g
+                zz = float(z @ z)
+                if zz > 0:
+                    self._wb += (self.mu * float(ew @ z) / zz) * g
+                self.adapted_blocks += 1
+                self._compare(ds, e, eb)
+            out[start:start + BLOCK] = self._suppress(e, y, far_peak, talking)
+        self._hist = ext[FRAME_SAMPLES:]
+        return bytes(np.clip(np.round(out), -32768, 32767).astype("<i2").tobytes())
+
+    def _predictor(self, buf: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
+        """Whitening filter A(z) (order ORDER) from the far end's smoothed autocorrelation."""
+        import numpy as np
+
+        seg = buf[-FRAME_SAMPLES - ORDER:]
+        r = np.array([seg[ORDER:] @ seg[ORDER - k:seg.size - k] for k in range(ORDER + 1)])
+        self._acf += 0.3 * (r - self._acf)
+        acf = self._acf.copy()
+        acf[0] = acf[0] * 1.001 + 1.0  # a little white noise: keeps it well conditioned
+        return _levinson(acf)
+
+    def _compare(self, d: npt.NDArray[np.float64], e: npt.NDArray[np.float64],
+                 eb: npt.NDArray[np.float64]) -> None:
+        """Two filters: the background one adapts; the one in use (foreground) takes its
+        taps only while it cancels clearly better. Near speech that slips past the
+        double-talk detector can pull the background filter off, never the echo path in use;
+        a background filter far worse than the foreground starts again from it."""
+        import numpy as np
+
+        self._d_pow += 0.3 * (float(d @ d) - self._d_pow)
+        self._e_pow += 0.3 * (float(e @ e) - self._e_pow)
+        self._eb_pow += 0.3 * (float(eb @ eb) - self._eb_pow)
+        if self._eb_pow < 0.7 * self._e_pow:
+            self._w = self._wb.copy()
+            self._e_pow = self._eb_pow
+        elif self._eb_pow > 4 * self._e_pow + 1.0:
+            self._wb = self._w.copy()
+            self._eb_pow = self._e_pow
+            self.resets += 1
+        self.erle_db = 10 * float(np.log10((self._d_pow + 1e-6) / (self._e_pow + 1e-6)))
+
+    def _suppress(self, e: npt.NDArray[np.float64], y: npt.NDArray[np.float64],
+                  far_peak: float, talking: bool) -> npt.NDArray[np.float64]:
+        import numpy as np
+
+        if not self.nlp or talking or far_peak <= FAR_ACTIVE:
+            return e
+        e_rms = float(np.sqrt(e @ e / e.size))
+        y_rms = float(np.sqrt(y @ y / y.size))
+        if e_rms < NLP_RATIO * y_rms or e_rms < 2 * COMFORT_RMS:
+            self.nlp_blocks += 1
+            noise: npt.NDArray[np.float64] = self._rng.normal(0.0, COMFORT_RMS, e.size)
+            return noise
+        return e
+
+
+def _levinson(r: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
+    """Prediction-error filter [1, a1..ap] from autocorrelation r[0..p] (Levinson-Durbin)."""
+    import numpy as np
+
+    p = r.size - 1
+    a = np.zeros(p + 1)
+    a[0] = 1.0
+    err = float(r[0])
+    for i in range(1, p + 1):
+        if err <= 0:
+            break
+        k = -float(r[1:i + 1][::-1] @ a[:i]) / err
+        a[:i + 1] = a[:i + 1] + k * a[:i + 1][::-1]
+        err *= 1 - k * k
+    return a
+
+
+def _fir(a: npt.NDArray[np.float64], state: npt.NDArray[np.float64],
+         x: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
+    """x filtered by A(z), with `state` the samples just before x."""
+    import numpy as np
+
+    full = np.convolve(np.concatenate((state, x)), a)
+    out: npt.NDArray[np.float64] = full[state.size:state.size + x.size]
+    return out
