@@ -50,6 +50,7 @@ USER_AGENT = "Branchline-push/1"
 BACKOFF_FIRST = 1.0  # s: the first retry
 BACKOFF_MAX = 600.0  # s: doubling stops at 10 min
 RETRY_AFTER_MAX = 3600.0  # s: a Retry-After beyond this is taken as one hour
+CLOCK_BACK = RETRY_AFTER_MAX + 60.0  # s: a due time further ahead means the clock went back
 JITTER = 0.2  # each delay is drawn from +-20 % around its step (never past BACKOFF_MAX)
 POLL = 5.0  # s: look at the outbox this often even without a wake (rows due after restart)
 MAX_HEADER_BYTES = 64 * 1024
@@ -291,13 +292,23 @@ class Pusher:
         """
         now = self.clock()
         await self._trim()
+        if self.paused_until is not None and self.paused_until - now > CLOCK_BACK:
+            self.paused_until = now  # the wall clock was set back (NTP after boot): go on
         if self.paused_until is not None and now < self.paused_until:
             return min(POLL, self.paused_until - now)
         rows = await self._db(self.store.outbox_next, now, 1)
         if not rows:
             next_at = getattr(self.store, "outbox_next_at", None)
-            due = await self._db(next_at) if next_at is not None else None
-            return POLL if due is None else min(POLL, max(0.01, due - now))
+            found = await self._db(next_at) if next_at is not None else None
+            if found is None:
+                return POLL
+            due = float(found)
+            if due - now <= CLOCK_BACK:
+                return min(POLL, max(0.01, due - now))
+            # No retry is ever set this far ahead: the clock went back since it was set.
+            rows = await self._db(self.store.outbox_next, due, 1)
+            if not rows:
+                return POLL
         row_id, uuid, text, attempts = rows[0]
         await self.deliver(row_id, uuid, text, attempts)
         return 0.0

@@ -70,6 +70,10 @@ class Outbox:
             uuid = self.db.execute("SELECT uuid FROM outbox WHERE id = ?", (id,)).fetchone()[0]
         self.retries.append((uuid, next_at, error))
 
+    def outbox_next_at(self) -> float | None:
+        with self.lock:
+            return self.db.execute("SELECT MIN(next_at) FROM outbox").fetchone()[0]  # type: ignore[no-any-return]
+
     def outbox_depth(self) -> int:
         with self.lock:
             return int(self.db.execute("SELECT COUNT(*) FROM outbox").fetchone()[0])
@@ -523,3 +527,25 @@ def test_with_the_real_call_store(tmp_path: Path, receiver: Receiver) -> None:
     assert [r.status for r in receiver.requests] == [503, 200]
     assert receiver.requests[-1].json() == rec.to_dict()
     assert receiver.requests[-1].key == "0b6f5c1e-real"
+
+
+def test_wall_clock_set_back_does_not_stall_the_queue(receiver: Receiver) -> None:
+    """A box without RTC boots with an old time and NTP steps it: retry times stored
+    before the step lie far ahead, and are not waited for."""
+    receiver.answers = [(503, {})]
+    store, clock = Outbox(), Clock()
+    store.add("u1")
+    store.add("u2", at=clock.t + 86400.0)  # stored under a clock a day ahead
+    p = pusher(store, receiver.url, clock)
+
+    async def go() -> None:
+        try:
+            await p.run_once()  # u1 fails: paused 1 s
+            clock.t -= 86400.0  # the clock is set back a day
+            for _ in range(3):
+                await p.run_once()
+        finally:
+            await p.stop()
+
+    asyncio.run(go())
+    assert receiver.accepted() == {"u1": 1, "u2": 1} and store.uuids() == []
