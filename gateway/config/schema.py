@@ -31,7 +31,7 @@ from gateway.sip.auth import SERVER_ALGORITHMS
 COUNTRIES: tuple[str, ...] = _tone_countries()  # the tone profile table is the list
 LOG_LEVELS: tuple[str, ...] = ("debug", "info", "warning", "error")
 CODECS: tuple[str, ...] = ("PCMU", "PCMA")
-DTMF_MODES: tuple[str, ...] = ("rfc4733", "inband")
+DTMF_MODES: tuple[str, ...] = ("rfc4733", "inband", "info")
 TRANSPORTS: tuple[str, ...] = ("udp", "tcp", "tls")
 SRTP_MODES: tuple[str, ...] = ("off", "offer", "require")
 KEEPALIVE_MODES: tuple[str, ...] = ("options", "crlf", "none")

@@ -251,9 +251,10 @@ class MediaStream:
             self._frames.popleft()  # the producer runs ahead of the clock: keep the newest
             self.frames_dropped += 1
 
-    def send_dtmf(self, digit: str, now: float, duration_ms: int = 100) -> None:
+    def send_dtmf(self, digit: str, now: float, duration_ms: int | None = 100) -> None:
         """Send a digit as RFC 4733 events; the audio for those slots is left out.
 
+        ``duration_ms=None``: a key still held; `end_dtmf` gives the event its length.
         Without a negotiated telephone-event the digit is only counted: the caller's tones
         are then already in the audio, which is how such a peer expects them.
         """
@@ -262,6 +263,10 @@ class MediaStream:
             return
         if self._sending():
             self._dtmf_tx.start(digit, now, duration_ms)
+
+    def end_dtmf(self, duration_ms: int) -> bool:
+        """The held key of `send_dtmf(..., None)` was released after `duration_ms`."""
+        return self._dtmf_tx is not None and self._dtmf_tx.finish(duration_ms)
 
     def send_due(self, now: float) -> list[bytes]:
         """Datagrams for every send slot that has come due (none while we may not send)."""

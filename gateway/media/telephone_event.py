@@ -6,6 +6,11 @@ exactly the samples it replaces. The start is sent in each of the first three sl
 first with the marker bit), updates follow every 50 ms or so with a growing duration, and
 the end packet (E bit) goes out three times, all with the timestamp of the event's start.
 The receiver reports one digit per event however many of those packets arrive.
+
+A digit relayed from a handset's tones does not know its length when it starts: `start`
+with ``duration_ms=None`` opens the event, its duration field grows every update, and
+`finish` gives it the length the key was held (rounded up to whole send slots) once the
+tone detector saw it end. An event nobody finishes ends at MAX_DURATION_MS.
 """
 
 from __future__ import annotations
@@ -108,7 +113,7 @@ def event_to_digit(event: int) -> str | None:
 @dataclass
 class _Pending:
     event: int
-    samples: int
+    samples: int | None  # None: open, until finish()
     volume: int
     not_before: float
 
@@ -118,7 +123,7 @@ class _Active:
     event: int
     volume: int
     timestamp: int
-    total: int  # samples the event lasts, a whole number of slots
+    total: int | None  # samples the event lasts, a whole number of slots; None: open
     elapsed: int = 0
     last_sent: int = 0
     sent: int = 0
@@ -154,15 +159,43 @@ class DtmfSender:
         """True while a digit is queued, under way, or its end is still being repeated."""
         return bool(self._queue) or self._active is not None
 
-    def start(self, digit: str, now: float, duration_ms: int = 100, volume: int = 10) -> None:
-        """Queue a digit; it begins at the first send slot at or after `now`."""
+    def start(
+        self, digit: str, now: float, duration_ms: int | None = 100, volume: int = 10
+    ) -> None:
+        """Queue a digit; it begins at the first send slot at or after `now`.
+
+        ``duration_ms=None`` opens an event of yet unknown length: `finish` ends it.
+        """
         event = digit_to_event(digit)
-        if not 20 <= duration_ms <= MAX_DURATION_MS:
-            raise ValueError(f"DTMF duration must be 20..{MAX_DURATION_MS} ms, got {duration_ms}")
         if not 0 <= volume <= 63:
             raise ValueError(f"DTMF volume must be 0..63 (-dBm0), got {volume}")
+        samples = None if duration_ms is None else self._samples(duration_ms)
+        self._queue.append(_Pending(event, samples, volume, now))
+
+    def finish(self, duration_ms: int) -> bool:
+        """Give the open event its length (from its start); False when none is open.
+
+        An event that has already run that long ends at its next slot, with that length
+        (or the last duration already sent, if longer: the field never shrinks). The relay
+        starts the event when the detector confirms a press, about 40 ms into it, and
+        learns its end about 35 ms after the tone stops, so the two delays cancel.
+        """
+        samples = self._samples(max(20, min(duration_ms, MAX_DURATION_MS)))
+        active = self._active
+        if active is not None and active.total is None:
+            active.total = max(samples, active.last_sent)
+            return True
+        for pending in self._queue:
+            if pending.samples is None:
+                pending.samples = samples
+                return True
+        return False
+
+    def _samples(self, duration_ms: int) -> int:
+        if not 20 <= duration_ms <= MAX_DURATION_MS:
+            raise ValueError(f"DTMF duration must be 20..{MAX_DURATION_MS} ms, got {duration_ms}")
         slots = math.ceil(duration_ms * self.clock_rate / 1000 / self.slot_samples)
-        self._queue.append(_Pending(event, slots * self.slot_samples, volume, now))
+        return slots * self.slot_samples
 
     def cancel(self) -> None:
         """Drop queued and running digits, e.g. when the stream stops sending."""
@@ -194,7 +227,11 @@ class DtmfSender:
             return [self._packet(active, end=True)], True
 
         active.elapsed += self.slot_samples
-        if active.elapsed >= active.total:
+        total = active.total
+        if total is None:
+            total = self._samples(MAX_DURATION_MS)  # nobody finished it: end it anyway
+        if active.elapsed >= total:
+            active.elapsed = total  # the end packets carry the event's length
             active.ends_left = END_REPEATS - 1
             self._gap_left = self._gap_slots
             return [self._packet(active, end=True)], False

@@ -28,6 +28,7 @@ from gateway.runtime.call_end import CallEnd
 from gateway.runtime.call_records import CallRecords, open_recorder
 from gateway.runtime.clock import AudioClock
 from gateway.runtime.control import ControlServer
+from gateway.runtime.dtmf_relay import DtmfRelay
 from gateway.runtime.edge import SipEdge, build_edge, build_route_guard
 from gateway.runtime.failover import FailoverCalls
 from gateway.runtime.gsm_calls import GsmCalls, gsm_policies
@@ -77,6 +78,7 @@ class Gateway(FailoverCalls, MediaWatchCalls, SipCalls, GsmCalls, PhoneCalls, Ca
         self.ports: dict[str, Port] = {}  # every port of every kind, by name
         self.modems: dict[str, ModemDriver] = {}  # the GSM/LTE modules, by name
         self.calls: dict[str, Call] = {}
+        self.dtmf_relay = DtmfRelay()  # a handset's held keys, sent on with their length
         self.sms: SmsService | None = None  # SMS/USSD, once modems are configured
         self.registrations: dict[str, Registration] = {}
         self.trunks: dict[str, TrunkConfig] = {t.name: t for t in self.config.trunks}
@@ -470,6 +472,7 @@ class Gateway(FailoverCalls, MediaWatchCalls, SipCalls, GsmCalls, PhoneCalls, Ca
                 log.debug("line %s: DTMF %s", p.name, digit)
                 p.machine.dtmf_digit(digit, now)
                 digits_seen = True
+            self.dtmf_relay.released(self.config.sip.dtmf, self.ua, self.calls, p, now)
         pairs, idle = plan(self.ports.values(), self.calls)
         bridge(pairs, idle, now)
         self._watch_media(now)  # a connected call whose RTP stopped is ended
@@ -509,7 +512,7 @@ class Gateway(FailoverCalls, MediaWatchCalls, SipCalls, GsmCalls, PhoneCalls, Ca
             case lev.SendDigit(call_id=call_id, digit=digit):
                 call = self.calls.get(call_id)
                 if call is not None and call.media is not None:
-                    call.media.send_dtmf(digit, now)
+                    self.dtmf_relay.pressed(self.config.sip.dtmf, self.ua, call, lp, digit, now)
                 elif call is not None and call.peer is not None and (
                         call.peer.port.kind != "fxs" or lp.kind != "fxs"):
                     call.peer.port.play_digit(digit, 100)  # a modem sends it (AT+VTS)

@@ -135,7 +135,7 @@ class PhonePort:
         """A digit from the other leg: to the phone as RFC 4733 (its own keypad tone)."""
         leg = self.leg
         if leg is not None and leg.media is not None and self.connected():
-            leg.media.send_dtmf(digit, self.clock(), max(40, min(duration_ms, 500)))
+            leg.media.send_dtmf(digit, self.clock(), max(40, min(duration_ms, 8000)))
         else:
             log.debug("phone %s: digit %s not sent (no media)", self.name, digit)
 

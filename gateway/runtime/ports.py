@@ -193,9 +193,13 @@ class LinePort:
         self.port.close()
 
     def play_digit(self, digit: str, duration_ms: int) -> None:
-        """Regenerate a digit the far end sent out of band, so the handset hears it in band."""
-        if digit in "0123456789*#ABCD" and len(self.ear_digits) < 16000:
-            self.ear_digits += dtmf_generate(digit, max(40, min(duration_ms, 500)))
+        """Regenerate a digit the far end sent out of band, so the handset hears it in band.
+
+        The tone lasts the event's (or INFO's Duration=) length: 40 ms to 8 s; up to 10 s
+        of digits wait their turn, beyond that they are dropped.
+        """
+        if digit in "0123456789*#ABCD" and len(self.ear_digits) < 2 * 8000 * 10:
+            self.ear_digits += dtmf_generate(digit, max(40, min(duration_ms, 8000)))
             self.ear_digits += bytes(FRAME_BYTES * 3)  # a gap, so repeats stay separate
 
     def send_caller_id(self, caller: str, name: str | None) -> None:

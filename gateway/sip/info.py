@@ -29,6 +29,16 @@ def _digit(text: str) -> str | None:
     return None
 
 
+def dtmf_relay_body(digit: str, duration_ms: int) -> bytes:
+    """An application/dtmf-relay body for one key press of `duration_ms`."""
+    text = digit.upper()
+    if len(text) != 1 or text not in _DIGITS:
+        raise ValueError(f"DTMF digit must be one of {_DIGITS!r}, got {digit!r}")
+    if not 0 < duration_ms <= 999999:
+        raise ValueError(f"DTMF duration must be 1..999999 ms, got {duration_ms}")
+    return f"Signal={text}\r\nDuration={duration_ms}\r\n".encode()
+
+
 def parse_dtmf_info(content_type: str, body: bytes) -> tuple[str, int | None] | None:
     """(digit, duration in ms or None) from an INFO body.
 

@@ -42,9 +42,10 @@ from __future__ import annotations
 import random
 from collections.abc import Callable, Sequence
 
-from gateway.sip.call_state import SETTING_UP, Call, CallState
+from gateway.sip.call_state import ESTABLISHED, SETTING_UP, Call, CallState
 from gateway.sip.errors import SipError, SipParseError
 from gateway.sip.events import Accept, Drop, MessageDropped, Respond, UaEvent
+from gateway.sip.info import DTMF_RELAY, dtmf_relay_body
 from gateway.sip.message import Request, Response, parse_message
 from gateway.sip.registrar import Registrar
 from gateway.sip.registration import AccountSettings, RegistrationClient
@@ -393,6 +394,15 @@ class UserAgent:
                                    content_type=content_type, from_uri=from_uri, dest=dest,
                                    now=now, account_id=account_id, to_uri=to_uri,
                                    extra=extra)
+
+    def send_dtmf_info(self, call_id: str, digit: str, duration_ms: int, now: float) -> bool:
+        """A key press as SIP INFO (application/dtmf-relay) in an established call."""
+        call = self._table.get(call_id)
+        if call is None or call.over or call.dialog is None or call.state not in ESTABLISHED:
+            return False
+        self._table.send_request(call, "INFO", now, body=dtmf_relay_body(digit, duration_ms),
+                                 content_type=DTMF_RELAY)
+        return True
 
     def answer_message(self, handle: str, status: int, now: float) -> bool:
         """Answer a `MessageReceived` (202 once stored); False if unknown or answered."""

@@ -375,7 +375,7 @@ def test_all_errors_are_collected_in_file_order_and_formatted() -> None:
         "office.yaml:2:14: gateway.log_level: unknown value 'loud' "
         "(expected: one of 'debug', 'info', 'warning', 'error')",
         "office.yaml:4:9: sip.dtmf: unknown value 'rfc2833' (did you mean 'rfc4733'?) "
-        "(expected: one of 'rfc4733', 'inband')",
+        "(expected: one of 'rfc4733', 'inband', 'info')",
         "office.yaml:5:8: lines: expected a list, got the integer 5 (expected: a list)",
     ]
 
