@@ -31,6 +31,7 @@ from __future__ import annotations
 import math
 import sys
 from array import array
+from collections import deque
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -231,7 +232,7 @@ class DtmfDetector:
         self._last_hit = 0  # stream index just past the last hit block of the held digit
         self._misses = 0
         self._pos = 0  # stream index of self._buf[0]
-        self._ended: list[DigitEnded] = []
+        self._ended: deque[DigitEnded] = deque(maxlen=16)  # for callers that never ask
         self.last_digit_at: float | None = None
         """Stream time (s since the first sample fed) at which the last digit was confirmed."""
 
@@ -242,7 +243,8 @@ class DtmfDetector:
 
     def ended(self) -> list[DigitEnded]:
         """The reported digits that have stopped sounding since the last call, in order."""
-        out, self._ended = self._ended, []
+        out = list(self._ended)
+        self._ended.clear()
         return out
 
     def feed(self, frame: bytes) -> list[str]:
