@@ -12,6 +12,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from gateway.dsp.callerid import METHODS as CALLERID_METHODS
 from hal.base import FxsPort, HalError
 
 # name -> (module, factory function in that module, what to install if it is missing)
@@ -78,6 +79,10 @@ _PIN = OptionSpec(("int", "str"), "a GPIO pin: a BCM number or a name such as 'G
 _REQUIRED_PIN = OptionSpec(_PIN.kinds, _PIN.expected, required=True)
 _RING_HZ = OptionSpec(("number",), "the ring frequency in Hz, a number above 0", minimum=1)
 _MS = OptionSpec(("number", "null"), "milliseconds >= 0, or null", minimum=0)
+_CALLERID = OptionSpec(
+    ("str",), "a caller ID method (docs/voice.md); default: gateway.country's",
+    choices=tuple(CALLERID_METHODS),
+)
 
 #: Backend name -> option name -> spec: the one list of what each FXS backend accepts. The
 #: config check reads it without importing any driver; `create_fxs` enforces it too.
@@ -92,6 +97,7 @@ FXS_OPTIONS: dict[str, dict[str, OptionSpec]] = {
         "fr_pin": _PIN,
         "auto_answer_ms": _MS,
         "auto_hangup_ms": _MS,
+        "callerid": _CALLERID,
     },
     "ag1171": {
         "shk_pin": _REQUIRED_PIN,
@@ -103,6 +109,7 @@ FXS_OPTIONS: dict[str, dict[str, OptionSpec]] = {
             ("str", "null"), "one of 'mock', 'lgpio', 'rpigpio', 'native', or null",
             choices=("mock", "lgpio", "rpigpio", "native"),
         ),
+        "callerid": _CALLERID,
     },
 }
 

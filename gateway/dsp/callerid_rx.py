@@ -99,11 +99,11 @@ def fsk_bytes(pcm: bytes, modem: Modem = BELL202, rate: int = RATE) -> bytes:
         boundary = float(i)
         bits = []
         for _ in range(10):  # start, eight data, stop
-            centre = int(boundary + spb / 2)
-            if centre >= n:
+            centre = int(boundary + spb / 2 + 1e-6)
+            if centre + 1 >= n:
                 return bytes(out)
-            bits.append(bool(mark[centre]))
-            edge = _edge_near(mark, boundary + spb, spb / 3)
+            bits.append(int(mark[centre - 1]) + int(mark[centre]) + int(mark[centre + 1]) >= 2)
+            edge = _edge_near(mark, boundary + spb, spb / 2)
             boundary = float(edge) if edge is not None else boundary + spb
         if not bits[0] and bits[9]:
             out.append(sum(1 << k for k, b in enumerate(bits[1:9]) if b))

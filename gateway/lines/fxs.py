@@ -129,6 +129,11 @@ class FxsLine:
         """Id of the call this line is on, if any."""
         return self._call_id
 
+    @property
+    def caller(self) -> tuple[str, str | None] | None:
+        """(caller, display name) of the call offered to this line, for caller ID."""
+        return self._caller
+
     # --------------------------------------------------------------------------- inputs
 
     def hook(self, offhook: bool, now: float) -> None:

@@ -10,17 +10,24 @@ ask what a port is.
 from __future__ import annotations
 
 import logging
+import math
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
-from gateway.dsp import FRAME_BYTES, SILENCE_FRAME
+from gateway.dsp import FRAME_BYTES, FRAME_MS, SILENCE_FRAME
 from gateway.dsp.dtmf import DtmfDetector
 from gateway.dsp.dtmf import generate as dtmf_generate
 from gateway.dsp.tones import ToneGenerator, ToneProfile
 from gateway.lines import PortMachine
 from gateway.lines import events as lev
+from gateway.lines.events import LineState
 from gateway.lines.fxs import FxsLine
 from hal.base import AudioPort, FxsPort
+
+if TYPE_CHECKING:
+    from gateway.dsp.callerid import CallerIdPlan
+
+FRAME_S = FRAME_MS / 1000
 
 log = logging.getLogger("branchline.line")
 
@@ -140,6 +147,13 @@ class LinePort:
     ear_digits: bytearray = field(default_factory=bytearray)
     caller_id: bytearray = field(default_factory=bytearray)
     kind: str = "fxs"
+    cid_pending: CallerIdPlan | None = None
+    """Caller ID waiting for a silent interval long enough to hold it."""
+    bell_queue: list[tuple[int, bool]] = field(default_factory=list)
+    """Bell changes held back (frame due, on) while caller ID goes before the first ring."""
+    bell_delay: int = 0
+    frames: int = 0
+    ring_index: int = -1
 
     @property
     def machine(self) -> PortMachine:
@@ -162,6 +176,11 @@ class LinePort:
         return self.tone is None  # a tone (dial, ringback, busy) masks what is bridged
 
     def play(self, frame: bytes | None) -> None:
+        self.frames += 1
+        if self.ring_index >= 0 and self.port.is_off_hook():
+            self._end_call_signals()  # answered: no held bell, no caller ID still to come
+        while self.bell_queue and self.bell_queue[0][0] <= self.frames:
+            self._bell(self.bell_queue.pop(0)[1])
         if self.caller_id and self.port.is_off_hook():
             self.caller_id.clear()  # picked up during the caller ID: the call is heard
         if self.caller_id:  # on hook, between rings: nothing else is heard then
@@ -202,21 +221,85 @@ class LinePort:
             self.ear_digits += dtmf_generate(digit, max(40, min(duration_ms, 8000)))
             self.ear_digits += bytes(FRAME_BYTES * 3)  # a gap, so repeats stay separate
 
-    def send_caller_id(self, caller: str, name: str | None) -> None:
-        """On-hook caller ID (Bell 202 FSK, MDMF) in this silent interval of the ringing."""
+    @property
+    def callerid_method(self) -> str:
+        """The line's `options.callerid`, else the country profile's method."""
+        options = getattr(self.config, "options", None) or {}
+        return str(options.get("callerid") or getattr(self.profile, "callerid", "bellcore"))
+
+    def _callerid_plan(self, caller: str, name: str | None) -> CallerIdPlan | None:
         from datetime import datetime
 
-        from gateway.dsp.callerid import CallerId, bell202_fsk, mdmf_message
+        from gateway.dsp.callerid import CallerId, plan
 
-        withheld = not caller or name == "Withheld"
         number = caller.split(":", 1)[-1].split("@", 1)[0] if caller else None
+        # Withheld: said so, or the RFC 3323 anonymous URI; no number otherwise: unavailable.
+        withheld = name == "Withheld" or (number or "").lower() == "anonymous"
+        number = None if withheld else number
         cid = CallerId(number or None, None if name == "Withheld" else name, withheld)
-        self.caller_id[:] = bell202_fsk(mdmf_message(cid, datetime.now()))
+        return plan(self.callerid_method, cid, datetime.now())
+
+    def send_caller_id(self, caller: str, name: str | None) -> None:
+        """The line's first silent interval began: caller ID sent after the first ring goes
+        in the first silent interval long enough for it (>= 500 ms after the ring ends and
+        over 200 ms before the next); a method that sends before the ring already has."""
+        cid = self._callerid_plan(caller, name)
+        if cid is None or cid.before_ring:
+            return
+        self.cid_pending = cid
+        self._start_pending_callerid()
+
+    def _off_seconds(self) -> float:
+        cadence = getattr(self.line, "ring_cadence", None) or self.profile.ring_cadence
+        return float(cadence[self.ring_index % len(cadence)])
+
+    def _start_pending_callerid(self) -> None:
+        if self.cid_pending is not None and self.cid_pending.needs_silence <= self._off_seconds():
+            self.caller_id[:] = self.cid_pending.pcm
+            self.cid_pending = None
 
     def set_ringing(self, on: bool) -> None:
+        """The line's bell cadence. Before a call's first ring, a method that sends caller
+        ID before ringing reverses the line, sends, and holds every bell change of the call
+        back by the time that takes."""
+        first = on and not self.ringing and self.ring_index < 0
+        self.ringing = on
+        self.ring_index = self.ring_index + 1 if (on or self.ring_index >= 0) else -1
+        if first:
+            caller = getattr(self.line, "caller", None)
+            cid = self._callerid_plan(*caller) if caller is not None else None
+            if cid is not None and cid.before_ring:
+                if cid.reversal:
+                    self.port.set_polarity(True)
+                self.caller_id[:] = cid.pcm
+                self.bell_delay = max(1, math.ceil(cid.ring_after / FRAME_S))
+        ringing_call = getattr(self.line, "state", None) == LineState.RINGING
+        if not on and not ringing_call:  # answered, cancelled or gone: no held bell
+            self._end_call_signals()
+            self._bell(False)
+            return
+        if self.bell_delay:
+            self.bell_queue.append((self.frames + self.bell_delay, on))
+        else:
+            self._bell(on)
+        if not on:
+            self._start_pending_callerid()
+
+    def _end_call_signals(self) -> None:
+        if self.bell_delay:  # the bell may be running behind the line's: stop it too
+            self.port.set_polarity(False)
+            self.port.set_ringing(False)
+        self.bell_queue.clear()
+        self.bell_delay = 0
+        self.cid_pending = None
+        self.caller_id.clear()
+        self.ring_index = -1
+
+    def _bell(self, on: bool) -> None:
         if on:
             self.caller_id.clear()  # never over the bell
-        self.ringing = on
+            if self.bell_delay:
+                self.port.set_polarity(False)  # the data is over: normal polarity again
         self.port.set_ringing(on)
 
     def next_digit_frame(self) -> bytes | None:

@@ -42,6 +42,7 @@ _KNOWN = {
     "fr_pin",
     "auto_answer_ms",
     "auto_hangup_ms",
+    "callerid",  # read by the runtime's line port (gateway/runtime/ports.py), not here
 }
 
 
