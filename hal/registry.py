@@ -19,6 +19,7 @@ from hal.base import FxsPort, HalError
 FXS_BACKENDS: dict[str, tuple[str, str, str]] = {
     "sim": ("hal.sim.fxs", "SimFxs", "branchline (the simulated backend ships with it)"),
     "ag1171": ("hal.slic.ag1171", "Ag1171Fxs", "gpiozero and pyalsaaudio (branchline[hw])"),
+    "null": ("hal.null", "NullFxs", "branchline (the null backend ships with it)"),
 }
 
 
@@ -79,6 +80,10 @@ _PIN = OptionSpec(("int", "str"), "a GPIO pin: a BCM number or a name such as 'G
 _REQUIRED_PIN = OptionSpec(_PIN.kinds, _PIN.expected, required=True)
 _RING_HZ = OptionSpec(("number",), "the ring frequency in Hz, a number above 0", minimum=1)
 _MS = OptionSpec(("number", "null"), "milliseconds >= 0, or null", minimum=0)
+_ECHO = OptionSpec(("bool",), "true or false: cancel the hybrid's echo on this line "
+                   "(default true on hardware)")
+_ECHO_TAIL = OptionSpec(("int",), "the echo canceller's tail in ms, 8 to 256 (default 64)",
+                        minimum=8)
 _CALLERID = OptionSpec(
     ("str",), "a caller ID method (docs/voice.md); default: gateway.country's",
     choices=tuple(CALLERID_METHODS),
@@ -97,6 +102,11 @@ FXS_OPTIONS: dict[str, dict[str, OptionSpec]] = {
         "fr_pin": _PIN,
         "auto_answer_ms": _MS,
         "auto_hangup_ms": _MS,
+        "echo_delay_ms": OptionSpec(("number", "null"), "simulated hybrid echo delay in ms "
+                                    "(0 to 200), or null for none", minimum=0),
+        "echo_erl_db": OptionSpec(("number",), "simulated echo return loss in dB (default 6)"),
+        "echo_canceller": _ECHO,
+        "echo_tail_ms": _ECHO_TAIL,
         "callerid": _CALLERID,
     },
     "ag1171": {
@@ -109,7 +119,18 @@ FXS_OPTIONS: dict[str, dict[str, OptionSpec]] = {
             ("str", "null"), "one of 'mock', 'lgpio', 'rpigpio', 'native', or null",
             choices=("mock", "lgpio", "rpigpio", "native"),
         ),
+        "echo_canceller": _ECHO,
+        "echo_tail_ms": _ECHO_TAIL,
         "callerid": _CALLERID,
+    },
+    "null": {
+        "tone_hz": OptionSpec(("number",), "the tone the null handset says, in Hz (1000)",
+                              minimum=1),
+        "level_dbm0": OptionSpec(("number",), "its level in dBm0 (default -20)"),
+        "auto_answer_ms": _MS,
+        "auto_hangup_ms": _MS,
+        "echo_canceller": _ECHO,
+        "echo_tail_ms": _ECHO_TAIL,
     },
 }
 

@@ -19,7 +19,8 @@ from gateway.config._survivable_schema import (
 )
 from hal.registry import FXS_BACKENDS, FXS_OPTIONS, OptionSpec
 
-_JSON_TYPES = {"int": "integer", "number": "number", "str": "string", "null": "null"}
+_JSON_TYPES = {"int": "integer", "number": "number", "str": "string", "null": "null",
+               "bool": "boolean"}
 
 
 def _option_schema(spec: OptionSpec) -> dict[str, Any]:

@@ -219,7 +219,7 @@ _RO, _IS_NO_SIDETONE, _NO = _g107_fixed()
 
 def _sidetone_impairment(t: float) -> float:
     stmro = -10 * math.log10(10 ** (-_STMR / 10) + math.exp(-t / 4) * 10 ** (-_TELR / 10))
-    return (12 * (1 + ((stmro - 13) / 6) ** 8) ** (1 / 8)
+    return float(12 * (1 + ((stmro - 13) / 6) ** 8) ** (1 / 8)
             - 28 * (1 + ((stmro + 1) / 19.4) ** 35) ** (1 / 35)
             - 13 * (1 + ((stmro - 3) / 33) ** 13) ** (1 / 13) + 29)
 
@@ -242,7 +242,7 @@ def delay_impairment(ta: float, t: float | None = None, tr: float | None = None)
     if ta > 100:
         x = math.log10(ta / 100) / math.log10(2)
         idd = 25 * ((1 + x**6) ** (1 / 6) - 3 * (1 + (x / 3) ** 6) ** (1 / 6) + 2)
-    return idte + idle + idd
+    return float(idte + idle + idd)
 
 
 def effective_equipment_impairment(

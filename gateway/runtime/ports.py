@@ -26,6 +26,7 @@ from hal.base import AudioPort, FxsPort
 
 if TYPE_CHECKING:
     from gateway.dsp.callerid import CallerIdPlan
+    from gateway.dsp.echo import EchoCanceller
 
 FRAME_S = FRAME_MS / 1000
 
@@ -154,6 +155,11 @@ class LinePort:
     bell_delay: int = 0
     frames: int = 0
     ring_index: int = -1
+    echo: EchoCanceller | None = None
+    """The line's echo canceller (options.echo_canceller), made when first needed."""
+    echo_checked: bool = False
+    ear_recent: int = 0  # frames since something audible went to the earpiece, counting down
+    last_ear: bytes = SILENCE_FRAME
 
     @property
     def machine(self) -> PortMachine:
@@ -164,8 +170,28 @@ class LinePort:
         return self.port
 
     def capture(self) -> bytes:
-        self.mic = self.port.read_frame() or SILENCE_FRAME
+        mic = self.port.read_frame() or SILENCE_FRAME
+        if self.ear_recent > 0 and self.port.is_off_hook():
+            # take the hybrid's echo of what we played out of what the handset sends
+            ec = self.echo_canceller()
+            if ec is not None:
+                mic = ec.process(self.last_ear, mic)
+        self.mic = mic
         return self.mic
+
+    def echo_canceller(self) -> EchoCanceller | None:
+        """The line's echo canceller: on by default on hardware, and on the sim backend when
+        it simulates a hybrid echo (echo_delay_ms); `options.echo_canceller` decides."""
+        if not self.echo_checked:
+            self.echo_checked = True
+            options = getattr(self.config, "options", None) or {}
+            backend = getattr(self.config, "backend", "sim")
+            default = backend not in ("sim", "null") or "echo_delay_ms" in options
+            if options.get("echo_canceller", default):
+                from gateway.dsp.echo import EchoCanceller
+
+                self.echo = EchoCanceller(int(options.get("echo_tail_ms", 64)))
+        return self.echo
 
     def digits_heard(self) -> list[str]:
         if not self.port.is_off_hook():
@@ -193,6 +219,11 @@ class LinePort:
         else:
             ear = SILENCE_FRAME
         self.port.write_frame(ear)
+        self.last_ear = ear
+        if ear != SILENCE_FRAME:
+            self.ear_recent = 8  # the echo canceller runs while an echo can still come back
+        elif self.ear_recent > 0:
+            self.ear_recent -= 1
 
     def carry_out(self, action: lev.Action) -> bool:
         match action:

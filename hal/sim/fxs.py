@@ -18,19 +18,25 @@ Options (all optional):
 - ``auto_hangup_ms``: an auto-answered call is hung up this long after the answer. Without
   it the phone stays off-hook until it hears dial, busy or reorder tone, i.e. until the far
   end has hung up.
+- ``echo_delay_ms``, ``echo_erl_db``: simulate the SLIC's 2-wire hybrid: what the port plays
+  comes back in what it captures this much later and this much weaker (default ERL 6 dB;
+  see hal/sim/hybrid.py). Off when absent. The line's echo canceller is then on by default.
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from gateway.dsp.tones import get_profile
-from hal.base import HalError
+from hal.base import AudioPort, HalError
 from hal.gpio.mock import ObservableMockPin, mock_factory
 from hal.sim.phone import VirtualPhone
 from hal.slic.ag1171 import Ag1171Fxs
+
+if TYPE_CHECKING:
+    from hal.sim.hybrid import HybridEcho
 
 _KNOWN = {
     "country",
@@ -42,6 +48,10 @@ _KNOWN = {
     "fr_pin",
     "auto_answer_ms",
     "auto_hangup_ms",
+    "echo_delay_ms",
+    "echo_erl_db",
+    "echo_canceller",  # read by the runtime's line port, not here
+    "echo_tail_ms",
     "callerid",  # read by the runtime's line port (gateway/runtime/ports.py), not here
 }
 
@@ -78,12 +88,21 @@ class SimFxs(Ag1171Fxs):
             raise HalError(f"sim FXS {name}: auto_hangup_ms needs auto_answer_ms")
         phone.set_auto_answer(answer_ms, hangup_ms)
         clock: Callable[[], float] = phone.clock if clock_kind == "frames" else time.monotonic
+        audio: AudioPort = phone.line_audio
+        self.hybrid: HybridEcho | None = None
+        """The simulated 2-wire hybrid's echo path, when echo_delay_ms asks for one."""
+        echo_ms = _optional_ms(name, "echo_delay_ms", opts.get("echo_delay_ms"))
+        if echo_ms is not None:
+            from hal.sim.hybrid import HybridAudio, HybridEcho
+
+            self.hybrid = HybridEcho(echo_ms, float(opts.get("echo_erl_db", 6.0)))
+            audio = HybridAudio(phone.line_audio, self.hybrid)
         super().__init__(
             name,
             shk_pin=pins["shk_pin"],
             rm_pin=pins["rm_pin"],
             fr_pin=pins["fr_pin"],
-            audio=phone.line_audio,
+            audio=audio,
             pin_factory=self.pin_factory,
             ring_hz=float(opts.get("ring_hz", profile.ring_hz if "country" in opts else 20)),
             clock=clock,

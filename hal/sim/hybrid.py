@@ -12,13 +12,14 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from gateway.dsp import FRAME_SAMPLES, SAMPLE_RATE
+from gateway.dsp import FRAME_SAMPLES, SAMPLE_RATE, SILENCE_FRAME
+from hal.base import AudioPort
 
 if TYPE_CHECKING:
     import numpy as np
     import numpy.typing as npt
 
-__all__ = ["HybridEcho", "impulse_response"]
+__all__ = ["HybridAudio", "HybridEcho", "impulse_response"]
 
 
 def impulse_response(delay_ms: float, erl_db: float, spread_ms: float = 2.0) -> npt.NDArray[
@@ -72,3 +73,23 @@ class HybridEcho:
 
         d = np.frombuffer(near, dtype="<i2").astype(np.float64) + self.echo_frame()
         return bytes(np.clip(np.round(d), -32768, 32767).astype("<i2").tobytes())
+
+
+class HybridAudio(AudioPort):
+    """An AudioPort with the hybrid between the driver and the phone: what is written to
+    the earpiece comes back, delayed and attenuated, in what is read from the mouthpiece."""
+
+    def __init__(self, inner: AudioPort, echo: HybridEcho) -> None:
+        self.inner = inner
+        self.echo = echo
+
+    def read_frame(self) -> bytes | None:
+        frame = self.inner.read_frame()
+        return self.echo.add_to(frame if frame is not None else SILENCE_FRAME)
+
+    def write_frame(self, frame: bytes) -> None:
+        self.echo.played(frame)
+        self.inner.write_frame(frame)
+
+    def close(self) -> None:
+        self.inner.close()

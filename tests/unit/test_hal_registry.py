@@ -73,4 +73,4 @@ def test_backend_whose_module_fails_to_import(monkeypatch: pytest.MonkeyPatch) -
 
 
 def test_known_backends() -> None:
-    assert set(registry.known_fxs_backends()) == {"sim", "ag1171"}
+    assert set(registry.known_fxs_backends()) == {"sim", "ag1171", "null"}
