@@ -549,3 +549,32 @@ def test_wall_clock_set_back_does_not_stall_the_queue(receiver: Receiver) -> Non
 
     asyncio.run(go())
     assert receiver.accepted() == {"u1": 1, "u2": 1} and store.uuids() == []
+
+
+def test_answered_but_not_marked_done_is_sent_again_with_the_same_key(
+        receiver: Receiver) -> None:
+    """At least once: the box dies between the endpoint's 2xx and the outbox update (here
+    the update fails); the next pusher sends the record again under the same key."""
+    class DiesOnDone(Outbox):
+        def outbox_done(self, id: int) -> None:
+            raise sqlite3.OperationalError("process killed")
+
+    store, clock = DiesOnDone(), Clock()
+    store.add("u1")
+
+    async def first() -> None:
+        p = pusher(store, receiver.url, clock)
+        try:
+            with pytest.raises(sqlite3.OperationalError):
+                await p.run_once()
+        finally:
+            await p.stop()
+
+    asyncio.run(first())
+    assert store.uuids() == ["u1"]
+    after_restart = Outbox()
+    after_restart.db = store.db  # the same file, read by the restarted daemon
+    asyncio.run(drain(pusher(after_restart, receiver.url, clock), clock))
+    assert receiver.keys() == {"u1": 2}  # sent twice, one key: the receiver counts it once
+    assert len(set(r.body for r in receiver.requests)) == 1
+    assert after_restart.uuids() == []
