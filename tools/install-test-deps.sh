@@ -31,7 +31,7 @@ required=(
   linphone-cli    # linphonec softphone (tests/integration/test_interop_linphone.py)
   gammu           # AT software against the modem emulator (tests/integration/test_modem_emulator_gammu.py)
   python3-gammu   # libGammu as an SMS PDU peer (tests/unit/test_sms_gammu.py; runs under /usr/bin/python3)
-  minimodem       # decodes the handsets' Bell 202 caller ID (tests/integration/test_gsm_calls.py)
+  minimodem       # a Bell 202 caller ID peer (tests/integration/test_gsm_calls.py, tests/unit/test_callerid_line.py)
   prometheus      # promtool checks and tests the alert rules of docs/metrics.md (tests/unit/test_metrics_docs.py)
 )
 optional=()

@@ -114,8 +114,9 @@ def mdmf_message(cid: CallerId, when: datetime) -> bytes:
 
 
 def sdmf_message(cid: CallerId, when: datetime) -> bytes:
-    """The SDMF message: date and time (MMDDHHMM), then the number or its reason letter."""
-    number = cid.digits().lstrip("+")[:10] or cid.reason
+    """The SDMF message: date and time (MMDDHHMM), then the number (its last ten digits,
+    the national number in North America) or its reason letter."""
+    number = "".join(c for c in cid.digits() if c.isdigit())[-10:] or cid.reason
     return _close(SDMF, (when.strftime("%m%d%H%M") + number).encode("ascii"))
 
 
