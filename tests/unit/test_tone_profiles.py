@@ -122,3 +122,21 @@ def test_table_errors_name_the_place() -> None:
         load_profiles(bad)
     with pytest.raises(ValueError, match=r"\[XX\]\.dial: unknown keys \['hertz'\]"):
         load_profiles(bad.replace("dial = { hz", "dial = { hertz") + "stutter = { hz = [1] }\n")
+
+
+@pytest.mark.parametrize("country", REQUIRED)
+def test_the_simulated_handset_names_every_tone(country: str) -> None:
+    """The ToneClassifier the virtual phone listens with tells each tone apart."""
+    from gateway.dsp.analysis import ToneClassifier
+
+    profile = get_profile(country)
+    heard = {}
+    for name, spec in profile.tones().items():
+        classifier, gen = ToneClassifier(profile), ToneGenerator(spec)
+        period = sum(spec.cadence) * max(1, spec.cycles)
+        for _ in range(round(min(12.0, 2 * period + 1.0 if period else 3.0) / 0.02)):
+            classifier.feed(gen.next_frame())
+        heard[name] = classifier.classify()
+    # AU congestion is busy's cadence at alternating levels, sent here as busy (docs/voice.md).
+    expected = {n: ("busy" if (country, n) == ("AU", "reorder") else n) for n in heard}
+    assert heard == expected
