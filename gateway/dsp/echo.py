@@ -41,6 +41,7 @@ FAR_ACTIVE: Final = 30.0  # far-end peak (of 32768) below which nothing adapts (
 NLP_RATIO: Final = 0.06  # residual below 6 % (-24 dB) of the echo estimate's level: suppress
 COMFORT_RMS: Final = 2.0
 ORDER: Final = 16  # linear predictor used to whiten the signals the filter adapts on
+PREDICT_EVERY: Final = 4  # frames between updates of that predictor (80 ms)
 
 
 class EchoCanceller:
@@ -75,6 +76,8 @@ class EchoCanceller:
         self._d_pow = 1e-3
         self._e_pow = 1e-3
         self._eb_pow = 1e-3
+        self._frames = 0
+        self._a: npt.NDArray[np.float64] | None = None
         self._ready = True
 
     def reset(self) -> None:
@@ -114,11 +117,12 @@ class EchoCanceller:
         windows = np.lib.stride_tricks.sliding_window_view(buf, self.taps)  # (160, taps)
         wwindows = np.lib.stride_tricks.sliding_window_view(wbuf, self.taps)
         out = np.empty(FRAME_SAMPLES)
+        y_frame = windows @ self._w  # the foreground filter's echo estimate for the frame
         for start in range(0, FRAME_SAMPLES, BLOCK):
             end = start + BLOCK
             xs = windows[start:end]
             ds = d[start:end]
-            y = xs @ self._w
+            y = y_frame[start:end]
             e = ds - y
             far_peak = float(np.max(np.abs(buf[start:end + self.taps - 1])))
             near_peak = float(np.max(np.abs(ds)))
@@ -146,15 +150,20 @@ class EchoCanceller:
         return bytes(np.clip(np.round(out), -32768, 32767).astype("<i2").tobytes())
 
     def _predictor(self, buf: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
-        """Whitening filter A(z) (order ORDER) from the far end's smoothed autocorrelation."""
+        """Whitening filter A(z) (order ORDER) from the far end's smoothed autocorrelation,
+        worked out again every PREDICT_EVERY frames (the tail is whitened with one A(z)
+        per frame either way, so the filter always sees consistent signals)."""
         import numpy as np
 
         seg = buf[-FRAME_SAMPLES - ORDER:]
-        r = np.array([seg[ORDER:] @ seg[ORDER - k:seg.size - k] for k in range(ORDER + 1)])
+        r = np.correlate(seg, seg[ORDER:], mode="valid")[::-1]  # lags 0..ORDER
         self._acf += 0.3 * (r - self._acf)
-        acf = self._acf.copy()
-        acf[0] = acf[0] * 1.001 + 1.0  # a little white noise: keeps it well conditioned
-        return _levinson(acf)
+        self._frames += 1
+        if self._a is None or self._frames % PREDICT_EVERY == 0:
+            acf = self._acf.tolist()
+            acf[0] = acf[0] * 1.001 + 1.0  # a little white noise: keeps it well conditioned
+            self._a = np.array(_levinson(acf))
+        return self._a
 
     def _compare(self, d: npt.NDArray[np.float64], e: npt.NDArray[np.float64],
                  eb: npt.NDArray[np.float64]) -> None:
@@ -191,19 +200,16 @@ class EchoCanceller:
         return e
 
 
-def _levinson(r: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
+def _levinson(r: list[float]) -> list[float]:
     """Prediction-error filter [1, a1..ap] from autocorrelation r[0..p] (Levinson-Durbin)."""
-    import numpy as np
-
-    p = r.size - 1
-    a = np.zeros(p + 1)
-    a[0] = 1.0
-    err = float(r[0])
+    p = len(r) - 1
+    a = [1.0] + [0.0] * p
+    err = r[0]
     for i in range(1, p + 1):
         if err <= 0:
             break
-        k = -float(r[1:i + 1][::-1] @ a[:i]) / err
-        a[:i + 1] = a[:i + 1] + k * a[:i + 1][::-1]
+        k = -sum(r[i - j] * a[j] for j in range(i)) / err
+        a = [a[j] + k * a[i - j] for j in range(i + 1)] + a[i + 1:]
         err *= 1 - k * k
     return a
 
