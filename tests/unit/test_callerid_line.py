@@ -6,6 +6,7 @@ what `minimodem --tx 1200` sends."""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -240,3 +241,17 @@ def test_decoder_reads_minimodem_tx(tmp_path: Path, message: bytes, rate: int) -
     pcm = bytes(FRAME_BYTES * 10) + pcm + bytes(FRAME_BYTES * 10)
     got = decode_fsk(pcm, rate=rate)
     assert got is not None and got.raw == message
+
+
+def test_config_takes_the_method_per_line_and_the_schema_lists_it() -> None:
+    from gateway.config import ConfigError, load_config_text
+    from gateway.config.jsonschema import export_json_schema
+    from gateway.dsp.callerid import METHODS
+
+    text = ('gateway: {name: x, country: NL}\nlines:\n'
+            '  - {name: "1", backend: sim, number: "101", options: {callerid: %s}}\n')
+    config = load_config_text(text % "etsi_dtmf", "x.yaml", route_probe=lambda toward: None)
+    assert config.lines[0].options["callerid"] == "etsi_dtmf"
+    with pytest.raises(ConfigError, match="did you mean 'etsi_dtmf'"):
+        load_config_text(text % "etsi_dtmff", "x.yaml", route_probe=lambda toward: None)
+    assert json.dumps({"enum": list(METHODS)})[1:-1] in json.dumps(export_json_schema())
