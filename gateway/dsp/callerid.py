@@ -15,7 +15,7 @@ them all:
   then the dual-tone alerting signal DT-AS (2130 + 2750 Hz, 80-100 ms), then the FSK, and
   the first ring follows the end of the data by 200-500 ms. A variant sends DT-AS without
   the reversal.
-- **DTMF** (the DTMF CLIP form used in NL, DK, SE, IN and elsewhere): the number between a
+- **DTMF** (the DTMF CLIP form used in NL, DK, SE, FI, BE, IN, SA and elsewhere): the number between a
   start digit (A, or D in some networks) and C, or B plus "00" (unavailable) / "10"
   (private) when there is none; before the first ring after a polarity reversal, or after
   the first ring.
@@ -232,7 +232,8 @@ ALERT_TO_DATA = 0.06
 """EN 300 659-1: the FSK starts 45-75 ms after DT-AS ends (a DTMF sequence likewise)."""
 DATA_TO_RING = 0.3
 """EN 300 659-1: the first ring follows the end of the data by 200-500 ms."""
-REVERSAL_TO_DTMF = 0.15
+REVERSAL_TO_DTMF = 0.25
+"""DTMF data starts no sooner than 200 ms after the polarity reversal."""
 
 
 @dataclass(frozen=True)
