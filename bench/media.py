@@ -14,6 +14,8 @@ detection and echo cancellation on the line's capture.
 While all N calls are up, for `--window` seconds, it measures:
 
 - the daemon's CPU (utime + stime of the process, all threads) and sipp's, per call;
+  beside them, baresip's CPU for one call of its own (baresip calling baresip, measured
+  over the same window length in the same run);
 - loss: packets lost or too late summed over the calls' stats in `branchline status`;
 - pacing of what the daemon sends: p99 of the interval deviation, worst stream (the
   loopback capture of bench/capture.py).
@@ -185,6 +187,36 @@ def run_step(n: int, hold: float, window: float, workdir: Path) -> Step:
     )
 
 
+def baresip_reference(window: float, workdir: Path) -> float:
+    """baresip's own CPU for one call (% of a core): one baresip calls another, both
+    sending a tone; the callee's process is measured over the same window length."""
+    from tests.integration.peers.baresip import Baresip
+    from tests.integration.peers.ports import free_port, free_sip_port
+
+    ref = workdir / "baresip"
+    ref.mkdir()
+    caller = Baresip("200", sip_port=free_sip_port(), ctrl_port=free_port(), tmpdir=ref,
+                     tone=1000, record=False)
+    callee = Baresip("300", sip_port=free_sip_port(), ctrl_port=free_port(), tmpdir=ref,
+                     tone=440, answer_mode="auto", record=False)
+    try:
+        callee.start()
+        caller.start()
+        caller.dial(callee.direct_uri)
+        caller.wait_for_event("CALL_ESTABLISHED", timeout=15)
+        time.sleep(1.0)
+        proc = callee._proc
+        assert proc is not None
+        c0, t0 = cpu_seconds(proc.pid), time.monotonic()
+        time.sleep(window)
+        c1, t1 = cpu_seconds(proc.pid), time.monotonic()
+        caller.hangup()
+    finally:
+        caller.stop()
+        callee.stop()
+    return 100 * (c1 - c0) / (t1 - t0)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--calls", default="1,8,32,64")
@@ -197,6 +229,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--hold must leave room for set-up and the window (hold >= window + 6)")
     workdir = Path(tempfile.mkdtemp(prefix="bench-media-"))
     steps = [run_step(n, args.hold, args.window, workdir) for n in counts]
+    baresip_pct = baresip_reference(args.window, workdir)
     print(f"{'calls':>5} {'up':>4} {'gw %core':>9} {'gw %/call':>9} {'sipp %/call':>11} "
           f"{'lost':>5} {'late':>5} {'concl':>6} {'p99 ms':>7} pass")
     for s in steps:
@@ -210,6 +243,8 @@ def main(argv: list[str] | None = None) -> int:
     per_core = int(100 / per_call) if per_call > 0 else None
     print(f"largest step passed (no loss, pacing p99 < 1 ms): {max(passed) if passed else 0} "
           f"calls; at {per_call:.2f} % of a core per call one core carries {per_core} calls")
+    print(f"baresip, one call (the callee of a baresip-to-baresip call, same window): "
+          f"{baresip_pct:.2f} % of a core")
     print(f"goals: <= {GOAL_CPU_PCT_PER_CALL} % per call: "
           f"{'met' if per_call <= GOAL_CPU_PCT_PER_CALL else 'not met'}; "
           f">= {GOAL_CALLS_PER_CORE} calls per core: "
@@ -218,6 +253,7 @@ def main(argv: list[str] | None = None) -> int:
                                              "sipp_per_call": s.sipp_per_call,
                                              "passed": s.passed} for s in steps],
                       "largest_passed": max(passed) if passed else 0,
+                      "baresip_pct_per_call": baresip_pct,
                       "calls_per_core": per_core}))
     if not args.keep:
         subprocess.run(["rm", "-rf", str(workdir)], check=False)
