@@ -95,7 +95,7 @@ class EchoCanceller:
         d = np.frombuffer(near, dtype="<i2").astype(np.float64)
         if x.size != FRAME_SAMPLES or d.size != FRAME_SAMPLES:
             raise ValueError("echo canceller frames must be 20 ms of 16-bit PCM")
-        far_peak_frame = float(np.max(np.abs(x)))
+        far_peak_frame = float(np.abs(x).max())
         if far_peak_frame <= FAR_ACTIVE:
             self._quiet += FRAME_SAMPLES
         else:
@@ -114,8 +114,10 @@ class EchoCanceller:
         wbuf = np.convolve(ext, a)[ORDER:ORDER + buf.size]  # the whole tail, one A(z)
         dw = _fir(a, self._dprev, d)
         self._dprev = d[-ORDER:].copy()
-        windows = np.lib.stride_tricks.sliding_window_view(buf, self.taps)  # (160, taps)
-        wwindows = np.lib.stride_tricks.sliding_window_view(wbuf, self.taps)
+        windows = _windows(buf, self.taps)  # (160, taps): row i ends at far sample i
+        wwindows = _windows(np.ascontiguousarray(wbuf), self.taps)
+        abs_buf = np.abs(buf)
+        abs_d = np.abs(d)
         out = np.empty(FRAME_SAMPLES)
         y_frame = windows @ self._w  # the foreground filter's echo estimate for the frame
         for start in range(0, FRAME_SAMPLES, BLOCK):
@@ -124,8 +126,8 @@ class EchoCanceller:
             ds = d[start:end]
             y = y_frame[start:end]
             e = ds - y
-            far_peak = float(np.max(np.abs(buf[start:end + self.taps - 1])))
-            near_peak = float(np.max(np.abs(ds)))
+            far_peak = float(abs_buf[start:end + self.taps - 1].max())
+            near_peak = float(abs_d[start:end].max())
             if near_peak > GEIGEL * far_peak and near_peak > FAR_ACTIVE:
                 self._hang = HANGOVER
                 self.double_talk_blocks += 1
@@ -147,7 +149,7 @@ class EchoCanceller:
                 self._compare(ds, e, eb)
             out[start:start + BLOCK] = self._suppress(e, y, far_peak, talking)
         self._hist = ext[FRAME_SAMPLES:]
-        return bytes(np.clip(np.round(out), -32768, 32767).astype("<i2").tobytes())
+        return bytes(out.round().clip(-32768, 32767).astype("<i2").tobytes())
 
     def _predictor(self, buf: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
         """Whitening filter A(z) (order ORDER) from the far end's smoothed autocorrelation,
@@ -212,6 +214,16 @@ def _levinson(r: list[float]) -> list[float]:
         a = [a[j] + k * a[i - j] for j in range(i + 1)] + a[i + 1:]
         err *= 1 - k * k
     return a
+
+
+def _windows(buf: npt.NDArray[np.float64], taps: int) -> npt.NDArray[np.float64]:
+    """Read-only view of every `taps`-long run of `buf` (a contiguous float64 array)."""
+    import numpy as np
+
+    step = buf.strides[0]
+    view: npt.NDArray[np.float64] = np.lib.stride_tricks.as_strided(
+        buf, shape=(buf.size - taps + 1, taps), strides=(step, step), writeable=False)
+    return view
 
 
 def _fir(a: npt.NDArray[np.float64], state: npt.NDArray[np.float64],
