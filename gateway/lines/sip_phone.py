@@ -112,6 +112,9 @@ class SipPhoneLine:
         self.on_signal: Callable[[PhoneSignal], None] | None = None
         """Where `actions()` hands the signals (the runtime's phone side); None: keep them
         for `signals()`."""
+        self.on_change: Callable[[], None] | None = None
+        """Called whenever an action or a signal is queued or the deadline changes, so the
+        runtime visits only the phones that have something to do (None: nobody asks)."""
 
     # --- PortMachine: state ------------------------------------------------------------
 
@@ -131,12 +134,28 @@ class SipPhoneLine:
     def _set_state(self, state: lev.LineState) -> None:
         if state is not self._state:
             self._state = state
-            self._actions.append(lev.StateChanged(state))
+            self._queue(lev.StateChanged(state))
+
+    def _queue(self, action: lev.Action) -> None:
+        self._actions.append(action)
+        if self.on_change is not None:
+            self.on_change()
+
+    def _signal(self, signal: PhoneSignal) -> None:
+        self._signals.append(signal)
+        if self.on_change is not None:
+            self.on_change()
+
+    def _set_deadline(self, deadline: float | None) -> None:
+        if deadline != self._ring_deadline:
+            self._ring_deadline = deadline
+            if self.on_change is not None:
+                self.on_change()
 
     def _idle(self) -> None:
         self._call_id = None
         self._outgoing = False
-        self._ring_deadline = None
+        self._set_deadline(None)
         self._set_state(lev.LineState.IDLE)
 
     # --- from the phone ----------------------------------------------------------------
@@ -148,23 +167,23 @@ class SipPhoneLine:
         self._outgoing = True
         self._call_id = None
         self._set_state(lev.LineState.CALLING)
-        self._actions.append(lev.PlaceCall(number))
+        self._queue(lev.PlaceCall(number))
         return lev.IncomingResult.ACCEPTED
 
     def phone_answered(self, now: float) -> None:
         """One of the phone's bindings answered the call for it."""
         if self._state is not lev.LineState.RINGING or self._call_id is None:
             return
-        self._ring_deadline = None
+        self._set_deadline(None)
         self._set_state(lev.LineState.CONNECTED)
-        self._actions.append(lev.AnswerCall(self._call_id))
-        self._actions.append(lev.ConnectAudio(self._call_id))
+        self._queue(lev.AnswerCall(self._call_id))
+        self._queue(lev.ConnectAudio(self._call_id))
 
     def phone_refused(self, status: int, now: float) -> None:
         """Every binding refused the call for the phone, or it has none (480)."""
         if self._state is not lev.LineState.RINGING or self._call_id is None:
             return
-        self._actions.append(lev.RejectCall(self._call_id, status))
+        self._queue(lev.RejectCall(self._call_id, status))
         self._idle()
 
     def phone_hung_up(self, now: float) -> None:
@@ -174,11 +193,11 @@ class SipPhoneLine:
             case lev.LineState.IDLE:
                 return
             case lev.LineState.CONNECTED if call_id is not None:
-                self._actions.append(lev.HangUp(call_id))
+                self._queue(lev.HangUp(call_id))
             case lev.LineState.RINGING if call_id is not None:
-                self._actions.append(lev.RejectCall(call_id, 480))
+                self._queue(lev.RejectCall(call_id, 480))
             case _ if self._outgoing:
-                self._actions.append(lev.CancelCall(call_id))
+                self._queue(lev.CancelCall(call_id))
         self._idle()
 
     # --- PortMachine: from the runtime -------------------------------------------------
@@ -189,13 +208,13 @@ class SipPhoneLine:
         """A call for the phone: ring its bindings; BUSY (in a call already) means
         `RejectCall(call_id, 486)` was emitted, as an FXS line does."""
         if self._state is not lev.LineState.IDLE:
-            self._actions.append(lev.RejectCall(call_id, 486))
+            self._queue(lev.RejectCall(call_id, 486))
             return lev.IncomingResult.BUSY
         self._call_id = call_id
         self._outgoing = False
-        self._ring_deadline = now + self.no_answer_timeout
+        self._set_deadline(now + self.no_answer_timeout)
         self._set_state(lev.LineState.RINGING)
-        self._signals.append(RingPhone(call_id, caller, caller_name))
+        self._signal(RingPhone(call_id, caller, caller_name))
         return lev.IncomingResult.ACCEPTED
 
     def call_progress(self, status: int, now: float, early_media: bool = False) -> None:
@@ -204,37 +223,37 @@ class SipPhoneLine:
             return
         if early_media:
             self._set_state(lev.LineState.EARLY_MEDIA)
-            self._signals.append(AlertPhone(True))
+            self._signal(AlertPhone(True))
             if self._call_id is not None:
-                self._actions.append(lev.ConnectAudio(self._call_id))
+                self._queue(lev.ConnectAudio(self._call_id))
         elif self._state is lev.LineState.CALLING:
             self._set_state(lev.LineState.RINGBACK)
-            self._signals.append(AlertPhone(False))
+            self._signal(AlertPhone(False))
 
     def call_answered(self, now: float) -> None:
         if not self._outgoing or self._state not in (
                 lev.LineState.CALLING, lev.LineState.RINGBACK, lev.LineState.EARLY_MEDIA):
             return
         self._set_state(lev.LineState.CONNECTED)
-        self._signals.append(AnswerPhone())
+        self._signal(AnswerPhone())
         if self._call_id is not None:
-            self._actions.append(lev.ConnectAudio(self._call_id))
+            self._queue(lev.ConnectAudio(self._call_id))
 
     def call_ended(self, reason: str, status: int | None, now: float) -> None:
         match self._state:
             case lev.LineState.IDLE:
                 return
             case lev.LineState.CONNECTED:
-                self._signals.append(ByePhone())
+                self._signal(ByePhone())
             case lev.LineState.RINGING:
-                self._signals.append(CancelPhone())
+                self._signal(CancelPhone())
             case _:
-                self._signals.append(RefusePhone(refusal_status(status)))
+                self._signal(RefusePhone(refusal_status(status)))
         self._idle()
 
     def incoming_cancelled(self, now: float) -> None:
         if self._state is lev.LineState.RINGING:
-            self._signals.append(CancelPhone())
+            self._signal(CancelPhone())
             self._idle()
 
     def set_call_id(self, call_id: str) -> None:
@@ -244,7 +263,7 @@ class SipPhoneLine:
         """A digit the phone sent (RFC 4733 or SIP INFO): on to the other leg."""
         if digit in DTMF_DIGITS and self._call_id is not None and self._state in (
                 lev.LineState.CONNECTED, lev.LineState.EARLY_MEDIA):
-            self._actions.append(lev.SendDigit(self._call_id, digit))
+            self._queue(lev.SendDigit(self._call_id, digit))
 
     # --- timers and output ---------------------------------------------------------------
 
@@ -253,10 +272,10 @@ class SipPhoneLine:
 
     def handle_timer(self, now: float) -> None:
         if self._ring_deadline is not None and now >= self._ring_deadline:
-            self._ring_deadline = None
+            self._set_deadline(None)
             if self._state is lev.LineState.RINGING and self._call_id is not None:
-                self._signals.append(CancelPhone())
-                self._actions.append(lev.RejectCall(self._call_id, 480))
+                self._signal(CancelPhone())
+                self._queue(lev.RejectCall(self._call_id, 480))
                 self._idle()
 
     def signals(self) -> list[PhoneSignal]:

@@ -9,6 +9,7 @@ sends what is queued and re-arms the single protocol timer.
 from __future__ import annotations
 
 import asyncio
+import heapq
 import logging
 import secrets
 import signal
@@ -39,7 +40,7 @@ from gateway.runtime.metrics import MetricsServer, start_metrics
 from gateway.runtime.modem import ModemDriver
 from gateway.runtime.modem_setup import StoredPinMemory
 from gateway.runtime.phones import PhoneCalls
-from gateway.runtime.ports import LinePort, Port
+from gateway.runtime.ports import LinePort, Port, PortTable
 from gateway.runtime.push import Pusher, start_push
 from gateway.runtime.reload import Reloader, line_idle, reloader_of
 from gateway.runtime.resolver import SipResolver
@@ -75,7 +76,18 @@ class Gateway(FailoverCalls, MediaWatchCalls, SipCalls, GsmCalls, PhoneCalls, Ca
 
     def __post_init__(self) -> None:
         self.lines: dict[str, LinePort] = {}  # the FXS lines, by name
-        self.ports: dict[str, Port] = {}  # every port of every kind, by name
+        # Every port of every kind, by name. A port whose machine signals its changes
+        # (`on_change`: the local phones) is visited only when it has something to do:
+        # `_dirty` (actions or a new deadline to look at), `_deadlines` (a heap of
+        # (deadline, seq, port), checked against `_deadline_of` when popped) and `_active`
+        # (the 20 ms tick). Any other port (FXS lines, modems) is polled as before.
+        self.ports: dict[str, Port] = PortTable(self._port_added, self._port_removed)
+        self._polled: dict[str, Port] = {}
+        self._dirty: dict[str, Port] = {}
+        self._active: dict[str, Port] = {}
+        self._deadlines: list[tuple[float, int, Port]] = []
+        self._deadline_of: dict[str, float] = {}
+        self._deadline_seq = 0
         self.modems: dict[str, ModemDriver] = {}  # the GSM/LTE modules, by name
         self.calls: dict[str, Call] = {}
         self.dtmf_relay = DtmfRelay()  # a handset's held keys, sent on with their length
@@ -402,6 +414,48 @@ class Gateway(FailoverCalls, MediaWatchCalls, SipCalls, GsmCalls, PhoneCalls, Ca
 
     # ------------------------------------------------------------------ pump and timers
 
+    def _port_added(self, port: Port) -> None:
+        machine = port.machine
+        if hasattr(machine, "on_change") and hasattr(port, "quiet"):
+            machine.on_change = lambda port=port: self._port_changed(port)
+            self._port_changed(port)  # anything it queued before it was added
+        else:
+            self._polled[port.name] = port
+
+    def _port_removed(self, port: Port) -> None:
+        if self._polled.get(port.name) is port:
+            del self._polled[port.name]
+        for index in (self._dirty, self._active):
+            if index.get(port.name) is port:
+                del index[port.name]
+        if hasattr(port.machine, "on_change"):
+            port.machine.on_change = None
+            self._deadline_of.pop(port.name, None)
+
+    def _port_changed(self, port: Port) -> None:
+        """A signalling port's machine queued something or moved its deadline."""
+        self._dirty[port.name] = port
+        self._active[port.name] = port
+
+    def _note_deadline(self, port: Port) -> None:
+        when = port.machine.get_timer()
+        if when is None:
+            self._deadline_of.pop(port.name, None)
+        elif self._deadline_of.get(port.name) != when:
+            self._deadline_of[port.name] = when
+            self._deadline_seq += 1
+            heapq.heappush(self._deadlines, (when, self._deadline_seq, port))
+
+    def _deadline_live(self, entry: tuple[float, int, Port]) -> bool:
+        when, _, port = entry
+        return self._deadline_of.get(port.name) == when and self.ports.get(port.name) is port
+
+    def _next_port_deadline(self) -> float | None:
+        heap = self._deadlines
+        while heap and not self._deadline_live(heap[0]):
+            heapq.heappop(heap)
+        return heap[0][0] if heap else None
+
     def _pump(self) -> None:
         """Drain the user agent and the lines until quiet; send; re-arm the timer."""
         if self._pumping or self.ua is None:
@@ -417,7 +471,14 @@ class Gateway(FailoverCalls, MediaWatchCalls, SipCalls, GsmCalls, PhoneCalls, Ca
                     if self.trunk_health is not None and self.trunk_health.on_sip_event(ev):
                         continue  # its probes' answers (registration outcomes go on too)
                     self._on_sip_event(ev)
-                for p in self.ports.values():
+                for p in list(self._polled.values()):
+                    for action in p.machine.actions():
+                        busy = True
+                        self._on_line_action(p, action)
+                dirty = self._dirty
+                while dirty:
+                    p = dirty.pop(next(iter(dirty)))
+                    self._note_deadline(p)
                     for action in p.machine.actions():
                         busy = True
                         self._on_line_action(p, action)
@@ -431,7 +492,9 @@ class Gateway(FailoverCalls, MediaWatchCalls, SipCalls, GsmCalls, PhoneCalls, Ca
 
     def _arm_timer(self) -> None:
         assert self.ua is not None
-        deadlines = [d for d in (self.ua.get_timer(), *(p.machine.get_timer() for p in self.ports.values())) if d is not None]
+        deadlines = [d for d in (self.ua.get_timer(), self._next_port_deadline(),
+                                 *(p.machine.get_timer() for p in self._polled.values()))
+                     if d is not None]
         when = min(deadlines) if deadlines else None
         if when == self._timer_at:
             return
@@ -450,10 +513,21 @@ class Gateway(FailoverCalls, MediaWatchCalls, SipCalls, GsmCalls, PhoneCalls, Ca
         t = self.ua.get_timer()
         if t is not None and t <= now:
             self.ua.handle_timer(now)
-        for p in self.ports.values():
+        for p in list(self._polled.values()):
             t = p.machine.get_timer()
             if t is not None and t <= now:
                 p.machine.handle_timer(now)
+        heap = self._deadlines
+        while heap and heap[0][0] <= now:
+            entry = heapq.heappop(heap)
+            if not self._deadline_live(entry):
+                continue
+            p = entry[2]
+            del self._deadline_of[p.name]
+            t = p.machine.get_timer()
+            if t is not None and t <= now:
+                p.machine.handle_timer(now)
+            self._dirty[p.name] = p  # its deadline is looked at again in the pump
         self._pump()
 
     # ------------------------------------------------------------------ hook and audio
@@ -466,16 +540,19 @@ class Gateway(FailoverCalls, MediaWatchCalls, SipCalls, GsmCalls, PhoneCalls, Ca
     def _tick(self, now: float) -> None:
         """Every 20 ms: capture every port, then let the bridge join each call's two legs."""
         digits_seen = False
-        for p in self.ports.values():
+        ports = [*self._polled.values(), *self._active.values()]
+        for p in ports:
             p.capture()
             for digit in p.digits_heard():  # only kinds that dial in band, while they can
                 log.debug("line %s: DTMF %s", p.name, digit)
                 p.machine.dtmf_digit(digit, now)
                 digits_seen = True
             self.dtmf_relay.released(self.config.sip.dtmf, self.ua, self.calls, p, now)
-        pairs, idle = plan(self.ports.values(), self.calls)
+        pairs, idle = plan(ports, self.calls)
         bridge(pairs, idle, now)
         self._watch_media(now)  # a connected call whose RTP stopped is ended
+        for p in [p for p in self._active.values() if p.quiet()]:  # type: ignore[attr-defined]
+            del self._active[p.name]  # back when its machine signals a change
         if digits_seen:
             self._pump()
 

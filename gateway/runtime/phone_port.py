@@ -83,6 +83,12 @@ class PhonePort:
         return (self.leg is not None and self.leg.media is not None and self.line.state in (
             lev.LineState.CONNECTED, lev.LineState.EARLY_MEDIA))
 
+    def quiet(self) -> bool:
+        """Nothing for the 20 ms tick to do: no call, no dialog, no digits waiting. The
+        runtime leaves a quiet phone alone until its machine signals a change."""
+        return (self.leg is None and self.call_id is None and not self.heard
+                and self.line.state is lev.LineState.IDLE)
+
     # --- Port ---------------------------------------------------------------------------
 
     def capture(self) -> bytes:

@@ -11,12 +11,12 @@ from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
 from gateway.dsp import FRAME_BYTES, FRAME_MS, SILENCE_FRAME
-from gateway.dsp.dtmf import DtmfDetector
-from gateway.dsp.dtmf import generate as dtmf_generate
+from gateway.dsp.dtmf import DigitPlayer, DtmfDetector
 from gateway.dsp.tones import ToneGenerator, ToneProfile
 from gateway.lines import PortMachine
 from gateway.lines import events as lev
@@ -79,6 +79,39 @@ class Port(Protocol):
 
     def close(self) -> None:
         ...
+
+
+class PortTable(dict[str, Port]):
+    """The runtime's ports by name, telling it when one is added or taken away.
+
+    A plain dict to everything that reads it; `on_add` and `on_remove` let the runtime keep
+    its own indexes (which ports to poll, which ones signal their changes) in step.
+    """
+
+    def __init__(self, on_add: Callable[[Port], None],
+                 on_remove: Callable[[Port], None]) -> None:
+        super().__init__()
+        self._on_add = on_add
+        self._on_remove = on_remove
+
+    def __setitem__(self, name: str, port: Port) -> None:
+        old = self.get(name)
+        if old is not None:
+            self._on_remove(old)
+        super().__setitem__(name, port)
+        self._on_add(port)
+
+    def __delitem__(self, name: str) -> None:
+        port = self[name]
+        super().__delitem__(name)
+        self._on_remove(port)
+
+    def pop(self, name: str, *default: Any) -> Any:
+        if name not in self:
+            return super().pop(name, *default)
+        port = super().pop(name)
+        self._on_remove(port)
+        return port
 
 
 @dataclass
@@ -145,7 +178,7 @@ class LinePort:
     ringing: bool = False
     call_id: str | None = None
     mic: bytes = SILENCE_FRAME
-    ear_digits: bytearray = field(default_factory=bytearray)
+    ear_digits: DigitPlayer = field(default_factory=DigitPlayer)
     caller_id: bytearray = field(default_factory=bytearray)
     kind: str = "fxs"
     cid_pending: CallerIdPlan | None = None
@@ -245,12 +278,14 @@ class LinePort:
     def play_digit(self, digit: str, duration_ms: int) -> None:
         """Regenerate a digit the far end sent out of band, so the handset hears it in band.
 
-        The tone lasts the event's (or INFO's Duration=) length: 40 ms to 8 s; up to 10 s
-        of digits wait their turn, beyond that they are dropped.
+        The tone lasts the event's (or INFO's Duration=) length, 40 ms to 8 s; one that
+        `start_digit` began sounds on until then (see gateway.dsp.dtmf.DigitPlayer).
         """
-        if digit in "0123456789*#ABCD" and len(self.ear_digits) < 2 * 8000 * 10:
-            self.ear_digits += dtmf_generate(digit, max(40, min(duration_ms, 8000)))
-            self.ear_digits += bytes(FRAME_BYTES * 3)  # a gap, so repeats stay separate
+        self.ear_digits.end(digit, duration_ms)
+
+    def start_digit(self, digit: str) -> None:
+        """The far end's key went down (an RFC 4733 event began): sound it now."""
+        self.ear_digits.start(digit)
 
     @property
     def callerid_method(self) -> str:
@@ -334,11 +369,7 @@ class LinePort:
         self.port.set_ringing(on)
 
     def next_digit_frame(self) -> bytes | None:
-        if not self.ear_digits:
-            return None
-        frame = bytes(self.ear_digits[:FRAME_BYTES]).ljust(FRAME_BYTES, b"\0")
-        del self.ear_digits[:FRAME_BYTES]
-        return frame
+        return self.ear_digits.next_frame()
 
     def play_tone(self, name: str) -> None:
         try:
