@@ -35,7 +35,7 @@ from collections import deque
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from gateway.dsp import SAMPLE_RATE
+from gateway.dsp import FRAME_SAMPLES, SAMPLE_RATE
 
 if TYPE_CHECKING:
     import numpy as np
@@ -411,3 +411,89 @@ def detect(pcm: bytes) -> str:
     """All digits in a PCM buffer, in order: a convenience for tests and tools."""
     det = DtmfDetector()
     return "".join(det.feed(pcm))
+
+
+def _tone(digit: str, first: int, count: int, level_dbfs: float) -> bytes:
+    """Samples `first`..`first+count` of a key's tone (phase continuous across calls)."""
+    import numpy as np
+
+    r, c = _check_digit(digit)
+    t = (first + np.arange(count, dtype=np.float64)) / SAMPLE_RATE
+    amp = _amplitude(level_dbfs)
+    wave = amp * (np.sin(2 * math.pi * ROW_HZ[r] * t) + np.sin(2 * math.pi * COL_HZ[c] * t))
+    return np.clip(np.rint(wave), -32768, 32767).astype("<i2").tobytes()
+
+
+class DigitPlayer:
+    """Digits that arrived out of band (RFC 4733, SIP INFO), as tones for an earpiece.
+
+    `start` (an RFC 4733 event's first packet: the far end's key is down) sounds the digit
+    at once and keeps it sounding; `end` (the event's length is known) lets it sound on
+    until it has lasted that long, or stops it at once if it already has. `end` without a
+    `start` (SIP INFO, or a tone still queued) queues a tone of that length. Each digit is
+    40 ms to 8 s and followed by 60 ms of silence; at most 10 s of audio waits.
+    """
+
+    GAP_FRAMES = 3
+    MIN_MS = 40
+    MAX_MS = 8000
+    MAX_QUEUED = 2 * SAMPLE_RATE * 10
+
+    def __init__(self, level_dbfs: float = -10.0) -> None:
+        self.level_dbfs = level_dbfs
+        self._queue = bytearray()
+        self._live: str | None = None
+        self._played = 0  # samples of the live digit sounded so far
+        self._expired: str | None = None  # a live digit stopped at MAX_MS, its end to come
+
+    @property
+    def busy(self) -> bool:
+        """True while a digit sounds or waits."""
+        return bool(self._queue) or self._live is not None
+
+    def start(self, digit: str) -> None:
+        """The far end's key went down: sound it from the next frame (if nothing waits)."""
+        if digit.upper() not in DIGITS or len(digit) != 1 or self.busy:
+            return
+        self._live = digit.upper()
+        self._played = 0
+        self._expired = None
+
+    def end(self, digit: str, duration_ms: int) -> None:
+        """The digit lasted `duration_ms` in all."""
+        digit = digit.upper()
+        if len(digit) != 1 or digit not in DIGITS:
+            return
+        total = round(max(self.MIN_MS, min(duration_ms, self.MAX_MS)) * SAMPLE_RATE / 1000)
+        if self._expired == digit:
+            self._expired = None  # already sounded for MAX_MS
+            return
+        if self._live == digit:
+            if total > self._played:
+                self._queue += _tone(digit, self._played, total - self._played, self.level_dbfs)
+            self._stop_live()
+            return
+        if self._live is not None:
+            self._stop_live()  # another digit ended: the live one is over too
+        if len(self._queue) < self.MAX_QUEUED:
+            self._queue += _tone(digit, 0, total, self.level_dbfs)
+            self._queue += bytes(2 * FRAME_SAMPLES * self.GAP_FRAMES)
+
+    def _stop_live(self) -> None:
+        self._live = None
+        self._queue += bytes(2 * FRAME_SAMPLES * self.GAP_FRAMES)
+
+    def next_frame(self, samples: int = FRAME_SAMPLES) -> bytes | None:
+        """The next frame of digit audio, or None when no digit sounds or waits."""
+        if self._queue:
+            frame = bytes(self._queue[: 2 * samples]).ljust(2 * samples, b"\0")
+            del self._queue[: 2 * samples]
+            return frame
+        if self._live is None:
+            return None
+        frame = _tone(self._live, self._played, samples, self.level_dbfs)
+        self._played += samples
+        if self._played >= self.MAX_MS * SAMPLE_RATE // 1000:
+            self._expired = self._live
+            self._stop_live()  # the end has not come
+        return frame

@@ -32,7 +32,7 @@ from gateway.media.rtcp import (
 from gateway.media.rtp import RtpError, RtpPacket, is_rtcp
 from gateway.media.secure import DROP_REASONS, SrtpPair
 from gateway.media.session import PacingSchedule, RtpSender
-from gateway.media.telephone_event import DigitReceived, DtmfReceiver, DtmfSender
+from gateway.media.telephone_event import DigitReceived, DigitStarted, DtmfReceiver, DtmfSender
 
 __all__ = ["DIRECTIONS", "Direction", "MediaEvent", "MediaStream", "RemoteLatched"]
 
@@ -51,7 +51,7 @@ class RemoteLatched:
     new: tuple[str, int]
 
 
-MediaEvent = DigitReceived | RemoteLatched
+MediaEvent = DigitReceived | DigitStarted | RemoteLatched
 
 
 def _check_codec(codec: str) -> str:
@@ -396,6 +396,7 @@ class MediaStream:
         else:
             digits = self._dtmf_rx.feed(packet, now)
             self.dtmf_received += len(digits)
+            events.extend(self._dtmf_rx.started())  # the key is down: before its end
             events.extend(digits)
         return events
 

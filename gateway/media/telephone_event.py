@@ -26,6 +26,7 @@ from gateway.media.session import RtpSender
 
 __all__ = [
     "DigitReceived",
+    "DigitStarted",
     "DtmfReceiver",
     "DtmfSender",
     "TelephoneEvent",
@@ -62,6 +63,17 @@ class TelephoneEvent:
     def __bytes__(self) -> bytes:
         """Encode for an RTP payload; out-of-range fields raise ValueError naming the field."""
         return encode_event(self.event, end=self.end, volume=self.volume, duration=self.duration)
+
+
+@dataclass(frozen=True)
+class DigitStarted:
+    """An RFC 4733 event's first packet arrived: the far end's key is down now.
+
+    Reported before its `DigitReceived`, so a gateway can start the tone at once and
+    stop it when the event ends, instead of playing the whole event late.
+    """
+
+    digit: str
 
 
 @dataclass(frozen=True)
@@ -267,6 +279,7 @@ class DtmfReceiver:
         self.timeout = timeout
         self._current: _Receiving | None = None
         self._done: deque[int] = deque(maxlen=16)  # timestamps of events already reported
+        self._started: list[DigitStarted] = []
         self.malformed = 0
         self.ignored = 0
         self.ends_lost = 0
@@ -293,10 +306,16 @@ class DtmfReceiver:
             current = None
         if current is None:
             current = self._current = _Receiving(packet.timestamp, digit, 0, now)
+            self._started.append(DigitStarted(digit))
         current.duration = max(current.duration, ev.duration)
         current.last_seen = now
         if ev.end:
             out.append(self._finish(current))
+        return out
+
+    def started(self) -> list[DigitStarted]:
+        """The events that began since the last call (each before its DigitReceived)."""
+        out, self._started = self._started, []
         return out
 
     def poll(self, now: float) -> list[DigitReceived]:

@@ -16,8 +16,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
 from gateway.dsp import FRAME_BYTES, FRAME_MS, SILENCE_FRAME
-from gateway.dsp.dtmf import DtmfDetector
-from gateway.dsp.dtmf import generate as dtmf_generate
+from gateway.dsp.dtmf import DigitPlayer, DtmfDetector
 from gateway.dsp.tones import ToneGenerator, ToneProfile
 from gateway.lines import PortMachine
 from gateway.lines import events as lev
@@ -179,7 +178,7 @@ class LinePort:
     ringing: bool = False
     call_id: str | None = None
     mic: bytes = SILENCE_FRAME
-    ear_digits: bytearray = field(default_factory=bytearray)
+    ear_digits: DigitPlayer = field(default_factory=DigitPlayer)
     caller_id: bytearray = field(default_factory=bytearray)
     kind: str = "fxs"
     cid_pending: CallerIdPlan | None = None
@@ -279,12 +278,14 @@ class LinePort:
     def play_digit(self, digit: str, duration_ms: int) -> None:
         """Regenerate a digit the far end sent out of band, so the handset hears it in band.
 
-        The tone lasts the event's (or INFO's Duration=) length: 40 ms to 8 s; up to 10 s
-        of digits wait their turn, beyond that they are dropped.
+        The tone lasts the event's (or INFO's Duration=) length, 40 ms to 8 s; one that
+        `start_digit` began sounds on until then (see gateway.dsp.dtmf.DigitPlayer).
         """
-        if digit in "0123456789*#ABCD" and len(self.ear_digits) < 2 * 8000 * 10:
-            self.ear_digits += dtmf_generate(digit, max(40, min(duration_ms, 8000)))
-            self.ear_digits += bytes(FRAME_BYTES * 3)  # a gap, so repeats stay separate
+        self.ear_digits.end(digit, duration_ms)
+
+    def start_digit(self, digit: str) -> None:
+        """The far end's key went down (an RFC 4733 event began): sound it now."""
+        self.ear_digits.start(digit)
 
     @property
     def callerid_method(self) -> str:
@@ -368,11 +369,7 @@ class LinePort:
         self.port.set_ringing(on)
 
     def next_digit_frame(self) -> bytes | None:
-        if not self.ear_digits:
-            return None
-        frame = bytes(self.ear_digits[:FRAME_BYTES]).ljust(FRAME_BYTES, b"\0")
-        del self.ear_digits[:FRAME_BYTES]
-        return frame
+        return self.ear_digits.next_frame()
 
     def play_tone(self, name: str) -> None:
         try:

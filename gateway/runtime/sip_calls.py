@@ -18,7 +18,7 @@ from gateway.config.schema import Config, TrunkConfig
 from gateway.lines import events as lev
 from gateway.media.secure import srtp_pair
 from gateway.media.stream import MediaStream
-from gateway.media.telephone_event import DigitReceived
+from gateway.media.telephone_event import DigitReceived, DigitStarted
 from gateway.runtime import call_end
 from gateway.runtime.call_end import CallEnd
 from gateway.runtime.clock import AudioClock
@@ -233,6 +233,8 @@ class SipCalls:
 
     def _on_media_event(self, call: Call, ev: Any) -> None:
         log.debug("call %s: media event %s", call.call_id, ev)
+        if isinstance(ev, DigitStarted) and call.audio and isinstance(call.port, LinePort):
+            call.port.start_digit(ev.digit)  # the handset hears it while the key is down
         if isinstance(ev, DigitReceived) and call.audio:
             log.info("call %s: digit %s received (RFC 4733)", call.call_id, ev.digit)
             call.port.play_digit(ev.digit, ev.duration_ms)

@@ -13,6 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, cast
 
+import numpy as np
 import pytest
 
 from gateway.dsp import FRAME_BYTES, SAMPLE_RATE
@@ -181,3 +182,57 @@ def test_far_end_digits_are_played_to_the_handset_for_their_duration(ms: int) ->
     (end,) = det.ended()
     assert end.digit == "6"
     assert ms - 5 <= end.duration_ms <= ms + 5
+
+
+@pytest.mark.parametrize("ms", [60, 200, 1200])
+def test_rfc4733_events_sound_on_the_handset_while_the_key_is_down(ms: int) -> None:
+    """DigitStarted starts the tone at the first packet; the end gives it its exact length."""
+    from gateway.media.telephone_event import DigitReceived, DigitStarted
+
+    a, b = _stream(), _stream()
+    handset = _Handset()
+    lp = _line_port(handset)
+    a.send_dtmf("8", 0.0, ms)
+    first_packet_tick = None
+    for k in range(ms // 20 + 30):
+        now = k * 0.020
+        for data in a.send_due(now + 0.0001):
+            for ev in b.receive(data, ("127.0.0.1", 4000), now):
+                if isinstance(ev, DigitStarted):
+                    first_packet_tick = k if first_packet_tick is None else first_packet_tick
+                    lp.start_digit(ev.digit)
+                elif isinstance(ev, DigitReceived):
+                    lp.play_digit(ev.digit, ev.duration_ms)
+        lp.play(bytes(FRAME_BYTES))  # the bridge's frame; digit audio takes its place
+    assert first_packet_tick is not None
+    ear = b"".join(handset.ear)
+    x = np.frombuffer(ear, dtype="<i2")
+    onset = int(np.argmax(np.abs(x) > 1000)) / SAMPLE_RATE
+    assert onset <= (first_packet_tick + 1) * 0.020, "the tone starts with the event"
+    det = DtmfDetector()
+    det.feed(ear)
+    (end,) = det.ended()
+    assert end.digit == "8"
+    want = -(-ms // 20) * 20  # the sender's whole slots
+    assert want - 5 <= end.duration_ms <= want + 5, (want, end)
+
+
+def test_digit_player_edges() -> None:
+    from gateway.dsp.dtmf import DigitPlayer
+
+    p = DigitPlayer()
+    p.start("5")
+    for _ in range(10):
+        assert p.next_frame() is not None
+    p.end("5", 100)  # already sounded 200 ms: stops now, then the gap
+    tail = [p.next_frame() for _ in range(4)]
+    assert tail[:3] == [bytes(FRAME_BYTES)] * 3 and tail[3] is None
+    p.start("1")
+    for _ in range(400):
+        p.next_frame()  # 8 s: the player gives up waiting
+    assert not p.busy or p.next_frame() == bytes(FRAME_BYTES)
+    p.end("1", 9000)  # the late end of that digit adds nothing
+    while p.next_frame() is not None:
+        pass
+    p.end("2", 100)  # SIP INFO: no start, a whole tone queued
+    assert p.busy
