@@ -234,3 +234,21 @@ def files_with_password_hashes(root: Path, names: Iterable[str] = ()) -> list[Pa
                 break
     extra = [root / n for n in names if (root / n).is_file()]
     return hits + [p for p in extra if p not in hits]
+
+
+def root_problems(root: Path) -> list[str]:
+    """Why a built root must not ship: an account with a password, or SSH host keys (every
+    box must make its own at first boot). Empty when the root is fit to ship."""
+    problems = []
+    for name in ("etc/shadow", "etc/passwd"):
+        f = root / name
+        if not f.is_file():
+            problems.append(f"{name} is missing")
+            continue
+        users = password_hashes(f.read_text())
+        if users:
+            problems.append(f"{name} gives a password to {', '.join(users)}")
+    keys = sorted(p.name for p in (root / "etc" / "ssh").glob("ssh_host_*"))
+    if keys:
+        problems.append(f"SSH host keys would ship in the image: {', '.join(keys)}")
+    return problems

@@ -151,3 +151,16 @@ def test_customize_hook_locks_root_and_forbids_password_logins() -> None:
     assert "KbdInteractiveAuthentication no" in hook
     assert 'rm -f "$R"/etc/ssh/ssh_host_*' in hook
     assert "chpasswd" not in hook
+
+
+def test_root_problems_refuses_passwords_and_shipped_host_keys(tmp_path: Path) -> None:
+    """The gate image/build runs on the finished root before making file systems."""
+    (tmp_path / "etc" / "ssh").mkdir(parents=True)
+    (tmp_path / "etc" / "passwd").write_text("root:x:0:0:root:/root:/bin/bash\n")
+    (tmp_path / "etc" / "shadow").write_text("root:!*:19000:0:99999:7:::\n")
+    assert il.root_problems(tmp_path) == []
+    (tmp_path / "etc" / "shadow").write_text("root:$y$j9T$salt$hash:19000:0:99999:7:::\n")
+    (tmp_path / "etc" / "ssh" / "ssh_host_ed25519_key").write_text("secret")
+    problems = il.root_problems(tmp_path)
+    assert any("password to root" in p for p in problems)
+    assert any("ssh_host_ed25519_key" in p for p in problems)
