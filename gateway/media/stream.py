@@ -120,6 +120,8 @@ class MediaStream:
         self.remote_changes = 0
         self.dtmf_received = 0
         self.dtmf_inband = 0
+        self.mute_audio = False
+        """Send silence in place of the audio (a key's tones that went out as SIP INFO)."""
         self._dtmf_sent_before = 0
         self._srtp = srtp
         self.srtp_dropped: dict[str, int] = dict.fromkeys(DROP_REASONS, 0)
@@ -294,6 +296,8 @@ class MediaStream:
                 continue
             if frame is None:
                 self.frames_missing += 1
+                payload = self._silence_payload
+            elif self.mute_audio:
                 payload = self._silence_payload
             else:
                 payload = g711.encode(frame, self._codec)

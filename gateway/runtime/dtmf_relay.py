@@ -9,7 +9,8 @@ detector sees the tone end. So a press that is still sounding is sent as it goes
   20 ms slots) and three end packets. A peer without telephone-event keeps the tones in
   the audio, as it expects.
 - ``sip.dtmf: info``: one SIP INFO (application/dtmf-relay) with ``Duration=`` the measured
-  length, sent when the key is released.
+  length, sent when the key is released; from the press's confirmation to its end the
+  call's audio is silence, so the far end does not hear the digit twice.
 - ``sip.dtmf: inband``: nothing is sent apart; the tones stay in the audio.
 
 Digits that are not tones (rotary pulses) have no length to measure and go out as 100 ms.
@@ -47,6 +48,7 @@ class DtmfRelay:
         else:
             self._held.pop(port.name, None)
         if mode == "info":
+            call.media.mute_audio = held  # a held key's tones go as INFO, not in the audio
             if not held and ua is not None:
                 ua.send_dtmf_info(call.call_id, digit, DEFAULT_MS, now)
             return
@@ -70,6 +72,7 @@ class DtmfRelay:
             ms = max(MIN_MS, end.duration_ms)
             log.debug("line %s: DTMF %s held %d ms", port.name, end.digit, end.duration_ms)
             if mode == "info":
+                call.media.mute_audio = False
                 if ua is not None:
                     ua.send_dtmf_info(call.call_id, end.digit, ms, now)
             elif mode != "inband":

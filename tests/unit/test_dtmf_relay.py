@@ -140,6 +140,14 @@ def test_handset_tones_become_sip_info_with_the_press_length() -> None:
         assert ms - 5 <= sent <= ms + 5, (ms, sent)
 
 
+def test_info_mode_keeps_the_tones_out_of_the_audio() -> None:
+    """Only the ~40 ms before the press is confirmed still goes out as tone."""
+    packets, ua = _run_handset("info", _presses([("#", 250), ("2", 600)]))
+    assert [d for _, d, _ in ua.infos] == ["#", "2"]
+    loud = [p for p in packets if p.payload_type == 0 and p.payload != bytes([0xFF]) * 160]
+    assert 0 < len(loud) <= 2 * 3, len(loud)
+
+
 def test_inband_mode_sends_nothing_apart() -> None:
     packets, ua = _run_handset("inband", _presses(PRESSES[:2]))
     assert _events(packets) == {} and ua.infos == []
