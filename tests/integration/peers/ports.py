@@ -13,10 +13,10 @@ import threading
 
 LOOPBACK = "127.0.0.1"
 
-#: The gateway's RTP ranges in the integration tests (`rtp_ports:` 30000-33999). Linux hands
+#: The gateway's RTP ranges in the integration tests (`rtp_ports:` 30000-35999). Linux hands
 #: out ephemeral ports from 32768, so a SIP port taken from the kernel could land inside one
 #: of them, and the daemon rightly refuses a config whose RTP range holds its SIP port.
-TEST_RTP_SPAN = range(30000, 34000)
+TEST_RTP_SPAN = range(30000, 36000)
 
 _lock = threading.Lock()
 _handed_out: set[int] = set()
