@@ -21,6 +21,13 @@ log = logging.getLogger("branchline.rtp")
 
 _PORT_TAKEN = (errno.EADDRINUSE, errno.EACCES)
 
+#: Where the next search of each (host, first, last) range starts: just after the port the
+#: last search handed out. Scanning from the bottom every time made each new call try every
+#: port still held by a live call (about 18 failed binds per call with 1,000 phones, the
+#: largest cost the registrar bench found in the media setup); from the cursor, ports are
+#: handed out round-robin and a search usually binds the first port it tries.
+_cursors: dict[tuple[str, int, int], int] = {}
+
 
 class _RtpProtocol(asyncio.DatagramProtocol):
     def __init__(self, endpoint: RtpEndpoint, rtcp: bool = False) -> None:
@@ -62,7 +69,11 @@ class RtpEndpoint:
             raise ValueError(f"RTP port range {first}-{last} is empty")
         loop = asyncio.get_running_loop()
         endpoint = cls(loop)
-        for port in range(first + (first % 2), last, 2):
+        ports = range(first + (first % 2), last, 2)
+        key = (host, first, last)
+        start = _cursors.get(key, ports.start)
+        at = (start - ports.start) // 2 if start in ports else 0
+        for port in [*ports[at:], *ports[:at]]:
             try:
                 transport, _ = await loop.create_datagram_endpoint(
                     lambda: _RtpProtocol(endpoint), local_addr=(host, port)
@@ -83,6 +94,7 @@ class RtpEndpoint:
             endpoint._transport = transport
             endpoint._rtcp_transport = rtcp
             endpoint.port = port
+            _cursors[key] = port + 2
             return endpoint
         raise OSError(errno.EADDRINUSE,
                       f"no free even UDP port (with the RTCP port above it) for RTP in "

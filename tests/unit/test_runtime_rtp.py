@@ -245,3 +245,33 @@ def test_two_endpoints_exchange_audio_and_digits_over_loopback() -> None:
     assert b_stats["packets_received"] >= 5 and a_stats["packets_received"] >= 5
     assert b_stats["dropped_malformed"] == 0 and b_stats["lost"] == 0
     assert b_stats["dropped_foreign"] == 0 and a_stats["remote_changes"] == 0
+
+
+def test_a_range_is_searched_from_after_the_last_port_handed_out() -> None:
+    """Ports go round-robin: with calls holding the bottom of the range, a new call binds at
+    its first try instead of trying every port still held (one bind per port, not N)."""
+    async def scenario() -> tuple[list[int], int, int]:
+        loop = asyncio.get_running_loop()
+        real = loop.create_datagram_endpoint
+        binds = 0
+
+        async def counting(*args: Any, **kwargs: Any) -> Any:
+            nonlocal binds
+            binds += 1
+            return await real(*args, **kwargs)
+
+        loop.create_datagram_endpoint = counting  # type: ignore[method-assign]
+        span = (42000, 42099)
+        held = [await RtpEndpoint.open("127.0.0.1", span) for _ in range(10)]
+        binds = 0
+        held[0].close()  # the lowest port is free again, but the search goes on from the top
+        newest = await RtpEndpoint.open("127.0.0.1", span)
+        ports = [ep.port for ep in held]
+        for ep in held[1:] + [newest]:
+            ep.close()
+        return ports, newest.port, binds
+
+    ports, newest, binds = asyncio.run(scenario())
+    assert ports == list(range(ports[0], ports[0] + 20, 2))
+    assert newest == ports[-1] + 2
+    assert binds == 2  # RTP and RTCP, at the first port tried
