@@ -97,9 +97,16 @@ for kdir in "$R"/usr/lib/modules/*; do
     kver=$(basename "$kdir")
     in_root depmod -a "$kver"
 done
-# The initrd keeps its own copies of the modules; rebuilding it without them is done natively,
-# not under qemu-user, where mkinitramfs alone takes several minutes.
-if [ "$(in_root dpkg --print-architecture)" = "$(dpkg --print-architecture)" ]; then
+# The initrd, once, after the pruning. image/build's essential hook diverted
+# update-initramfs to a stub, so the kernel's postinst and the triggers did not build it
+# three times over (each run takes minutes under qemu-user).
+if [ -e "$R/usr/sbin/update-initramfs.real" ]; then
+    rm -f "$R/usr/sbin/update-initramfs"
+    in_root dpkg-divert --quiet --local --rename --remove /usr/sbin/update-initramfs
+    for kdir in "$R"/usr/lib/modules/*; do
+        in_root update-initramfs -c -k "$(basename "$kdir")"
+    done
+elif [ "$(in_root dpkg --print-architecture)" = "$(dpkg --print-architecture)" ]; then
     in_root update-initramfs -u -k all
 fi
 
