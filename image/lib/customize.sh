@@ -73,6 +73,8 @@ rm -f "$R/var/lib/dbus/machine-id"
 # --- Lane I2's overlay, owned by root whatever the checkout's owners; its units enabled.
 if [ -n "${BL_OVERLAY:-}" ] && [ -d "$BL_OVERLAY" ]; then
     tar -C "$BL_OVERLAY" --owner=0 --group=0 --numeric-owner -cf - . | tar -C "$R" -xpf -
+    # git keeps only the executable bit: the modes that matter are set here, not in the tree.
+    if [ -d "$R/etc/sudoers.d" ]; then chmod 0440 "$R"/etc/sudoers.d/*; fi
     for dir in etc/systemd/system usr/lib/systemd/system; do
         [ -d "$BL_OVERLAY/$dir" ] || continue
         for unit in "$BL_OVERLAY/$dir"/*; do
