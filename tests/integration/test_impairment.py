@@ -138,7 +138,7 @@ def test_lossy_jittery_path_stays_continuous_and_mos_matches_the_e_model(
 ) -> None:
     bob = baresip_factory("bob", tone=1000, answer_mode="auto")
 
-    async def scenario() -> tuple[MediaStream, bytes, Relay]:
+    async def scenario() -> tuple[MediaStream, bytes, Relay, float]:
         loop = asyncio.get_running_loop()
         ua = MiniUa()
         await ua.open()
@@ -165,23 +165,34 @@ def test_lossy_jittery_path_stays_continuous_and_mos_matches_the_e_model(
             endpoint.attach(stream)
             heard: list[bytes] = []
             start = loop.time()
+            stalled = 0.0  # how late this process ran a 20 ms slot: host jitter, not the relay's
             for k in range(int(CALL_SECONDS / SLOT)):
                 delay = start + k * SLOT - loop.time()
                 if delay > 0:
                     await asyncio.sleep(delay)
                 now = loop.time()
+                stalled = max(stalled, now - (start + k * SLOT))
                 stream.push_frame(SILENCE_FRAME)
                 endpoint.tick(now)
                 heard.append(stream.pull_frame(now))
             ua.request("BYE", bob.direct_uri, ok.h("to"), call_id, 2, dest)
             await ua.expect("BYE")
-            return stream, b"".join(heard), relay
+            return stream, b"".join(heard), relay, stalled
         finally:
             relay.close()
             endpoint.close()
             ua.close()
 
-    stream, heard, relay = asyncio.run(scenario())
+    # The test process itself plays the gateway's side. When the machine is loaded (the CI
+    # runs three pytest processes on two cores) it can be descheduled for longer than the
+    # playout buffer, which adds jitter the relay's model does not have; such a run says
+    # nothing about the media path, so it is repeated (at most twice more) and reported.
+    for attempt in range(3):
+        stream, heard, relay, stalled = asyncio.run(scenario())
+        if stalled <= 0.1:
+            break
+        print(f"attempt {attempt + 1}: this process ran {1000 * stalled:.0f} ms late; again")
+    assert stalled <= 0.1, f"the test process stalled {1000 * stalled:.0f} ms on every attempt"
     st = stream.stats()
     rtcp = stream.rtcp_stats()
     expected_delay_ms = 1000 * (BASE_DELAY + JITTER / 2) + 20 + 1000 * JITTER
