@@ -366,3 +366,93 @@ def test_layout_keeps_machine_id_makes_host_keys_once(tmp_path: Path) -> None:
     fb.layout(p, runner, real_system=False)
     assert p.data_machine_id.read_text() == "0123456789abcdef0123456789abcdef\n"
     assert len(calls) == 1
+
+
+# --- growing the data partition ----------------------------------------------------------
+
+def fake_blocks(tmp_path: Path, disk_mib: int, label: str = "bl-data",
+                root: str = "vda2") -> object:
+    """A sysfs/dev/mountinfo tree for one disk "vda" with the image's three partitions
+    (boot 256 MiB at 1 MiB, root 900 MiB, data 128 MiB last), in 512-byte sectors."""
+    sysb = tmp_path / "sys" / "class" / "block"
+    devices = tmp_path / "sys" / "devices" / "vda"
+    devices.mkdir(parents=True)
+    (devices / "size").write_text(f"{disk_mib * 2048}\n")
+    sysb.mkdir(parents=True)
+    (sysb / "vda").symlink_to(devices)
+    start = 2048
+    for n, mib in ((1, 256), (2, 900), (3, 128)):
+        part = devices / f"vda{n}"
+        part.mkdir()
+        (part / "partition").write_text(f"{n}\n")
+        (part / "start").write_text(f"{start}\n")
+        (part / "size").write_text(f"{mib * 2048}\n")
+        (sysb / f"vda{n}").symlink_to(part)
+        start += mib * 2048
+    dev = tmp_path / "dev"
+    dev.mkdir()
+    for name in ("vda", "vda1", "vda2", "vda3"):
+        (dev / name).write_text("")
+    mountinfo = tmp_path / "mountinfo"
+    mountinfo.write_text(
+        f"22 1 254:2 / / ro,noatime shared:1 - ext4 {dev / root} ro\n"
+        "23 22 0:21 / /proc rw shared:2 - proc proc rw\n")
+    return fb.BlockPaths(sys_block=sysb, dev=dev, mountinfo=mountinfo), label
+
+
+class FakeRunner:
+    def __init__(self, label: str, table: str = "dos") -> None:
+        self.calls: list[tuple[list[str], str | None]] = []
+        self.label = label
+        self.table = table
+
+    def __call__(self, argv: list[str], input_text: str | None = None
+                 ) -> subprocess.CompletedProcess[str]:
+        self.calls.append((list(argv), input_text))
+        out = ""
+        if argv[0] == "blkid":
+            out = self.label + "\n"
+        elif argv[:2] == ["sfdisk", "--dump"]:
+            out = f"label: {self.table}\n"
+        return subprocess.CompletedProcess(argv, 0, out, "")
+
+
+@pytest.mark.parametrize("table", ["dos", "gpt"])
+def test_grow_extends_the_last_partition_when_bl_data(tmp_path: Path, table: str) -> None:
+    blocks, label = fake_blocks(tmp_path, disk_mib=8192)
+    runner = FakeRunner(label, table)
+    assert fb.grow(blocks, runner) is True
+    argvs = [c[0] for c in runner.calls]
+    grow_call = next(c for c in runner.calls if "-N" in c[0])
+    assert grow_call[0][-3:] == ["-N", "3", str(tmp_path / "dev" / "vda")]
+    assert grow_call[1] == ", +\n"  # same start, to the end of the disk
+    assert ["partx", "-u", "-n", "3", str(tmp_path / "dev" / "vda")] in argvs
+    relocated = ["sfdisk", "--relocate", "gpt-bak-std", str(tmp_path / "dev" / "vda")] in argvs
+    assert relocated == (table == "gpt")
+    # the backup GPT header moves before the partition grows into where it was
+    if table == "gpt":
+        assert argvs.index(["sfdisk", "--relocate", "gpt-bak-std",
+                            str(tmp_path / "dev" / "vda")]) < argvs.index(grow_call[0])
+
+
+def test_grow_does_nothing_on_a_card_the_image_fills(tmp_path: Path) -> None:
+    blocks, label = fake_blocks(tmp_path, disk_mib=1 + 256 + 900 + 128 + 16)
+    runner = FakeRunner(label)
+    assert fb.grow(blocks, runner) is False
+    assert runner.calls == []  # 16 MiB free: below the threshold, nothing run
+
+
+def test_grow_never_touches_a_last_partition_that_is_not_bl_data(tmp_path: Path) -> None:
+    blocks, _ = fake_blocks(tmp_path, disk_mib=8192)
+    runner = FakeRunner("something-else")
+    assert fb.grow(blocks, runner) is False
+    assert not any(c[0][0] in ("sfdisk", "partx") for c in runner.calls)
+
+
+def test_grow_unit_runs_before_data_is_mounted_and_fstab_grows_the_fs() -> None:
+    unit = unit_values(ROOTFS / "etc/systemd/system/branchline-grow-data.service")
+    assert "data.mount" in " ".join(unit["Before"])
+    assert unit["ExecStart"] == ["/usr/lib/branchline/firstboot", "grow"]
+    data_line = next(line for line in (ROOTFS / "etc/fstab").read_text().splitlines()
+                     if line.startswith("LABEL=bl-data"))
+    assert "x-systemd.growfs" in data_line and "nofail" in data_line
