@@ -11,6 +11,12 @@ already have::
 - ``.`` repeats the element before it zero or more times (``x.`` = any number of digits);
 - a timer letter may end an alternative: ``T`` or ``L`` = it matches only once the long
   inter-digit timer expires; ``S`` = it matches once the short inter-digit timer expires;
+  a number of seconds may follow the letter (``S0``, ``S3``, ``T4``, ``L1.5``) and
+  replaces the line's timer for that alternative; ``S0`` (or ``T0``/``L0``) dials at once;
+- ``<a:b>`` substitutes: the digits ``a`` are matched but not sent, ``b`` is sent in their
+  place (``<9:>xxxxxxx`` strips an outside-line 9, ``<:1>[2-9]xxxxxxxxx`` prepends 1,
+  ``<00:011>x.`` rewrites an international prefix); `DigitMap.transform` gives the number
+  to place;
 - spaces are ignored; letters are accepted in either case.
 
 Matching returns a `MatchResult`; the line decides which timer to run from it.
@@ -27,6 +33,8 @@ DIALLABLE = frozenset("0123456789*#")
 """Characters a digit map can match (DTMF A-D never match)."""
 
 _ANY_DIGIT = frozenset("0123456789")
+_INSERTABLE = DIALLABLE | {"+"}
+"""Characters the ``b`` of ``<a:b>`` may send (a ``+`` for E.164 numbers)."""
 
 
 class MatchResult(Enum):
@@ -62,12 +70,48 @@ class _Timer(Enum):
 class _Element:
     chars: frozenset[str]
     repeat: bool
+    emit: bool = True
+    """False for the ``a`` of ``<a:b>``: matched, not sent."""
+    insert: str = ""
+    """Sent just before this element (the ``b`` of ``<a:b>``)."""
 
 
 @dataclass(frozen=True, slots=True)
 class _Pattern:
     elements: tuple[_Element, ...]
     timer: _Timer
+    timer_seconds: float | None = None
+    """``S3``/``T4``: this alternative's own timer; 0 = dial at once."""
+    suffix: str = ""
+    """A trailing ``<:b>``: sent after everything dialled."""
+
+    def rewrite(self, digits: str) -> str | None:
+        """The number to send for `digits`, or None when this alternative does not accept it."""
+        elements = self.elements
+        memo: dict[tuple[int, int, bool], str | None] = {}
+
+        def walk(i: int, j: int, started: bool) -> str | None:
+            key = (i, j, started)
+            if key in memo:
+                return memo[key]
+            out: str | None = None
+            if i == len(elements):
+                out = self.suffix if j == len(digits) else None
+            else:
+                e = elements[i]
+                prefix = "" if started else e.insert
+                if j < len(digits) and digits[j] in e.chars:
+                    rest = walk(i, j + 1, True) if e.repeat else walk(i + 1, j + 1, False)
+                    if rest is not None:
+                        out = prefix + (digits[j] if e.emit else "") + rest
+                if out is None and e.repeat:
+                    rest = walk(i + 1, j, False)
+                    if rest is not None:
+                        out = prefix + rest
+            memo[key] = out
+            return out
+
+        return walk(0, 0, False)
 
     def positions(self, digits: str) -> frozenset[int]:
         """Element indices the NFA can be at after `digits`; len(elements) means accepted."""
@@ -113,6 +157,9 @@ class DigitMap:
 
     def match(self, digits: str) -> MatchResult:
         """Classify the digits dialled so far (see `MatchResult`)."""
+        if any(p.timer_seconds == 0 and len(p.elements) in p.positions(digits)
+               for p in self._patterns):
+            return MatchResult.FULL  # S0: complete, dial now whatever could follow
         exact = False
         exact_short = False
         exact_long = False
@@ -145,6 +192,24 @@ class DigitMap:
         """Whether the digits form a complete number once the inter-digit timer has expired."""
         return any(len(p.elements) in p.positions(digits) for p in self._patterns)
 
+    def timer_seconds(self, digits: str) -> float | None:
+        """The inter-digit timer an alternative that accepts `digits` sets (``S3``, ``T4``);
+        the shortest when several do; None: the line's own short/long timer applies."""
+        values = [p.timer_seconds for p in self._patterns
+                  if p.timer_seconds is not None and len(p.elements) in p.positions(digits)]
+        return min(values) if values else None
+
+    def transform(self, digits: str) -> str:
+        """The number to place for `digits`: the first alternative that accepts them, with
+        its ``<a:b>`` substitutions applied; digits no alternative accepts are returned
+        unchanged."""
+        for pattern in self._patterns:
+            if len(pattern.elements) in pattern.positions(digits):
+                out = pattern.rewrite(digits)
+                if out is not None:
+                    return out
+        return digits
+
 
 def _parse(source: str) -> tuple[_Pattern, ...]:
     n = len(source)
@@ -160,14 +225,28 @@ def _parse(source: str) -> tuple[_Pattern, ...]:
     patterns: list[_Pattern] = []
     elements: list[_Element] = []
     timer: _Timer | None = None
+    seconds: float | None = None
+    insert = ""  # a `<:b>` waiting for the element it goes before
+    substituted = False  # the last element came from `<a:b>`
+
+    def add(element: _Element) -> None:
+        nonlocal insert, substituted
+        if insert:
+            element = _Element(element.chars, element.repeat, element.emit,
+                               insert + element.insert)
+            insert = ""
+        elements.append(element)
+        substituted = False
 
     def finish(at: int) -> None:
-        nonlocal elements, timer
+        nonlocal elements, timer, seconds, insert
         if not elements:
             raise DialPlanError("empty alternative", source, at)
-        patterns.append(_Pattern(tuple(elements), timer or _Timer.NONE))
+        patterns.append(_Pattern(tuple(elements), timer or _Timer.NONE, seconds, insert))
         elements = []
         timer = None
+        seconds = None
+        insert = ""
 
     while i < n:
         ch = source[i]
@@ -197,29 +276,48 @@ def _parse(source: str) -> tuple[_Pattern, ...]:
             )
         upper = ch.upper()
         if ch in DIALLABLE:
-            elements.append(_Element(frozenset(ch), repeat=False))
+            add(_Element(frozenset(ch), repeat=False))
             i += 1
         elif upper == "X":
-            elements.append(_Element(_ANY_DIGIT, repeat=False))
+            add(_Element(_ANY_DIGIT, repeat=False))
             i += 1
         elif ch == "[":
             chars, i = _parse_set(source, i)
-            elements.append(_Element(chars, repeat=False))
+            add(_Element(chars, repeat=False))
+        elif ch == "<":
+            matched, sent, i = _parse_substitution(source, i)
+            if matched:
+                for k, digit in enumerate(matched):
+                    add(_Element(frozenset(digit), repeat=False, emit=False,
+                                 insert=sent if k == 0 else ""))
+                substituted = True
+            else:
+                insert += sent
         elif ch == ".":
-            if not elements or elements[-1].repeat:
+            if not elements or elements[-1].repeat or substituted or insert:
                 raise DialPlanError("'.' must follow a digit, 'x' or '[...]'", source, i)
-            elements[-1] = _Element(elements[-1].chars, repeat=True)
+            last = elements[-1]
+            elements[-1] = _Element(last.chars, True, last.emit, last.insert)
             i += 1
-        elif upper in ("T", "L"):
-            timer = _Timer.LONG
+        elif upper in ("T", "L", "S"):
+            timer = _Timer.SHORT if upper == "S" else _Timer.LONG
             i += 1
-        elif upper == "S":
-            timer = _Timer.SHORT
-            i += 1
+            start = i
+            while i < n and (source[i].isdigit() or source[i] == "."):
+                i += 1
+            if i > start:
+                try:
+                    seconds = float(source[start:i])
+                except ValueError:
+                    raise DialPlanError(f"bad timer seconds {source[start:i]!r}",
+                                        source, start) from None
+                if seconds > 60:
+                    raise DialPlanError(f"timer {seconds:g} s is longer than 60 s",
+                                        source, start)
         else:
             raise DialPlanError(
-                f"unexpected {ch!r}; expected a digit, '*', '#', 'x', '[', '.', 'T', 'S', "
-                "'L' or '|'",
+                f"unexpected {ch!r}; expected a digit, '*', '#', 'x', '[', '<', '.', 'T', "
+                "'S', 'L' or '|'",
                 source,
                 i,
             )
@@ -228,6 +326,29 @@ def _parse(source: str) -> tuple[_Pattern, ...]:
     if not closed:
         finish(n)
     return tuple(patterns)
+
+
+def _parse_substitution(source: str, start: int) -> tuple[str, str, int]:
+    """Parse ``<a:b>`` beginning at `start`; return a, b and the index after '>'."""
+    end = source.find(">", start)
+    if end < 0:
+        raise DialPlanError("missing '>'", source, start)
+    body = source[start + 1:end]
+    colon = body.find(":")
+    if colon < 0:
+        raise DialPlanError("expected '<digits:digits>' with a ':'", source, start)
+    matched, sent = body[:colon], body[colon + 1:]
+    for offset, ch in enumerate(matched):
+        if ch not in DIALLABLE:
+            raise DialPlanError(f"unexpected {ch!r} before ':' in '<...>'; expected digits, "
+                                "'*' or '#'", source, start + 1 + offset)
+    for offset, ch in enumerate(sent):
+        if ch not in _INSERTABLE:
+            raise DialPlanError(f"unexpected {ch!r} after ':' in '<...>'; expected digits, "
+                                "'*', '#' or '+'", source, start + 2 + colon + offset)
+    if not matched and not sent:
+        raise DialPlanError("empty '<:>'", source, start)
+    return matched, sent, end + 1
 
 
 def _parse_set(source: str, start: int) -> tuple[frozenset[str], int]:

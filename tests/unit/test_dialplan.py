@@ -127,11 +127,10 @@ def test_brief_example_map_parses() -> None:
         ("[1a]", 2, "in '[...]'"),
         (".", 0, "'.' must follow"),
         ("x..", 2, "'.' must follow"),
-        ("9T1", 2, "timer letter must end"),
+        ("9T*", 2, "timer letter must end"),
         ("91a", 2, "unexpected 'a'"),
         ("((9))", 1, "nested"),
         ("(9)x", 3, "after ')'"),
-        ("<9:>x.", 0, "unexpected '<'"),
     ],
 )
 def test_syntax_errors_carry_position(source: str, position: int, fragment: str) -> None:
@@ -147,3 +146,64 @@ def test_syntax_errors_carry_position(source: str, position: int, fragment: str)
 def test_dial_plan_error_is_a_value_error() -> None:
     with pytest.raises(ValueError):
         DigitMap("(")
+
+
+# ---------------------------------------------------------------- <a:b> substitution
+
+
+@pytest.mark.parametrize(
+    ("source", "digits", "placed"),
+    [
+        ("<9:>xxxxxxx", "95551234", "5551234"),  # strip an outside-line 9
+        ("<:1>[2-9]xxxxxxxxx", "2125551234", "12125551234"),  # prepend 1
+        ("<00:011>x.", "004930123", "0114930123"),  # replace the international prefix
+        ("<00:+>x.T", "4930", "4930"),  # the alternative does not accept it: unchanged
+        ("(911|<9:>[2-9]xxxxxx|<9:1>[2-9]xxxxxxxxx)", "95551234", "5551234"),
+        ("(911|<9:>[2-9]xxxxxx|<9:1>[2-9]xxxxxxxxx)", "92125551234", "12125551234"),
+        ("(911|<9:>[2-9]xxxxxx)", "911", "911"),
+        ("1xx<:#>", "123", "123#"),  # a trailing insert is a suffix
+        ("*7<2:>x.T", "*725551234", "*75551234"),
+    ],
+)
+def test_transform_applies_substitutions(source: str, digits: str, placed: str) -> None:
+    m = DigitMap(source)
+    assert m.transform(digits) == placed
+
+
+def test_substitution_digits_still_have_to_be_dialled() -> None:
+    m = DigitMap("<9:>xxxxxxx")
+    assert m.match("5551234") is NO  # the 9 is required, only not sent
+    assert m.match("9555123") is PART
+    assert m.match("95551234") is FULL
+    assert m.match("8555123") is NO
+
+
+def test_timer_seconds_s0_dials_at_once_and_sx_sets_the_timer() -> None:
+    m = DigitMap("(1xxS0|1xxxxxxx|2xxS3|x.T4)")
+    assert m.match("123") is FULL  # would extend to 1xxxxxxx, but S0 says dial now
+    assert m.match("234") is EXT
+    assert m.timer_seconds("234") == 3.0
+    assert m.timer_seconds("5") == 4.0
+    assert m.timer_seconds("1234") == 4.0  # x.T4 accepts it too
+    assert DigitMap("(1xx|2xxS)").timer_seconds("123") is None
+
+
+@pytest.mark.parametrize(
+    ("source", "position", "words"),
+    [
+        ("<9>xxx", 0, "':'"),
+        ("<9:xxx", 0, "missing '>'"),
+        ("1<a:>", 2, "before ':'"),
+        ("1<9:x>", 4, "after ':'"),
+        ("<:>1", 0, "empty"),
+        ("<9:>.", 4, "'.' must follow"),
+        ("1xxS0x", 5, "timer letter must end"),
+        ("1xxS99", 4, "longer than 60"),
+    ],
+)
+def test_bad_substitutions_and_timers_name_the_position(source: str, position: int,
+                                                         words: str) -> None:
+    with pytest.raises(DialPlanError) as err:
+        DigitMap(source)
+    assert err.value.position == position, str(err.value)
+    assert words in str(err.value)
