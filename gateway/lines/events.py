@@ -15,6 +15,7 @@ from gateway.dsp.pulse import Flash, OffHook, OnHook, PulseDigit
 
 __all__ = [
     "Action",
+    "AlertCallWaiting",
     "AnswerCall",
     "CallAnswered",
     "CallEnded",
@@ -26,18 +27,21 @@ __all__ = [
     "Flash",
     "FlashHook",
     "HangUp",
+    "HoldCall",
     "IncomingCall",
     "IncomingCancelled",
     "IncomingResult",
     "LineInput",
     "LineState",
     "LineUsageError",
+    "MixCalls",
     "OffHook",
     "OnHook",
     "PlaceCall",
     "PlayTone",
     "PulseDigit",
     "RejectCall",
+    "ResumeCall",
     "SendCallerId",
     "SendDigit",
     "SetRinging",
@@ -46,6 +50,8 @@ __all__ = [
     "TimerFired",
     "TimerKind",
     "ToneName",
+    "TransferCall",
+    "TransferResult",
 ]
 
 
@@ -74,7 +80,7 @@ class LineState(Enum):
     """Off-hook for too long without doing anything; howler tone until on-hook."""
 
 
-ToneName = Literal["dial", "ringback", "busy", "reorder", "howler", "stutter"]
+ToneName = Literal["dial", "ringback", "busy", "reorder", "howler", "stutter", "call-waiting"]
 """Call-progress tones the line asks for; the tone generator maps them to a country profile."""
 
 
@@ -189,6 +195,58 @@ class FlashHook:
 
 
 @dataclass(frozen=True, slots=True)
+class HoldCall:
+    """Put the far end of `call_id` on hold (re-INVITE a=sendonly, or mute a local leg)."""
+
+    call_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class ResumeCall:
+    """Take `call_id` off hold (re-INVITE a=sendrecv); ConnectAudio follows for the handset."""
+
+    call_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class AlertCallWaiting:
+    """A second call waits: sound the call-waiting tone over the call in progress.
+
+    With `caller_id`, the tone is followed by the CPE alerting signal and, once the phone
+    acknowledges it (DTMF D or A), off-hook (type 2) caller ID for `caller`.
+    """
+
+    call_id: str
+    caller: str
+    caller_name: str | None
+    caller_id: bool
+
+
+@dataclass(frozen=True, slots=True)
+class MixCalls:
+    """Three-way conference: the handset and the far ends of `call_ids` each hear the others.
+
+    An empty tuple ends the mixing (each call goes back to being bridged alone).
+    """
+
+    call_ids: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class TransferCall:
+    """The handset asks to transfer the far end of `call_id`.
+
+    Blind: `target` is the dialled number and `replaces` None. Attended: `target` None and
+    `replaces` the consultation call's id (Refer-To with Replaces, or the two legs joined
+    locally when neither is SIP). The runtime reports back with `FxsLine.transfer_result`.
+    """
+
+    call_id: str
+    target: str | None
+    replaces: str | None
+
+
+@dataclass(frozen=True, slots=True)
 class StateChanged:
     """The line entered `state`; for logs, metrics and the control socket."""
 
@@ -209,6 +267,11 @@ Action = (
     | DisconnectAudio
     | SendDigit
     | FlashHook
+    | HoldCall
+    | ResumeCall
+    | AlertCallWaiting
+    | MixCalls
+    | TransferCall
     | StateChanged
 )
 
@@ -228,11 +291,14 @@ class CallProgress:
 
     status: int
     early_media: bool
+    call_id: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
 class CallAnswered:
     """Our outgoing call was answered (200 OK)."""
+
+    call_id: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -241,6 +307,8 @@ class CallEnded:
 
     reason: str
     status: int | None
+    call_id: str | None = None
+    """Which call; None: the line's current call (single-call callers)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -256,6 +324,15 @@ class IncomingCall:
 class IncomingCancelled:
     """The caller gave up before we answered (CANCEL)."""
 
+    call_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class TransferResult:
+    """How the transfer the line asked for (`TransferCall`) went."""
+
+    ok: bool
+
 
 class TimerKind(Enum):
     """Which of the line's own timers expired."""
@@ -265,6 +342,10 @@ class TimerKind(Enum):
     OFFHOOK_WARNING = "offhook-warning"
     RING_CADENCE = "ring-cadence"
     NO_ANSWER = "no-answer"
+    CALL_WAITING = "call-waiting"
+    """Repeat the call-waiting tone."""
+    WAITING_NO_ANSWER = "waiting-no-answer"
+    """A waiting call nobody took."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -285,5 +366,6 @@ LineInput = (
     | CallEnded
     | IncomingCall
     | IncomingCancelled
+    | TransferResult
     | TimerFired
 )
