@@ -1,9 +1,16 @@
 """The 20 ms audio tick for the whole gateway, on the asyncio loop.
 
-Every deadline comes from the anchored schedule (`t0 + n * 0.020`) and is armed with
-`loop.call_at`, never as "sleep 20 ms after the last one", so a slow tick makes the next one
-come sooner instead of pushing every later tick back. If the loop stalls for longer than a
-short burst, the missed ticks are skipped and counted rather than run back to back.
+Every deadline comes from the anchored schedule (`t0 + n * 0.020`), never as "sleep 20 ms
+after the last one", so a slow tick makes the next one come sooner instead of pushing every
+later tick back. If the loop stalls for longer than a short burst, the missed ticks are
+skipped and counted rather than run back to back.
+
+Landing on the deadline: asyncio waits in epoll, whose timeout is whole milliseconds rounded
+up, so a timer armed for the deadline itself runs 0-1 ms late (plus scheduler noise), and the
+RTP every tick sends inherits that jitter. The timer is therefore armed `lead` (1.2 ms) before
+the deadline, and a tick that wakes early finishes with a short blocking sleep to the
+deadline (`time.sleep` has ~60 us slack, epoll 1 ms). The loop is blocked for that sleep,
+about 0.5 ms per 20 ms tick on average, and no CPU is spent in it.
 """
 
 from __future__ import annotations
@@ -11,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
+import time
 from collections.abc import Callable
 
 from gateway.media.session import PacingSchedule
@@ -19,6 +27,7 @@ log = logging.getLogger("branchline.clock")
 
 TickCallback = Callable[[float], None]
 ANCHOR_MARGIN = 1e-6  # seconds a stream's slots lead the clock's ticks (float rounding only)
+LEAD = 0.0012  # seconds the timer is armed before each deadline (epoll rounds up to 1 ms)
 
 
 class AudioClock:
@@ -35,10 +44,16 @@ class AudioClock:
         *,
         interval: float = 0.020,
         max_burst: int = 5,
+        lead: float = LEAD,
+        sleep: Callable[[float], None] = time.sleep,
     ) -> None:
+        if not 0 <= lead < interval / 2:
+            raise ValueError(f"clock lead must be 0 <= lead < interval/2, got {lead}")
         self._loop = loop
         self.interval = interval
         self.max_burst = max_burst
+        self.lead = lead
+        self._sleep = sleep
         self._callbacks: list[TickCallback] = []
         self._schedule: PacingSchedule | None = None
         self._handle: asyncio.TimerHandle | None = None
@@ -102,7 +117,7 @@ class AudioClock:
     def _arm(self) -> None:
         assert self._schedule is not None and self._loop is not None
         self._armed_for = self._schedule.next_deadline()
-        self._handle = self._loop.call_at(self._armed_for, self._tick)
+        self._handle = self._loop.call_at(self._armed_for - self.lead, self._tick)
 
     def _tick(self) -> None:
         self._handle = None
@@ -110,7 +125,12 @@ class AudioClock:
         if schedule is None or self._loop is None:
             return
         now = self._loop.time()
-        # asyncio may fire a timer up to its clock resolution early: the slot still counts
+        wait = self._armed_for - now
+        if wait > 0:
+            # woke before the deadline (as armed): the last stretch in a precise sleep
+            self._sleep(min(wait, self.lead))
+            now = self._loop.time()
+        # a sleep or timer may still end a hair early: the slot still counts
         slots = schedule.due(max(now, self._armed_for))
         self.skipped += schedule.last_skipped
         if slots > 1:

@@ -60,6 +60,9 @@ class _Loop:
         self.pending = _Handle(when, callback)
         return self.pending
 
+    def sleep(self, seconds: float) -> None:
+        self.t += seconds
+
     def fire(self, offset: float) -> None:
         """Run the pending timer `offset` seconds after its deadline (negative: early)."""
         handle = self.pending
@@ -73,7 +76,7 @@ def test_media_started_between_ticks_sends_one_packet_per_tick_from_the_first(se
     """The daemon's path: AudioClock ticks, the stream anchored by stream_anchor."""
     rng = random.Random(seed)
     loop = _Loop(500.0)
-    clock = AudioClock(loop)  # type: ignore[arg-type]
+    clock = AudioClock(loop, sleep=loop.sleep)  # type: ignore[arg-type]
     per_tick: list[int] = []
     media: list[MediaStream] = []
 

@@ -44,6 +44,10 @@ class FakeLoop:
         self.handles.append(handle)
         return handle
 
+    def sleep(self, seconds: float) -> None:
+        """The clock's precise sleep to its deadline, on this clock."""
+        self.t += seconds
+
     def fire_next(self, lateness: float = 0.0) -> float:
         handle = self.handles[-1]
         assert not handle.cancelled
@@ -54,15 +58,15 @@ class FakeLoop:
 
 def test_clock_deadlines_are_anchored_and_never_drift() -> None:
     loop = FakeLoop(1000.0)
-    clock = AudioClock(loop)  # type: ignore[arg-type]
+    clock = AudioClock(loop, sleep=loop.sleep)  # type: ignore[arg-type]
     seen: list[float] = []
     clock.add(seen.append)
     clock.start()
     rng = random.Random(5)
     whens = [loop.fire_next(rng.uniform(0.0, 0.012)) for _ in range(3000)]
-    # each timer was armed for exactly t0 + n * 20 ms, however late the previous one ran
-    assert all(abs(w - (1000.0 + n * 0.020)) < 1e-9 for n, w in enumerate(whens))
-    assert loop.handles[-1].when == pytest.approx(1000.0 + 3000 * 0.020, abs=1e-9)
+    # each timer was armed `lead` before exactly t0 + n * 20 ms, however late the last one ran
+    assert all(abs(w + clock.lead - (1000.0 + n * 0.020)) < 1e-9 for n, w in enumerate(whens))
+    assert loop.handles[-1].when + clock.lead == pytest.approx(1000.0 + 3000 * 0.020, abs=1e-9)
     assert clock.ticks == 3000 and len(seen) == 3000
     assert seen == sorted(seen)  # callbacks get the loop's time
     assert clock.late == 0 and clock.skipped == 0
@@ -70,24 +74,24 @@ def test_clock_deadlines_are_anchored_and_never_drift() -> None:
 
 def test_clock_catches_up_short_stalls_and_skips_long_ones() -> None:
     loop = FakeLoop(0.0)
-    clock = AudioClock(loop, max_burst=5)  # type: ignore[arg-type]
+    clock = AudioClock(loop, max_burst=5, sleep=loop.sleep)  # type: ignore[arg-type]
     calls: list[float] = []
     clock.add(calls.append)
     clock.start()
     loop.fire_next()  # slot 0 on time
-    loop.fire_next(0.050)  # slot 1 fired at 70 ms: slots 1, 2, 3 are due
+    loop.fire_next(clock.lead + 0.050)  # slot 1 fired at 70 ms: slots 1, 2, 3 are due
     assert len(calls) == 4 and clock.late == 2
     # catch-up calls carry their own slot times; the newest gets the loop's time
     assert calls[1:] == [pytest.approx(0.020), pytest.approx(0.040), pytest.approx(0.070)]
-    assert loop.handles[-1].when == pytest.approx(0.080)
-    loop.fire_next(1.0)  # slot 4 fired at 1.08 s: slots 4..54 are due; run one, skip 50
+    assert loop.handles[-1].when + clock.lead == pytest.approx(0.080)
+    loop.fire_next(clock.lead + 1.0)  # slot 4 at 1.08 s: slots 4..54 are due; run 1, skip 50
     assert len(calls) == 5 and clock.skipped == 50
-    assert loop.handles[-1].when == pytest.approx(1.100)
+    assert loop.handles[-1].when + clock.lead == pytest.approx(1.100)
 
 
 def test_stream_on_the_clock_keeps_one_frame_per_packet_through_a_stall() -> None:
     loop = FakeLoop(0.0)
-    clock = AudioClock(loop)  # type: ignore[arg-type]
+    clock = AudioClock(loop, sleep=loop.sleep)  # type: ignore[arg-type]
     media = stream(("127.0.0.1", 9), 1)
     sent: list[bytes] = []
     voice = b"\x10\x00" * 160  # not silence, so a stand-in silence packet would show
@@ -106,7 +110,7 @@ def test_stream_on_the_clock_keeps_one_frame_per_packet_through_a_stall() -> Non
 
 def test_clock_survives_a_failing_callback_and_stops_cleanly() -> None:
     loop = FakeLoop(0.0)
-    clock = AudioClock(loop)  # type: ignore[arg-type]
+    clock = AudioClock(loop, sleep=loop.sleep)  # type: ignore[arg-type]
     good: list[float] = []
 
     def bad(now: float) -> None:
