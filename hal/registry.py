@@ -79,6 +79,7 @@ def _describe(value: Any) -> str:
 _PIN = OptionSpec(("int", "str"), "a GPIO pin: a BCM number or a name such as 'GPIO17'")
 _REQUIRED_PIN = OptionSpec(_PIN.kinds, _PIN.expected, required=True)
 _RING_HZ = OptionSpec(("number",), "the ring frequency in Hz, a number above 0", minimum=1)
+_DEBOUNCE = OptionSpec(("number",), "SHK debounce in ms, 0 to 30 (default 10)", minimum=0)
 _MS = OptionSpec(("number", "null"), "milliseconds >= 0, or null", minimum=0)
 _ECHO = OptionSpec(("bool",), "true or false: cancel the hybrid's echo on this line "
                    "(default true on hardware)")
@@ -108,6 +109,11 @@ FXS_OPTIONS: dict[str, dict[str, OptionSpec]] = {
         "echo_canceller": _ECHO,
         "echo_tail_ms": _ECHO_TAIL,
         "callerid": _CALLERID,
+        "debounce_ms": _DEBOUNCE,
+        "bounce_count": OptionSpec(("int",), "contact bounces the simulated hook switch "
+                                   "makes after each make and break (default 0)", minimum=0),
+        "bounce_ms": OptionSpec(("number",), "longest bounce stay or jump in ms (default 2)",
+                                minimum=0.3),
     },
     "ag1171": {
         "shk_pin": _REQUIRED_PIN,
@@ -115,6 +121,7 @@ FXS_OPTIONS: dict[str, dict[str, OptionSpec]] = {
         "fr_pin": _REQUIRED_PIN,
         "audio_device": OptionSpec(("str",), "an ALSA device name such as 'default' or 'hw:1'"),
         "ring_hz": _RING_HZ,
+        "debounce_ms": _DEBOUNCE,
         "pin_factory": OptionSpec(
             ("str", "null"), "one of 'mock', 'lgpio', 'rpigpio', 'native', or null",
             choices=("mock", "lgpio", "rpigpio", "native"),
@@ -248,6 +255,7 @@ def _create_ag1171(factory: Callable[..., Any], name: str, opts: dict[str, Any])
             audio=audio,
             pin_factory=pin_factory(opts.get("pin_factory")),
             ring_hz=float(opts.get("ring_hz", 20)),
+            debounce_ms=float(opts.get("debounce_ms", 10.0)),
         )
     except Exception:
         audio.close()

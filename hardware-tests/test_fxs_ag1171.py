@@ -105,6 +105,14 @@ class JigPhoneSide(PhoneSide):
 
         threading.Thread(target=run, daemon=True).start()
 
+    def flash(self, duration_ms: float) -> None:
+        def run() -> None:
+            self._hook.off()
+            time.sleep(duration_ms / 1000.0)
+            self._hook.on()
+
+        threading.Thread(target=run, daemon=True).start()
+
     def dial_dtmf(self, digits: str) -> None:
         pcm = generate_sequence(digits)
         pos = 0

@@ -18,6 +18,10 @@ Options (all optional):
 - ``auto_hangup_ms``: an auto-answered call is hung up this long after the answer. Without
   it the phone stays off-hook until it hears dial, busy or reorder tone, i.e. until the far
   end has hung up.
+- ``debounce_ms``: the driver's SHK debounce (default 10);
+- ``bounce_count``, ``bounce_ms``: the phone's hook switch bounces this many times after
+  every make and break, each stay and jump 0.3 ms to ``bounce_ms`` long (default 0 = clean
+  edges, 2 ms), so the driver's debounce is exercised;
 - ``echo_delay_ms``, ``echo_erl_db``: simulate the SLIC's 2-wire hybrid: what the port plays
   comes back in what it captures this much later and this much weaker (default ERL 6 dB;
   see hal/sim/hybrid.py). Off when absent. The line's echo canceller is then on by default.
@@ -50,6 +54,9 @@ _KNOWN = {
     "auto_hangup_ms",
     "echo_delay_ms",
     "echo_erl_db",
+    "debounce_ms",
+    "bounce_count",
+    "bounce_ms",
     "echo_canceller",  # read by the runtime's line port, not here
     "echo_tail_ms",
     "callerid",  # read by the runtime's line port (gateway/runtime/ports.py), not here
@@ -87,6 +94,16 @@ class SimFxs(Ag1171Fxs):
         if hangup_ms is not None and answer_ms is None:
             raise HalError(f"sim FXS {name}: auto_hangup_ms needs auto_answer_ms")
         phone.set_auto_answer(answer_ms, hangup_ms)
+        bounces = opts.get("bounce_count", 0)
+        if bounces:
+            from hal.gpio.mock import ContactBounce
+
+            try:
+                phone.bounce = ContactBounce(
+                    int(bounces), 0.3, float(opts.get("bounce_ms", 2.0)), seed=name
+                )
+            except (TypeError, ValueError) as exc:
+                raise HalError(f"sim FXS {name}: {exc}") from exc
         clock: Callable[[], float] = phone.clock if clock_kind == "frames" else time.monotonic
         audio: AudioPort = phone.line_audio
         self.hybrid: HybridEcho | None = None
@@ -106,6 +123,8 @@ class SimFxs(Ag1171Fxs):
             pin_factory=self.pin_factory,
             ring_hz=float(opts.get("ring_hz", profile.ring_hz if "country" in opts else 20)),
             clock=clock,
+            realtime=clock_kind == "monotonic",
+            debounce_ms=float(opts.get("debounce_ms", 10.0)),
         )
 
     def _pin(self, number: int | str) -> ObservableMockPin:

@@ -12,6 +12,7 @@ changes (pulse digits, flash) fire at their exact times as the clock passes them
 
 from __future__ import annotations
 
+import functools
 import heapq
 import itertools
 from collections import deque
@@ -25,7 +26,7 @@ from gateway.dsp.analysis import ListenReport, ToneClassifier
 from gateway.dsp.tones import ToneGenerator, ToneProfile, ToneSpec, get_profile
 from hal.audio.memory import MemoryAudio
 from hal.audio.wav import read_wav_8k, write_wav
-from hal.gpio.mock import ObservableMockPin
+from hal.gpio.mock import ContactBounce, ObservableMockPin
 
 _FRAME_S = FRAME_MS / 1000.0
 PULSE_BREAK_MS = 60
@@ -58,6 +59,9 @@ class VirtualPhone:
         time_origin: float = 0.0,
     ) -> None:
         self._shk = shk
+        self._hook = bool(shk.state)
+        self.bounce: ContactBounce | None = None
+        """Contact bounce put on the SHK pin after every hook change (None: clean edges)."""
         self._rm = rm
         self._fr = fr
         self.profile = profile or get_profile("US")
@@ -136,17 +140,30 @@ class VirtualPhone:
 
     @property
     def off_hook_now(self) -> bool:
-        """True while the handset is lifted."""
-        return bool(self._shk.state)
+        """True while the handset is lifted (the switch's nominal state, bounce aside)."""
+        return self._hook
 
     def _set_hook(self, off: bool) -> None:
-        if bool(self._shk.state) == off:
+        if self._hook == off:
+            self._drive_shk(off)  # settle a bounce that on_hook() cut short
             return
+        self._hook = off
         self.hook_log.append((off, self.now))
-        if off:
-            self._shk.drive_high()
-        else:
-            self._shk.drive_low()
+        self._drive_shk(off)
+        if self.bounce is not None:
+            for offset, level in self.bounce.after_edge(off):
+                self._schedule(self._t + offset, functools.partial(self._bounce, off, level))
+
+    def _bounce(self, nominal: bool, level: bool) -> None:
+        if self._hook == nominal:  # a later hook change supersedes this edge's bounce
+            self._drive_shk(level)
+
+    def _drive_shk(self, level: bool) -> None:
+        if bool(self._shk.state) != level:
+            if level:
+                self._shk.drive_high()
+            else:
+                self._shk.drive_low()
 
     def off_hook(self) -> None:
         """Lift the handset (answer, or get dial tone)."""

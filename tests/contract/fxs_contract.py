@@ -18,6 +18,7 @@ import pytest
 from gateway.dsp import FRAME_MS, SILENCE_FRAME
 from gateway.dsp.analysis import dominant_frequency, level_dbfs
 from gateway.dsp.dtmf import DtmfDetector
+from gateway.dsp.pulse import Flash, HookDecoder, HookEvent, OffHook, OnHook, PulseDigit
 from gateway.dsp.tones import ToneGenerator, ToneSpec
 from hal.base import FxsPort
 
@@ -51,6 +52,10 @@ class PhoneSide(ABC):
     @abstractmethod
     def dial_pulse(self, digits: str) -> None:
         """Start pulse dialling at 10 pps, 60/40 ms break/make, 600 ms between digits."""
+
+    @abstractmethod
+    def flash(self, duration_ms: float) -> None:
+        """Start one hook flash: on-hook for ``duration_ms``, then off-hook again."""
 
     @abstractmethod
     def dial_dtmf(self, digits: str) -> None:
@@ -170,6 +175,25 @@ class FxsContract(ABC):
         assert abs(makes[2] - PULSE_INTERDIGIT_S) <= tol, makes
         assert rig.port.is_off_hook() is True
 
+    def test_pulse_digits_and_flash_decode_with_no_false_digit(self, rig: Rig) -> None:
+        """Through whatever the switch does (bounce on a real one, simulated bounce on
+        the sim), the edges decode to exactly the digits dialled and one flash."""
+        rig.phone.off_hook()
+        self.pump(rig.port, 0.5)
+        rig.phone.dial_pulse("305")
+        self.pump(rig.port, pulse_train_seconds("305") + 0.8)
+        rig.phone.flash(400)
+        self.pump(rig.port, 1.0)
+        rig.phone.on_hook()
+        self.pump(rig.port, 1.5)
+        events = decode_edges(rig.edges)
+        digits = "".join(e.digit for e in events if isinstance(e, PulseDigit))
+        assert digits == "305", events
+        assert [type(e) for e in events if not isinstance(e, PulseDigit)] == [
+            OffHook, Flash, OnHook], events
+        flash_edges = [t for _, t in rig.edges[-3:]]
+        assert abs(flash_edges[1] - flash_edges[0] - 0.4) <= self.tolerance(rig), rig.edges
+
     @staticmethod
     def tolerance(rig: Rig) -> float:
         return max(rig.phone.timing_tolerance_s, 1e-6)
@@ -238,3 +262,14 @@ class FxsContract(ABC):
         for frame in self.pump(rig.port, 6 * 0.2 + 0.5):
             digits += detector.feed(frame)
         assert "".join(digits) == "147*0#"
+
+
+def decode_edges(edges: list[tuple[bool, float]]) -> list[HookEvent]:
+    """What the line's hook decoder makes of reported edges (timers run to the end)."""
+    decoder = HookDecoder()
+    events: list[HookEvent] = []
+    for off, t in edges:
+        events += decoder.hook(off, t)
+    if edges:
+        events += decoder.handle_timer(edges[-1][1] + 5.0)
+    return events

@@ -33,6 +33,9 @@ class SimPhoneSide(PhoneSide):
     def dial_pulse(self, digits: str) -> None:
         self.phone.dial(digits, mode="pulse")
 
+    def flash(self, duration_ms: float) -> None:
+        self.phone.flash(duration_ms)
+
     def dial_dtmf(self, digits: str) -> None:
         self.phone.dial(digits, mode="dtmf")
 
@@ -59,12 +62,44 @@ class SimPhoneSide(PhoneSide):
 class TestSimFxs(FxsContract):
     """Contract run on SimFxs with the deterministic frame clock."""
 
+    options: dict[str, object] = {"clock": "frames"}
+
     def make_port(self) -> FxsPort:
-        return SimFxs("sim1", {"clock": "frames"})
+        return SimFxs("sim1", self.options)
 
     def make_phone(self, port: FxsPort) -> PhoneSide:
         assert isinstance(port, SimFxs)
         return SimPhoneSide(port.phone)
+
+
+class TestSimFxsBouncing(TestSimFxs):
+    """The same contract with a hook switch that bounces 5 times (0.3-2 ms each stay and
+    jump) after every make and break: the driver's own debounce must hide all of it."""
+
+    options = {"clock": "frames", "bounce_count": 5, "bounce_ms": 2.0}
+
+    def test_the_switch_really_bounces(self, rig: Rig) -> None:
+        port = rig.port
+        assert isinstance(port, SimFxs)
+        rig.phone.off_hook()
+        self.pump(port, 0.2)
+        rig.phone.on_hook()
+        self.pump(port, 0.2)
+        assert port.bounce_stats["raw_edges"] == 2 * (1 + 2 * 5)
+        assert [off for off, _ in rig.edges] == [True, False]
+
+    def test_a_spike_is_no_edge(self, rig: Rig) -> None:
+        port = rig.port
+        assert isinstance(port, SimFxs)
+        shk = port.pin_factory.pin(17)
+        phone = port.phone
+        # 2 ms of line noise on SHK, no handset, at exact phone times
+        phone._schedule(phone._t + 0.010, shk.drive_high)
+        phone._schedule(phone._t + 0.012, shk.drive_low)
+        self.pump(port, 0.2)
+        assert rig.edges == []
+        assert port.is_off_hook() is False
+        assert port.bounce_stats["dropped"] == 1
 
 
 # -- the virtual phone beyond the contract ----------------------------------------------
