@@ -34,6 +34,8 @@ class IncomingCall:
     request_uri: str
     sdp: bytes
     source: tuple[str, int]
+    #: The INVITE's Replaces header (RFC 3891) when it asks to take over a dialog we hold.
+    replaces: str | None = None
 
 
 @dataclass(frozen=True)
@@ -190,6 +192,62 @@ class Drop:
     reason: str
 
 
+@dataclass(frozen=True)
+class ReferProgress:
+    """How the transfer we asked for with REFER is going (RFC 3515).
+
+    `status` is the status line of a NOTIFY's message/sipfrag body (100, 180, 200, 486...),
+    or the REFER's own final status when it was refused (`final` True then). `final` True
+    ends the transfer: a 2xx succeeded, anything else failed.
+    """
+
+    call_id: str
+    status: int
+    final: bool
+
+
+@dataclass(frozen=True)
+class ReferReceived:
+    """The dialog's peer asks us to call `refer_to` (RFC 3515): answer with
+    `UserAgent.accept_refer` or `reject_refer`, then report with `notify_refer`.
+
+    `refer_to` is the target URI without URI headers; `replaces` the Replaces value it
+    carried (RFC 3891: call-id;to-tag=..;from-tag=..), unescaped, or None.
+    """
+
+    call_id: str
+    refer_to: str
+    replaces: str | None
+    referred_by: str | None
+    source: tuple[str, int]
+
+
+@dataclass(frozen=True)
+class MessageSummary:
+    """A message-summary NOTIFY (RFC 3842): voicemail waiting or not.
+
+    `sub_id` names our subscription, None for an unsolicited NOTIFY; `user` is the user
+    part of its Request-URI (or To), which the runtime maps to a line.
+    """
+
+    sub_id: str | None
+    user: str | None
+    waiting: bool
+    new: int | None
+    old: int | None
+    source: tuple[str, int]
+
+
+@dataclass(frozen=True)
+class SubscriptionChanged:
+    """A SUBSCRIBE of ours became active (with its granted `expires`) or stopped."""
+
+    sub_id: str
+    active: bool
+    reason: str
+    expires: int | None
+
+
 FilterVerdict = Accept | Respond | Drop
 
 UaEvent = (
@@ -209,4 +267,8 @@ UaEvent = (
     | OptionsAnswered
     | OptionsFailed
     | BindingsChanged
+    | ReferProgress
+    | ReferReceived
+    | MessageSummary
+    | SubscriptionChanged
 )

@@ -47,8 +47,10 @@ from gateway.sip.errors import SipError, SipParseError
 from gateway.sip.events import Accept, Drop, MessageDropped, Respond, UaEvent
 from gateway.sip.info import DTMF_RELAY, dtmf_relay_body
 from gateway.sip.message import Request, Response, parse_message
+from gateway.sip.refer import Referrals, parse_replaces, replaces_of
 from gateway.sip.registrar import Registrar
 from gateway.sip.registration import AccountSettings, RegistrationClient
+from gateway.sip.subscribe import Subscriptions
 from gateway.sip.target import Outgoing, Target
 from gateway.sip.transaction import T1, T2, RequestReceived
 from gateway.sip.ua_accounts import Registrations
@@ -121,6 +123,8 @@ class UserAgent:
         self._reoffers = Reoffers(self._core, self._table)
         self._messages = Messages(self._core, self._accounts)
         self._probes = Probes(self._core)
+        self._refers = Referrals(self._core, self._table)
+        self._subs = Subscriptions(self._core, self._accounts)
         missing = self._table.missing_handlers()
         if missing:
             raise AssertionError(f"call timers without a handler: {sorted(t.name for t in missing)}")
@@ -241,6 +245,7 @@ class UserAgent:
         """Earliest absolute deadline the runtime must call `handle_timer` at."""
         times = [self._core.txl.get_timer(), self._accounts.get_timer(),
                  self._table.get_timer(), self._messages.get_timer(),
+                 self._subs.get_timer(),
                  self.registrar.get_timer() if self.registrar is not None else None]
         due = [t for t in times if t is not None]
         return min(due) if due else None
@@ -252,6 +257,7 @@ class UserAgent:
         self._accounts.handle_timer(now)
         self._table.handle_timer(now)
         self._messages.handle_timer(now)
+        self._subs.handle_timer(now)
         if self.registrar is not None:
             self.registrar.expire(now)
             for event in self.registrar.events():
@@ -268,7 +274,8 @@ class UserAgent:
     def table_sizes(self) -> dict[str, int]:
         """How many entries each internal table holds (flood tests check they stay bounded)."""
         return {**self._core.sizes(), "calls": len(self._table.calls),
-                **self._messages.sizes(), **self._probes.sizes()}
+                **self._messages.sizes(), **self._probes.sizes(),
+                **self._refers.sizes(), **self._subs.sizes()}
 
     # -- accounts --------------------------------------------------------------------------
 
@@ -408,6 +415,75 @@ class UserAgent:
         """Answer a `MessageReceived` (202 once stored); False if unknown or answered."""
         return self._messages.answer(handle, status, now)
 
+    # -- transfer: REFER (RFC 3515), Replaces (RFC 3891) ------------------------------
+
+    def refer(self, call_id: str, refer_to: str, now: float, *,
+              referred_by: str | None = None) -> bool:
+        """Ask the call's peer to call `refer_to` (a Refer-To value, see
+        gateway.sip.refer.refer_to_value); progress comes as `ReferProgress`. False when the
+        call is not established or a transfer of it is already in progress."""
+        return self._refers.refer(call_id, refer_to, now, referred_by=referred_by)
+
+    def accept_refer(self, call_id: str, now: float) -> bool:
+        """Take on the transfer announced by `ReferReceived`: 202 and NOTIFY 100."""
+        return self._refers.accept(call_id, now)
+
+    def reject_refer(self, call_id: str, status: int, now: float) -> bool:
+        """Refuse the transfer announced by `ReferReceived` (e.g. 403); the call goes on."""
+        return self._refers.reject(call_id, status, now)
+
+    def notify_refer(self, call_id: str, status: int, now: float) -> bool:
+        """Tell the transferor how the new call goes (sipfrag); >= 200 is the last word."""
+        return self._refers.notify(call_id, status, now)
+
+    def replaces(self, call_id: str) -> str | None:
+        """The Replaces value naming this call's dialog to its peer, for an attended
+        transfer's Refer-To (None before the call has a dialog)."""
+        call = self._table.get(call_id)
+        found = replaces_of(call) if call is not None else None
+        return str(found) if found is not None else None
+
+    def replaced_call(self, replaces: str) -> str | None:
+        """The live call a Replaces value (of an incoming INVITE) names, or None."""
+        try:
+            wanted = parse_replaces(replaces)
+        except SipError:
+            return None
+        call = self._table.get(wanted.call_id)
+        if call is None or call.over or call.dialog is None:
+            return None
+        if (call.dialog.local_tag, call.dialog.remote_tag) != (wanted.to_tag, wanted.from_tag):
+            return None
+        if wanted.early_only and call.state in ESTABLISHED:
+            return None
+        return call.call_id
+
+    # -- message waiting: SUBSCRIBE/NOTIFY message-summary (RFC 3842) ------------------
+
+    def subscribe_mwi(self, sub_id: str, *, target_uri: str, from_uri: str,
+                      dest: Address | Sequence[Target], expires: int, now: float,
+                      account_id: str | None = None) -> None:
+        """Subscribe to message-summary; NOTIFYs come as `MessageSummary(sub_id, ...)`."""
+        self._subs.subscribe(sub_id, target_uri=target_uri, from_uri=from_uri, dest=dest,
+                             expires=expires, now=now, account_id=account_id)
+
+    def unsubscribe_mwi(self, sub_id: str, now: float) -> None:
+        """End a message-summary subscription."""
+        self._subs.unsubscribe(sub_id, now)
+
+    def mwi_state(self, sub_id: str) -> dict[str, object] | None:
+        """A subscription's state for the control socket (None if unknown)."""
+        return self._subs.state(sub_id)
+
+    @property
+    def notify_sources(self) -> set[str]:
+        """Hosts whose NOTIFY without a subscription (unsolicited MWI) is accepted."""
+        return self._subs.unsolicited_sources
+
+    @notify_sources.setter
+    def notify_sources(self, hosts: set[str]) -> None:
+        self._subs.unsolicited_sources = set(hosts)
+
     # -- OPTIONS probes (trunk health) ----------------------------------------------------
 
     def send_options(self, *, target_uri: str, from_uri: str,
@@ -493,15 +569,20 @@ class UserAgent:
             core.respond(req, 481, dest, now)
         elif method == "REGISTER" and self.registrar is not None:
             self._on_register(self.registrar, req, addr, user, dest, now)
+        elif method == "NOTIFY" and self._subs.handles(req):
+            self._subs.on_notify(req, addr, dest, now)
         elif req.to_tag:
-            self._on_in_dialog(req, dest, now)
+            self._on_in_dialog(req, addr, dest, now)
         elif method == "INVITE":
             self._table.on_invite(req, addr, dest, now)
         elif method == "OPTIONS":
             core.respond(req, 200, dest, now, extra=self._capabilities())
         elif method == "MESSAGE" and self.accept_messages:
             self._messages.on_request(req, addr, dest, now)
-        elif method in ("BYE", "INFO"):
+        elif method == "NOTIFY":
+            core.stats["refused_notify"] += 1  # nothing of ours: refused and counted
+            core.respond(req, 481, dest, now)
+        elif method in ("BYE", "INFO", "REFER"):
             core.respond(req, 481, dest, now)
         else:
             core.respond(req, 405, dest, now, extra=[("Allow", ALLOW)])
@@ -520,10 +601,10 @@ class UserAgent:
             self._core.emit(event)
 
     def _capabilities(self) -> list[tuple[str, str]]:
-        return [("Allow", ALLOW), ("Accept", SDP), ("Supported", "timer"),
+        return [("Allow", ALLOW), ("Accept", SDP), ("Supported", "timer, replaces"),
                 ("User-Agent", self._core.user_agent)]
 
-    def _on_in_dialog(self, req: Request, dest: Address, now: float) -> None:
+    def _on_in_dialog(self, req: Request, addr: Address, dest: Address, now: float) -> None:
         core = self._core
         method = req.method.upper()
         call = self._table.find_dialog_call(req)
@@ -542,6 +623,10 @@ class UserAgent:
             core.respond(req, 200, dest, now, extra=self._capabilities())
         elif method == "INFO":
             self._reoffers.on_info(call, req, dest, now)
+        elif method == "REFER":
+            self._refers.on_refer(call, req, addr, dest, now)
+        elif method == "NOTIFY":
+            self._refers.on_notify(call, req, addr, dest, now)
         elif method == "MESSAGE" and self.accept_messages:
             self._messages.on_request(req, dest, dest, now)
         else:

@@ -276,7 +276,8 @@ class CallTable:
             core.respond(req, 415, dest, now, extra=[("Accept", SDP)])
             return
         required = [tag.strip() for item in req.headers.get_all("Require")
-                    for tag in item.split(",") if tag.strip().lower() != "timer"]
+                    for tag in item.split(",")
+                    if tag.strip().lower() not in ("timer", "replaces")]
         if required:
             core.respond(req, 420, dest, now, extra=[("Unsupported", ", ".join(required))])
             return
@@ -296,7 +297,8 @@ class CallTable:
         self.add(call)
         core.emit(IncomingCall(
             call_id=req.call_id, from_uri=str(from_addr.uri), from_display=from_addr.display,
-            to_uri=str(req.to_addr.uri), request_uri=req.uri, sdp=req.body, source=addr))
+            to_uri=str(req.to_addr.uri), request_uri=req.uri, sdp=req.body, source=addr,
+            replaces=req.headers.get("Replaces")))
 
     def on_cancel(self, req: Request, dest: Address, now: float) -> None:
         """CANCEL for an INVITE we hold: 200, then 487 to the INVITE unless answered."""

@@ -37,7 +37,7 @@ from gateway.sip.transaction import (
 )
 
 Address = tuple[str, int]
-ALLOW = "INVITE, ACK, CANCEL, BYE, OPTIONS, INFO"
+ALLOW = "INVITE, ACK, CANCEL, BYE, OPTIONS, INFO, REFER, NOTIFY"
 SDP = "application/sdp"
 Handler = Callable[[list[TxEvent], float], None]
 RequestFilter = Callable[[Request, Address, str, float, bool], FilterVerdict | None]

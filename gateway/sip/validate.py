@@ -54,7 +54,7 @@ _DEFAULT_BODY_TYPES: dict[str, frozenset[str]] = {
 class UasPolicy:
     """What this UAS understands; the defaults are the gateway's, tests may narrow them."""
 
-    supported: frozenset[str] = frozenset({"timer"})
+    supported: frozenset[str] = frozenset({"timer", "replaces"})
     accept_tel: bool = False
     refuse_zero_max_forwards: bool = True
     body_types: dict[str, frozenset[str]] = field(
