@@ -43,6 +43,7 @@ __all__ = [
     "RejectCall",
     "ResumeCall",
     "SendCallerId",
+    "SendVmwi",
     "SendDigit",
     "SetRinging",
     "StateChanged",
@@ -123,6 +124,14 @@ class SendCallerId:
 
     caller: str
     caller_name: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class SendVmwi:
+    """Send the on-hook visual message waiting indicator (lamp on or off) now: FSK while
+    the line is idle (the port plays it through the caller-ID path)."""
+
+    on: bool
 
 
 @dataclass(frozen=True, slots=True)
@@ -258,6 +267,7 @@ Action = (
     | StopTone
     | SetRinging
     | SendCallerId
+    | SendVmwi
     | PlaceCall
     | CancelCall
     | AnswerCall
