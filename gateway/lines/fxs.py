@@ -44,7 +44,9 @@ from gateway.lines.events import (
     TimerFired,
     TimerKind,
     ToneName,
+    TransferResult,
 )
+from gateway.lines.fxs_calls import CallFeatures
 from gateway.routing.dialplan import DigitMap, MatchResult
 
 __all__ = ["BUSY_STATUSES", "DTMF_DIGITS", "FxsLine"]
@@ -59,8 +61,13 @@ S = LineState
 _OUTGOING = (S.CALLING, S.RINGBACK, S.EARLY_MEDIA)
 
 
-class FxsLine:
-    """One analog port's call state machine, driven with `now` so it is testable without a clock."""
+class FxsLine(CallFeatures):
+    """One analog port's call state machine, driven with `now` so it is testable without a clock.
+
+    A second call (call waiting, consultation, three-way conference, transfer) is
+    gateway/lines/fxs_calls.py's; the call inputs take an optional `call_id` naming which
+    of the line's calls they are about (None: the current one).
+    """
 
     def __init__(
         self,
@@ -74,6 +81,11 @@ class FxsLine:
         no_answer_timeout: float = 120.0,
         offhook_warning_timeout: float = 30.0,
         hook_settings: HookSettings | None = None,
+        call_waiting: bool = True,
+        call_waiting_caller_id: bool = True,
+        call_waiting_repeat: float = 10.0,
+        three_way: bool = True,
+        transfer_on_hangup: bool = True,
     ) -> None:
         for label, value in (
             ("first_digit_timeout", first_digit_timeout),
@@ -111,6 +123,11 @@ class FxsLine:
         self._ringing = False
         self._audio = False
         self._message_waiting = False
+        self._init_features(
+            call_waiting=call_waiting, call_waiting_caller_id=call_waiting_caller_id,
+            call_waiting_repeat=call_waiting_repeat, three_way=three_way,
+            transfer_on_hangup=transfer_on_hangup,
+        )
 
     # ------------------------------------------------------------------ read-only view
 
@@ -149,22 +166,24 @@ class FxsLine:
         self._advance(now)
         self._handle(DtmfDigit(digit), now)
 
-    def call_progress(self, status: int, now: float, early_media: bool = False) -> None:
+    def call_progress(self, status: int, now: float, early_media: bool = False, *,
+                      call_id: str | None = None) -> None:
         """A provisional response to our call; `early_media` when it carried SDP to play."""
         if not 100 <= status <= 199:
             raise ValueError(f"line {self.name!r}: call_progress needs a 1xx status, got {status}")
         self._advance(now)
-        self._handle(CallProgress(status, early_media), now)
+        self._handle(CallProgress(status, early_media, call_id), now)
 
-    def call_answered(self, now: float) -> None:
+    def call_answered(self, now: float, *, call_id: str | None = None) -> None:
         """Our outgoing call was answered."""
         self._advance(now)
-        self._handle(CallAnswered(), now)
+        self._handle(CallAnswered(call_id), now)
 
-    def call_ended(self, reason: str, status: int | None, now: float) -> None:
-        """The network ended the call: BYE (status None), a failure response or a timeout."""
+    def call_ended(self, reason: str, status: int | None, now: float, *,
+                   call_id: str | None = None) -> None:
+        """The network ended a call: BYE (status None), a failure response or a timeout."""
         self._advance(now)
-        self._handle(CallEnded(reason, status), now)
+        self._handle(CallEnded(reason, status, call_id), now)
 
     def incoming_call(
         self, call_id: str, caller: str, caller_name: str | None, now: float
@@ -174,12 +193,14 @@ class FxsLine:
         self._handle(IncomingCall(call_id, caller, caller_name), now)
         if self._state is S.RINGING and self._call_id == call_id:
             return IncomingResult.ACCEPTED
+        if self._is_other(call_id):
+            return IncomingResult.ACCEPTED  # waiting: the caller hears ringing
         return IncomingResult.BUSY
 
-    def incoming_cancelled(self, now: float) -> None:
+    def incoming_cancelled(self, now: float, *, call_id: str | None = None) -> None:
         """The caller gave up before the phone was answered."""
         self._advance(now)
-        self._handle(IncomingCancelled(), now)
+        self._handle(IncomingCancelled(call_id), now)
 
     def set_call_id(self, call_id: str) -> None:
         """Tell the line the id of the call its last PlaceCall created.
@@ -221,7 +242,42 @@ class FxsLine:
     # ----------------------------------------------------------------- state machine
 
     def _handle(self, event: LineInput, now: float) -> None:
+        other = self._other is not None
         match (self._state, event):
+            # A second call (gateway/lines/fxs_calls.py).
+            case (_, CallProgress(call_id=c) | CallAnswered(call_id=c) | CallEnded(call_id=c)
+                  | IncomingCancelled(call_id=c)) if self._foreign(c):
+                pass  # a call the line let go of (hung up, transferred)
+            case (_, CallEnded(call_id=c) | IncomingCancelled(call_id=c)) if self._is_other(c):
+                self._other_gone(now)
+            case (_, CallProgress(call_id=c) | CallAnswered(call_id=c)) if self._is_other(c):
+                pass
+            case (_, IncomingCall(call_id=call_id)) if self._is_other(call_id):
+                pass  # offered again
+            case (S.CONNECTED, IncomingCall(call_id=call_id, caller=caller, caller_name=name)) \
+                    if call_id != self._call_id and self._may_wait():
+                self._offer_waiting(call_id, caller, name, now)
+            case (_, TransferResult(ok=ok)):
+                self.transfer_result(ok, now)
+            case (_, TimerFired(kind=TimerKind.CALL_WAITING | TimerKind.WAITING_NO_ANSWER)):
+                self._waiting_timer(event.kind, now)
+            case (S.CONNECTED, Flash()) if self._flash_connected(now):
+                pass
+            case (S.CONNECTED, CallEnded()) if self._mixing:
+                self._current_gone_in_conference()
+            case (S.CONNECTED | S.CALLING | S.RINGBACK | S.EARLY_MEDIA | S.DIAL_TONE
+                  | S.COLLECTING | S.WAIT_ONHOOK | S.HOWLER, OnHook()) if other:
+                self._hang_up_with_other(now)
+            case (S.CALLING | S.RINGBACK | S.EARLY_MEDIA | S.DIAL_TONE | S.COLLECTING
+                  | S.WAIT_ONHOOK | S.HOWLER, Flash()) if other:
+                self._flash_back(now)
+            case (S.RINGING, OffHook()) if self._recall:
+                self._answer_recall()
+            case (S.RINGING, TimerFired(kind=TimerKind.NO_ANSWER)) if self._recall:
+                self._set_ringing(False)
+                self._release(HangUp(self._require_call_id("hang up")))
+                self._go_idle()
+
             # Handset lifted.
             case (S.IDLE, OffHook()):
                 self._start_dial_tone(now)
@@ -237,12 +293,12 @@ class FxsLine:
                 self._go_idle()
             case (S.CALLING | S.RINGBACK | S.EARLY_MEDIA, OnHook()):
                 self._quiesce()
-                self._emit(CancelCall(self._call_id))
+                self._release(CancelCall(self._call_id))
                 self._go_idle()
             case (S.CONNECTED, OnHook()):
                 call_id = self._require_call_id("hang up")
                 self._quiesce()
-                self._emit(HangUp(call_id))
+                self._release(HangUp(call_id))
                 self._go_idle()
 
             # Hook flash: a feature request in a call, a fresh dial tone outside one.
@@ -334,10 +390,14 @@ class FxsLine:
                 return
 
     def _emit(self, action: Action) -> None:
+        if isinstance(action, PlaceCall):
+            self._last_number = action.number  # a blind transfer's target
         self._actions.append(action)
 
     def _goto(self, state: LineState) -> None:
-        self._timers.clear()
+        waiting = self._other is not None and self._other.role == "waiting"
+        self._timers = {k: t for k, t in self._timers.items()
+                        if waiting and k in (TimerKind.CALL_WAITING, TimerKind.WAITING_NO_ANSWER)}
         self._state = state
         self._emit(StateChanged(state))
 
@@ -346,6 +406,7 @@ class FxsLine:
         self._digits = ""
         self._call_id = None
         self._caller = None
+        self._recall = self._mixing = False
         self._goto(S.IDLE)
 
     def _require_call_id(self, what: str) -> str:

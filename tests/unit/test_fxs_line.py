@@ -329,7 +329,7 @@ def test_local_hangup_of_connected_call_sends_bye_after_flash_window() -> None:
 
 
 def test_flash_during_call_is_reported_not_hung_up() -> None:
-    line = make_line()
+    line = make_line(three_way=False)  # no consultation call: the runtime's hold toggle
     connected_call(line)
     line.hook(False, 10.0)
     line.hook(True, 10.5)
@@ -479,7 +479,7 @@ def test_unanswered_call_is_rejected_480() -> None:
 
 
 def test_second_incoming_call_while_on_a_call_gets_486() -> None:
-    line = make_line()
+    line = make_line(call_waiting=False)
     connected_call(line)
     assert line.incoming_call("in-2", "200", None, 7.0) is IncomingResult.BUSY
     assert line.actions() == [RejectCall("in-2", 486)]
