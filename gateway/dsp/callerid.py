@@ -39,7 +39,7 @@ from typing import Literal
 
 __all__ = [
     "CallerId", "CallerIdMethod", "CallerIdPlan", "METHODS", "Modem", "BELL202", "V23",
-    "mdmf_message", "sdmf_message", "fsk", "bell202_fsk", "dtas", "dtmf_callerid", "plan",
+    "mdmf_message", "sdmf_message", "vmwi_message", "fsk", "bell202_fsk", "dtas", "dtmf_callerid", "plan",
 ]
 
 RATE = 8000
@@ -118,6 +118,18 @@ def sdmf_message(cid: CallerId, when: datetime) -> bytes:
     the national number in North America) or its reason letter."""
     number = "".join(c for c in cid.digits() if c.isdigit())[-10:] or cid.reason
     return _close(SDMF, (when.strftime("%m%d%H%M") + number).encode("ascii"))
+
+
+MDMF_MWI, SDMF_MWI, P_VMWI = 0x82, 0x06, 0x0B
+
+
+def vmwi_message(on: bool, *, sdmf: bool = False) -> bytes:
+    """The visual message waiting indicator message (GR-30 / ETSI message waiting):
+    MDMF type 0x82 with parameter 0x0B (0xFF lamp on, 0x00 off), or SDMF type 0x06
+    (0x42 x3 on, 0x6F x3 off) for displays that only read single-format messages."""
+    if sdmf:
+        return _close(SDMF_MWI, bytes((0x42 if on else 0x6F,) * 3))
+    return _close(MDMF_MWI, bytes((P_VMWI, 1, 0xFF if on else 0x00)))
 
 
 def _bits(message: bytes, modem: Modem) -> list[int]:

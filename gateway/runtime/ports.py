@@ -268,6 +268,8 @@ class LinePort:
                 self.set_ringing(on)
             case lev.SendCallerId(caller=caller, caller_name=name):
                 self.send_caller_id(caller, name)
+            case lev.SendVmwi(on=on):
+                self.send_vmwi(on)
             case _:
                 return False
         return True
@@ -315,8 +317,24 @@ class LinePort:
         self.cid_pending = cid
         self._start_pending_callerid()
 
+    def send_vmwi(self, on: bool) -> None:
+        """The message waiting lamp, as on-hook FSK now: MDMF 0x82 (SDMF 0x06 when the
+        line's caller ID is SDMF), in the modem of its caller-ID method (Bell 202 when that
+        is not FSK)."""
+        from gateway.dsp.callerid import BELL202, METHODS, fsk, vmwi_message
+
+        if self.port.is_off_hook() or self.caller_id:
+            return  # someone is on the line, or caller ID is being sent: not now
+        method = METHODS.get(self.callerid_method)
+        fsk_method = method is not None and method.signal == "fsk"
+        message = vmwi_message(on, sdmf=fsk_method and method is not None
+                               and method.format == "sdmf")
+        self.caller_id[:] = fsk(message, method.modem if method is not None and fsk_method
+                                else BELL202)
+
     def _off_seconds(self) -> float:
-        cadence = getattr(self.line, "ring_cadence", None) or self.profile.ring_cadence
+        cadence = (getattr(self.line, "active_ring_cadence", None)  # distinctive ring
+                   or getattr(self.line, "ring_cadence", None) or self.profile.ring_cadence)
         return float(cadence[self.ring_index % len(cadence)])
 
     def _start_pending_callerid(self) -> None:
