@@ -160,11 +160,17 @@ class _Basis:
         basis: npt.NDArray[np.complex128] = np.exp(
             -2j * math.pi * np.outer(n, freqs) / SAMPLE_RATE
         )
-        self.basis = basis * window[:, None]
+        windowed = basis * window[:, None]
+        # real and imaginary parts side by side: a real product is 3x faster than complex
+        self.basis = np.ascontiguousarray(np.concatenate((windowed.real, windowed.imag), axis=1))
+        self.bins = freqs.size
         self.window = window
         # |X|^2 * scale = component power (A^2 / 2) for a sinusoid of amplitude A.
         self.scale = 2.0 / float(window.sum()) ** 2
         self.win_power = float(np.mean(window**2))
+        # (blocks**2) @ win_sq: the windowed block's mean power over the window's (the
+        # `total` the share-of-energy test divides by), as one product
+        self.win_sq = window**2 / (BLOCK * self.win_power)
 
 
 _BASIS: list[_Basis] = []
@@ -265,7 +271,16 @@ class DtmfDetector:
         covered = buf[: 2 * ((nblocks - 1) * HOP + BLOCK)]
         self._buf = buf[2 * consumed :]
         hits: list[_Hit | None]
-        if peak(covered) < _QUIET_PEAK:
+        np = sys.modules.get("numpy")
+        if np is None and peak(covered) < _QUIET_PEAK:
+            quiet = True  # numpy not needed (nor loaded) to know that
+            x = None
+        else:
+            import numpy as np
+
+            x = np.frombuffer(covered, dtype="<i2")
+            quiet = max(int(x.max()), -int(x.min())) < _QUIET_PEAK
+        if quiet:
             # Quiet audio (most of every call): no sample reaches the peak of one DTMF
             # component at the minimum level, so no block can hold a digit.
             if self._current is None and self._candidate is None:
@@ -273,7 +288,8 @@ class DtmfDetector:
                 return []
             hits = [None] * nblocks
         else:
-            hits = self._classify_blocks(_blocks(covered, nblocks))
+            assert x is not None
+            hits = self._classify_blocks(x[_block_index(nblocks)].astype(np.float64))
         out: list[str] = []
         for i, hit in enumerate(hits):
             digit = self._step(hit, self._pos + i * HOP)
@@ -333,64 +349,74 @@ class DtmfDetector:
 
     @staticmethod
     def _classify_blocks(blocks: npt.NDArray[np.float64]) -> list[_Hit | None]:
+        """Every test but the frequency one runs on all blocks at once; only the blocks
+        that pass them all (a digit's, or a rare near miss) reach the per-block check."""
         import numpy as np
 
         comb = _basis()
+        n = len(blocks)
         spec = blocks @ comb.basis
-        power = (spec.real**2 + spec.imag**2).reshape(len(blocks), 8, len(_PROBE_K)) * comb.scale
+        spec *= spec
+        power = (spec[:, :comb.bins] + spec[:, comb.bins:]).reshape(n, 8, len(_PROBE_K))
+        power *= comb.scale
+        peak = power.max(axis=2)  # (blocks, 8)
+        total = (blocks * blocks) @ comb.win_sq
+        # Gate, a few array operations: a digit's row and column peaks are each loud enough
+        # and carry most of the energy. Speech, tones and noise (nearly every loud block)
+        # stop here; the margin keeps the gate from refusing what the full test accepts.
+        pr = peak[:, :4].max(axis=1)
+        pc = peak[:, 4:].max(axis=1)
+        min_power = _FULL_SCALE_POWER * 10.0 ** (MIN_LEVEL_DBFS / 10.0)
+        gate = (pr + pc) >= (MIN_ENERGY_FRACTION * (1 - 1e-9)) * total
+        gate &= np.minimum(pr, pc) >= min_power
+        if not gate.any():
+            return [None] * n
         total = np.mean((blocks * comb.window[None, :]) ** 2, axis=1) / comb.win_power
         half = BLOCK // 2
-        e1 = np.sum(blocks[:, :half] ** 2, axis=1)
-        e2 = np.sum(blocks[:, half:] ** 2, axis=1)
-        peak = power.max(axis=2)  # (blocks, 8)
+        sq = blocks * blocks
+        e1 = sq[:, :half].sum(axis=1)
+        e2 = sq[:, half:].sum(axis=1)
         centre = power[:, :, 3]
-        out: list[_Hit | None] = []
-        min_power = _FULL_SCALE_POWER * 10.0 ** (MIN_LEVEL_DBFS / 10.0)
-        for b in range(len(blocks)):
-            if total[b] <= 0.0 or min(e1[b], e2[b]) <= 0.0:
-                out.append(None)
-                continue
-            if abs(10.0 * math.log10(e1[b] / e2[b])) > MAX_HALF_RATIO_DB:
-                out.append(None)
-                continue
-            r = int(np.argmax(peak[b, :4]))
-            c = 4 + int(np.argmax(peak[b, 4:]))
-            pr, pc = float(peak[b, r]), float(peak[b, c])
-            if pr < min_power or pc < min_power:
-                out.append(None)
-                continue
-            twist = 10.0 * math.log10(pc / pr)
-            if (twist > NORMAL_TWIST_DB + BLOCK_TWIST_MARGIN_DB
-                    or -twist > REVERSE_TWIST_DB + BLOCK_TWIST_MARGIN_DB):
-                out.append(None)
-                continue
-            if (pr + pc) < MIN_ENERGY_FRACTION * float(total[b]):
-                out.append(None)
-                continue
-            rel = 10.0 ** (RELATIVE_PEAK_DB / 10.0)
-            others_r = [float(centre[b, i]) for i in range(4) if i != r]
-            others_c = [float(centre[b, i]) for i in range(4, 8) if i != c]
-            if pr < rel * max(others_r) or pc < rel * max(others_c):
-                out.append(None)
-                continue
-            if not (_in_tolerance(power[b, r]) and _in_tolerance(power[b, c])):
-                out.append(None)
-                continue
-            out.append((KEYS[r][c - 4], pr, pc))
+        rows = np.arange(n)
+        r = peak[:, :4].argmax(axis=1)
+        c = 4 + peak[:, 4:].argmax(axis=1)
+        rel = 10.0 ** (RELATIVE_PEAK_DB / 10.0)
+        others = centre.copy()
+        others[rows, r] = 0.0
+        others[rows, c] = 0.0
+        with np.errstate(divide="ignore", invalid="ignore"):
+            ok = (total > 0.0) & (np.minimum(e1, e2) > 0.0)
+            ok &= np.abs(10.0 * np.log10(e1 / e2)) <= MAX_HALF_RATIO_DB
+            ok &= (pr >= min_power) & (pc >= min_power)
+            twist = 10.0 * np.log10(pc / pr)
+        ok &= twist <= NORMAL_TWIST_DB + BLOCK_TWIST_MARGIN_DB
+        ok &= -twist <= REVERSE_TWIST_DB + BLOCK_TWIST_MARGIN_DB
+        ok &= (pr + pc) >= MIN_ENERGY_FRACTION * total
+        ok &= pr >= rel * others[:, :4].max(axis=1)
+        ok &= pc >= rel * others[:, 4:].max(axis=1)
+        out: list[_Hit | None] = [None] * n
+        for b in np.flatnonzero(ok).tolist():
+            rb, cb = int(r[b]), int(c[b])
+            if _in_tolerance(power[b, rb]) and _in_tolerance(power[b, cb]):
+                out[b] = (KEYS[rb][cb - 4], float(pr[b]), float(pc[b]))
         return out
 
 
 _QUIET_PEAK = 32768.0 * 10.0 ** (MIN_LEVEL_DBFS / 20.0)
 
 
-def _blocks(pcm: bytes, nblocks: int) -> npt.NDArray[np.float64]:
-    """The overlapping analysis blocks (one per hop) over S16LE PCM, as float rows."""
-    import numpy as np
+_BLOCK_INDEX: dict[int, npt.NDArray[np.intp]] = {}
 
-    x = np.frombuffer(pcm, dtype="<i2").astype(np.float64)
-    idx = np.arange(nblocks)[:, None] * HOP + np.arange(BLOCK)[None, :]
-    out: npt.NDArray[np.float64] = x[idx]
-    return out
+
+def _block_index(nblocks: int) -> npt.NDArray[np.intp]:
+    """Sample indices of `nblocks` overlapping analysis blocks (one per hop), as rows."""
+    idx = _BLOCK_INDEX.get(nblocks)
+    if idx is None:
+        import numpy as np
+
+        idx = np.arange(nblocks)[:, None] * HOP + np.arange(BLOCK)[None, :]
+        _BLOCK_INDEX[nblocks] = idx
+    return idx
 
 
 def _in_tolerance(probes: npt.NDArray[np.float64]) -> bool:
