@@ -94,6 +94,12 @@ class ToneProfile:
     source: str = ""
     """Where the values come from (national specification, ITU-T E.180 Suppl. 2)."""
     extra: dict[str, ToneSpec] = field(default_factory=dict)
+    distinctive: dict[str, tuple[float, ...]] = field(default_factory=dict)
+    """Ring cadences by Alert-Info name (dr1..dr5, internal, external, priority)."""
+
+    def ring_for(self, name: str | None) -> tuple[float, ...] | None:
+        """The bell cadence for a distinctive-ring name; None for an unknown name or None."""
+        return self.distinctive.get(name) if name else None
 
     @property
     def congestion(self) -> ToneSpec:
@@ -128,6 +134,8 @@ class ToneProfile:
 
 _DATA_FILE = "tone_profiles.toml"
 _TONE_NAMES = ("dial", "ringback", "busy", "reorder", "call_waiting", "stutter")
+_EXTRA_TONES = ("confirm", "howler")
+"""Tones a profile may carry beyond the six every country has (see the data file)."""
 
 
 def _spec(country: str, name: str, raw: Any) -> ToneSpec:
@@ -157,6 +165,14 @@ def _profile(country: str, raw: dict[str, Any]) -> ToneProfile:
     if missing:
         raise ValueError(f"{_DATA_FILE} [{country}]: missing {', '.join(missing)}")
     tones = {name: _spec(country, name, raw[name]) for name in _TONE_NAMES}
+    extra = {name: _spec(country, name, raw[name]) for name in _EXTRA_TONES if name in raw}
+    distinctive: dict[str, tuple[float, ...]] = {}
+    for name, cadence in dict(raw.get("distinctive", {})).items():
+        values = tuple(float(d) for d in cadence)
+        if not values or len(values) % 2 or not all(d > 0 for d in values):
+            raise ValueError(f"{_DATA_FILE} [{country}].distinctive.{name}: expected on/off "
+                             f"pairs of positive seconds, got {cadence!r}")
+        distinctive[str(name)] = values
     return ToneProfile(
         country=country,
         dial=tones["dial"],
@@ -169,6 +185,8 @@ def _profile(country: str, raw: dict[str, Any]) -> ToneProfile:
         ring_hz=float(raw["ring_hz"]),
         callerid=str(raw["callerid"]),
         source=str(raw["source"]),
+        extra=extra,
+        distinctive=distinctive,
     )
 
 
@@ -178,7 +196,16 @@ def load_profiles(text: str | None = None) -> dict[str, ToneProfile]:
 
     if text is None:
         text = resources.files("gateway.dsp").joinpath(_DATA_FILE).read_text("utf-8")
-    return {c.upper(): _profile(c.upper(), raw) for c, raw in tomllib.loads(text).items()}
+    profiles = {c.upper(): _profile(c.upper(), raw) for c, raw in tomllib.loads(text).items()}
+    # Countries without a distinctive-ring plan take [US]'s (Telcordia), their own bell
+    # cadence standing for the standard ring.
+    base = profiles["US"].distinctive if "US" in profiles else {}
+    for profile in profiles.values():
+        if not profile.distinctive and base:
+            own = dict(base)
+            own["dr1"] = own["external"] = profile.ring_cadence
+            profile.distinctive.update(own)
+    return profiles
 
 
 _PROFILES: dict[str, ToneProfile] = load_profiles()

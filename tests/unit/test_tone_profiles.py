@@ -134,7 +134,10 @@ def test_the_simulated_handset_names_every_tone(country: str) -> None:
     for name, spec in profile.tones().items():
         classifier, gen = ToneClassifier(profile), ToneGenerator(spec)
         period = sum(spec.cadence) * max(1, spec.cycles)
-        for _ in range(round(min(12.0, 2 * period + 1.0 if period else 3.0) / 0.02)):
+        seconds = min(12.0, 2 * period + 1.0 if period else 3.0)
+        if spec.cycles and spec.after_cycles == "off":  # one-shot (confirm): named while on
+            seconds = period - spec.cadence[-1] - 0.1
+        for _ in range(round(seconds / 0.02)):
             classifier.feed(gen.next_frame())
         heard[name] = classifier.classify()
     # AU congestion is busy's cadence at alternating levels, sent here as busy (docs/voice.md).
