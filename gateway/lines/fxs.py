@@ -123,6 +123,8 @@ class FxsLine(CallFeatures):
         self._ringing = False
         self._audio = False
         self._message_waiting = False
+        self._cadence = self.ring_cadence  # the ringing call's bell (distinctive ring)
+        self._offered_cadence: tuple[float, ...] | None = None
         self._init_features(
             call_waiting=call_waiting, call_waiting_caller_id=call_waiting_caller_id,
             call_waiting_repeat=call_waiting_repeat, three_way=three_way,
@@ -186,9 +188,18 @@ class FxsLine(CallFeatures):
         self._handle(CallEnded(reason, status, call_id), now)
 
     def incoming_call(
-        self, call_id: str, caller: str, caller_name: str | None, now: float
+        self, call_id: str, caller: str, caller_name: str | None, now: float, *,
+        ring_cadence: tuple[float, ...] | None = None,
     ) -> IncomingResult:
-        """Offer an incoming call; BUSY means the line already emitted RejectCall(call_id, 486)."""
+        """Offer an incoming call; BUSY means the line already emitted RejectCall(call_id, 486).
+
+        `ring_cadence` rings this call with its own bell cadence (distinctive ring from the
+        call's Alert-Info) instead of the line's."""
+        if ring_cadence is not None and (
+                not ring_cadence or len(ring_cadence) % 2 or not all(t > 0 for t in ring_cadence)):
+            raise ValueError(f"line {self.name!r}: ring_cadence must be on/off pairs of "
+                             f"positive seconds, got {ring_cadence!r}")
+        self._offered_cadence = tuple(ring_cadence) if ring_cadence is not None else None
         self._advance(now)
         self._handle(IncomingCall(call_id, caller, caller_name), now)
         if self._state is S.RINGING and self._call_id == call_id:
@@ -214,6 +225,18 @@ class FxsLine(CallFeatures):
     def set_message_waiting(self, waiting: bool) -> None:
         """Voicemail is waiting: dial tone becomes stutter tone."""
         self._message_waiting = waiting
+
+    @property
+    def active_ring_cadence(self) -> tuple[float, ...]:
+        """The bell cadence of the call ringing now (the line's own, or a distinctive one)."""
+        return self._cadence
+
+    def feature_done(self, ok: bool, now: float) -> None:
+        """The runtime carried out (`ok`) or refused the feature code the last `PlaceCall`
+        dialled (a star code, never a call): confirm tone, or reorder, until on-hook."""
+        self._advance(now)
+        if self._state is S.CALLING and self._call_id is None:
+            self._fail("confirm" if ok else "reorder", now)
 
     def get_timer(self) -> float | None:
         """Earliest time handle_timer must be called, or None."""
@@ -336,9 +359,10 @@ class FxsLine(CallFeatures):
                 self._caller = (caller, name)
                 self._callerid_sent = False
                 self._cadence_index = 0
+                self._cadence = self._offered_cadence or self.ring_cadence
                 self._goto(S.RINGING)
                 self._set_ringing(True)
-                self._timers[TimerKind.RING_CADENCE] = now + self.ring_cadence[0]
+                self._timers[TimerKind.RING_CADENCE] = now + self._cadence[0]
                 self._timers[TimerKind.NO_ANSWER] = now + self.no_answer_timeout
             case (_, IncomingCall(call_id=call_id)) if call_id == self._call_id:
                 pass  # the same call offered again: not a second call
@@ -461,15 +485,22 @@ class FxsLine(CallFeatures):
             case MatchResult.FULL:
                 self._place_call()
             case MatchResult.FULL_MAY_EXTEND:
-                self._timers[TimerKind.INTER_DIGIT] = now + self.short_inter_digit_timeout
+                self._timers[TimerKind.INTER_DIGIT] = now + self._digit_timer(
+                    self.short_inter_digit_timeout)
             case MatchResult.PARTIAL:
-                self._timers[TimerKind.INTER_DIGIT] = now + self.inter_digit_timeout
+                self._timers[TimerKind.INTER_DIGIT] = now + self._digit_timer(
+                    self.inter_digit_timeout)
             case MatchResult.NO_MATCH:
                 self._fail("reorder", now)
 
+    def _digit_timer(self, default: float) -> float:
+        """The digit map's own timer for what was dialled (``S3``, ``T4``), else `default`."""
+        seconds = self.digit_map.timer_seconds(self._digits)
+        return default if seconds is None else seconds
+
     def _place_call(self) -> None:
         self._call_id = None
-        self._emit(PlaceCall(self._digits))
+        self._emit(PlaceCall(self.digit_map.transform(self._digits)))  # <a:b> applied
         self._goto(S.CALLING)
 
     def _fail(self, tone: ToneName, now: float) -> None:
@@ -478,10 +509,10 @@ class FxsLine(CallFeatures):
         self._timers[TimerKind.OFFHOOK_WARNING] = now + self.offhook_warning_timeout
 
     def _next_ring_period(self, now: float) -> None:
-        self._cadence_index = (self._cadence_index + 1) % len(self.ring_cadence)
+        self._cadence_index = (self._cadence_index + 1) % len(self._cadence)
         ring = self._cadence_index % 2 == 0
         self._set_ringing(ring)
         if not ring and not self._callerid_sent and self._caller is not None:
             self._callerid_sent = True
             self._emit(SendCallerId(*self._caller))
-        self._timers[TimerKind.RING_CADENCE] = now + self.ring_cadence[self._cadence_index]
+        self._timers[TimerKind.RING_CADENCE] = now + self._cadence[self._cadence_index]
