@@ -81,7 +81,8 @@ class LineState(Enum):
     """Off-hook for too long without doing anything; howler tone until on-hook."""
 
 
-ToneName = Literal["dial", "ringback", "busy", "reorder", "howler", "stutter", "call-waiting"]
+ToneName = Literal["dial", "ringback", "busy", "reorder", "howler", "stutter", "call-waiting",
+                   "confirm"]
 """Call-progress tones the line asks for; the tone generator maps them to a country profile."""
 
 
