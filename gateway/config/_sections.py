@@ -363,9 +363,27 @@ class _Reader(_TrunkReader, _ModemReader, _DialPlanReader, _PhoneReader, _Servic
                 label = f"account {account.username!r} on trunk {account.name!r}"
                 key = (account.name, account.username)
                 self.unique(seen.accounts, key, where, f.child("trunk.username"), label)
+        mwi = None
+        if f.has("mwi") and f.node_of("mwi").tag != "tag:yaml.org,2002:null":
+            mwi = self.line_mwi(f.node_of("mwi"), f.child("mwi"), account)
         if len(self.issues) > before:
             return None
-        return LineConfig(name, backend, number, kind, display, MappingProxyType(options), account)
+        return LineConfig(name, backend, number, kind, display, MappingProxyType(options), account,
+                          mwi)
+
+    def line_mwi(self, node: Node, path: str, account: s.LineTrunk | None) -> s.MwiConfig | None:
+        """`mwi: {subscribe, server: trunk | sip:URI, expires}` (message waiting)."""
+        f = self.mapping(node, path, s.MWI_KEYS)
+        if f is None:
+            return None
+        subscribe = self.take(f, "subscribe", _bool, True)
+        server = self.take(f, "server", _mwi_server, "trunk")
+        expires = self.take(f, "expires", _int_range(*s.MWI_EXPIRES_RANGE), 3600)
+        if subscribe and server == "trunk" and account is None:
+            self.issue(f.node_of("server") if f.has("server") else node, f.child("server"),
+                       "mwi.server 'trunk' needs the line's trunk account (lines[].trunk)",
+                       "a sip: URI of the voicemail server, or a trunk account on the line")
+        return s.MwiConfig(subscribe, server, expires)
 
     def backend(self, f: _Fields, backend: str, options: dict[str, Any]) -> None:
         """The backend must be one hal knows, and its options the ones that backend reads."""
@@ -402,6 +420,24 @@ class _Reader(_TrunkReader, _ModemReader, _DialPlanReader, _PhoneReader, _Servic
             return dict(value)
 
         return convert
+
+
+def _mwi_server(node: Node) -> str:
+    """'trunk', or the voicemail server's sip: URI."""
+    from gateway.config._convert import _Bad, _text
+    from gateway.sip.uri import SipUri
+
+    expected = "'trunk' or a SIP URI such as sip:*97@pbx.example.com"
+    value = _text(nonempty=True)(node)
+    if value == "trunk":
+        return value
+    try:
+        uri = SipUri.parse(value)
+    except Exception as exc:  # the URI parser's own error names the problem
+        raise _Bad(f"invalid mwi.server {value!r}: {exc}", expected) from exc
+    if uri.scheme not in ("sip", "sips"):
+        raise _Bad(f"invalid mwi.server {value!r}: not a sip: URI", expected)
+    return value
 
 
 def _media_timeout(node: Node) -> float:

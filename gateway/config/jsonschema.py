@@ -367,6 +367,19 @@ def export_json_schema() -> dict[str, Any]:
                 {"type": "object", "description": "The backend's own options (e.g. pins)."}
             ),
             "trunk": _nullable(account),
+            "mwi": _nullable(_obj(
+                {
+                    "subscribe": {"type": "boolean", "default": True,
+                                  "description": "SUBSCRIBE to message-summary (RFC 3842)."},
+                    "server": _string("'trunk' (the line's account) or the voicemail "
+                                      "server's sip: URI.", default="trunk",
+                                      pattern="^(trunk|sips?:.+)$"),
+                    "expires": {"type": "integer", "minimum": s.MWI_EXPIRES_RANGE[0],
+                                "maximum": s.MWI_EXPIRES_RANGE[1], "default": 3600,
+                                "description": "Subscription length asked for, seconds."},
+                },
+                s.MWI_KEYS,
+            )),
         },
         s.LINE_KEYS,
         required=("name", "backend", "number"),

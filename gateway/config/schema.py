@@ -166,7 +166,10 @@ LINE_KEYS: tuple[str, ...] = (
     "display_name",
     "options",
     "trunk",
+    "mwi",
 )
+MWI_KEYS: tuple[str, ...] = ("subscribe", "server", "expires")
+MWI_EXPIRES_RANGE = (60, 86400)
 LINE_TRUNK_KEYS: tuple[str, ...] = ("name", "username", "password", "auth_username")
 DIALPLAN_KEYS: tuple[str, ...] = ("digit_map", "routes")
 ROUTE_KEYS: tuple[str, ...] = ("pattern", "to", "strip", "prepend")
@@ -333,6 +336,17 @@ class TrunkConfig:
 
 
 @dataclass(frozen=True)
+class MwiConfig:
+    """Message waiting for a line (RFC 3842): SUBSCRIBE to message-summary at `server`
+    ("trunk": the line's account at its trunk, or a sip: URI), refreshed every `expires` s.
+    NOTIFYs the trunk sends unasked are taken whatever this says."""
+
+    subscribe: bool = True
+    server: str = "trunk"
+    expires: int = 3600
+
+
+@dataclass(frozen=True)
 class LineTrunk:
     """The account a line registers with; the password is kept out of repr() and logs."""
 
@@ -358,6 +372,7 @@ class LineConfig:
     display_name: str | None = None
     options: Mapping[str, Any] = field(default_factory=dict)
     trunk: LineTrunk | None = None
+    mwi: MwiConfig | None = None
 
 
 @dataclass(frozen=True)
@@ -550,6 +565,9 @@ def _config_dict(config: Config, *, redact: bool) -> dict[str, Any]:
                 "display_name": line.display_name,
                 "options": _redact_options(line.options) if redact else _plain(line.options),
                 "trunk": account,
+                "mwi": (None if line.mwi is None else
+                        {"subscribe": line.mwi.subscribe, "server": line.mwi.server,
+                         "expires": line.mwi.expires}),
             }
         )
     return {
