@@ -36,6 +36,8 @@ class IncomingCall:
     source: tuple[str, int]
     #: The INVITE's Replaces header (RFC 3891) when it asks to take over a dialog we hold.
     replaces: str | None = None
+    #: The INVITE's Alert-Info header (distinctive ring), as sent.
+    alert_info: str | None = None
 
 
 @dataclass(frozen=True)

@@ -298,7 +298,8 @@ class CallTable:
         core.emit(IncomingCall(
             call_id=req.call_id, from_uri=str(from_addr.uri), from_display=from_addr.display,
             to_uri=str(req.to_addr.uri), request_uri=req.uri, sdp=req.body, source=addr,
-            replaces=req.headers.get("Replaces")))
+            replaces=req.headers.get("Replaces"),
+            alert_info=", ".join(req.headers.get_lines("Alert-Info")) or None))
 
     def on_cancel(self, req: Request, dest: Address, now: float) -> None:
         """CANCEL for an INVITE we hold: 200, then 487 to the INVITE unless answered."""
