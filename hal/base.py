@@ -91,16 +91,19 @@ class FxsPort(AudioPort):
 class FxoPort(AudioPort):
     """An analog exchange line (a DAA): the gateway acts as the phone.
 
-    Audio is the inherited `AudioPort` frame stream to and from the line.
+    Audio is the inherited `AudioPort` frame stream to and from the line (on hook too, so
+    caller ID can be heard between or before the rings).
 
     Must implement:
 
     - ``name``;
-    - ``start(on_ring, on_polarity)``: report ring bursts ``(ringing, t)`` and line
-      polarity reversals ``(reversed, t)``;
-    - ``set_off_hook(off)``: seize or release the line;
+    - ``start(on_ring, on_polarity, on_loop=None)``: report ring bursts ``(ringing, t)``,
+      line polarity ``(reversed, t)`` and, where the hardware senses it, loop current
+      ``(present, t)``; callbacks may come from a driver thread (the caller marshals);
+    - ``set_off_hook(off)``: seize or release the line; ``is_off_hook()``;
+    - ``senses_loop_current``: whether ``on_loop`` will ever be called;
     - ``read_frame()`` / ``write_frame(frame)``: line audio;
-    - ``close()``.
+    - ``close()``: release the line, the pins and the audio; idempotent.
     """
 
     name: str
@@ -110,13 +113,22 @@ class FxoPort(AudioPort):
         self,
         on_ring: Callable[[bool, float], None],
         on_polarity: Callable[[bool, float], None],
+        on_loop: Callable[[bool, float], None] | None = None,
     ) -> None:
-        """Begin reporting ring and polarity events."""
+        """Begin reporting ring, polarity and loop-current events."""
 
     @abstractmethod
     def set_off_hook(self, off: bool) -> None:
         """Seize (True) or release (False) the line."""
 
+    @abstractmethod
+    def is_off_hook(self) -> bool:
+        """Whether the line is held."""
+
+    @property
+    def senses_loop_current(self) -> bool:
+        """Whether this hardware reports loop current."""
+        return False
 
 
 @dataclass(frozen=True)

@@ -354,7 +354,7 @@ class _Reader(_TrunkReader, _ModemReader, _DialPlanReader, _PhoneReader, _Servic
         display = self.take(f, "display_name", _optional(_header_text), None)
         options: dict[str, Any] = self.take(f, "options", self.options(f.child("options")), {})
         if backend and len(self.issues) == before:
-            self.backend(f, backend, options)
+            self.backend(f, backend, options, kind)
         account = None
         if f.has("trunk"):
             account = self.line_trunk(f.node_of("trunk"), f.child("trunk"), trunk_names)
@@ -385,18 +385,22 @@ class _Reader(_TrunkReader, _ModemReader, _DialPlanReader, _PhoneReader, _Servic
                        "a sip: URI of the voicemail server, or a trunk account on the line")
         return s.MwiConfig(subscribe, server, expires)
 
-    def backend(self, f: _Fields, backend: str, options: dict[str, Any]) -> None:
+    def backend(self, f: _Fields, backend: str, options: dict[str, Any],
+                kind: str = "fxs") -> None:
         """The backend must be one hal knows, and its options the ones that backend reads."""
+        from hal.fxo import FXO_BACKENDS, check_fxo_options
         from hal.registry import FXS_BACKENDS, check_fxs_options, did_you_mean
 
-        if backend not in FXS_BACKENDS:
-            known = sorted(FXS_BACKENDS)
+        backends, check = ((FXO_BACKENDS, check_fxo_options) if kind == "fxo"
+                           else (FXS_BACKENDS, check_fxs_options))
+        if backend not in backends:
+            known = sorted(backends)
             self.issue(f.node_of("backend"), f.child("backend"),
-                       f"unknown FXS backend {backend!r}{did_you_mean(backend, known)}",
-                       _one_of(known))
+                       f"unknown {kind.upper()} backend {backend!r}"
+                       f"{did_you_mean(backend, known)}", _one_of(known))
             return
         node = f.node_of("options") if f.has("options") else f.node
-        for problem in check_fxs_options(backend, options):
+        for problem in check(backend, options):
             where: Node = node
             path = f.child("options")
             if problem.key is not None:

@@ -17,6 +17,7 @@ from gateway.config._survivable_schema import (
     route_to_schema,
     survivable_schemas,
 )
+from hal.fxo import FXO_BACKENDS, FXO_OPTIONS
 from hal.registry import FXS_BACKENDS, FXS_OPTIONS, OptionSpec
 
 _JSON_TYPES = {"int": "integer", "number": "number", "str": "string", "null": "null",
@@ -37,8 +38,9 @@ def _option_schema(spec: OptionSpec) -> dict[str, Any]:
 def _backend_options() -> list[dict[str, Any]]:
     """Per backend, the options it takes (from hal/registry.py, like the loader's check)."""
     rules: list[dict[str, Any]] = []
-    for backend in sorted(FXS_OPTIONS):
-        specs = FXS_OPTIONS[backend]
+    kinds = [("fxs", b, FXS_OPTIONS[b]) for b in sorted(FXS_OPTIONS)]
+    kinds += [("fxo", b, FXO_OPTIONS[b]) for b in sorted(FXO_OPTIONS)]
+    for kind, backend, specs in kinds:
         required = [k for k, spec in specs.items() if spec.required]
         options: dict[str, Any] = {
             "type": "object",
@@ -52,7 +54,9 @@ def _backend_options() -> list[dict[str, Any]]:
         else:
             then["properties"]["options"] = {"anyOf": [{"type": "null"}, options]}
         rules.append({
-            "if": {"properties": {"backend": {"const": backend}}, "required": ["backend"]},
+            # `type` absent means fxs (its default); an fxo line says so
+            "if": {"properties": {"backend": {"const": backend}, "type": {"const": kind}},
+                   "required": ["backend"] if kind == "fxs" else ["backend", "type"]},
             "then": then,
         })
     return rules
@@ -355,7 +359,7 @@ def export_json_schema() -> dict[str, Any]:
             "type": _enum(s.LINE_TYPES, s.DEFAULT_LINE_TYPE, "Port type."),
             "backend": {
                 "type": "string",
-                "enum": sorted(FXS_BACKENDS),
+                "enum": sorted(set(FXS_BACKENDS) | set(FXO_BACKENDS)),
                 "description": "hal backend name (hal/registry.py).",
             },
             "number": _word(

@@ -35,7 +35,7 @@ DTMF_MODES: tuple[str, ...] = ("rfc4733", "inband", "info")
 TRANSPORTS: tuple[str, ...] = ("udp", "tcp", "tls")
 SRTP_MODES: tuple[str, ...] = ("off", "offer", "require")
 KEEPALIVE_MODES: tuple[str, ...] = ("options", "crlf", "none")
-LINE_TYPES: tuple[str, ...] = ("fxs",)
+LINE_TYPES: tuple[str, ...] = ("fxs", "fxo")
 
 DEFAULT_NAME = "branchline"
 DEFAULT_COUNTRY = "US"
