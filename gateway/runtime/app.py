@@ -32,15 +32,19 @@ from gateway.runtime.control import ControlServer
 from gateway.runtime.dtmf_relay import DtmfRelay
 from gateway.runtime.edge import SipEdge, build_edge, build_route_guard
 from gateway.runtime.failover import FailoverCalls
+from gateway.runtime.fxo_calls import FxoCalls, fxo_policies
 from gateway.runtime.gsm_calls import GsmCalls, gsm_policies
 from gateway.runtime.local_registrar import LocalRegistrar, start_local_registrar
 from gateway.runtime.logs import setup_logging
 from gateway.runtime.media_watch import MediaWatchCalls
 from gateway.runtime.metrics import MetricsServer, start_metrics
+from gateway.runtime.mwi import MessageWaiting
 from gateway.runtime.modem import ModemDriver
 from gateway.runtime.modem_setup import StoredPinMemory
 from gateway.runtime.phones import PhoneCalls
-from gateway.runtime.ports import LinePort, Port, PortTable
+from gateway.runtime.line_calls import carry_out as carry_out_line_call
+from gateway.runtime.line_calls import line_features
+from gateway.runtime.ports import LinePort, Port, PortTable, machine_for
 from gateway.runtime.push import Pusher, start_push
 from gateway.runtime.reload import Reloader, line_idle, reloader_of
 from gateway.runtime.resolver import SipResolver
@@ -68,7 +72,8 @@ MODEM_START_WAIT = 15.0
 
 
 @dataclass
-class Gateway(FailoverCalls, MediaWatchCalls, SipCalls, GsmCalls, PhoneCalls, CallRecords):
+class Gateway(FailoverCalls, MediaWatchCalls, SipCalls, GsmCalls, FxoCalls, PhoneCalls,
+              CallRecords):
     """The running gateway. Construct, `await start()`, and `await stop()`."""
 
     config: Config
@@ -92,12 +97,14 @@ class Gateway(FailoverCalls, MediaWatchCalls, SipCalls, GsmCalls, PhoneCalls, Ca
         self.calls: dict[str, Call] = {}
         self.dtmf_relay = DtmfRelay()  # a handset's held keys, sent on with their length
         self.sms: SmsService | None = None  # SMS/USSD, once modems are configured
+        self.mwi: MessageWaiting | None = None  # message waiting per line (runtime/mwi.py)
         self.registrations: dict[str, Registration] = {}
         self.trunks: dict[str, TrunkConfig] = {t.name: t for t in self.config.trunks}
         self.router = Router.from_config(self.config)  # with the emergency numbers
         self.edge: SipEdge | None = None
         self.trunk_trust: TrunkTrust | None = None
-        self.route_guard = build_route_guard(self.config, extra=gsm_policies(self.config))
+        self.route_guard = build_route_guard(
+            self.config, extra=gsm_policies(self.config) + fxo_policies(self.config))
         self.ua: UserAgent | None = None
         self.local_registrar: LocalRegistrar | None = None  # local SIP phones register
         self.sip: TransportManager | None = None
@@ -186,6 +193,8 @@ class Gateway(FailoverCalls, MediaWatchCalls, SipCalls, GsmCalls, PhoneCalls, Ca
         for lc in cfg.lines:
             if lc.trunk is not None:
                 self._add_account(lc, now)
+        self.mwi = MessageWaiting(self)  # after the accounts: SUBSCRIBE authenticates
+        self.mwi.start(now)
         self.clock.add(self._tick)
         self.clock.start()
         self.control = ControlServer(cfg.gateway.control_socket, self._control)
@@ -243,13 +252,17 @@ class Gateway(FailoverCalls, MediaWatchCalls, SipCalls, GsmCalls, PhoneCalls, Ca
             port.machine.state is not lev.LineState.IDLE
 
     def _add_line(self, lc: LineConfig, profile: Any, digit_map: DigitMap) -> None:
+        if lc.type == "fxo":
+            self._add_fxo_line(lc)  # an exchange line (gateway.runtime.fxo_calls)
+            return
         if lc.type != "fxs":
             raise HalError(f"line {lc.name}: ports of type {lc.type!r} are not supported yet")
         options = dict(lc.options)
         if lc.backend == "sim":
             options.setdefault("country", self.config.gateway.country)
         port = create_fxs(lc.backend, lc.name, options)
-        line = FxsLine(lc.name, digit_map=digit_map, ring_cadence=tuple(profile.ring_cadence))
+        line = FxsLine(lc.name, digit_map=digit_map, ring_cadence=tuple(profile.ring_cadence),
+                       **line_features(lc, profile))  # call waiting, three-way, transfer
         lp = LinePort(lc.name, lc.number, lc, port, line, profile)
         self.lines[lc.name] = lp
         self.ports[lc.name] = lp
@@ -362,6 +375,8 @@ class Gateway(FailoverCalls, MediaWatchCalls, SipCalls, GsmCalls, PhoneCalls, Ca
         for call in list(self.calls.values()):
             self._end_call_locally(call, now, call_end.shutdown())
         self._stop_phones(now)  # BYE/CANCEL/503 on the dialogs with local phones
+        if self.mwi is not None:
+            self.mwi.stop(now)
         for account_id in list(self.registrations):
             self.ua.remove_account(account_id, now)
         self._pump()
@@ -468,6 +483,8 @@ class Gateway(FailoverCalls, MediaWatchCalls, SipCalls, GsmCalls, PhoneCalls, Ca
                     busy = True
                     if self.sms is not None and self.sms.on_sip_event(ev):
                         continue
+                    if self.mwi is not None and self.mwi.on_sip_event(ev):
+                        continue  # message waiting (gateway/runtime/mwi.py)
                     if self.trunk_health is not None and self.trunk_health.on_sip_event(ev):
                         continue  # its probes' answers (registration outcomes go on too)
                     self._on_sip_event(ev)
@@ -563,6 +580,8 @@ class Gateway(FailoverCalls, MediaWatchCalls, SipCalls, GsmCalls, PhoneCalls, Ca
             return  # the port's own business: tones, ringing
         action = self._current_call_action(lp, action)  # after a failover: the live call
         now = self.loop.time()
+        if carry_out_line_call(self, lp, action, now):
+            return  # hold, conference, transfer (gateway/runtime/line_calls.py)
         match action:
             case lev.PlaceCall(number=number):
                 self._place_call(lp, number, now)
@@ -630,7 +649,8 @@ class Gateway(FailoverCalls, MediaWatchCalls, SipCalls, GsmCalls, PhoneCalls, Ca
         result = target.machine.incoming_call(b.call_id, lp.number,
                                               getattr(lp.config, "display_name", None), now)
         if result is lev.IncomingResult.ACCEPTED:
-            target.call_id = b.call_id
+            if target.call_id is None or target.machine.call_id == b.call_id:
+                target.call_id = b.call_id  # else it waits behind the target's call
             a.state = b.state = "ringing"
             lp.machine.call_progress(180, now, early_media=False)
 
@@ -645,7 +665,7 @@ class Gateway(FailoverCalls, MediaWatchCalls, SipCalls, GsmCalls, PhoneCalls, Ca
             if peer is not None:
                 peer.state = "connected"
                 peer.answered_at = now
-                peer.port.machine.call_answered(now)
+                machine_for(peer.port, peer.call_id).call_answered(now)
             return
         assert self.ua is not None and call.answer_sdp is not None and call.params is not None
         self.ua.answer(call_id, call.answer_sdp, now)
@@ -662,7 +682,7 @@ class Gateway(FailoverCalls, MediaWatchCalls, SipCalls, GsmCalls, PhoneCalls, Ca
             if peer is not None and self.end_call(
                     peer, call_end.rejected(status, f"line {call.port.name}"), now):
                 reason = "busy" if status == 486 else "no answer"
-                peer.port.machine.call_ended(reason, status, now)
+                machine_for(peer.port, peer.call_id).call_ended(reason, status, now)
             return
         assert self.ua is not None
         self.ua.reject(call_id, status, now)
@@ -684,9 +704,9 @@ class Gateway(FailoverCalls, MediaWatchCalls, SipCalls, GsmCalls, PhoneCalls, Ca
             if peer is not None and self.end_call(peer, call_end.peer_hangup(call.port.name),
                                                   now):
                 if peer.state == "ringing" and peer.direction == "in":
-                    peer.port.machine.incoming_cancelled(now)
+                    machine_for(peer.port, peer.call_id).incoming_cancelled(now)
                 else:
-                    peer.port.machine.call_ended("remote hangup", None, now)
+                    machine_for(peer.port, peer.call_id).call_ended("remote hangup", None, now)
             return
         assert self.ua is not None
         if call.state == "connected":

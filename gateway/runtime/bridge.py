@@ -12,6 +12,9 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Protocol
 
+import numpy as np
+
+from gateway.dsp import SILENCE_FRAME
 from gateway.media.stream import MediaStream
 from gateway.runtime.ports import Port
 from gateway.runtime.rtp import RtpEndpoint
@@ -69,6 +72,39 @@ class PortLeg:
         self.port.play(frame)
 
 
+class MixLeg:
+    """The far ends of a three-way conference, as one leg facing the handset.
+
+    Written the handset's frame, it reads each far leg once and gives each the handset plus
+    every other far leg (never its own signal back); read, it returns the far legs' sum for
+    the handset. 16-bit linear, saturating.
+    """
+
+    def __init__(self, legs: list[Leg]) -> None:
+        self.legs = legs
+        self._heard = SILENCE_FRAME
+
+    def accepts(self) -> bool:
+        return True
+
+    def read_frame(self, now: float) -> bytes:
+        return self._heard
+
+    def write_frame(self, frame: bytes | None, now: float) -> None:
+        far = [np.frombuffer(leg.read_frame(now), dtype="<i2").astype(np.int32)
+               for leg in self.legs]
+        total = np.sum(far, axis=0) if far else np.zeros(len(SILENCE_FRAME) // 2, np.int32)
+        self._heard = _pcm(total)
+        near = (np.frombuffer(frame, dtype="<i2").astype(np.int32) if frame is not None
+                else np.zeros_like(total))
+        for leg, own in zip(self.legs, far, strict=True):
+            leg.write_frame(_pcm(near + total - own) if leg.accepts() else None, now)
+
+
+def _pcm(samples: np.ndarray) -> bytes:
+    return bytes(np.clip(samples, -32768, 32767).astype("<i2").tobytes())
+
+
 def move(src: Leg, dst: Leg, now: float) -> None:
     """One frame from `src` to `dst`; `src` is only read when `dst` takes it."""
     dst.write_frame(src.read_frame(now) if dst.accepts() else None, now)
@@ -104,11 +140,21 @@ def plan(
     """Which legs to join this tick: each port with its call's other leg, or idle.
 
     A call with media joins its port to RTP; a port-to-port call (two call records that
-    are each other's peer, no RTP) joins the two ports once. Every port appears once.
+    are each other's peer, no RTP) joins the two ports once. A port mixing calls (a
+    three-way conference: `mixing` names them) is joined to all their far legs at once.
+    Every port appears once.
     """
     pairs: list[tuple[Leg, Leg]] = []
     idle: list[Leg] = []
     joined: set[int] = set()
+    ports = list(ports)
+    for port in [p for p in ports if getattr(p, "mixing", ())]:  # first: they claim peers
+        legs = [leg for cid in port.mixing  # type: ignore[attr-defined]
+                if (call := calls.get(cid)) is not None
+                and (leg := _other_leg(call, joined)) is not None]
+        if legs:
+            joined.add(id(port))
+            pairs.append((PortLeg(port, True), MixLeg(legs)))
     for port in ports:
         if id(port) in joined:
             continue

@@ -34,7 +34,7 @@ from gateway.routing.targets import (
 )
 from gateway.runtime import call_end
 from gateway.runtime.call_end import CallEnd
-from gateway.runtime.ports import LinePort, Port
+from gateway.runtime.ports import LinePort, Port, machine_for
 from gateway.runtime.sip_calls import Call
 from gateway.security.permissions import CallSource, Denied
 from gateway.security.routeguard import LOCAL_TARGET, RouteGuard, trunk_target
@@ -162,6 +162,9 @@ class FailoverCalls:
         def _place_gsm_call(self, lp: Port, group: str, number: str, now: float, *,
                             emergency: bool = False) -> None: ...
 
+        def _place_fxo_call(self, lp: Port, name: str, number: str, now: float, *,
+                            emergency: bool = False) -> None: ...
+
         async def _place_sip_call(self, lp: Port, number: str, trunk_name: str,
                                   attempt: Attempt | None = None) -> None: ...
 
@@ -225,8 +228,12 @@ class FailoverCalls:
                                                           self.config.gsm_groups}:
             self._place_gsm_call(lp, dest.group, number, now, emergency=attempt.emergency)
             return
+        if isinstance(dest, FxoTarget) and dest.name in getattr(self, "fxo_lines", {}):
+            # The exchange line dials it (gateway.runtime.fxo_calls); busy passes it on.
+            self._place_fxo_call(lp, dest.name, number, now, emergency=attempt.emergency)
+            return
         if isinstance(dest, (GsmTarget, FxoTarget)):
-            # No such GSM group, and no FXO ports yet: the next target, or 404 by name.
+            # No such GSM group or FXO line: the next target, or 404 by name.
             what = (f"no GSM group {dest.group!r}" if isinstance(dest, GsmTarget)
                     else f"no FXO line {dest.name!r}")
             self._target_failed(lp, attempt, "no such target", 404, now, detail=what)
@@ -333,11 +340,11 @@ class FailoverCalls:
         ours = (attempt is not None and not attempt.done and call.direction == "out"
                 and call.call_id == attempt.current_call)
         if attempt is None or not ours:
-            lp.machine.call_ended(reason, status, now)
+            machine_for(lp, call.call_id).call_ended(reason, status, now)  # which of its calls
             return
         if call.state != "setup":  # it rang or was answered: an ordinary end, never failover
             attempt.done = True
-            lp.machine.call_ended(reason, status, now)
+            machine_for(lp, call.call_id).call_ended(reason, status, now)
             return
         self._target_failed(lp, attempt, reason, status, now)
 

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 
 from gateway.runtime import call_end
 from gateway.runtime.call_end import CallEnd
+from gateway.runtime.ports import machine_for
 from gateway.runtime.sip_calls import Call
 
 log = logging.getLogger("branchline")
@@ -108,7 +109,8 @@ class MediaWatchCalls:
         for call in silent:
             log.warning("call %s (line %s): no RTP for %.1f s while expecting it; ending it",
                         call.call_id, call.port.name, watch.silent_for(call.call_id, now) or 0.0)
-            call.port.machine.call_ended("media timeout", MEDIA_TIMEOUT_STATUS, now)
+            machine_for(call.port, call.call_id).call_ended("media timeout",
+                                                            MEDIA_TIMEOUT_STATUS, now)
             self._end_call_locally(call, now, call_end.media_timeout())
         watch.retain(self.calls)
         if silent:

@@ -26,6 +26,7 @@ from hal.base import AudioPort, FxsPort
 
 if TYPE_CHECKING:
     from gateway.dsp.callerid import CallerIdPlan
+    from gateway.dsp.cidcw import CallWaitingAlert
     from gateway.dsp.echo import EchoCanceller
 
 FRAME_S = FRAME_MS / 1000
@@ -79,6 +80,15 @@ class Port(Protocol):
 
     def close(self) -> None:
         ...
+
+
+def machine_for(port: Port, call_id: str) -> PortMachine:
+    """The port's machine as told about one call: an FXS line can have two (call waiting,
+    consultation), so its call events name the call; other kinds have one at a time."""
+    machine = port.machine
+    if isinstance(machine, FxsLine):
+        return machine.for_call(call_id)
+    return machine
 
 
 class PortTable(dict[str, Port]):
@@ -193,6 +203,12 @@ class LinePort:
     echo_checked: bool = False
     ear_recent: int = 0  # frames since something audible went to the earpiece, counting down
     last_ear: bytes = SILENCE_FRAME
+    mixing: tuple[str, ...] = ()
+    """Calls mixed with the handset (three-way conference); the bridge reads this."""
+    cw_alert: CallWaitingAlert | None = None
+    """A call-waiting alert sounding over the call (gateway.dsp.cidcw)."""
+    mic_heard: bytes = SILENCE_FRAME
+    """The mouthpiece as captured, for DTMF detection; `mic` is muted during an alert."""
 
     @property
     def machine(self) -> PortMachine:
@@ -209,7 +225,10 @@ class LinePort:
             ec = self.echo_canceller()
             if ec is not None:
                 mic = ec.process(self.last_ear, mic)
-        self.mic = mic
+        self.mic_heard = mic
+        # The phone mutes its own handset for the alert and answers it in DTMF: none of
+        # that is for the far end.
+        self.mic = mic if self.cw_alert is None else SILENCE_FRAME
         return self.mic
 
     def echo_canceller(self) -> EchoCanceller | None:
@@ -229,7 +248,12 @@ class LinePort:
     def digits_heard(self) -> list[str]:
         if not self.port.is_off_hook():
             return []  # nobody can dial on an on-hook phone; spare the detector
-        return self.detector.feed(self.mic)
+        digits = self.detector.feed(self.mic_heard)
+        if self.cw_alert is not None:
+            for digit in digits:
+                self.cw_alert.ack(digit)  # D or A: the phone asks for the caller ID
+            return []
+        return digits
 
     def accepts_audio(self) -> bool:
         return self.tone is None  # a tone (dial, ringback, busy) masks what is bridged
@@ -242,9 +266,14 @@ class LinePort:
             self._bell(self.bell_queue.pop(0)[1])
         if self.caller_id and self.port.is_off_hook():
             self.caller_id.clear()  # picked up during the caller ID: the call is heard
+        alert = self.cw_alert.next_frame() if self.cw_alert is not None else None
+        if alert is None:
+            self.cw_alert = None
         if self.caller_id:  # on hook, between rings: nothing else is heard then
             ear = bytes(self.caller_id[:FRAME_BYTES]).ljust(FRAME_BYTES, b"\0")
             del self.caller_id[:FRAME_BYTES]
+        elif alert is not None:
+            ear = alert  # over the call: the far end is not heard meanwhile
         elif self.tone is not None:
             ear = self.tone.next_frame()
         elif frame is not None:
@@ -270,6 +299,8 @@ class LinePort:
                 self.send_caller_id(caller, name)
             case lev.SendVmwi(on=on):
                 self.send_vmwi(on)
+            case lev.AlertCallWaiting(caller=caller, caller_name=name, caller_id=cid):
+                self.alert_call_waiting(caller, name, cid)
             case _:
                 return False
         return True
@@ -332,6 +363,23 @@ class LinePort:
         self.caller_id[:] = fsk(message, method.modem if method is not None and fsk_method
                                 else BELL202)
 
+    def alert_call_waiting(self, caller: str, name: str | None, with_caller_id: bool) -> None:
+        """Sound the call-waiting tone over the call; with caller ID, the CAS and (once the
+        phone acknowledges) type-2 FSK follow (gateway.dsp.cidcw)."""
+        from datetime import datetime
+
+        from gateway.dsp.callerid import CallerId
+        from gateway.dsp.cidcw import CallWaitingAlert
+
+        cid = None
+        if with_caller_id:
+            number = caller.split(":", 1)[-1].split("@", 1)[0] if caller else None
+            withheld = name == "Withheld" or (number or "").lower() == "anonymous"
+            cid = CallerId(None if withheld else number or None,
+                           None if name == "Withheld" else name, withheld)
+        self.cw_alert = CallWaitingAlert(self.profile, self.callerid_method, cid,
+                                         datetime.now())
+
     def _off_seconds(self) -> float:
         cadence = (getattr(self.line, "active_ring_cadence", None)  # distinctive ring
                    or getattr(self.line, "ring_cadence", None) or self.profile.ring_cadence)
@@ -391,7 +439,7 @@ class LinePort:
 
     def play_tone(self, name: str) -> None:
         try:
-            spec = self.profile.tone(name)
+            spec = self.profile.tone(name.replace("-", "_"))  # "call-waiting" in the profile
         except KeyError:
             log.warning("line %s: no %s tone in profile; playing reorder", self.name, name)
             spec = self.profile.reorder

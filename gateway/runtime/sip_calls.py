@@ -24,7 +24,7 @@ from gateway.runtime.call_end import CallEnd
 from gateway.runtime.clock import AudioClock
 from gateway.runtime.edge import SipEdge
 from gateway.runtime.logs import fields
-from gateway.runtime.ports import LinePort, Port
+from gateway.runtime.ports import LinePort, Port, machine_for
 from gateway.runtime.rtp import RtpEndpoint
 from gateway.security.permissions import Denied
 from gateway.security.routeguard import LOCAL_TARGET, RouteGuard
@@ -335,7 +335,8 @@ class SipCalls:
                 if ev.sdp and call.offer is not None:
                     early = self._apply_answer(call, ev.sdp, now)
                 call.state = "early" if early else "ringing"
-                call.port.machine.call_progress(ev.status, now, early_media=early)
+                machine_for(call.port, call.call_id).call_progress(ev.status, now,
+                                                                   early_media=early)
             case sev.CallAnswered():
                 call = self.calls.get(ev.call_id)
                 if call is None:
@@ -344,11 +345,11 @@ class SipCalls:
                     # Never play media the policy refuses (e.g. plain RTP when SRTP is required).
                     call.state = "connected"
                     self._end_call_locally(call, now, call_end.media_refused(488))
-                    call.port.machine.call_ended("media refused", 488, now)
+                    machine_for(call.port, call.call_id).call_ended("media refused", 488, now)
                     return
                 call.state = "connected"
                 call.answered_at = now
-                call.port.machine.call_answered(now)
+                machine_for(call.port, call.call_id).call_answered(now)
             case sev.CallUpdated():
                 self._reinvite(ev, now)
             case sev.CallEnded():
@@ -358,7 +359,7 @@ class SipCalls:
                 lp = call.port
                 cause = call_end.from_ua(ev.reason, ev.status, call.direction)
                 if call.direction == "in" and call.state != "connected":
-                    lp.machine.incoming_cancelled(now)
+                    machine_for(lp, call.call_id).incoming_cancelled(now)
                     self.end_call(call, cause, now)
                 else:
                     self.end_call(call, cause, now)
@@ -485,7 +486,8 @@ class SipCalls:
         self._attach_rtp(call)
         result = lp.machine.incoming_call(ev.call_id, ev.from_uri, ev.from_display, now)
         if result is lev.IncomingResult.ACCEPTED:
-            lp.call_id = ev.call_id
+            if lp.call_id is None or lp.machine.call_id == ev.call_id:
+                lp.call_id = ev.call_id  # not a call waiting behind the one in progress
             call.state = "ringing"
             self.ua.ringing(ev.call_id, now)
         self._pump()
@@ -523,12 +525,17 @@ class SipCalls:
     def _toggle_hold(self, call_id: str, now: float) -> None:
         """Hook flash in a call: hold the far end (a=inactive), flash again to resume."""
         call = self.calls.get(call_id)
-        if (call is None or call.kind != "sip" or call.state != "connected" or call.rtp is None
-                or call.params is None or self.ua is None):
+        if call is not None:
+            self._set_hold(call, not call.held, now)
+
+    def _set_hold(self, call: Call, hold: bool, now: float) -> None:
+        """Hold the far end of a SIP call (re-INVITE a=inactive) or resume it (sendrecv)."""
+        call_id = call.call_id
+        if (call.kind != "sip" or call.state != "connected" or call.rtp is None
+                or call.params is None or self.ua is None or call.held == hold):
             return
         if call.hold_pending:
             return  # one at a time; a flash during our re-INVITE is ignored
-        hold = not call.held
         offer, pending = secure_offer(call.srtp_policy, build_offer(
             address=self.config.sip.public_host, port=call.rtp.port,
             codecs=[call.params.codec], dtmf_pt=call.params.telephone_event_pt or 101,
