@@ -182,13 +182,19 @@ class SimExchange:
         while t < RING_LIMIT_S:
             on = i % 2 == 0
             length = cadence[i % len(cadence)]
-            self._at(t, lambda on=on, first=(i == 0): self._ring_step(on, first))
+            self._at(t, self._ring_step_for(on, i == 0))
             if on and i == 0 and cid is not None and not cid.before_ring:
                 # data after the first ring: in its silent interval
-                self._at(t + length, lambda pcm=cid.pcm: self._queue_out(pcm))
+                self._at(t + length, self._queue_for(cid.pcm))
             t += length
             i += 1
         self._at(t, lambda: self.cancel())
+
+    def _ring_step_for(self, on: bool, first: bool) -> Callable[[], None]:
+        return lambda: self._ring_step(on, first)
+
+    def _queue_for(self, pcm: bytes) -> Callable[[], None]:
+        return lambda: self._queue_out(pcm)
 
     def _ring_step(self, on: bool, first: bool) -> None:
         if self.state != "ringing":
