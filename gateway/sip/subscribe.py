@@ -17,7 +17,7 @@ Everything else is answered 200 and reported as `MessageSummary`.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Container, Sequence
 from dataclasses import dataclass, field
 
 from gateway.sip.auth import build_authorization, challenge_from
@@ -115,7 +115,7 @@ class Subscriptions:
         self._accounts = accounts
         self._subs: dict[str, _Sub] = {}
         #: Hosts allowed to send NOTIFY without a subscription (the trunks; the runtime sets).
-        self.unsolicited_sources: set[str] = set()
+        self.unsolicited_sources: Container[str] = frozenset()
         core.stats.setdefault("refused_notify", 0)
 
     # -- our SUBSCRIBE ---------------------------------------------------------------
@@ -303,6 +303,12 @@ class Subscriptions:
         return {"subscriptions": len(self._subs)}
 
     # -- NOTIFY ----------------------------------------------------------------------
+
+    def in_dialog(self, req: Request) -> bool:
+        """True for a NOTIFY in one of our subscriptions (Call-ID and our tag match), so
+        the request filter treats it as in-dialog, as it does a call's requests."""
+        return bool(req.to_tag) and any(s.call_id == req.call_id and s.local_tag == req.to_tag
+                                        for s in self._subs.values())
 
     def handles(self, req: Request) -> bool:
         """True for a NOTIFY this part answers: one of our subscriptions, or unsolicited

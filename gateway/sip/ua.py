@@ -40,7 +40,7 @@ Decisions, so the runtime knows what to expect:
 from __future__ import annotations
 
 import random
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Container, Sequence
 
 from gateway.sip.call_state import ESTABLISHED, SETTING_UP, Call, CallState
 from gateway.sip.errors import SipError, SipParseError
@@ -476,13 +476,14 @@ class UserAgent:
         return self._subs.state(sub_id)
 
     @property
-    def notify_sources(self) -> set[str]:
-        """Hosts whose NOTIFY without a subscription (unsolicited MWI) is accepted."""
+    def notify_sources(self) -> Container[str]:
+        """Hosts whose NOTIFY without a subscription (unsolicited MWI) is accepted: a set,
+        or any container the runtime keeps current (the trunks' addresses)."""
         return self._subs.unsolicited_sources
 
     @notify_sources.setter
-    def notify_sources(self, hosts: set[str]) -> None:
-        self._subs.unsolicited_sources = set(hosts)
+    def notify_sources(self, hosts: Container[str]) -> None:
+        self._subs.unsolicited_sources = hosts
 
     # -- OPTIONS probes (trunk health) ----------------------------------------------------
 
@@ -529,7 +530,8 @@ class UserAgent:
         if method == "CANCEL" and core.txl.invite_for_cancel(req) is not None:
             self._table.on_cancel(req, dest, now)
             return
-        in_dialog = self._table.is_in_dialog(req)
+        in_dialog = self._table.is_in_dialog(req) or (
+            method == "NOTIFY" and self._subs.in_dialog(req))
         user: str | None = None  # the local user the filter authenticated
         if self.request_filter is not None:
             verdict = self.request_filter(req, addr, core.rx_transport, now, in_dialog)

@@ -8,7 +8,7 @@ from ua_wire import drain, make_ua, raw_request, reply, requests
 from ua_wire import events as all_events
 
 from gateway.sip.errors import SipError
-from gateway.sip.events import MessageSummary, SubscriptionChanged
+from gateway.sip.events import MessageSummary, Respond, SubscriptionChanged
 from gateway.sip.message import Request, Response, parse_message
 from gateway.sip.registration import AccountSettings
 from gateway.sip.subscribe import Summary, parse_summary, refresh_at
@@ -163,3 +163,20 @@ def test_bad_summary_body_gets_400() -> None:
     assert [m.status for m in out] == [400]
     assert parse_message(bytes(out[0])).reason.startswith("Messages-Waiting")
     assert events(ua) == []
+
+
+def test_filter_sees_a_subscription_notify_as_in_dialog() -> None:
+    seen: list[tuple[str, bool]] = []
+
+    def challenge_strangers(req: Request, src: object, transport: str, now: float,
+                            in_dialog: bool) -> Respond | None:
+        seen.append((req.method, in_dialog))
+        return None if in_dialog else Respond(401)
+
+    ua = _ua()
+    ua.request_filter = challenge_strangers
+    sub = _subscribe(ua)
+    ua.receive_datagram(_notify(sub, BODY), SERVER, 0.1)
+    assert _statuses(ua) == [200]
+    assert seen == [("NOTIFY", True)]
+    assert [e for e in events(ua) if isinstance(e, MessageSummary)]
