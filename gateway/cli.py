@@ -187,6 +187,19 @@ def _text(value: Any) -> str:
     return str(value)
 
 
+def _mwi(value: Any) -> str:
+    """A line's message waiting: "yes 2/8" (new/old), "no", and "(unsubscribed)" when a
+    subscription is configured but not active; "-" when MWI is not set up."""
+    if not isinstance(value, Mapping):
+        return "-"
+    text = "yes" if value.get("waiting") else "no"
+    if value.get("new") is not None:
+        text += f" {value.get('new')}/{value.get('old')}"
+    if value.get("server") and not value.get("subscribed"):
+        text += " (unsubscribed)"
+    return text
+
+
 def _hook(value: Any) -> str:
     if isinstance(value, bool):
         return "off-hook" if value else "on-hook"
@@ -234,6 +247,7 @@ def format_status(result: Mapping[str, Any]) -> str:
             _hook(line.get("hook")),
             _text(line.get("state")),
             "ringing" if line.get("ringing") else "-",
+            _mwi(line.get("mwi")),
         ]
         for line in result.get("lines") or []
     ]
@@ -258,7 +272,7 @@ def format_status(result: Mapping[str, Any]) -> str:
             *format_trunks(result),
             "",
             "Lines",
-            format_table(["NAME", "NUMBER", "HOOK", "STATE", "RINGING"], lines),
+            format_table(["NAME", "NUMBER", "HOOK", "STATE", "RINGING", "MWI"], lines),
             "",
             "Calls",
             format_table(

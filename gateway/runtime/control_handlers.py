@@ -69,6 +69,8 @@ def status(gw: Gateway) -> dict[str, Any]:
                 "ringing": lp.ringing,
                 "tone": lp.tone_name,
                 "call_id": lp.call_id,
+                # message waiting (gateway/runtime/mwi.py): waiting, counts, subscription
+                "mwi": gw.mwi.status(lp.name) if getattr(gw, "mwi", None) else None,
             }
             for lp in gw.lines.values()
         ],

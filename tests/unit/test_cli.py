@@ -305,9 +305,9 @@ def test_status_tables_are_aligned() -> None:
         assert header.index(column) == first.index(value_1) == second.index(value_2)
     assert "587s" in first
     lines_header = lines.index("Lines") + 1
-    assert lines[lines_header].split() == ["NAME", "NUMBER", "HOOK", "STATE", "RINGING"]
-    assert lines[lines_header + 1].split() == ["1", "101", "off-hook", "connected", "-"]
-    assert lines[lines_header + 2].split() == ["2", "102", "on-hook", "ringing", "ringing"]
+    assert lines[lines_header].split() == ["NAME", "NUMBER", "HOOK", "STATE", "RINGING", "MWI"]
+    assert lines[lines_header + 1].split() == ["1", "101", "off-hook", "connected", "-", "-"]
+    assert lines[lines_header + 2].split() == ["2", "102", "on-hook", "ringing", "ringing", "-"]
     assert lines[lines.index("Calls") + 1] == "  (none)"
 
 
