@@ -271,15 +271,14 @@ class DtmfDetector:
         covered = buf[: 2 * ((nblocks - 1) * HOP + BLOCK)]
         self._buf = buf[2 * consumed :]
         hits: list[_Hit | None]
-        np = sys.modules.get("numpy")
-        if np is None and peak(covered) < _QUIET_PEAK:
-            quiet = True  # numpy not needed (nor loaded) to know that
-            x = None
-        else:
+        x: npt.NDArray[np.int16] | None = None
+        if "numpy" in sys.modules and covered.strip(b"\0"):
             import numpy as np
 
-            x = np.frombuffer(covered, dtype="<i2")
+            x = np.frombuffer(covered, dtype="<i2")  # one view for the level and the blocks
             quiet = max(int(x.max()), -int(x.min())) < _QUIET_PEAK
+        else:
+            quiet = peak(covered) < _QUIET_PEAK  # digital silence, or numpy not loaded yet
         if quiet:
             # Quiet audio (most of every call): no sample reaches the peak of one DTMF
             # component at the minimum level, so no block can hold a digit.
@@ -288,7 +287,10 @@ class DtmfDetector:
                 return []
             hits = [None] * nblocks
         else:
-            assert x is not None
+            import numpy as np
+
+            if x is None:
+                x = np.frombuffer(covered, dtype="<i2")
             hits = self._classify_blocks(x[_block_index(nblocks)].astype(np.float64))
         out: list[str] = []
         for i, hit in enumerate(hits):
