@@ -90,6 +90,14 @@ class VirtualPhone:
         """(start, end) of every ring burst seen, in phone time."""
         self.hook_log: list[tuple[bool, float]] = []
         """(off_hook, t) of every hook change the phone made."""
+        self.cidcw_ack: str | None = "D"
+        """The DTMF digit this phone answers a call-waiting CAS with (a CIDCW set); None:
+        a phone without off-hook caller ID, which ignores the CAS."""
+        self.cidcw_received: list[dict[str, Any]] = []
+        """Off-hook (type 2) caller ID shown while talking, one entry per CAS answered:
+        number, name (None when the data did not decode)."""
+        self._cas_frames = 0
+        self._cidcw_audio: list[bytes] | None = None
         self.line_audio = MemoryAudio(sink=self._hear, source=self._speak)
         """The AudioPort to give the SLIC driver: its far end is this phone."""
         rm.listeners.append(self._pins_changed)
@@ -301,6 +309,8 @@ class VirtualPhone:
         self._ear_n += 1
         self._advance_to(max(self._mouth_n, self._ear_n) * _FRAME_S)
         self._history.append(frame)
+        if self.off_hook_now and self.cidcw_ack is not None:
+            self._listen_cidcw(frame)
         self._classifier.feed(frame if self.off_hook_now else SILENCE_FRAME)
         if (
             self._auto_call
@@ -313,6 +323,39 @@ class VirtualPhone:
             frames.append(frame)
             if len(frames) >= need:
                 self.stop_record()
+
+    def _listen_cidcw(self, frame: bytes) -> None:
+        """A CIDCW set: after a CAS (2130 + 2750 Hz, >= 40 ms) it answers in DTMF and
+        reads the FSK that follows (Bell 202 or V.23, whichever decodes)."""
+        from gateway.dsp.analysis import frequencies_present
+
+        if self._cidcw_audio is not None:
+            self._cidcw_audio.append(frame)
+            if len(self._cidcw_audio) * _FRAME_S >= 1.6:
+                self._decode_cidcw(b"".join(self._cidcw_audio))
+                self._cidcw_audio = None
+            return
+        if len(frequencies_present(frame, (2130.0, 2750.0), relative_db=8.0)) == 2:
+            self._cas_frames += 1
+            return
+        if self._cas_frames >= 2 and self.cidcw_ack is not None:  # the CAS just ended
+            self._dial_pcm[:0] = dtmf_mod.generate_sequence(self.cidcw_ack, 60, 0)
+            self._cidcw_audio = []
+        self._cas_frames = 0
+
+    def _decode_cidcw(self, pcm: bytes) -> None:
+        from gateway.dsp.callerid import METHODS
+        from gateway.dsp.callerid_rx import decode_fsk
+
+        method = METHODS.get(getattr(self.profile, "callerid", ""))
+        first = method.modem.name if method is not None else "bell202"
+        for modem in dict.fromkeys((first, "bell202", "v23")):  # the country's modem first
+            got = decode_fsk(pcm, modem)
+            if got is not None:
+                self.cidcw_received.append(
+                    {"number": got.number, "name": got.name, "modem": modem})
+                return
+        self.cidcw_received.append({"number": None, "name": None, "modem": None})
 
     def hears(self) -> ListenReport:
         """What the earpiece carries now: tone class, pitch, level and DTMF digits heard."""
