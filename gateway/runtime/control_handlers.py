@@ -76,6 +76,7 @@ def status(gw: Gateway) -> dict[str, Any]:
         ],
         "calls": [c.describe(now) for c in gw.calls.values()],
         "modems": [{**d.status(), **gw.gsm_minutes(d.name)} for d in gw.modems.values()],
+        "fxo": gw.fxo_status(),  # exchange lines: state, polarity, loop, last caller ID
         "phones": gw.phones_status(),  # registrations, plus each phone's call and relay
         "sip": dict(gw.ua.stats) if gw.ua is not None else {},
         "sip_tables": gw.ua.table_sizes() if gw.ua is not None else {},
@@ -136,6 +137,8 @@ def line_state(gw: Gateway, lp: LinePort) -> dict[str, Any]:
         "tone": lp.tone_name,
         "digits": lp.line.digits,
         "call": call.describe(gw.loop.time()) if call is not None else None,
+        "calls": list(lp.line.call_ids()),  # current first, then a waiting or held one
+        "conference": lp.line.conference,
     }
 
 
@@ -164,6 +167,7 @@ async def phone(gw: Gateway, request: dict[str, Any]) -> dict[str, Any]:
     elif action == "hears":
         report = _jsonable(ph.hears())
         report["frequencies"] = _tone_frequencies(lp, ph)
+        report["cidcw"] = list(getattr(ph, "cidcw_received", []))  # type-2 caller ID shown
         return {"line": lp.name, **report}
     elif action == "play":
         path = Path(str(request.get("path", "")))
@@ -230,6 +234,10 @@ async def handle(gw: Gateway, request: dict[str, Any]) -> Any:
             from gateway.runtime.reload import reloader_of
 
             return await reloader_of(gw).reload()
+        if cmd == "fxo":  # an exchange line; on sim, its simulated exchange
+            from gateway.runtime.control_fxo import fxo
+
+            return await fxo(gw, request)
         if cmd == "calls":
             from gateway.runtime.control_calls import calls
 

@@ -29,10 +29,12 @@ __all__ = ["carry_out", "line_features"]
 
 
 def line_features(lc: Any, profile: Any) -> dict[str, Any]:
-    """FxsLine keyword arguments from a line's config (LineConfig) and country profile."""
+    """FxsLine keyword arguments from a line's config (LineConfig `features:`, on by
+    default) and country profile (the call-waiting tone's period repeats the alert)."""
     out: dict[str, Any] = {}
+    features = getattr(lc, "features", None)
     for key in ("call_waiting", "three_way", "transfer_on_hangup"):
-        value = getattr(lc, key, None)
+        value = getattr(features, key, None)
         if value is not None:
             out[key] = bool(value)
     cadence = getattr(getattr(profile, "call_waiting", None), "cadence", ())
