@@ -62,7 +62,8 @@ class JigPhoneSide(PhoneSide):
         )
         self._ring_edges: deque[float] = deque(maxlen=200)
         self._ring.when_activated = lambda: self._ring_edges.append(time.monotonic())
-        self._audio = AlsaAudio(os.environ.get("BRANCHLINE_JIG_AUDIO", "default"))
+        # paced by its own card (reads as frames come), so no drift compensation
+        self._audio = AlsaAudio(os.environ.get("BRANCHLINE_JIG_AUDIO", "default"), drift=False)
         self._mouth: Callable[[], bytes] | None = None
         self._ear: deque[bytes] = deque(maxlen=250)
         self._stop = threading.Event()
@@ -176,7 +177,7 @@ class TestAg1171Board(FxsContract):
             shk_pin=_require("BRANCHLINE_SHK_PIN"),
             rm_pin=_require("BRANCHLINE_RM_PIN"),
             fr_pin=_require("BRANCHLINE_FR_PIN"),
-            audio=AlsaAudio(os.environ.get("BRANCHLINE_AUDIO", "default")),
+            audio=AlsaAudio(os.environ.get("BRANCHLINE_AUDIO", "default"), drift=False),
             pin_factory=self.pin_factory,
             ring_hz=self.expected_ring_hz,
         )
