@@ -88,7 +88,7 @@ SPECS: tuple[Spec, ...] = (
     Spec("media", ["--calls", "1,8,32,64", "--hold", "12", "--window", "5"],
          ["--calls", "1,8,32,64", "--hold", "8", "--window", "2"], needs_root=True),
     Spec("footprint", ["--json", "--runs", "3", "--idle-seconds", "10", "--call-seconds", "10"],
-         ["--json", "--runs", "1", "--idle-seconds", "3", "--call-seconds", "3",
+         ["--json", "--runs", "1", "--idle-seconds", "2", "--call-seconds", "2",
           "--settle", "1"]),
     Spec("report_probes", ["--calls", "4"], ["--calls", "2", "--settle", "1"]),
     Spec("sip", ["--rates", "5,10,20", "--step-seconds", "10", "--latency-seconds", "20"],
@@ -97,7 +97,7 @@ SPECS: tuple[Spec, ...] = (
     Spec("registrar", ["--register-rates", "100,200,400", "--call-rates", "10,25,50",
                        "--call-seconds", "20"],
          ["--quick", "--register-rates", "50", "--call-rates", "10"], timeout_full=480.0),
-    Spec("failover", ["--rounds", "9"], ["--rounds", "3"], output="file", needs_root=True,
+    Spec("failover", ["--rounds", "9"], ["--rounds", "2"], output="file", needs_root=True,
          timeout_full=300.0),
     Spec("call_records", ["--seconds", "5"], ["--seconds", "1"], output="text"),
     Spec("sms_queue", ["--count", "200"], ["--count", "50"], output="text"),
@@ -242,16 +242,18 @@ def render(info: dict[str, Any], rows: Sequence[Row], boards: list[dict[str, Any
         f"load average before {load_b}, after {load_a}",
         "",
     ]
+    peers = [f"{r.peer_name}: {fmt(r.peer, r.unit)}" if r.peer_name else "" for r in rows]
+    goals = [GOALS[r.goal].text if r.goal else "" for r in rows]
     w_fig = max([len(r.figure) for r in rows] + [6]) + 2
-    head = f"{'bench':<13}{'figure':<{w_fig}}{'gateway':>14}  {'peer (same run)':<26}" \
-           f"{'goal':<46}mark"
+    w_peer = max([len(p) for p in peers] + [15]) + 2
+    w_goal = max([len(g) for g in goals] + [4]) + 2
+    head = f"{'bench':<13}{'figure':<{w_fig}}{'gateway':>14}  {'peer (same run)':<{w_peer}}" \
+           f"{'goal':<{w_goal}}mark"
     out += [head, "-" * len(head)]
-    for r in rows:
-        peer = f"{r.peer_name}: {fmt(r.peer, r.unit)}" if r.peer_name else ""
-        goal = GOALS[r.goal].text if r.goal else ""
+    for r, peer, goal in zip(rows, peers, goals, strict=True):
         mark = {MISSED: "<< MISSED", FAILED: "FAILED"}.get(r.verdict, r.verdict)
         out.append(f"{r.bench:<13}{r.figure:<{w_fig}}{fmt(r.gateway, r.unit):>14}  "
-                   f"{peer:<26}{goal:<46}{mark}")
+                   f"{peer:<{w_peer}}{goal:<{w_goal}}{mark}")
         if r.note:
             out.append(f"{'':<13}  ({r.note})")
     out += ["", "goal sources: " + "; ".join(
@@ -311,8 +313,10 @@ def write_plot(path: Path, outcomes: dict[str, Outcome]) -> str:
     media = outcomes.get("media")
     steps = (media.data or {}).get("steps", []) if media and media.error is None else []
     if steps:
+        steps = [s for s in steps if s.get("up")]
         xs = [s["calls"] for s in steps]
         ax2.plot(xs, [s.get("gw_per_call") for s in steps], "o-", label="gateway")
+        ax2.set_ylim(bottom=0)
         bs = media.data.get("baresip_pct_per_call") if media else None
         if isinstance(bs, (int, float)):
             ax2.axhline(bs, color="tab:orange", ls="--", label="baresip, one call")

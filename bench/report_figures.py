@@ -184,9 +184,9 @@ def rows_media(data: dict[str, Any]) -> list[Row]:
             p99 = _num(step.get("p99_ms"))
             note = _join(note, f"step not passed: lost {step.get('lost', 0)}, late "
                                f"{step.get('late', 0)}, pacing p99 {fmt(p99, 'ms')}")
-        rows.append(Row("media", f"CPU per bridged call, {calls} calls",
-                        _num(step.get("gw_per_call")), "% core", "baresip (1 call)", baresip,
-                        "cpu_per_call", note=note))
+        per_call = _num(step.get("gw_per_call")) if up else None  # no call up: no figure
+        rows.append(Row("media", f"CPU per bridged call, {calls} calls", per_call, "% core",
+                        "baresip (1 call)", baresip, "cpu_per_call", note=note))
     tried = max((s.get("calls", 0) for s in data.get("steps") or []), default=0)
     rows.append(Row("media", "most calls on one core, no loss, pacing p99 < 1 ms",
                     _num(data.get("largest_passed")), "calls", goal="calls_per_core",
@@ -295,7 +295,7 @@ def rows_call_records(text: str) -> list[Row]:
     if "recorder" not in p99:
         raise ValueError("no 'recorder' phase line in bench.call_records output")
     return [Row("call_records", "20 ms tick lateness p99, 50 records/s", p99["recorder"], "ms",
-                "no records", p99.get("idle"), note=f"inline SQLite: {p99.get('inline')} ms")]
+                "no records", p99.get("idle"), note=f"SQLite commit on the loop instead: {fmt(p99.get('inline'), 'ms')}")]
 
 
 def rows_sms_queue(text: str) -> list[Row]:

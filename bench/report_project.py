@@ -7,9 +7,10 @@ clock it is cycles. A board with clock f and a per-clock throughput r relative t
 
     board CPU share = host CPU share x (f_host / f_board) / r
 
-Capacities (per second, per core) scale by the inverse; latencies taken as CPU-bound scale
-like CPU. RTP pacing, loss and RSS are not projected: they depend on the scheduler, timers
-and the C libraries, not on cycles.
+Capacities (per second, per core) scale by the inverse. Only figures measured as CPU time
+are projected: wall-clock figures (start to registered, INVITE->180, detection) include
+waiting, so cycles do not give them; RTP pacing, loss and RSS depend on the scheduler,
+timers and the C libraries, not on cycles.
 
 **The per-clock ratios** (`IPC_VS_HOST`) are estimates for CPython's interpreter loop, not
 measurements, relative to an AMD Zen 4 core (this machine: AMD EPYC family 25 model 17):
@@ -69,8 +70,8 @@ PROJECTED_KEYS: dict[str, tuple[str, str, str]] = {
     "media.calls_per_core": ("calls one core carries (by CPU)", "calls", "rate"),
     "registrar.registrations_per_s": ("registrations/s one core carries (by CPU)", "/s", "rate"),
     "registrar.calls_per_s": ("registrar calls/s one core carries (by CPU)", "/s", "rate"),
-    "footprint.start_to_registered_s": ("start to registered (CPU-bound)", "s", "cpu"),
-    "sip.invite_180_p50_ms": ("INVITE->180 p50 (CPU-bound)", "ms", "cpu"),
+    "sip.uas_calls_per_s": ("calls/s into the UAS one core carries (by CPU)", "/s", "rate"),
+    "footprint.idle_cpu_pct": ("idle CPU, two registered lines", "% core", "cpu"),
 }
 
 
@@ -118,14 +119,15 @@ def host_figures(media: dict[str, Any] | None, registrar: dict[str, Any] | None,
                 cpu_s_per_op = (best["cpu_pct"] / 100.0) / best["achieved_per_s"]
                 out[key] = 1.0 / cpu_s_per_op
     if footprint:
-        s = (footprint.get("registered") or {}).get("gateway_registered_s")
-        if isinstance(s, (int, float)):
-            out["footprint.start_to_registered_s"] = float(s)
+        idle = (footprint.get("registered") or {}).get("gateway_idle_cpu_pct")
+        if isinstance(idle, (int, float)):
+            out["footprint.idle_cpu_pct"] = float(idle)
     if sip:
-        p50 = (((sip.get("gateway") or {}).get("latency") or {}).get("invite_180") or {}
-               ).get("p50_ms")
-        if isinstance(p50, (int, float)):
-            out["sip.invite_180_p50_ms"] = float(p50)
+        steps = [s for s in (sip.get("gateway") or {}).get("steps") or []
+                 if s.get("clean") and s.get("daemon_cpu_pct") and s.get("rate")]
+        if steps:
+            best = max(steps, key=lambda s: s["rate"])
+            out["sip.uas_calls_per_s"] = best["rate"] / (best["daemon_cpu_pct"] / 100.0)
     return out
 
 

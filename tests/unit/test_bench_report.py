@@ -126,6 +126,10 @@ def test_media_rows() -> None:
     assert [r.verdict for r in cpu] == [MISSED, MET]
     assert all(r.peer == 2.5 for r in cpu)
     assert "only 60 of 64" in cpu[1].note and "late 5" in cpu[1].note
+    # a step in which no call came up has no CPU-per-call figure (not the idle daemon's)
+    none_up = {"steps": [{"calls": 1, "up": 0, "gw_cpu_pct": 1.5, "gw_per_call": 1.5}]}
+    (row, *_) = rows_media(none_up)
+    assert row.gateway is None and judge(row).verdict == MISSED
     most = next(r for r in rows if r.goal == "calls_per_core")
     assert most.gateway == 1 and most.verdict == MISSED
 
@@ -228,7 +232,12 @@ def test_projection_arithmetic() -> None:
 def test_host_figures_from_cycles_per_operation() -> None:
     media = {"steps": [{"calls": 8, "up": 8, "gw_cpu_pct": 24.0},
                        {"calls": 64, "up": 64, "gw_cpu_pct": 64.0}]}
-    host = host_figures(media, _registrar(320, 50, 1000), None, None)
+    sip = {"gateway": {"steps": [{"rate": 5, "clean": True, "daemon_cpu_pct": 20.0},
+                                 {"rate": 10, "clean": True, "daemon_cpu_pct": 25.0},
+                                 {"rate": 20, "clean": False, "daemon_cpu_pct": 90.0}]}}
+    host = host_figures(media, _registrar(320, 50, 1000), None, sip)
+    # the highest clean step: 10 calls/s at 25 % of a core -> 40 calls/s per core
+    assert host["sip.uas_calls_per_s"] == pytest.approx(40.0)
     assert host["media.cpu_pct_per_call"] == pytest.approx(1.0)  # the largest step
     assert host["media.calls_per_core"] == pytest.approx(100.0)
     # re-register at 320/s took 80 % of a core: 0.0025 CPU s each -> 400/s per core
