@@ -42,6 +42,7 @@ from gateway.config._phones import _PhoneReader
 from gateway.config._reader import _Fields, _Seen
 from gateway.config._service import _ServiceReader
 from gateway.config._trunks import _TrunkReader
+from gateway.config.line_features import with_features
 from gateway.config.schema import (
     Config,
     GatewaySettings,
@@ -307,7 +308,8 @@ class _Reader(_TrunkReader, _ModemReader, _DialPlanReader, _PhoneReader, _Servic
         self.line_numbers = []
         for index, item in enumerate(items):
             line = self.line(item, f"lines[{index}]", trunk_names, seen)
-            if line is not None:
+            if line is not None:  # + timers and features (gateway.config.line_features)
+                line = with_features(self, item, f"lines[{index}]", line)
                 lines.append(line)
                 number = _value_node(item, "number") or item
                 self.line_numbers.append((line, number, f"lines[{index}].number"))

@@ -17,6 +17,7 @@ from gateway.config._survivable_schema import (
     route_to_schema,
     survivable_schemas,
 )
+from gateway.config.line_features import json_schema as line_features_schema
 from hal.fxo import FXO_BACKENDS, FXO_OPTIONS
 from hal.registry import FXS_BACKENDS, FXS_OPTIONS, OptionSpec
 
@@ -371,6 +372,7 @@ def export_json_schema() -> dict[str, Any]:
                 {"type": "object", "description": "The backend's own options (e.g. pins)."}
             ),
             "trunk": _nullable(account),
+            **line_features_schema(),  # timers, features
             "mwi": _nullable(_obj(
                 {
                     "subscribe": {"type": "boolean", "default": True,

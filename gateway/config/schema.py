@@ -11,6 +11,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from gateway.config.line_features import LineFeatures, LineTimers, line_features_dict
 from gateway.config.modems import GsmGroup, ModemConfig, modems_dict
 from gateway.config.service import DEFAULT_LOG_TARGET, scrub_secrets, service_dict
 from gateway.config.service import CallRecordSettings as CallRecordSettings  # re-exported
@@ -166,6 +167,8 @@ LINE_KEYS: tuple[str, ...] = (
     "display_name",
     "options",
     "trunk",
+    "timers",
+    "features",
     "mwi",
 )
 MWI_KEYS: tuple[str, ...] = ("subscribe", "server", "expires")
@@ -373,6 +376,10 @@ class LineConfig:
     options: Mapping[str, Any] = field(default_factory=dict)
     trunk: LineTrunk | None = None
     mwi: MwiConfig | None = None
+    timers: LineTimers = field(default_factory=LineTimers)
+    """Digit timers, howler, ringing time, hook-flash window (gateway.config.line_features)."""
+    features: LineFeatures = field(default_factory=LineFeatures)
+    """Call forward, DND and star codes as configured (gateway.config.line_features)."""
 
 
 @dataclass(frozen=True)
@@ -565,6 +572,7 @@ def _config_dict(config: Config, *, redact: bool) -> dict[str, Any]:
                 "display_name": line.display_name,
                 "options": _redact_options(line.options) if redact else _plain(line.options),
                 "trunk": account,
+                **line_features_dict(line.timers, line.features),
                 "mwi": (None if line.mwi is None else
                         {"subscribe": line.mwi.subscribe, "server": line.mwi.server,
                          "expires": line.mwi.expires}),
