@@ -163,6 +163,7 @@ class FxoLine:
         self._number = ""
         self._next_digit = 0
         self._seized_at = 0.0
+        self._seize_polarity = False
         self.end_reason: str | None = None
         """Why the last call ended on the line's side (for logs and tests)."""
 
@@ -271,8 +272,11 @@ class FxoLine:
         settled = now - self._seized_at >= self.settings.seize_guard
         if self._state is FxoState.CALLING and self.settings.answer == "polarity":
             self._answered()
-        elif self._state is FxoState.CONNECTED and settled and self.settings.reversal_disconnect:
-            self._far_end_gone("polarity reversal", now)
+        elif self._state is FxoState.CONNECTED and self.settings.reversal_disconnect:
+            if settled:
+                self._far_end_gone("polarity reversal", now)
+            else:  # a seize can glitch the polarity: look again once it has settled
+                self._timers["polarity_check"] = self._seized_at + self.settings.seize_guard
 
     def loop_current(self, present: bool, now: float) -> None:
         """Loop current through the held line came (True) or went (False)."""
@@ -340,6 +344,9 @@ class FxoLine:
                 self._far_end_gone("loop current lost", now)
             else:
                 self._failed("no loop current", 503, now)
+        elif kind == "polarity_check" and self._state is FxoState.CONNECTED:
+            if self.reversed != self._seize_polarity:
+                self._far_end_gone("polarity reversal", now)
         elif kind == "guard" and self._state is FxoState.GUARD:
             self._reset_call()
             self._set(FxoState.IDLE)
@@ -430,6 +437,7 @@ class FxoLine:
 
     def _seize(self, now: float) -> None:
         self._seized_at = now
+        self._seize_polarity = self.reversed
         self._timers.pop("loop_drop", None)
         if self.loop is False:  # no current on hook is normal; it must come once seized
             self._timers["loop_drop"] = now + self.settings.seize_guard + self.settings.loop_drop

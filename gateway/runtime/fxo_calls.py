@@ -103,6 +103,7 @@ class FxoCalls:
 
         fp.fxo.on_offer = offer
         fp.fxo.on_failed = failed
+        fp.wake = lambda: self.loop.call_soon(self._pump)
         self.fxo_lines[lc.name] = fp
         self.ports[lc.name] = fp
 

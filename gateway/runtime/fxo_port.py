@@ -169,6 +169,8 @@ class FxoLinePort:
     _reported: str | None = None
     _out: bytearray = field(default_factory=bytearray)
     _listening: FxoState | None = None
+    wake: Callable[[], None] = lambda: None
+    """Called after the port fed its machine from the audio (the runtime pumps soon)."""
 
     def __post_init__(self) -> None:
         self.fxo.on_hook_change = self._hook_changed
@@ -231,6 +233,7 @@ class FxoLinePort:
                  f" ({got.name})" if got.name else "")
         self.caller_ids.append(got)
         self.line.caller_id(got.number, got.name, withheld, now)
+        self.wake()
 
     def _hook_changed(self, off: bool) -> None:
         self._cid.clear()
@@ -261,6 +264,7 @@ class FxoLinePort:
             self._reported = what
             log.info("fxo %s: hears %s tone", self.name, what)
             self.line.tone(what, now)
+            self.wake()
         elif hold is None and what not in ("silence",):
             self._reported = None
 

@@ -112,8 +112,13 @@ def check_fxo_options(backend: str, options: Mapping[str, Any]) -> list[OptionPr
 
 
 def _inbound_problem(text: str) -> str | None:
-    from gateway.routing.targets import LineTarget, LocalTarget, TargetError, TrunkTarget, \
-        parse_target
+    from gateway.routing.targets import (
+        LineTarget,
+        LocalTarget,
+        TargetError,
+        TrunkTarget,
+        parse_target,
+    )
 
     try:
         target = parse_target(text)

@@ -313,13 +313,23 @@ def test_polarity_reversal_while_connected_hangs_up_unless_turned_off() -> None:
     assert quiet.actions() == [] and quiet.fxo_state is FxoState.CONNECTED
 
 
-def test_a_reversal_inside_the_seize_guard_is_not_a_disconnect() -> None:
+def test_a_reversal_inside_the_seize_guard_counts_only_if_it_stays() -> None:
     line = FxoLine("pstn", FxoSettings(dial_mode="delay", dial_delay=0.0, seize_guard=0.3))
     place(line, "1")
     run(line, 0.2)
     line.actions()
-    line.polarity(True, 0.25)
+    line.polarity(True, 0.25)  # a glitch of the seize...
+    line.polarity(False, 0.27)  # ...that went back
+    run(line, 1.0)
     assert line.fxo_state is FxoState.CONNECTED and line.actions() == []
+    line2 = FxoLine("pstn", FxoSettings(dial_mode="delay", dial_delay=0.0, seize_guard=0.3))
+    place(line2, "1")
+    run(line2, 0.2)
+    line2.actions()
+    line2.polarity(True, 0.25)  # the far end cleared at once: seen once the guard is over
+    assert line2.actions() == []
+    run(line2, 0.3)
+    assert lev.HangUp("o1") in line2.actions()
 
 
 def test_rings_during_the_release_guard_are_ignored() -> None:
