@@ -103,7 +103,10 @@ class FxoCalls:
 
         fp.fxo.on_offer = offer
         fp.fxo.on_failed = failed
-        fp.wake = lambda: self.loop.call_soon(self._pump)
+        def wake() -> None:
+            self.loop.call_soon(self._pump)
+
+        fp.wake = wake
         self.fxo_lines[lc.name] = fp
         self.ports[lc.name] = fp
 
