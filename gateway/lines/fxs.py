@@ -38,6 +38,7 @@ from gateway.lines.events import (
     RejectCall,
     SendCallerId,
     SendDigit,
+    SendVmwi,
     SetRinging,
     StateChanged,
     StopTone,
@@ -125,6 +126,7 @@ class FxsLine(CallFeatures):
         self._message_waiting = False
         self._cadence = self.ring_cadence  # the ringing call's bell (distinctive ring)
         self._offered_cadence: tuple[float, ...] | None = None
+        self._vmwi_due = False  # the lamp changed while the line was busy
         self._init_features(
             call_waiting=call_waiting, call_waiting_caller_id=call_waiting_caller_id,
             call_waiting_repeat=call_waiting_repeat, three_way=three_way,
@@ -222,9 +224,26 @@ class FxsLine(CallFeatures):
         if self._state in _OUTGOING and self._call_id is None:
             self._call_id = call_id
 
+    def replace_call(self, old: str, new: str) -> bool:
+        """The far end of the call `old` now talks over the call `new` (we were transferred
+        with REFER, or an INVITE with Replaces took it over): later events name `new`.
+        False when `old` is not the line's current call."""
+        if self._call_id != old or old is None:
+            return False
+        self._call_id = new
+        return True
+
     def set_message_waiting(self, waiting: bool) -> None:
-        """Voicemail is waiting: dial tone becomes stutter tone."""
+        """Voicemail is waiting: dial tone becomes stutter tone, and the lamp (VMWI, on-hook
+        FSK) is set now if the line is idle, else when it next goes idle."""
         self._message_waiting = waiting
+        self._vmwi_due = True
+        self._send_vmwi()
+
+    def _send_vmwi(self) -> None:
+        if self._vmwi_due and self._state is S.IDLE:
+            self._vmwi_due = False
+            self._emit(SendVmwi(self._message_waiting))
 
     @property
     def active_ring_cadence(self) -> tuple[float, ...]:
@@ -432,6 +451,7 @@ class FxsLine(CallFeatures):
         self._caller = None
         self._recall = self._mixing = False
         self._goto(S.IDLE)
+        self._send_vmwi()
 
     def _require_call_id(self, what: str) -> str:
         if self._call_id is None:

@@ -323,7 +323,7 @@ class UserAgent:
     def invite(self, *, target_uri: str, from_uri: str, dest: Address | Sequence[Target],
                sdp: bytes, account_id: str | None = None, display_name: str | None = None,
                asserted_identity: str | None = None, privacy: bool = False,
-               now: float) -> str:
+               now: float, extra: Sequence[tuple[str, str]] = ()) -> str:
         """Place a call; returns its Call-ID, the key of every later event and method.
 
         `dest` is an address (sent over the agent's default transport) or an ordered
@@ -333,7 +333,7 @@ class UserAgent:
                                      sdp=sdp, account_id=account_id,
                                      display_name=display_name,
                                      asserted_identity=asserted_identity, privacy=privacy,
-                                     now=now)
+                                     now=now, extra=extra)
 
     def cancel(self, call_id: str, now: float) -> None:
         """Abandon an unanswered outgoing call (CANCEL once a provisional arrived, 9.1)."""

@@ -76,10 +76,11 @@ class OutgoingCalls:
     def invite(self, *, target_uri: str, from_uri: str, dest: Address | Sequence[Target],
                sdp: bytes, account_id: str | None = None, display_name: str | None = None,
                asserted_identity: str | None = None, privacy: bool = False,
-               now: float) -> str:
+               now: float, extra: Sequence[tuple[str, str]] = ()) -> str:
         """Place a call; returns its Call-ID. `asserted_identity` (a URI) is sent as
         P-Asserted-Identity (RFC 3325) to a trunk that trusts us; `privacy` asks it to
-        withhold the caller's identity (Privacy: id)."""
+        withhold the caller's identity (Privacy: id). `extra` headers go as they are
+        (Replaces, Referred-By for a transfer)."""
         core = self._core
         targets = as_targets(dest, core.transport.lower())
         tset = core.target_set(targets) if len(targets) > 1 else None
@@ -99,7 +100,7 @@ class OutgoingCalls:
             extra=[("Allow", ALLOW), ("Supported", "timer"), ("User-Agent", core.user_agent),
                    *([("P-Asserted-Identity", f"<{asserted_identity}>")]
                      if asserted_identity else []),
-                   *([("Privacy", "id")] if privacy else [])])
+                   *([("Privacy", "id")] if privacy else []), *extra])
         tx = core.invite_tx(req, target, target.addr, now)
         call = Call(call_id, True, target.addr, tag, req, tx, CallState.CALLING, target,
                     account_id=account_id, targets=tset, target_index=index,
