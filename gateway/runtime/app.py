@@ -39,6 +39,7 @@ from gateway.runtime.logs import setup_logging
 from gateway.runtime.media_watch import MediaWatchCalls
 from gateway.runtime.metrics import MetricsServer, start_metrics
 from gateway.runtime.mwi import MessageWaiting
+from gateway.runtime.transfer import Transfers
 from gateway.runtime.modem import ModemDriver
 from gateway.runtime.modem_setup import StoredPinMemory
 from gateway.runtime.phones import PhoneCalls
@@ -98,6 +99,10 @@ class Gateway(FailoverCalls, MediaWatchCalls, SipCalls, GsmCalls, FxoCalls, Phon
         self.dtmf_relay = DtmfRelay()  # a handset's held keys, sent on with their length
         self.sms: SmsService | None = None  # SMS/USSD, once modems are configured
         self.mwi: MessageWaiting | None = None  # message waiting per line (runtime/mwi.py)
+        # REFER both ways and INVITE with Replaces (gateway/runtime/transfer.py); the line's
+        # TransferCall reaches it through `_transfer_call` (gateway/runtime/line_calls.py).
+        self.transfers = Transfers(self)
+        self._transfer_call = self.transfers.transfer_call
         self.registrations: dict[str, Registration] = {}
         self.trunks: dict[str, TrunkConfig] = {t.name: t for t in self.config.trunks}
         self.router = Router.from_config(self.config)  # with the emergency numbers
@@ -485,6 +490,8 @@ class Gateway(FailoverCalls, MediaWatchCalls, SipCalls, GsmCalls, FxoCalls, Phon
                         continue
                     if self.mwi is not None and self.mwi.on_sip_event(ev):
                         continue  # message waiting (gateway/runtime/mwi.py)
+                    if self.transfers.on_sip_event(ev):
+                        continue  # REFER, Replaces, calls placed for a transfer
                     if self.trunk_health is not None and self.trunk_health.on_sip_event(ev):
                         continue  # its probes' answers (registration outcomes go on too)
                     self._on_sip_event(ev)
