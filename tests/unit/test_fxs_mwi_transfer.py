@@ -32,8 +32,7 @@ def test_vmwi_waits_for_the_line_to_go_idle() -> None:
 def test_replace_call_moves_the_current_call() -> None:
     line = make_line()
     line.incoming_call("old", "300", None, 0.0)
-    line.hook(True, 1.0)
-    line.actions()
+    lift(line, 1.0)  # answered: connected
     assert not line.replace_call("other", "new")
     assert line.replace_call("old", "new")
     assert line.call_id == "new"
