@@ -1,212 +1,266 @@
-"""Issue 11 must-hold 3: a call through a lossy, jittery path stays continuous, and the MOS
-the gateway reports matches the E-model of the impairment.
+"""Issue 11 must-hold 3: the running daemon keeps a lossy, jittery call continuous, and the
+MOS it reports matches the E-model of the impairment.
 
-baresip (1 kHz tone, auto-answer) is called over SIP by the test; our side of the call runs
-on RtpEndpoint + MediaStream, the daemon's media path (jitter buffer, concealment, RTCP,
-the statistics `branchline status` shows). Our SDP points baresip at a UDP relay written for
-this test. Towards us the relay delays every RTP packet by 20 ms plus a uniform 0-30 ms
-(30 ms of jitter, which reorders packets 20 ms apart), holds every 25th packet back 25 ms
-more (reordering), and drops 3 % at random; RTCP gets the same delays and no loss. What
-we send goes straight through.
+The real `branchline run` daemon (sim line 1, registered to Kamailio) calls a baresip phone
+that answers at once and sends a steady 1 kHz tone. The daemon's outbound proxy is
+`impair_relay.py`, a SIP-aware relay in its own process: it stays in the dialog
+(Record-Route), rewrites both SDPs so each peer sends its RTP and RTCP to it, and impairs the
+media **both ways**: every RTP packet is dropped with probability 3 % or held 20 ms + U(0,
+30 ms) (30 ms of jitter; packets 20 ms apart overtake each other when their delays differ
+by more than 20 ms, about 5 % of them); RTCP gets the same delays, no loss. Seeded RNG, one
+stream per direction and call. Neither peer is modified.
 
-- The earpiece stream (pull_frame, what a handset is played) has no gap over 60 ms.
-- The MOS in the stream's stats is within 0.3 of the G.107 value computed from what the
-  relay is known to do: 3 % random loss, one-way delay = mean relay delay (35 ms) +
-  packetisation (20 ms) + a playout buffer deep enough for the 30 ms spread (30 ms).
+What is asserted, on the baresip -> handset direction:
+
+- **Continuity.** The simulated handset records its earpiece (the frames the daemon plays
+  it) for 10 s. A *gap* is a run of consecutive 10 ms windows whose RMS is more than 20 dB
+  below the recording's median window RMS. The longest gap must be at most 60 ms.
+- **MOS.** `branchline status` (during the call) and the call record (after it) both report
+  a MOS within 0.3 of `mos(r_factor(delay, loss))` (the project's G.107 function), where
+  loss is the share of baresip's packets the relay actually dropped, and delay is the
+  relay's measured mean delay + 20 ms packetisation + the measured spread of its delays
+  (99.5th - 0.5th percentile: the buffering that plays nearly every packet in time).
+- The impairment happened (packets dropped and reordered both ways); the loss inside the
+  score is the relay's: the call record's RTP loss within 0.5 and the status's effective
+  loss (RTCP's count plus late discards) within 1 percentage point of the relay's drops
+  (at 3 % loss the 0.3 MOS tolerance alone would let a score that ignores loss pass); the
+  daemon's RTCP round trip lies between the relay's least delay both ways (40 ms: RTCP
+  crossed it each way) and its most plus 60 ms.
+
+Host stalls (CI runs three pytest processes on two cores): the relay asks for real-time
+scheduling (it needs ~1 ms of CPU a second) and time-stamps arrivals in the kernel
+(SO_TIMESTAMPNS), so a loaded host barely moves its own timing and what remains is seen:
+late sends, packets left waiting in its socket, and the senders' RTP pacing spread
+(baresip's, and the daemon's, whose pacing is its audio tick). A run whose checks fail
+while such a stall was seen is reported and repeated once with a new call; the repeat is
+asserted whatever its stalls, and a failure without a stall fails at once. The simulated
+handset's recording counts frames, not wall time: a daemon tick stall over 100 ms makes
+the daemon skip frames the recording cannot show as a gap, so skipped slots are reported
+as a stall instead.
 """
 
 from __future__ import annotations
 
-import asyncio
-import random
-import secrets
-from typing import Any, cast
+import json
+import math
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 
-from gateway.dsp import FRAME_SAMPLES, SAMPLE_RATE, SILENCE_FRAME
 from gateway.media.quality import mos, r_factor
-from gateway.media.stream import MediaStream
-from gateway.runtime.rtp import RtpEndpoint
-from gateway.sip.sdp import SessionDescription, build_offer, params_from_answer
 
-from .conftest import BaresipFactory
-from .peers.ports import free_udp_port
-from .test_tls_srtp import RTP_RANGE, MiniUa, new_stream
+from .audio import read_wav
+from .conftest import BaresipFactory, KamailioFactory
+from .gateway_proc import GatewayProcess
+from .impair_relay import PathFigures, RelayProcess
+from .peers.baresip import Baresip
+from .peers.kamailio import KamailioTrunk
+from .peers.ports import free_port
+from .test_first_call import LINE_PASS, LINE_USER, gateway_config
 
 pytestmark = [pytest.mark.peers, pytest.mark.slow]
 
-SLOT = FRAME_SAMPLES / SAMPLE_RATE
-BASE_DELAY = 0.020
-JITTER = 0.030
-LOSS = 0.03
-REORDER_EVERY = 25
-CALL_SECONDS = 20.0
+IMPAIRMENT: dict[str, float | bool] = {"loss": 0.03, "base": 0.020, "jitter": 0.030}
+RECORD_SECONDS = 10.0
+WINDOW_MS = 10
+QUIET_DB = 20.0
+MAX_GAP_MS = 60.0
+MOS_TOLERANCE = 0.3
+# Beyond these the host, not the relay, disturbed the timing: the relay sent late or read
+# late, or a sender's RTP pacing spread (normally a few ms on loopback) grew past a frame
+# or two. The daemon's pacing is its audio tick; a stalled tick can skip earpiece frames.
+STALL_RELAY_MS = 10.0
+STALL_SENDER_MS = 40.0
 
 
-class _Side(asyncio.DatagramProtocol):
-    def __init__(self, relay: Relay, rtcp: bool) -> None:
-        self.relay = relay
-        self.rtcp = rtcp
-        self.transport: asyncio.DatagramTransport | None = None
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = cast(asyncio.DatagramTransport, transport)
-
-    def datagram_received(self, data: bytes, addr: tuple[str | Any, int]) -> None:
-        self.relay.received(self, data, (str(addr[0]), int(addr[1])))
-
-
-class Relay:
-    """Two sockets (RTP on an even port, RTCP above it) between baresip and our endpoint."""
-
-    def __init__(self, ours: tuple[int, int], seed: int = 11) -> None:
-        self.ours = ours  # our RTP and RTCP ports
-        self.theirs: dict[bool, tuple[str, int]] = {}
-        self.rng = random.Random(seed)
-        self.sides: dict[bool, _Side] = {}
-        self.port = 0
-        self.forwarded = 0
-        self.dropped = 0
-        self.delays: list[float] = []
-        self._count = 0
-
-    async def open(self) -> None:
-        loop = asyncio.get_running_loop()
-        for _ in range(50):
-            port = free_udp_port()
-            if port % 2:
-                continue
-            try:
-                _, rtp = await loop.create_datagram_endpoint(
-                    lambda: _Side(self, False), local_addr=("127.0.0.1", port))
-                _, rtcp = await loop.create_datagram_endpoint(
-                    lambda: _Side(self, True), local_addr=("127.0.0.1", port + 1))
-            except OSError:
-                continue
-            self.sides = {False: rtp, True: rtcp}
-            self.port = port
-            return
-        raise RuntimeError("no even UDP port pair free for the relay")
-
-    def close(self) -> None:
-        for side in self.sides.values():
-            if side.transport is not None:
-                side.transport.close()
-
-    def received(self, side: _Side, data: bytes, addr: tuple[str, int]) -> None:
-        assert side.transport is not None
-        ours = ("127.0.0.1", self.ours[side.rtcp])
-        if addr == ours:  # ours goes straight to baresip
-            dest = self.theirs.get(side.rtcp)
-            if dest is not None:
-                side.transport.sendto(data, dest)
-            return
-        self.theirs.setdefault(side.rtcp, addr)
-        delay = BASE_DELAY + self.rng.uniform(0.0, JITTER)
-        if not side.rtcp:
-            self._count += 1
-            if self.rng.random() < LOSS:
-                self.dropped += 1
-                return
-            if self._count % REORDER_EVERY == 0:
-                delay += 0.025
-            self.forwarded += 1
-            self.delays.append(delay)
-        transport = side.transport
-        asyncio.get_running_loop().call_later(delay, transport.sendto, data, ours)
-
-
-def longest_gap_ms(pcm: bytes) -> float:
-    """Longest run of 5 ms blocks whose peak is under a tenth of the tone's usual peak."""
-    x = np.abs(np.frombuffer(pcm, dtype="<i2").astype(np.float64))
-    blocks = x[: x.size // 40 * 40].reshape(-1, 40).max(axis=1)
-    loud = np.flatnonzero(blocks > 0)
-    assert loud.size, "the earpiece heard nothing at all"
-    blocks = blocks[loud[0]:loud[-1] + 1]
-    quiet = blocks < 0.1 * np.median(blocks)
+def longest_gap_ms(samples: np.ndarray, rate: int) -> float:
+    """Longest run of 10 ms windows more than QUIET_DB below the median window, in ms."""
+    n = rate * WINDOW_MS // 1000
+    windows = samples[: samples.size // n * n].reshape(-1, n)
+    rms = np.sqrt(np.mean(np.square(windows), axis=1))
+    assert rms.size and float(np.median(rms)) > 0, "the handset heard nothing at all"
+    quiet = rms < float(np.median(rms)) * 10 ** (-QUIET_DB / 20)
     longest = run = 0
     for q in quiet:
         run = run + 1 if q else 0
         longest = max(longest, run)
-    return longest * 5.0
+    return float(longest * WINDOW_MS)
 
 
-def test_lossy_jittery_path_stays_continuous_and_mos_matches_the_e_model(
-    baresip_factory: BaresipFactory,
-) -> None:
-    bob = baresip_factory("bob", tone=1000, answer_mode="auto")
+@dataclass
+class CallResult:
+    """One call's figures: the handset's recording, the daemon's reports, the relay's."""
 
-    async def scenario() -> tuple[MediaStream, bytes, Relay, float]:
-        loop = asyncio.get_running_loop()
-        ua = MiniUa()
-        await ua.open()
-        endpoint = await RtpEndpoint.open("127.0.0.1", RTP_RANGE)
-        relay = Relay((endpoint.port, endpoint.rtcp_port))
-        await relay.open()
+    gap_ms: float
+    status: dict[str, Any]  # calls[0] of `branchline status` near the end of the call
+    record: dict[str, Any]  # the call record
+    down: PathFigures  # baresip -> gateway
+    up: PathFigures  # gateway -> baresip
+    stalls: list[str]
+    priority: str  # the relay's scheduling: SCHED_FIFO, nice -10 or normal
+
+    @property
+    def expected_delay_ms(self) -> float:
+        return self.down.delay_mean_ms + 20.0 + self.down.delay_spread_ms
+
+    @property
+    def expected_mos(self) -> float:
+        return mos(r_factor(self.expected_delay_ms, self.down.loss_pct))
+
+    def failures(self) -> list[str]:
+        """Every must-hold check this call missed, in words (empty: it passed)."""
+        st, rtcp, rec = self.status["stats"], self.status["rtcp"], self.record
+        out = []
+        if self.gap_ms > MAX_GAP_MS:
+            out.append(f"gap {self.gap_ms:.0f} ms > {MAX_GAP_MS:.0f} ms")
+        for where, value in (("status", st["mos"]), ("call record", rec.get("mos"))):
+            if value is None or abs(value - self.expected_mos) > MOS_TOLERANCE:
+                out.append(f"{where} MOS {value} vs E-model {self.expected_mos:.2f}")
+        # the loss inside the score is the relay's (RTCP's count, plus late discards)
+        if abs(rec.get("rtp_loss_pct", -99) - self.down.loss_pct) > 0.5:
+            out.append(f"call record loss {rec.get('rtp_loss_pct')} % vs relay's "
+                       f"{self.down.loss_pct:.2f} %")
+        if abs(st["effective_loss_pct"] - self.down.loss_pct) > 1.0:
+            out.append(f"status effective loss {st['effective_loss_pct']:.2f} % vs relay's "
+                       f"{self.down.loss_pct:.2f} %")
+        rtt = rtcp.get("rtt_ms")
+        lo, hi = 2 * 1000 * IMPAIRMENT["base"], 2 * 1000 * (IMPAIRMENT["base"]
+                                                           + IMPAIRMENT["jitter"]) + 60
+        if not isinstance(rtt, float) or not lo <= rtt <= hi:
+            out.append(f"RTT {rtt} ms outside {lo:.0f}-{hi:.0f} ms (relay both ways)")
+        return out
+
+    def describe(self) -> str:
+        st, rec = self.status["stats"], self.record
+        d, u = self.down, self.up
+        return (
+            f"relay down: {d.received} pkts, dropped {d.dropped} ({d.loss_pct:.2f} %), "
+            f"reordered {d.reordered}, delay mean {d.delay_mean_ms:.1f} ms spread "
+            f"{d.delay_spread_ms:.1f} ms; late {d.relay_late_ms:.1f} ms, read lag "
+            f"{d.read_lag_ms:.1f} ms, baresip pacing spread {d.input_spread_ms:.1f} ms | "
+            f"up: {u.received} pkts, dropped {u.dropped}, reordered {u.reordered}, daemon "
+            f"pacing spread {u.input_spread_ms:.1f} ms\n"
+            f"daemon: lost {st['lost']} late {st['late']} concealed {st['concealed_frames']}"
+            f", jitter {st['jitter_ms']:.1f} ms, jb mean {st['jb_delay_mean_ms']:.1f} ms, "
+            f"rtt {self.status['rtcp'].get('rtt_ms')} ms, one-way "
+            f"{st['one_way_delay_ms']:.1f} ms, loss {st['effective_loss_pct']:.2f} %, "
+            f"skipped slots {st['skipped_slots']}; MOS status {st['mos']:.2f} record "
+            f"{rec.get('mos')} (loss {rec.get('rtp_loss_pct')} %) vs E-model "
+            f"{self.expected_mos:.2f} ({self.expected_delay_ms:.0f} ms, "
+            f"{d.loss_pct:.2f} %); longest gap {self.gap_ms:.0f} ms; relay "
+            f"scheduling {self.priority}; stalls: "
+            f"{', '.join(self.stalls) or 'none'}"
+        )
+
+
+class Setup:
+    """Kamailio, the relay (the daemon's outbound proxy), the daemon and baresip 300."""
+
+    def __init__(self, tmp: Path, trunk: KamailioTrunk, relay: RelayProcess,
+                 gw: GatewayProcess, bob: Baresip) -> None:
+        self.tmp, self.trunk, self.relay, self.gw, self.bob = tmp, trunk, relay, gw, bob
+        self.calls = 0
+
+    def call(self) -> CallResult:
+        """One call from line 1 to 300 with 10 s of the handset's earpiece recorded."""
+        gw, bob = self.gw, self.bob
+        self.calls += 1
+        gw.phone("1", "offhook")
+        gw.phone("1", "dial", digits="300")
+        bob.wait_for_event("CALL_ESTABLISHED", timeout=15)
+        gw.wait_until("call connected", lambda: gw.line("1")["state"] == "connected",
+                      timeout=10)
+        gw.wait_until("the handset hears 1 kHz",
+                      lambda: abs((gw.phone("1", "hears").get("dominant_hz") or 0) - 1000)
+                      <= 20, timeout=10, interval=0.2)
+        wav = self.tmp / f"earpiece-{self.calls}.wav"
+        gw.phone("1", "record", path=str(wav), seconds=RECORD_SECONDS)
+
+        def rtcp() -> dict[str, Any]:
+            calls = gw.status()["calls"]
+            return dict(calls[0].get("rtcp") or {}) if calls else {}
+
+        gw.wait_until("the earpiece recording and an RTCP round trip",
+                      lambda: wav.exists() and rtcp().get("rtt_ms") is not None,
+                      timeout=RECORD_SECONDS + 15, interval=0.25)
+        status = dict(gw.status()["calls"][0])
+        # what the relay got after this was still on its way when the call ended
+        in_flight = time.time() - IMPAIRMENT["base"] - IMPAIRMENT["jitter"]
+        gw.phone("1", "onhook")
+        bob.wait_for_event("CALL_CLOSED", timeout=10)
+        gw.wait_until("call gone", lambda: not gw.status()["calls"], timeout=5)
+        records: list[dict[str, Any]] = []
+
+        def recorded() -> bool:
+            records[:] = gw.request("calls", limit=10)["calls"]
+            return len(records) >= self.calls
+
+        gw.wait_until("the call record", recorded, timeout=10)
+        stats = self.relay.stats()
+        (self.tmp / f"relay-{self.calls}.json").write_text(json.dumps(stats))
+        sessions = stats["sessions"]
+        assert len(sessions) == self.calls, f"relay saw {len(sessions)} calls' media"
+        samples, rate = read_wav(wav)
+        down = PathFigures.of(sessions[-1]["down"]["packets"], until=in_flight)
+        up = PathFigures.of(sessions[-1]["up"]["packets"], until=in_flight)
+        stalls = [f"relay {what} {ms:.0f} ms" for what, ms in (
+            ("sent late", max(down.relay_late_ms, up.relay_late_ms)),
+            ("read late", max(down.read_lag_ms, up.read_lag_ms))) if ms > STALL_RELAY_MS]
+        stalls += [f"{who} RTP pacing spread {ms:.0f} ms" for who, ms in (
+            ("baresip", down.input_spread_ms), ("daemon", up.input_spread_ms))
+            if ms > STALL_SENDER_MS]
+        if status["stats"]["skipped_slots"]:
+            stalls.append(f"daemon skipped {status['stats']['skipped_slots']} send slots")
+        return CallResult(longest_gap_ms(samples, rate), status, records[-1], down, up,
+                          stalls, self.relay.priority)
+
+
+@pytest.fixture
+def setup(tmp_path: Path, kamailio_factory: KamailioFactory,
+          baresip_factory: BaresipFactory) -> Iterator[Setup]:
+    trunk = kamailio_factory(users={LINE_USER: LINE_PASS, "300": "bob-pass-300"})
+    sip_port = free_port()
+    relay = RelayProcess(sip_port, trunk.port, str(tmp_path / "relay.log"), **IMPAIRMENT)
+    relay_port = relay.start()
+    try:
+        registrar = f"    registrar: 127.0.0.1:{trunk.port}\n"
+        config = gateway_config(trunk, sip_port, tmp_path)
+        assert registrar in config
+        config = config.replace(registrar, f"{registrar}    proxy: 127.0.0.1:{relay_port}\n")
+        gw = GatewayProcess(tmp_path, config)
+        gw.start()
         try:
-            offer = build_offer(address="127.0.0.1", port=relay.port, codecs=["PCMU"],
-                                session_id=secrets.randbits(31), session_version=1)
-            dest = ("127.0.0.1", bob.sip_port)
-            call_id = secrets.token_hex(8)
-            ua.request("INVITE", bob.direct_uri, f"<{bob.direct_uri}>", call_id, 1, dest,
-                       bytes(offer))
-            ok = await ua.expect("INVITE", timeout=15)
-            assert ok.status == 200, ok.start
-            params = params_from_answer(offer, SessionDescription.parse(ok.body))
-            ua.request("ACK", bob.direct_uri, ok.h("to"), call_id, 1, dest)
-            host, port = params.remote_addr
-            relay.theirs = {False: (host, port), True: (host, port + 1)}
-            # we send to the relay too, so our reports measure the round trip through it
-            stream = new_stream(("127.0.0.1", relay.port), params.codec,
-                                params.payload_type, params.telephone_event_pt, None,
-                                loop.time())
-            endpoint.attach(stream)
-            heard: list[bytes] = []
-            start = loop.time()
-            stalled = 0.0  # how late this process ran a 20 ms slot: host jitter, not the relay's
-            for k in range(int(CALL_SECONDS / SLOT)):
-                delay = start + k * SLOT - loop.time()
-                if delay > 0:
-                    await asyncio.sleep(delay)
-                now = loop.time()
-                stalled = max(stalled, now - (start + k * SLOT))
-                stream.push_frame(SILENCE_FRAME)
-                endpoint.tick(now)
-                heard.append(stream.pull_frame(now))
-            ua.request("BYE", bob.direct_uri, ok.h("to"), call_id, 2, dest)
-            await ua.expect("BYE")
-            return stream, b"".join(heard), relay, stalled
+            bob = baresip_factory("300", trunk=trunk, password="bob-pass-300", tone=1000,
+                                  answer_mode="auto", record=False)
+            bob.wait_registered()
+            gw.wait_until("line 1 registered", lambda: gw.registered("1"), timeout=10)
+            yield Setup(tmp_path, trunk, relay, gw, bob)
         finally:
-            relay.close()
-            endpoint.close()
-            ua.close()
+            code = gw.stop()
+            if code not in (0, None):
+                print(gw.log_text()[-6000:])
+    finally:
+        relay.stop()
 
-    # The test process itself plays the gateway's side. When the machine is loaded (the CI
-    # runs three pytest processes on two cores) it can be descheduled for longer than the
-    # playout buffer, which adds jitter the relay's model does not have; such a run says
-    # nothing about the media path, so it is repeated (at most twice more) and reported.
-    for attempt in range(3):
-        stream, heard, relay, stalled = asyncio.run(scenario())
-        if stalled <= 0.1:
-            break
-        print(f"attempt {attempt + 1}: this process ran {1000 * stalled:.0f} ms late; again")
-    assert stalled <= 0.1, f"the test process stalled {1000 * stalled:.0f} ms on every attempt"
-    st = stream.stats()
-    rtcp = stream.rtcp_stats()
-    expected_delay_ms = 1000 * (BASE_DELAY + JITTER / 2) + 20 + 1000 * JITTER
-    expected = mos(r_factor(expected_delay_ms, 100 * LOSS))
-    gap = longest_gap_ms(heard)
-    print(f"relay: forwarded {relay.forwarded}, dropped {relay.dropped}; "
-          f"stats: lost {st['lost']} late {st['late']} concealed {st['concealed_frames']} "
-          f"({st['concealed_pct']:.2f} %), jb delay mean {st['jb_delay_mean_ms']:.1f} ms, "
-          f"one-way {st['one_way_delay_ms']:.1f} ms, loss {st['effective_loss_pct']:.2f} %, "
-          f"R {st['r_factor']:.1f}, MOS {st['mos']:.2f} vs E-model {expected:.2f}; "
-          f"rtt {rtcp['rtt_ms']} ms; longest gap {gap:.0f} ms")
-    assert relay.dropped > 0 and st["packets_received"] > 0.9 * CALL_SECONDS / SLOT
-    assert st["lost"] >= relay.dropped - 2  # RTCP's count sees what the relay dropped
-    assert rtcp["rtt_ms"] is not None  # the delay in the score comes from RTCP, too
-    assert gap <= 60, gap
-    assert st["concealed_frames"] >= relay.dropped  # every lost frame was filled in
-    assert abs(st["mos"] - expected) <= 0.3, (st["mos"], expected)
+
+def test_daemon_call_through_jitter_loss_and_reordering_stays_continuous_with_true_mos(
+    setup: Setup,
+) -> None:
+    result = setup.call()
+    print(f"call 1: {result.describe()}")
+    if result.failures() and result.stalls:
+        print(f"call 1 missed {result.failures()} with host stalls ({result.stalls}); "
+              "one more call, asserted whatever happens")
+        result = setup.call()
+        print(f"call 2: {result.describe()}")
+    d = result.down
+    assert d.dropped > 0 and d.reordered > 0, result.describe()
+    assert result.up.dropped > 0 and result.up.reordered > 0, result.describe()
+    assert d.received >= 0.9 * RECORD_SECONDS / 0.020, result.describe()
+    assert not math.isnan(result.expected_mos)
+    assert not result.failures(), f"{result.failures()}\n{result.describe()}"
