@@ -88,6 +88,7 @@ class SimExchange:
         self._out = bytearray()  # caller ID / one-shot audio queued for the line
         self._tone: ToneGenerator | None = None
         self._far: Callable[[], bytes] | None = None
+        self._manual: Callable[[], bytes] | None = None
         self._detector = DtmfDetector()
         self._history: deque[bytes] = deque(maxlen=int(HISTORY_S / _FRAME_S))
         self._epoch = 0  # bumps when a call ends: its scheduled events are dropped
@@ -271,6 +272,22 @@ class SimExchange:
         """What the far party says from now on (None: the steady far tone)."""
         self._far = source
 
+    # -- the bare line, for the contract suite (no call logic) ----------------------------
+
+    def drive_ringing(self, on: bool) -> None:
+        """Ring voltage on or off, whatever the call state."""
+        self._set_ring(on)
+
+    def drive_polarity(self, reversed: bool) -> None:
+        self._set_polarity(reversed)
+
+    def drive_loop(self, present: bool) -> None:
+        self._set_loop(present)
+
+    def send(self, source: Callable[[], bytes] | None) -> None:
+        """Send this down the line, on hook or off, over any tone (None: back to normal)."""
+        self._manual = source
+
     # -- the far end hangs up -------------------------------------------------------------
 
     def far_hang_up(self, how: str = "busy") -> None:
@@ -312,6 +329,8 @@ class SimExchange:
             frame = bytes(self._out[:FRAME_BYTES]).ljust(FRAME_BYTES, b"\0")
             del self._out[:FRAME_BYTES]
             return frame
+        if self._manual is not None:
+            return self._manual()
         if self._tone is not None:
             return self._tone.next_frame()
         if self._far is not None and self.off_hook:
