@@ -129,3 +129,28 @@ def test_erle_on_espeak_speech() -> None:
     captured, out = run_line(far, [SILENT] * len(far), 25, 6.0, EchoCanceller(nlp=False))
     for start in range(1, int(len(far) / 50)):
         assert erle(captured, out, start, start + 1) >= 25, start
+
+
+def test_converged_filter_adapts_one_sub_block_per_frame_and_wakes_on_a_new_path() -> None:
+    """Once the ERLE has held >= 30 dB, one 5 ms sub-block in four adapts (CPU); an echo path
+    that changes brings every sub-block back, and the new path converges within 1 s."""
+    far = frames(speech_like(7.0, seed=1))
+    ec = EchoCanceller(nlp=False)
+    paths = [HybridEcho(15, 6.0), HybridEcho(28, 9.0)]  # the line's path changes at 5 s
+    adapted: list[int] = []
+    captured, out = [], []
+    last = SILENT
+    for k, f in enumerate(far):
+        for h in paths:
+            h.played(last)  # both hybrids hear the line, one of them is connected
+        near = paths[k >= 250].add_to(SILENT)
+        captured.append(near)
+        out.append(ec.process(last, near))
+        adapted.append(ec.adapted_blocks)
+        last = f
+    # seconds 4-5: converged; the old canceller adapted every active sub-block (4 a frame)
+    assert adapted[249] - adapted[199] <= 0.3 * 4 * 50
+    assert erle(captured, out, 3.0, 5.0) >= 25
+    # seconds 5-6 on the new path: every sub-block adapts again, and it converges in 1 s
+    assert adapted[299] - adapted[249] >= 0.6 * 4 * 50
+    assert erle(captured, out, 6.0, 7.0) >= 25
