@@ -17,7 +17,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Protocol, TextIO
 
 import gateway.dsp  # noqa: F401  first: pins numpy's BLAS to one thread before numpy can load
-from gateway import cli_calls, cli_reload, cli_security, cli_sms
+from gateway import cli_calls, cli_line_test, cli_reload, cli_security, cli_sms
 from gateway.config import Config, ConfigError, load_config, load_default
 from gateway.config.schema import DEFAULT_CONTROL_SOCKET, LOG_LEVELS, UNIX_SOCKET_PATH_MAX
 from gateway.runtime.control import ControlClient, ControlError
@@ -119,6 +119,7 @@ def build_parser() -> argparse.ArgumentParser:
     cli_sms.add_parsers(sub, common)
     cli_reload.add_parser(sub, common)
     cli_calls.add_parsers(sub, common)
+    cli_line_test.add_parser(sub, common)
     return parser
 
 
@@ -650,6 +651,10 @@ def main(
         if args.command == "calls":
             path = resolve_control_path(getattr(args, "control", None), os.environ)
             return cli_calls.run(args, factory(path, DEFAULT_TIMEOUT), out)
+        if args.command == "line-test":
+            path = resolve_control_path(getattr(args, "control", None), os.environ)
+            return cli_line_test.run(args, factory(path, cli_line_test.timeout(args)), out,
+                                     as_json=getattr(args, "json", False))
         if args.command in ("sms", "ussd"):
             path = resolve_control_path(getattr(args, "control", None), os.environ)
             return cli_sms.run(args, factory(path, cli_sms.client_timeout(args)), out)

@@ -114,6 +114,8 @@ FXS_OPTIONS: dict[str, dict[str, OptionSpec]] = {
                                    "makes after each make and break (default 0)", minimum=0),
         "bounce_ms": OptionSpec(("number",), "longest bounce stay or jump in ms (default 2)",
                                 minimum=0.3),
+        "fault": OptionSpec(("str",), "a simulated wiring fault: 'shk-open' or 'ear-mute'",
+                            choices=("shk-open", "ear-mute")),
     },
     "ag1171": {
         "shk_pin": _REQUIRED_PIN,

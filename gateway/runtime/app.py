@@ -82,6 +82,7 @@ class Gateway(FailoverCalls, MediaWatchCalls, SipCalls, GsmCalls, FxoCalls, Phon
 
     def __post_init__(self) -> None:
         self.lines: dict[str, LinePort] = {}  # the FXS lines, by name
+        self.line_tests: dict[str, Any] = {}  # lines under `line-test` (runtime/line_test.py)
         # Every port of every kind, by name. A port whose machine signals its changes
         # (`on_change`: the local phones) is visited only when it has something to do:
         # `_dirty` (actions or a new deadline to look at), `_deadlines` (a heap of
@@ -558,6 +559,10 @@ class Gateway(FailoverCalls, MediaWatchCalls, SipCalls, GsmCalls, FxoCalls, Phon
 
     def _hook_edge(self, lp: LinePort, offhook: bool, t: float) -> None:
         log.debug("line %s: %s", lp.name, "off-hook" if offhook else "on-hook")
+        test = self.line_tests.get(lp.name)
+        if test is not None:  # the line is under test: its edges are the test's
+            test.hook(offhook, t)
+            return
         lp.line.hook(offhook, min(t, self.loop.time()))
         self._pump()
 

@@ -238,6 +238,10 @@ async def handle(gw: Gateway, request: dict[str, Any]) -> Any:
             from gateway.runtime.control_fxo import fxo
 
             return await fxo(gw, request)
+        if cmd == "line-test":  # an installer's check of one idle FXS line
+            from gateway.runtime.line_test import line_test
+
+            return await line_test(gw, request)
         if cmd == "calls":
             from gateway.runtime.control_calls import calls
 
@@ -247,7 +251,8 @@ async def handle(gw: Gateway, request: dict[str, Any]) -> Any:
 
             return await (control_sms.sms if cmd == "sms" else control_sms.ussd)(gw, request)
         raise ControlCommandError(
-            f"unknown command {cmd!r}: status, phone, security, trace, sms, ussd, calls")
+            f"unknown command {cmd!r}: status, phone, security, trace, sms, ussd, calls, "
+            "line-test")
     except ControlCommandError:
         raise
     except Exception as exc:  # report, don't kill the daemon

@@ -22,6 +22,9 @@ Options (all optional):
 - ``bounce_count``, ``bounce_ms``: the phone's hook switch bounces this many times after
   every make and break, each stay and jump 0.3 ms to ``bounce_ms`` long (default 0 = clean
   edges, 2 ms), so the driver's debounce is exercised;
+- ``fault``: a broken line, for `branchline line-test` and its tests: "shk-open" (the hook
+  switch is not wired to SHK: lifting the handset is never seen) or "ear-mute" (nothing
+  the port plays reaches the earpiece);
 - ``echo_delay_ms``, ``echo_erl_db``: simulate the SLIC's 2-wire hybrid: what the port plays
   comes back in what it captures this much later and this much weaker (default ERL 6 dB;
   see hal/sim/hybrid.py). Off when absent. The line's echo canceller is then on by default.
@@ -57,6 +60,7 @@ _KNOWN = {
     "debounce_ms",
     "bounce_count",
     "bounce_ms",
+    "fault",
     "echo_canceller",  # read by the runtime's line port, not here
     "echo_tail_ms",
     "callerid",  # read by the runtime's line port (gateway/runtime/ports.py), not here
@@ -84,6 +88,11 @@ class SimFxs(Ag1171Fxs):
         self.pin_factory = mock_factory()
         pins = {k: opts.get(k, d) for k, d in (("shk_pin", 17), ("rm_pin", 27), ("fr_pin", 22))}
         shk, rm, fr = (self._pin(pins[k]) for k in ("shk_pin", "rm_pin", "fr_pin"))
+        fault = opts.get("fault")
+        if fault not in (None, "shk-open", "ear-mute"):
+            raise HalError(f"sim FXS {name}: fault {fault!r}, expected shk-open or ear-mute")
+        if fault == "shk-open":  # the phone's switch drives a pin nobody reads
+            shk = mock_factory().pin(pins["shk_pin"])
         phone = VirtualPhone(
             shk=shk, rm=rm, fr=fr, profile=profile, time_origin=float(opts.get("time_origin", 0.0))
         )
@@ -106,6 +115,8 @@ class SimFxs(Ag1171Fxs):
                 raise HalError(f"sim FXS {name}: {exc}") from exc
         clock: Callable[[], float] = phone.clock if clock_kind == "frames" else time.monotonic
         audio: AudioPort = phone.line_audio
+        if fault == "ear-mute":
+            audio = _MutedEarpiece(audio)
         self.hybrid: HybridEcho | None = None
         """The simulated 2-wire hybrid's echo path, when echo_delay_ms asks for one."""
         echo_ms = _optional_ms(name, "echo_delay_ms", opts.get("echo_delay_ms"))
@@ -140,3 +151,19 @@ def _optional_ms(name: str, key: str, value: Any) -> float | None:
     if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
         raise HalError(f"sim FXS {name}: {key} {value!r}, expected milliseconds >= 0 or null")
     return float(value)
+
+
+class _MutedEarpiece(AudioPort):
+    """The "ear-mute" fault: the mouthpiece works, the earpiece gets silence."""
+
+    def __init__(self, inner: AudioPort) -> None:
+        self._inner = inner
+
+    def read_frame(self) -> bytes | None:
+        return self._inner.read_frame()
+
+    def write_frame(self, frame: bytes) -> None:
+        self._inner.write_frame(bytes(len(frame)))
+
+    def close(self) -> None:
+        self._inner.close()
