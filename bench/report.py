@@ -263,6 +263,9 @@ def render(info: dict[str, Any], rows: Sequence[Row], boards: list[dict[str, Any
                 f"{HOST_CORE} (" + ", ".join(f"{k} {v}" for k, v in IPC_VS_HOST.items())
             + "; estimates, see bench/report_project.py). 'measured' = "
               "hardware-tests/results/<board>.json. Pacing, loss and RSS are not projected."]
+    if info.get("cpu_family") != 25 or "AMD" not in str(info.get("cpu_model")):
+        out.append(f"  NOTE: the per-clock ratios are against {HOST_CORE}; this host is "
+                   f"{info.get('cpu_model')}, so the PROJ columns do not apply to it.")
     bhead = f"  {'figure':<46}{'this host':>12}" + "".join(f"{b.name:>24}" for b in BOARDS)
     out += [bhead]
     for b in boards:
@@ -345,7 +348,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true",
                         help="shorter holds and steps (see SPECS); registrar, calls/core "
                              "and bindings goals are then not judged")
-    parser.add_argument("--out", type=Path, default=Path("bench-report"),
+    parser.add_argument("--out", type=Path, default=ROOT / "bench" / "out" / "report",
                         help="directory for report.json, report.png and logs/")
     names = [s.name for s in SPECS]
     parser.add_argument("--only", default=None, help=f"comma list of {','.join(names)}")

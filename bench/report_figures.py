@@ -35,7 +35,9 @@ class Goal:
 GOALS: dict[str, Goal] = {
     "pacing_p99": Goal("gateway p99 <= baresip p99 (same call)", "<=peer", None,
                        "issue 2, must-hold 3 (bench/rtp_pacing)"),
-    "pacing_drift": Goal("|drift| < 50 ppm", "abs<", 50.0, "issue 2, must-hold 3"),
+    # A least-squares drift over the quick run's 8 s call is mostly scheduler noise.
+    "pacing_drift": Goal("|drift| < 50 ppm", "abs<", 50.0, "issue 2, must-hold 3",
+                         full_only=True),
     "cpu_per_call": Goal("<= 1 % of a core per call", "<=", 1.0, "issue 11, must-hold 5"),
     "calls_per_core": Goal(">= 64 calls on one core, no loss, pacing p99 < 1 ms", ">=", 64,
                            "issue 11, must-hold 5"),
