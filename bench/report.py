@@ -126,6 +126,8 @@ def run_spec(spec: Spec, quick: bool, out: Path, runner: Any = subprocess.run) -
         return outcome
     logs = out / "logs"
     logs.mkdir(parents=True, exist_ok=True)
+    if spec.output == "file":  # a file left by an earlier run must not pass for this one's
+        (out / f"{spec.name}.json").unlink(missing_ok=True)
     t0 = time.monotonic()
     try:
         proc = runner(argv, cwd=ROOT, capture_output=True, text=True,

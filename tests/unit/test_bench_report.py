@@ -327,11 +327,18 @@ def test_failover_figures_come_from_its_json_file(
     spec = _spec("failover")
     argv = spec.argv(True, tmp_path)
     assert argv[-2:] == ["--json", str(tmp_path / "failover.json")]
-    (tmp_path / "failover.json").write_text(json.dumps(
-        {"figures": {"rounds": 3, "detect_status": {"p50": 0.1, "p99": 1.5}}}))
-    outcome = report.run_spec(spec, True, tmp_path, _fake_runner("table only\n"))
+
+    def writes_figures(argv: list[str], **kwargs: Any) -> subprocess.CompletedProcess[str]:
+        Path(argv[-1]).write_text(json.dumps(
+            {"figures": {"rounds": 3, "detect_status": {"p50": 0.1, "p99": 1.5}}}))
+        return subprocess.CompletedProcess(argv, 0, "table only\n", "")
+
+    outcome = report.run_spec(spec, True, tmp_path, writes_figures)
     rows = report.rows_for({"failover": outcome}, quick=True)
     assert next(r for r in rows if r.goal == "detect_p99").verdict == MET
+    # the next run dies before writing: the previous run's file must not stand in for it
+    died = report.run_spec(spec, True, tmp_path, _fake_runner("", 1, "netns: permission"))
+    assert died.error is not None and "netns: permission" in died.error
 
 
 def test_render_marks_missed_failed_and_projected(tmp_path: Path) -> None:
