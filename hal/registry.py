@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from gateway.dsp.callerid import METHODS as CALLERID_METHODS
-from hal.base import FxsPort, HalError
+from hal.base import FxoPort, FxsPort, HalError
 
 # name -> (module, factory function in that module, what to install if it is missing)
 FXS_BACKENDS: dict[str, tuple[str, str, str]] = {
@@ -264,3 +264,11 @@ def _create_ag1171(factory: Callable[..., Any], name: str, opts: dict[str, Any])
         raise
     assert isinstance(port, FxsPort)
     return port
+
+
+def create_fxo(backend: str, name: str, options: Mapping[str, Any] | None = None) -> FxoPort:
+    """Create the FXO (exchange line) port ``name``: the FXO table and its options live in
+    :mod:`hal.fxo` ("sim": the DAA driver on mock pins with a simulated exchange; "daa")."""
+    from hal.fxo import create_fxo as create
+
+    return create(backend, name, options)

@@ -33,7 +33,7 @@ from gateway.sip.sdp import build_offer
 from gateway.sip.sdp_secure import secure_offer
 from gateway.sip.target import Target
 from gateway.sip.ua import UserAgent
-from hal.fxo import create_fxo
+from hal.registry import create_fxo
 
 log = logging.getLogger("branchline")
 
