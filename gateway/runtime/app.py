@@ -24,7 +24,7 @@ from gateway.lines.fxs import FxsLine
 from gateway.routing.dialplan import DigitMap
 from gateway.routing.router import Router, effective_digit_map
 from gateway.runtime import call_end
-from gateway.runtime.bridge import bridge, plan
+from gateway.runtime.bridge import bridge, plan, send_first
 from gateway.runtime.call_end import CallEnd
 from gateway.runtime.call_records import CallRecords, open_recorder
 from gateway.runtime.clock import AudioClock
@@ -570,6 +570,8 @@ class Gateway(FailoverCalls, MediaWatchCalls, SipCalls, GsmCalls, FxoCalls, Phon
         """Every 20 ms: capture every port, then let the bridge join each call's two legs."""
         digits_seen = False
         ports = [*self._polled.values(), *self._active.values()]
+        pairs, idle = plan(ports, self.calls)
+        send_first(pairs, now)  # each call's RTP leaves at the tick's start, before the DSP
         for p in ports:
             p.capture()
             for digit in p.digits_heard():  # only kinds that dial in band, while they can
@@ -577,7 +579,6 @@ class Gateway(FailoverCalls, MediaWatchCalls, SipCalls, GsmCalls, FxoCalls, Phon
                 p.machine.dtmf_digit(digit, now)
                 digits_seen = True
             self.dtmf_relay.released(self.config.sip.dtmf, self.ua, self.calls, p, now)
-        pairs, idle = plan(ports, self.calls)
         bridge(pairs, idle, now)
         self._watch_media(now)  # a connected call whose RTP stopped is ended
         for p in [p for p in self._active.values() if p.quiet()]:  # type: ignore[attr-defined]
