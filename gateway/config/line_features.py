@@ -53,7 +53,10 @@ TIMER_KEYS: tuple[str, ...] = ("first_digit", "long_inter_digit", "short_inter_d
                                "offhook_warning", "ring_no_answer", "flash_min_ms",
                                "flash_max_ms")
 FEATURE_KEYS: tuple[str, ...] = ("forward_always", "forward_busy", "forward_no_answer",
-                                 "forward_no_answer_after", "dnd", "star_codes")
+                                 "forward_no_answer_after", "dnd", "star_codes",
+                                 *("call_waiting", "three_way", "transfer_on_hangup"))
+CALL_FEATURES = ("call_waiting", "three_way", "transfer_on_hangup")
+"""Two-call features of gateway/lines/fxs_calls.py, each on unless set false."""
 STAR_CODE_KEYS: tuple[str, ...] = tuple(f.name for f in fields(StarCodes))
 
 #: (low, high, default) for each timer.
@@ -101,6 +104,9 @@ class LineFeatures:
 
     forward: ForwardState = field(default_factory=ForwardState)
     star_codes: StarCodes = field(default_factory=StarCodes)
+    call_waiting: bool = True
+    three_way: bool = True
+    transfer_on_hangup: bool = True
 
 
 def with_features(reader: Any, node: Any, path: str, line: Any) -> Any:
@@ -173,7 +179,8 @@ def read_features(reader: Any, f: _Fields) -> LineFeatures:
             except ValueError as exc:
                 reader.issue(x.node_of("star_codes"), x.child("star_codes"), str(exc),
                              "distinct codes, none the start of another")
-    return LineFeatures(forward, codes)
+    calls = {k: reader.take(x, k, _bool, True) for k in CALL_FEATURES}  # fxs_calls.py
+    return LineFeatures(forward, codes, **calls)
 
 
 def line_features_dict(timers: LineTimers, features: LineFeatures) -> dict[str, Any]:
@@ -191,6 +198,7 @@ def line_features_dict(timers: LineTimers, features: LineFeatures) -> dict[str, 
             "forward_no_answer": features.forward.no_answer,
             "forward_no_answer_after": features.forward.no_answer_after,
             "dnd": features.forward.dnd, "star_codes": features.star_codes.by_name(),
+            **{k: getattr(features, k) for k in CALL_FEATURES},
         },
     }
 
@@ -222,6 +230,15 @@ def json_schema() -> dict[str, dict[str, Any]]:
                 "dnd": {"type": "boolean", "default": False},
                 "star_codes": {"type": "object", "additionalProperties": False,
                                "properties": star},
+                "call_waiting": {"type": "boolean", "default": True, "description":
+                                 "A second call while talking is offered with the "
+                                 "call-waiting tone and type-2 caller ID (else 486)."},
+                "three_way": {"type": "boolean", "default": True, "description":
+                              "Hook flash in a call holds it for a consultation call; "
+                              "flash again with both connected makes a 3-way conference."},
+                "transfer_on_hangup": {"type": "boolean", "default": True, "description":
+                                       "Hanging up on a consultation call transfers the "
+                                       "held party (attended if answered, else blind)."},
             },
         },
     }
