@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from gateway.config.schema import Config, LineConfig, TrunkConfig
 from gateway.lines import events as lev
-from gateway.lines.fxo import FxoLine, IncomingOffer
+from gateway.lines.fxo import FxoLine, FxoState, IncomingOffer
 from gateway.routing.targets import LineTarget, LocalTarget, TrunkTarget, parse_target
 from gateway.runtime import call_end
 from gateway.runtime.fxo_port import FxoLinePort, FxoMachine, settings_from
@@ -118,6 +118,22 @@ class FxoCalls:
         port.start(event("ring"), event("polarity"),
                    event("loop") if port.senses_loop_current else None)
         return fp
+
+    def _fxo_reload(self, name: str, lc: LineConfig | None) -> None:
+        """A reload changed (or removed, `lc` None) an exchange line: reopen it with the
+        new settings once it is idle (a call on it is never cut)."""
+        fp = self.fxo_lines.get(name)
+        if fp is None:
+            return
+        if fp.line.fxo_state is not FxoState.IDLE or fp.call_id is not None:
+            self.loop.call_later(1.0, self._fxo_reload, name, lc)
+            return
+        del self.fxo_lines[name]
+        self.ports.pop(name, None)
+        fp.close()
+        if lc is not None:
+            self._add_fxo_line(lc)
+        log.info("fxo %s: %s by reload", name, "reopened" if lc is not None else "removed")
 
     def _fxo_input(self, fp: FxoLinePort, kind: str, value: bool) -> None:
         if self.fxo_lines.get(fp.name) is not fp:

@@ -203,7 +203,9 @@ class Reloader:
                 port.line.digit_map = digit_map
         for name in list(self.pending):
             found = gw.lines.get(name)
-            if found is None:
+            if found is None and name in getattr(gw, "fxo_lines", {}):
+                gw._fxo_reload(name, self.pending.pop(name))  # gateway.runtime.fxo_calls
+            elif found is None:
                 self.pending.pop(name)
             elif found.call_id is None and found.line.state.value == "idle":
                 self._line_idle_now(found)

@@ -196,3 +196,20 @@ def test_a_busy_exchange_line_passes_the_call_to_the_next_target(tmp_path: Path)
         gw.phone("hall", "onhook")
     finally:
         assert gw.stop() == 0, gw.log_text()[-3000:]
+
+
+def test_a_reload_reopens_the_exchange_line_with_its_new_inbound_target(
+        tmp_path: Path) -> None:
+    text = config(tmp_path)
+    gw = GatewayProcess(tmp_path, text)
+    gw.start()
+    try:
+        gw.config_path.write_text(text.replace('"line:kitchen"', '"line:hall"'))
+        result = gw.request("reload")
+        assert "pstn" in str(result), result
+        gw.wait_until("the line is reopened", lambda: fxo(gw)["state"] == "idle", timeout=5)
+        fxo(gw, "ring", caller="5551234", method="etsi_fsk_prering")
+        gw.wait_until("hall rings", lambda: gw.line("hall")["state"] == "ringing", timeout=8)
+        assert gw.line("kitchen")["state"] == "idle"
+    finally:
+        assert gw.stop() == 0, gw.log_text()[-3000:]
