@@ -47,7 +47,8 @@ def carry_out(gw: Gateway, lp: Port, action: lev.Action, now: float) -> bool:
     """Do a multi-call action for `lp`; False for actions the caller still has to do."""
     match action:
         case lev.ConnectAudio(call_id=call_id):
-            if call_id in gw.calls:
+            call = gw.calls.get(call_id)
+            if call is not None and call.port is lp:
                 lp.call_id = call_id  # the handset hears this call now
             return False
         case lev.DisconnectAudio(call_id=call_id):

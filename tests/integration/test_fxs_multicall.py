@@ -198,3 +198,68 @@ def test_three_way_conference_with_a_local_line_every_ear_checked(
     pcm = read_wav_8k(bob.last_heard())
     tail = pcm[-2 * 8000 * 2:-2 * 8000 // 2]
     assert frequencies_present(tail, FREQS) == (HANDSET_HZ, CAROL_HZ)
+
+
+def test_waiting_caller_gives_up_the_call_carries_on(
+    setup: tuple[KamailioTrunk, GatewayProcess], baresip_factory: BaresipFactory, tmp_path: Path
+) -> None:
+    trunk, gw = setup
+    bob_connected(trunk, gw, baresip_factory)
+    carol = phone(trunk, baresip_factory, "301", CAROL_HZ)
+    carol.dial(f"sip:{LINE_USER}@127.0.0.1:{trunk.port}")
+    carol.wait_for_event("CALL_RINGING", timeout=10)
+    gw.wait_until("carol waiting", lambda: len(gw.phone("1", "state")["calls"]) == 2, timeout=5)
+    carol.hangup()  # CANCEL while waiting
+    carol.wait_for_event("CALL_CLOSED", timeout=10)
+    gw.wait_until("back to one call", lambda: len(gw.phone("1", "state")["calls"]) == 1,
+                  timeout=5)
+    wait_heard(gw, tmp_path, "bob", (BOB_HZ,))
+    gw.phone("1", "flash")  # nothing waits any more: a consultation dial tone, bob held
+    gw.wait_hears("1", "dial", timeout=5)
+    assert len(gw.status()["calls"]) == 1
+
+
+LOCAL_LINES = """
+gateway: {{name: test-gw, country: US, state_dir: {state}}}
+sip: {{listen: "127.0.0.1:{port}", rtp_ports: 30000-30999}}
+lines:
+  - {{name: "1", backend: sim, number: "101"}}
+  - {{name: "2", backend: sim, number: "102"}}
+  - {{name: "3", backend: sim, number: "103"}}
+dialplan:
+  digit_map: "(1xx)"
+  routes:
+    - {{pattern: "1\\\\d\\\\d", to: local}}
+"""
+
+
+def test_attended_transfer_of_two_local_lines_joins_them(tmp_path: Path) -> None:
+    """Line 1 talks to line 2, flashes, calls line 3 and hangs up once 3 answers: lines 2
+    and 3 are joined on the box and hear each other."""
+    gw = GatewayProcess(tmp_path, LOCAL_LINES.format(state=tmp_path / "state", port=free_port()))
+    gw.start()
+    try:
+        gw.phone("1", "offhook")
+        gw.phone("1", "dial", digits="102")
+        gw.wait_until("line 2 rings", lambda: gw.line("2")["state"] == "ringing", timeout=5)
+        gw.phone("2", "offhook")
+        gw.phone("2", "play", path=str(write_tone_wav(tmp_path / "2.wav", CAROL_HZ, -12.0)))
+        wait_heard(gw, tmp_path, "l2", (CAROL_HZ,))
+        gw.phone("1", "flash")
+        gw.wait_hears("1", "dial", timeout=5)
+        gw.phone("1", "dial", digits="103")
+        gw.wait_until("line 3 rings", lambda: gw.line("3")["state"] == "ringing", timeout=5)
+        gw.phone("3", "offhook")
+        gw.phone("3", "play", path=str(write_tone_wav(tmp_path / "3.wav", BOB_HZ, -12.0)))
+        wait_heard(gw, tmp_path, "l3", (BOB_HZ,))
+        gw.phone("1", "onhook")  # transfer
+        gw.wait_until("line 1 idle", lambda: gw.line("1")["state"] == "idle", timeout=5)
+        wait_heard(gw, tmp_path, "2-hears-3", (BOB_HZ,), line="2")
+        wait_heard(gw, tmp_path, "3-hears-2", (CAROL_HZ,), line="3")
+        assert gw.line("1")["state"] == "idle" and gw.line("1")["call_id"] is None
+        gw.phone("2", "onhook")
+        gw.wait_hears("3", "busy", timeout=5)
+        gw.phone("3", "onhook")
+        gw.wait_until("no calls", lambda: not gw.status()["calls"], timeout=5)
+    finally:
+        assert gw.stop() == 0, gw.log_text()[-3000:]
