@@ -263,3 +263,22 @@ def test_attended_transfer_of_two_local_lines_joins_them(tmp_path: Path) -> None
         gw.wait_until("no calls", lambda: not gw.status()["calls"], timeout=5)
     finally:
         assert gw.stop() == 0, gw.log_text()[-3000:]
+
+
+def test_held_party_hangs_up_during_the_consultation(
+    setup: tuple[KamailioTrunk, GatewayProcess], baresip_factory: BaresipFactory
+) -> None:
+    trunk, gw = setup
+    bob = bob_connected(trunk, gw, baresip_factory)
+    gw.phone("1", "flash")  # bob held, dial tone
+    gw.wait_hears("1", "dial", timeout=5)
+    gw.wait_until("bob held", lambda: len(held_calls(gw)) == 1, timeout=5)
+    bob.hangup()  # BYE for the held call, not the line's current one
+    bob.wait_for_event("CALL_CLOSED", timeout=10)
+    gw.wait_until("held call gone", lambda: not gw.status()["calls"], timeout=5)
+    state = gw.phone("1", "state")
+    assert state["state"] == "dial-tone" and state["calls"] == [], state
+    gw.phone("1", "onhook")  # nothing held: no recall
+    gw.wait_until("line idle", lambda: gw.line("1")["state"] == "idle", timeout=5)
+    time.sleep(1.0)
+    assert gw.line("1")["state"] == "idle" and not gw.line("1")["ringing"]

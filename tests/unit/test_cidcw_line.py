@@ -102,3 +102,17 @@ def test_silence_is_sent_to_the_far_end_during_the_alert_only() -> None:
     t = talk_and_wait("US")
     quiet = [i for i, f in enumerate(t.sent) if f == SILENCE_FRAME]
     assert quiet, "nothing was muted"
+
+
+def test_every_country_has_a_call_waiting_alert() -> None:
+    from gateway.dsp.cidcw import cw_burst
+    from gateway.dsp.tones import load_profiles
+
+    for country, profile in load_profiles().items():
+        burst = cw_burst(profile)
+        assert frequencies_present(burst, profile.call_waiting.frequencies), country
+        port = SimFxs("1", {"country": country, "clock": "frames"})
+        lp = LinePort("1", "201", SimpleNamespace(options={}), port,
+                      FxsLine("1", digit_map=DigitMap("x")), profile)
+        lp.play_tone("call-waiting")  # the line's ToneName, the profile's call_waiting
+        assert lp.tone is not None and lp.tone.spec == profile.call_waiting, country
