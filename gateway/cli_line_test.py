@@ -55,6 +55,14 @@ def format_report(result: Mapping[str, Any]) -> str:
     for c in checks:
         verdict = "PASS" if c.get("ok") else "FAIL"
         lines.append(f"  {str(c.get('name', '')).ljust(width)}  {verdict}  {c.get('figure', '')}")
+    audio = result.get("audio")
+    if isinstance(audio, Mapping):
+        ppm = audio.get("card_ppm")
+        lines.append(
+            f"  sound card {audio.get('device')}: {audio.get('underruns')} underrun(s), "
+            f"{audio.get('overruns')} overrun(s), latency {audio.get('playback_latency_ms')}"
+            f"/{audio.get('capture_latency_ms')} ms out/in, clock "
+            + ("not yet measured" if ppm is None else f"{ppm:+.1f} ppm"))
     failed = [str(c.get("name")) for c in checks if not c.get("ok")]
     lines.append("PASS: every check passed" if not failed and checks
                  else f"FAIL: {', '.join(failed) or 'no checks ran'}")

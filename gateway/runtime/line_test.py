@@ -195,12 +195,16 @@ class LineTest:
                 lp.line.hook(True, gw.loop.time())
             gw._pump()
         ok = all(c.ok for c in self.checks)
+        codec = getattr(self.real, "codec", None)
+        stats = getattr(codec, "stats", None)
         return {
             "line": lp.name,
             "backend": getattr(lp.config, "backend", "?"),
             "simulated": self.phone is not None,
             "passed": ok,
             "checks": [asdict(c) for c in self.checks],
+            # the sound card's own counters (hal/audio/alsa.py), on hardware
+            "audio": stats() if callable(stats) else None,
         }
 
     async def _run_checks(self) -> None:

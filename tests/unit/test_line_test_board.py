@@ -131,3 +131,10 @@ def test_cli_report_and_exit_code() -> None:
     assert cli_line_test.run(args, _Client(bad), out, as_json=False) == 1
     assert out.getvalue().rstrip().endswith("FAIL: hook")
     assert cli_line_test.timeout(args) == 47.0
+    board = {**good, "audio": {"device": "hw:1", "underruns": 0, "overruns": 1,
+                               "playback_latency_ms": 40.0, "capture_latency_ms": 50.0,
+                               "card_ppm": -12.34}}
+    out = io.StringIO()
+    cli_line_test.run(args, _Client(board), out, as_json=False)
+    assert "  sound card hw:1: 0 underrun(s), 1 overrun(s), latency 40.0/50.0 ms out/in, " \
+        "clock -12.3 ppm" in out.getvalue()
