@@ -92,6 +92,12 @@ class EchoCanceller:
         self._a_stale = False
         self._w_zero = True  # the foreground filter has not taken any taps yet
         self._converged = 0  # adapted sub-blocks in a row with ERLE >= CONVERGED_DB
+        # Segments of the far-end buffer (taps - 1 samples of tail, then the frame): three
+        # sub-blocks, the middle of the tail, the frame's four sub-blocks. Sub-block i's tail
+        # (far samples i*BLOCK .. i*BLOCK + BLOCK + taps - 2) is exactly segments i..i+4.
+        head = [i * BLOCK for i in range(FRAME_SAMPLES // BLOCK)]
+        frame = [self.taps - 1 + i * BLOCK for i in range(FRAME_SAMPLES // BLOCK)]
+        self._peak_index = (np.array(head + frame) if head[-1] < frame[0] else None)
         self._ready = True
 
     def reset(self) -> None:
@@ -111,19 +117,29 @@ class EchoCanceller:
             raise ValueError("echo canceller frames must be 20 ms of 16-bit PCM")
         x = xi.astype(np.float64)
         d = di.astype(np.float64)
-        far_peak_frame = max(int(xi.max()), -int(xi.min()))
+        ext = np.concatenate((self._hist, x))
+        buf = ext[ORDER:]
+        abs_buf = np.abs(buf)
+        # Peak of each sub-block's far-end tail (and of this frame's far end) from one
+        # reduction over segments, instead of one max() per sub-block.
+        seg = self._peak_index
+        if seg is not None:
+            m = np.maximum.reduceat(abs_buf, seg).tolist()
+            far_peak_frame = max(m[4:])
+            tail_peaks = [max(m[i:i + 5]) for i in range(FRAME_SAMPLES // BLOCK)]
+        else:  # a tail too short for the segments (under 16 ms)
+            far_peak_frame = float(abs_buf[-FRAME_SAMPLES:].max())
+            tail_peaks = [float(abs_buf[start:start + BLOCK + self.taps - 1].max())
+                          for start in range(0, FRAME_SAMPLES, BLOCK)]
         if far_peak_frame <= FAR_ACTIVE:
             self._quiet += FRAME_SAMPLES
         else:
             self._quiet = 0
         if self._quiet > self.taps + FRAME_SAMPLES:
             # nothing was played for a whole tail: there is no echo to take out
-            self._hist = np.concatenate((self._hist[FRAME_SAMPLES:], x))
+            self._hist = ext[FRAME_SAMPLES:]
             self._dprev = d[-ORDER:].copy()
             return near
-        ext = np.concatenate((self._hist, x))
-        buf = ext[ORDER:]
-        abs_buf = np.abs(buf)
         near_peaks = np.abs(d).reshape(-1, BLOCK).max(axis=1).tolist()
         # The double-talk detector first, for the whole frame: which sub-blocks adapt.
         # Only those need the whitened signals and the background filter's products.
@@ -136,7 +152,7 @@ class EchoCanceller:
         # 30 dB (a new echo path) restores every sub-block at once.
         slow = self._converged >= CONVERGED_BLOCKS
         for i, start in enumerate(range(0, FRAME_SAMPLES, BLOCK)):
-            far_peak = float(abs_buf[start:start + BLOCK + self.taps - 1].max())
+            far_peak = tail_peaks[i]
             near_peak = near_peaks[i]
             if near_peak > GEIGEL * far_peak and near_peak > FAR_ACTIVE:
                 self._hang = HANGOVER
