@@ -34,17 +34,16 @@ from gateway.runtime.edge import SipEdge, build_edge, build_route_guard
 from gateway.runtime.failover import FailoverCalls
 from gateway.runtime.fxo_calls import FxoCalls, fxo_policies
 from gateway.runtime.gsm_calls import GsmCalls, gsm_policies
+from gateway.runtime.line_calls import carry_out as carry_out_line_call
+from gateway.runtime.line_calls import line_features
 from gateway.runtime.local_registrar import LocalRegistrar, start_local_registrar
 from gateway.runtime.logs import setup_logging
 from gateway.runtime.media_watch import MediaWatchCalls
 from gateway.runtime.metrics import MetricsServer, start_metrics
-from gateway.runtime.mwi import MessageWaiting
-from gateway.runtime.transfer import Transfers
 from gateway.runtime.modem import ModemDriver
 from gateway.runtime.modem_setup import StoredPinMemory
+from gateway.runtime.mwi import MessageWaiting
 from gateway.runtime.phones import PhoneCalls
-from gateway.runtime.line_calls import carry_out as carry_out_line_call
-from gateway.runtime.line_calls import line_features
 from gateway.runtime.ports import LinePort, Port, PortTable, machine_for
 from gateway.runtime.push import Pusher, start_push
 from gateway.runtime.reload import Reloader, line_idle, reloader_of
@@ -52,6 +51,7 @@ from gateway.runtime.resolver import SipResolver
 from gateway.runtime.sip_calls import Call, Registration, SipCalls
 from gateway.runtime.sms_service import SmsService
 from gateway.runtime.systemd import Notifier, gateway_summary
+from gateway.runtime.transfer import Transfers
 from gateway.runtime.transports import (
     ListenSettings,
     TlsServerSettings,
