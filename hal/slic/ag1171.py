@@ -6,6 +6,8 @@ Wiring (Raspberry Pi BCM numbers come from the config; docs/hardware.md has tabl
 - RM (ring mode, GPIO output): high while ringing;
 - F/R (forward/reverse, GPIO output): toggled at the ring frequency (20 or 25 Hz) while
   ringing, otherwise held steady to set loop polarity (high = forward, the normal one).
+  The toggling is a 50 % PWM where the pin factory has PWM (lgpio, RPi.GPIO, mock), else
+  gpiozero's blink thread.
 
 SHK is debounced here, in software (:class:`hal.gpio.debounce.Debouncer`): a level counts
 once it has been stable for ``debounce_ms`` (10 ms by default), and the edge carries the
@@ -25,6 +27,7 @@ from collections.abc import Callable
 from typing import Any
 
 from gpiozero import DigitalInputDevice, DigitalOutputDevice, PWMOutputDevice
+from gpiozero.exc import PinPWMUnsupported
 
 from hal.base import AudioPort, FxsPort, HalError, HookCallback
 from hal.gpio.debounce import DebouncedEdge, Debouncer
@@ -85,12 +88,19 @@ class Ag1171Fxs(FxsPort):
             self._devices.append(self._shk)
             self._rm = DigitalOutputDevice(rm_pin, initial_value=False, pin_factory=pin_factory)
             self._devices.append(self._rm)
-            self._fr = PWMOutputDevice(
-                fr_pin,
-                initial_value=self._polarity_level(),
-                frequency=self.ring_hz,
-                pin_factory=pin_factory,
-            )
+            try:
+                self._fr: Any = PWMOutputDevice(
+                    fr_pin,
+                    initial_value=self._polarity_level(),
+                    frequency=self.ring_hz,
+                    pin_factory=pin_factory,
+                )
+                self._fr_pwm = True
+            except PinPWMUnsupported:  # e.g. gpiozero's native factory: toggle it ourselves
+                self._fr = DigitalOutputDevice(
+                    fr_pin, initial_value=self._polarity_level() >= 0.5, pin_factory=pin_factory
+                )
+                self._fr_pwm = False
             self._devices.append(self._fr)
         except Exception:
             self._close_devices()
@@ -176,11 +186,24 @@ class Ag1171Fxs(FxsPort):
         self._ringing = on
         if on:
             self._rm.on()
-            self._fr.frequency = self.ring_hz
-            self._fr.value = 0.5
+            if self._fr_pwm:
+                self._fr.frequency = self.ring_hz
+                self._fr.value = 0.5
+            else:  # gpiozero's blink thread: half a ring cycle each way
+                half = 0.5 / self.ring_hz
+                self._fr.blink(on_time=half, off_time=half, background=True)
         else:
-            self._fr.value = self._polarity_level()
+            self._set_fr_rest()
             self._rm.off()
+
+    def _set_fr_rest(self) -> None:
+        level = self._polarity_level()
+        if self._fr_pwm:
+            self._fr.value = level
+        elif level >= 0.5:
+            self._fr.on()  # also stops a blink
+        else:
+            self._fr.off()
 
     @property
     def ringing(self) -> bool:
@@ -191,7 +214,7 @@ class Ag1171Fxs(FxsPort):
         """Set loop polarity; while ringing it takes effect when ringing stops."""
         self._reversed = reversed
         if not self._ringing and not self._closed:
-            self._fr.value = self._polarity_level()
+            self._set_fr_rest()
 
     # -- audio ----------------------------------------------------------------------------
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+from typing import Any
 
 import pytest
 
@@ -102,3 +103,36 @@ def test_ring_frequency_from_config_and_checked() -> None:
         SimFxs("r", {"ring_hz": 5})
     with pytest.raises(HalError, match="debounce_ms"):
         SimFxs("r", {"debounce_ms": 45})
+
+
+def test_fr_toggles_without_pwm_and_rests_at_the_polarity_level() -> None:
+    """A pin factory without PWM (gpiozero's native one; a plain MockPin here): F/R is
+    toggled by a blink thread while ringing and comes back to rest when it stops."""
+    from gpiozero.pins.mock import MockFactory
+
+    factory = MockFactory()  # plain MockPin: no PWM
+    port = Ag1171Fxs("np", shk_pin=17, rm_pin=27, fr_pin=22, audio=MemoryAudio(),
+                     pin_factory=factory, ring_hz=25)
+    fr, rm = factory.pin(22), factory.pin(27)
+    try:
+        assert fr.state is True  # forward polarity at rest
+        port.set_ringing(True)
+        assert rm.state is True
+        deadline = threading.Event()
+        for _ in range(200):
+            if _changes(fr.states) >= 6:
+                break
+            deadline.wait(0.01)
+        assert _changes(fr.states) >= 6, fr.states
+        port.set_polarity(True)  # while ringing: takes effect when ringing stops
+        port.set_ringing(False)
+        assert rm.state is False and fr.state is False
+        settled = len(fr.states)
+        deadline.wait(0.1)
+        assert len(fr.states) == settled  # the toggling stopped
+    finally:
+        port.close()
+
+
+def _changes(states: list[Any]) -> int:
+    return sum(1 for a, b in zip(states, states[1:], strict=False) if a.state != b.state)
