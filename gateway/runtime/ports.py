@@ -248,7 +248,9 @@ class LinePort:
     def digits_heard(self) -> list[str]:
         if not self.port.is_off_hook():
             return []  # nobody can dial on an on-hook phone; spare the detector
-        digits = self.detector.feed(self.mic_heard)
+        if self.cw_alert is None:
+            return self.detector.feed(self.mic)
+        digits = self.detector.feed(self.mic_heard)  # `mic` is muted for the far end
         if self.cw_alert is not None:
             for digit in digits:
                 self.cw_alert.ack(digit)  # D or A: the phone asks for the caller ID
