@@ -8,6 +8,8 @@
   REFER on the held call with Refer-To <sip:301@trunk?Replaces=...> naming the consultation
   dialog as sipp sees it (Call-ID, to-tag = sipp's tag, from-tag = ours), and both legs are
   ended after the 200 sipfrag;
+- INVITE with Replaces (RFC 3891) from a second trunk naming the answered call: answered at
+  once on the same line, the replaced call gets BYE, the handset talks to the new party;
 - we are transferred: sipp calls the line, the handset answers, sipp REFERs it to 300; the
   gateway answers 202, calls 300 at the trunk's proxy (a second sipp), NOTIFYs 100 and 200,
   BYEs the old call, and the handset talks to the new party (RTP echoed back to it).
@@ -25,7 +27,7 @@ import pytest
 from .conftest import require_binary
 from .peers.ports import free_port, free_sip_port, release
 from .peers.sipp import Sipp, sipp_binary
-from .test_interop_matrix import LINE, wait_call_state, wait_no_calls
+from .test_interop_matrix import LINE, LINE_NUMBER, wait_call_state, wait_no_calls
 from .test_interop_sipp import (
     SIPP_USER,
     SippRig,
@@ -153,3 +155,41 @@ def test_peer_transfers_us_new_call_from_the_same_line(rig: SippRig, tmp_path: P
         assert_sipp_passed(target, target.wait(10))
     finally:
         release(proxy_port, proxy_media)
+
+
+def test_invite_with_replaces_takes_over_the_call(rig: SippRig, tmp_path: Path) -> None:
+    """sipp A (trunk sipp) calls the line and the handset answers; sipp B (a second trunk)
+    sends INVITE with Replaces naming that dialog as the gateway sees it: B is answered at
+    once on the same line, A gets BYE, and the handset talks to B (RTP echoed)."""
+    b_port, b_media = free_port(), free_sip_port()
+    try:
+        text = rig.gw.config_path.read_text()
+        anchor = "lines:\n"
+        assert anchor in text
+        rig.gw.config_path.write_text(text.replace(
+            anchor, f"  - name: sipp2\n    registrar: 127.0.0.1:{b_port}\n"
+                    "    keepalive: none\n" + anchor, 1))
+        rig.gw.start()
+        a = rig.uac("uac_replaced.xml", rtp_echo=False)
+        rig.gw.wait_until("line rings", lambda: rig.gw.line(LINE)["state"] == "ringing")
+        rig.gw.phone(LINE, "offhook")
+        wait_call_state(rig.gw, "connected", timeout=10)
+        invite = a._trace("sent")[0]
+        answer = next(m for m in a.received("SIP/2.0 200") if "INVITE" in _header(m, "CSeq"))
+        replaces = (f"{_header(invite, 'Call-ID')};to-tag={_tag(_header(answer, 'To'))}"
+                    f";from-tag={_tag(_header(invite, 'From'))}")
+        b = Sipp("uac_replaces.xml", sip_port=b_port, media_port=b_media, tmpdir=tmp_path,
+                 remote=f"127.0.0.1:{rig.sip_port}", service=LINE_NUMBER,
+                 extra_args=["-key", "replaces", replaces])
+        rig.sipps.append(b)
+        b.start()
+        assert_sipp_passed(a, a.wait(10))  # A was sent BYE
+        rig.gw.wait_until("one call, with B", lambda: [
+            c["call_id"] for c in rig.gw.status()["calls"]] == [_header(
+                b._trace("sent")[0], "Call-ID")], timeout=5)
+        assert not b.received("SIP/2.0 180"), "a replacing INVITE must not ring"
+        handset_talks(rig)
+        rig.gw.phone(LINE, "onhook")
+        assert_sipp_passed(b, b.wait(10))
+    finally:
+        release(b_port, b_media)
