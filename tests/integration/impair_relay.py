@@ -227,8 +227,10 @@ def _recv(sock: socket.socket) -> tuple[bytes, tuple[str, int], float] | None:
     """One datagram, its source and the kernel's arrival time (wall clock)."""
     try:
         data, anc, _, addr = sock.recvmsg(4096, socket.CMSG_SPACE(16))
-    except BlockingIOError:
+    except (BlockingIOError, InterruptedError):
         return None
+    except OSError:  # a pending ICMP error, consumed by this call: read on
+        return b"", ("", 0), 0.0
     stamp = time.time()
     for level, kind, payload in anc:
         if level == socket.SOL_SOCKET and kind == SO_TIMESTAMPNS and len(payload) >= 16:
@@ -441,6 +443,8 @@ class Relay:
                 assert isinstance(sock, socket.socket)
                 while (got := _recv(sock)) is not None:
                     data, src, stamp = got
+                    if not data:
+                        continue
                     if kind == "sip":
                         self.on_sip(data, src)
                     else:

@@ -14,7 +14,10 @@ What is asserted, on the baresip -> handset direction:
 
 - **Continuity.** The simulated handset records its earpiece (the frames the daemon plays
   it) for 10 s. A *gap* is a run of consecutive 10 ms windows whose RMS is more than 20 dB
-  below the recording's median window RMS. The longest gap must be at most 60 ms.
+  below the recording's median window RMS. The longest gap must be at most 60 ms, and
+  (beyond the must-hold, which a call with no concealment at all would pass: a lost
+  packet played as silence is a 20 ms gap) all quiet windows together at most 10 ms per
+  packet the relay dropped.
 - **MOS.** `branchline status` (during the call) and the call record (after it) both report
   a MOS within 0.3 of `mos(r_factor(delay, loss))` (the project's G.107 function), where
   loss is the share of baresip's packets the relay actually dropped, and delay is the
@@ -43,6 +46,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -78,8 +82,9 @@ STALL_RELAY_MS = 10.0
 STALL_SENDER_MS = 40.0
 
 
-def longest_gap_ms(samples: np.ndarray, rate: int) -> float:
-    """Longest run of 10 ms windows more than QUIET_DB below the median window, in ms."""
+def gaps_ms(samples: np.ndarray, rate: int) -> tuple[float, float]:
+    """(longest, total) ms of 10 ms windows more than QUIET_DB below the median window:
+    the longest run of consecutive quiet windows, and all quiet windows together."""
     n = rate * WINDOW_MS // 1000
     windows = samples[: samples.size // n * n].reshape(-1, n)
     rms = np.sqrt(np.mean(np.square(windows), axis=1))
@@ -89,7 +94,7 @@ def longest_gap_ms(samples: np.ndarray, rate: int) -> float:
     for q in quiet:
         run = run + 1 if q else 0
         longest = max(longest, run)
-    return float(longest * WINDOW_MS)
+    return float(longest * WINDOW_MS), float(np.count_nonzero(quiet) * WINDOW_MS)
 
 
 @dataclass
@@ -97,6 +102,7 @@ class CallResult:
     """One call's figures: the handset's recording, the daemon's reports, the relay's."""
 
     gap_ms: float
+    quiet_ms: float  # all quiet windows of the recording together
     status: dict[str, Any]  # calls[0] of `branchline status` near the end of the call
     record: dict[str, Any]  # the call record
     down: PathFigures  # baresip -> gateway
@@ -118,10 +124,21 @@ class CallResult:
         out = []
         if self.gap_ms > MAX_GAP_MS:
             out.append(f"gap {self.gap_ms:.0f} ms > {MAX_GAP_MS:.0f} ms")
+        # Beyond the must-hold's letter: a lost packet played as silence leaves a 20 ms
+        # hole, within 60 ms, so the limit alone would pass with no concealment at all.
+        # Concealed, an isolated loss leaves no quiet window; allow half a hole per drop.
+        if self.quiet_ms > 10.0 * self.down.dropped:
+            out.append(f"{self.quiet_ms:.0f} ms quiet in all for {self.down.dropped} "
+                       "packets dropped: losses were not concealed")
         for where, value in (("status", st["mos"]), ("call record", rec.get("mos"))):
             if value is None or abs(value - self.expected_mos) > MOS_TOLERANCE:
                 out.append(f"{where} MOS {value} vs E-model {self.expected_mos:.2f}")
-        # the loss inside the score is the relay's (RTCP's count, plus late discards)
+        # the score is G.107 of the delay and loss the daemon reports beside it ...
+        own = mos(r_factor(st["one_way_delay_ms"], st["effective_loss_pct"]))
+        if abs(st["mos"] - own) > 0.02:
+            out.append(f"status MOS {st['mos']:.2f} is not the E-model of its own delay "
+                       f"and loss ({own:.2f})")
+        # ... and that loss is the relay's (RTCP's count, plus late discards)
         if abs(rec.get("rtp_loss_pct", -99) - self.down.loss_pct) > 0.5:
             out.append(f"call record loss {rec.get('rtp_loss_pct')} % vs relay's "
                        f"{self.down.loss_pct:.2f} %")
@@ -152,7 +169,8 @@ class CallResult:
             f"skipped slots {st['skipped_slots']}; MOS status {st['mos']:.2f} record "
             f"{rec.get('mos')} (loss {rec.get('rtp_loss_pct')} %) vs E-model "
             f"{self.expected_mos:.2f} ({self.expected_delay_ms:.0f} ms, "
-            f"{d.loss_pct:.2f} %); longest gap {self.gap_ms:.0f} ms; relay "
+            f"{d.loss_pct:.2f} %); longest gap {self.gap_ms:.0f} ms (quiet "
+            f"{self.quiet_ms:.0f} ms in all); relay "
             f"scheduling {self.priority}; stalls: "
             f"{', '.join(self.stalls) or 'none'}"
         )
@@ -216,8 +234,24 @@ class Setup:
             if ms > STALL_SENDER_MS]
         if status["stats"]["skipped_slots"]:
             stalls.append(f"daemon skipped {status['stats']['skipped_slots']} send slots")
-        return CallResult(longest_gap_ms(samples, rate), status, records[-1], down, up,
+        return CallResult(*gaps_ms(samples, rate), status, records[-1], down, up,
                           stalls, self.relay.priority)
+
+
+def favour(bob: Baresip) -> str:
+    """Nice -10 for every thread of baresip, when allowed: it stands in for a far-end phone
+    whose sending is on time, so its own stalls on a loaded host are not the impairment
+    (Linux keeps nice per thread, and its audio threads already run). The daemon keeps
+    its ordinary priority: its timing is part of what is tested."""
+    proc = bob._proc  # the peer class names no pid
+    if proc is None:
+        return "not running"
+    try:
+        for tid in os.listdir(f"/proc/{proc.pid}/task"):
+            os.setpriority(os.PRIO_PROCESS, int(tid), -10)
+    except OSError as exc:
+        return f"ordinary priority ({exc.strerror})"
+    return "nice -10"
 
 
 @pytest.fixture
@@ -238,6 +272,7 @@ def setup(tmp_path: Path, kamailio_factory: KamailioFactory,
             bob = baresip_factory("300", trunk=trunk, password="bob-pass-300", tone=1000,
                                   answer_mode="auto", record=False)
             bob.wait_registered()
+            print(f"relay scheduling {relay.priority}; baresip {favour(bob)}")
             gw.wait_until("line 1 registered", lambda: gw.registered("1"), timeout=10)
             yield Setup(tmp_path, trunk, relay, gw, bob)
         finally:
