@@ -18,7 +18,7 @@ import pytest
 from gateway.dsp.analysis import dominant_frequency
 from hal.audio.wav import read_wav_8k
 
-from .conftest import BaresipFactory
+from .conftest import BaresipFactory, KamailioFactory
 from .gateway_proc import GatewayProcess
 from .peers.baresip import Baresip
 from .peers.ports import free_port
@@ -139,3 +139,36 @@ def test_sip_phone_call_goes_out_on_the_exchange_line_when_the_trunk_is_down(
     gw.wait_until("released", lambda: exchange(gw)["state"] == "idle", timeout=5)
     assert exchange(gw)["calls"][-1]["number"] == "5551234"  # type: ignore[index]
     assert far_party_seconds(phone.wait_recordings_closed()[-1]) >= 1.0
+
+
+def test_exchange_call_reaches_a_trunk_callee_with_the_caller_id(
+        tmp_path: Path, kamailio_factory: KamailioFactory,
+        baresip_factory: BaresipFactory) -> None:
+    """`inbound: trunk:main`: an INVITE to inbound_number at the trunk, From = caller ID."""
+    trunk = kamailio_factory(users={"300": "bob-pass-300"})
+    text = config(tmp_path, free_port(), trunk.port).replace(
+        "failover_timeout: 1.0", "failover_timeout: 1.0\n    health: {probe_interval: 3600}"
+    ).replace('inbound: local, inbound_number: "201"', 'inbound: "trunk:main", '
+              'inbound_number: "300"')
+    gw = GatewayProcess(tmp_path, text)
+    bob = baresip_factory("300", trunk=trunk, password="bob-pass-300", tone=PHONE_HZ)
+    bob.wait_registered()
+    gw.start()
+    try:
+        fxo(gw, "ring", caller="5551234", name="ALICE", method="etsi_fsk_prering")
+        incoming = bob.wait_for_event("CALL_INCOMING", timeout=10)
+        assert "5551234" in str(incoming.get("peeruri", "")), incoming
+        invites = trunk.events("request", "INVITE")
+        assert invites and invites[0].fields["from"].startswith("sip:5551234@"), invites
+        assert exchange(gw)["state"] == "ringing"  # not picked up before bob answers
+        bob.accept()
+        bob.wait_for_event("CALL_ESTABLISHED", timeout=10)
+        gw.wait_until("the exchange line is answered",
+                      lambda: exchange(gw)["state"] == "talking", timeout=5)
+        exchange_hears(gw, PHONE_HZ)
+        time.sleep(1.5)
+        fxo(gw, "hangup", how="loop")
+        bob.wait_for_event("CALL_CLOSED", timeout=10)
+        assert far_party_seconds(bob.wait_recordings_closed()[-1]) >= 1.0
+    finally:
+        assert gw.stop() == 0, gw.log_text()[-3000:]
