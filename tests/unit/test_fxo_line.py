@@ -348,3 +348,44 @@ def test_settings_are_checked() -> None:
         FxoSettings(dial_mode="pulse")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="loop_drop"):
         FxoSettings(loop_drop=-1)
+
+
+# --- races -----------------------------------------------------------------------------
+
+
+def test_a_caller_id_after_the_offer_is_not_a_second_call() -> None:
+    line = FxoLine("pstn")
+    ring_burst(line, 0.0)
+    ring_burst(line, 6.0)  # offered at the second ring, no caller ID
+    assert offers(line.actions()) == [IncomingOffer(None, None)]
+    line.caller_id("5551234", None, False, 8.5)  # late data: same call
+    assert offers(line.actions()) == []
+
+
+def test_an_answer_after_the_caller_gave_up_does_not_seize() -> None:
+    line = FxoLine("pstn")
+    ring_burst(line, 0.0)
+    line.caller_id("5551234", None, False, 2.5)
+    line.set_call_id("c1")
+    run(line, 2.0 + 6.5)  # gave up
+    line.actions()
+    line.call_answered(8.5)
+    assert line.actions() == [] and not line.off_hook
+
+
+def test_rings_while_seized_for_an_outgoing_call_are_ignored() -> None:
+    line = FxoLine("pstn")
+    place(line, "12")
+    line.actions()
+    line.ring(True, 0.05)  # glare: the exchange was about to ring
+    run(line, 0.3)
+    line.ring(False, 0.3)
+    assert offers(line.actions()) == [] and line.fxo_state is FxoState.SEIZED
+
+
+def test_polarity_reversals_on_an_idle_line_are_no_call() -> None:
+    line = FxoLine("pstn")
+    line.polarity(True, 0.0)
+    line.polarity(False, 1.0)
+    run(line, 10.0)
+    assert line.actions() == [] and line.fxo_state is FxoState.IDLE
