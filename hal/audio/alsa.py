@@ -13,7 +13,7 @@ None. Around that:
   frame of silence so it does not run dry before the next tick, and a capture gap is a
   None (the line port plays silence for it) that restarts the capture cushion;
 - **latency is bounded**: a frame that arrives while the card still holds the whole
-  ``target_ms`` cushion is dropped (counted), and captured audio beyond ``target_ms`` + 2
+  ``target_ms`` cushion and a frame more is dropped (counted), and captured audio beyond ``target_ms`` + 2
   frames is dropped a frame at a time;
 - **under- and overruns are counted**: a card that ran dry (playback) or overflowed
   (capture) is counted, recovered and re-primed;
@@ -51,7 +51,11 @@ def _alsaaudio() -> Any:
 
 
 class AlsaAudio(AudioPort):
-    """8 kHz S16LE mono capture and playback on one ALSA device, one period = 20 ms.
+    """8 kHz S16LE mono capture and playback on one ALSA device.
+
+    Periods are 10 ms (two per frame), eight to the buffer: a card whose pointer moves a
+    period at a time (I2S DMA) then still shows its fill to within 10 ms, which the drift
+    compensator needs.
 
     ``alsa`` replaces the pyalsaaudio module (tests pass a fake card); ``clock`` is the loop
     clock the card is compared with; ``drift=False`` turns compensation off for a caller
@@ -62,7 +66,8 @@ class AlsaAudio(AudioPort):
         self,
         device: str = "default",
         *,
-        periods: int = 4,
+        period_ms: float = 10.0,
+        periods: int = 8,
         target_ms: float = 40.0,
         drift: bool = True,
         clock: Callable[[], float] = time.monotonic,
@@ -72,16 +77,20 @@ class AlsaAudio(AudioPort):
         self._alsa = alsa
         self.device = device
         self._clock = clock
-        if periods < 2 or not FRAME_SAMPLES / SAMPLE_RATE * 1000 <= target_ms:
+        period = round(period_ms * SAMPLE_RATE / 1000)
+        buffer_ms = period_ms * periods
+        if (period < 8 or FRAME_SAMPLES % period or periods < 2
+                or not FRAME_SAMPLES / SAMPLE_RATE * 1000 <= target_ms <= buffer_ms - 40):
             raise HalError(
-                f"ALSA device {device!r}: periods {periods}, target {target_ms} ms; "
-                "expected >= 2 periods and a target of at least one 20 ms frame"
+                f"ALSA device {device!r}: {periods} periods of {period_ms} ms, target "
+                f"{target_ms} ms; expected a period that divides 20 ms, >= 2 periods, and a "
+                "target from 20 ms to the buffer's length less 40 ms"
             )
         common: dict[str, Any] = {
             "channels": 1,
             "rate": SAMPLE_RATE,
             "format": alsa.PCM_FORMAT_S16_LE,
-            "periodsize": FRAME_SAMPLES,
+            "periodsize": period,
             "periods": periods,
             "device": device,
         }
@@ -94,7 +103,7 @@ class AlsaAudio(AudioPort):
                 raise
         except alsa.ALSAAudioError as exc:
             raise HalError(f"ALSA device {device!r}: {exc}") from exc
-        self.buffer_samples = int(_info(self._play).get("buffer_size", periods * FRAME_SAMPLES))
+        self.buffer_samples = int(_info(self._play).get("buffer_size", periods * period))
         target = min(target_ms * SAMPLE_RATE / 1000.0, self.buffer_samples - FRAME_SAMPLES)
         self.target_samples = max(float(FRAME_SAMPLES), target)
         self._queue: deque[bytes] = deque()
@@ -103,7 +112,7 @@ class AlsaAudio(AudioPort):
         self._play_running = False
         self._cap_primed = False
         self._closed = False
-        # the card hands over whole periods: keep half a period more on the capture side so
+        # the card hands over whole periods: keep half a frame more on the capture side so
         # a whole frame is there whatever the phase of its period against our tick
         self.capture_target = self.target_samples + FRAME_SAMPLES / 2
         self._high_water = self.capture_target + 2 * FRAME_SAMPLES
@@ -116,7 +125,7 @@ class AlsaAudio(AudioPort):
         self.silence_frames = 0
         """Frames of silence written to keep the card from running dry."""
         self.late_dropped = 0
-        """Playback frames dropped because the card already held the whole cushion."""
+        """Playback frames dropped because the card already held the cushion and a frame."""
         self.capture_dropped = 0
         """Captured frames dropped for the same reason."""
         self.capture_gaps = 0
@@ -131,9 +140,12 @@ class AlsaAudio(AudioPort):
         if len(frame) != FRAME_BYTES:
             raise HalError(f"audio frame: {len(frame)} bytes, expected {FRAME_BYTES}")
         queued = self._card_queued()
-        if self._play_running and queued + self._queue_samples >= self.target_samples:
-            # the card already holds the whole cushion (this tick came early, or silence
-            # went in for a late one): skip this frame rather than add latency
+        if self._play_running and queued + self._queue_samples >= self.target_samples + \
+                FRAME_SAMPLES:
+            # the card still holds the whole cushion and a frame more (this tick came early,
+            # or silence went in for a late one): skip this frame rather than add latency.
+            # (A card that reports its pointer a period at a time shows up to one frame
+            # more than it holds, hence the extra frame.)
             self.late_dropped += 1
             return
         if self._play_drift is not None and self._play_running:

@@ -84,8 +84,8 @@ class FakePlayback:
 
 
 class FakeCapture:
-    def __init__(self, card: FakeCard, buffer: int) -> None:
-        self.card, self.buffer = card, buffer
+    def __init__(self, card: FakeCard, buffer: int, period: int) -> None:
+        self.card, self.buffer, self.period = card, buffer, period
         self.start = card.position()
         self.taken = 0
         self.xruns = 0
@@ -107,13 +107,13 @@ class FakeCapture:
         ready = self._ready()
         if ready < 0:
             return ready, b""
-        if ready < 160:
+        if ready < self.period:
             return 0, b""
-        self.taken += 160
+        self.taken += self.period
         out = b"".join(((self.next_sample + i) % 30000).to_bytes(2, "little", signed=True)
-                       for i in range(160))
-        self.next_sample += 160
-        return 160, out
+                       for i in range(self.period))
+        self.next_sample += self.period
+        return self.period, out
 
     def close(self) -> None:
         self.closed = True
@@ -135,8 +135,8 @@ class FakeAlsa:
         self.opened.append({"kind": kind, "mode": mode, **kw})
         assert mode == self.PCM_NONBLOCK, "the adapter must never open a blocking PCM"
         buffer = kw["periods"] * kw["periodsize"]
-        pcm = FakeCapture(self.card, buffer) if kind == self.PCM_CAPTURE else FakePlayback(
-            self.card, buffer)
+        pcm = (FakeCapture(self.card, buffer, kw["periodsize"]) if kind == self.PCM_CAPTURE
+               else FakePlayback(self.card, buffer))
         self.card.pcms.append(pcm)
         return pcm
 
@@ -196,6 +196,25 @@ def test_drift_compensated_over_ten_minutes(ppm: float) -> None:
     assert min(play_add, play_drop) == 0 and min(cap_add, cap_drop) == 0, stats
     assert play_d.net_corrections == pytest.approx(drift_samples, abs=30), stats
     assert stats["card_ppm"] == pytest.approx(ppm, abs=5), stats
+
+
+@pytest.mark.parametrize("ppm", [100.0, -250.0])
+def test_a_card_whose_pointer_moves_a_period_at_a_time(ppm: float) -> None:
+    """I2S DMA reports its position once per period (10 ms here): the fill the adapter
+    sees jumps by 80 samples with the phase of its tick, and still nothing runs dry and
+    the corrections add up to the drift (within the jump)."""
+    seconds = 600.0
+    audio, play, cap, gaps = run_loop(ppm, seconds, granule=80)
+    stats = audio.stats()
+    assert play.xruns == cap.xruns == audio.underruns == audio.overruns == 0, stats
+    assert gaps == [] and stats["late_dropped"] == stats["capture_dropped"] == 0, stats
+    play_d, cap_d = audio._play_drift, audio._cap_drift
+    assert play_d is not None and cap_d is not None
+    drift = ppm * 1e-6 * RATE * seconds
+    assert play_d.net_corrections == pytest.approx(drift, abs=80), stats
+    assert -cap_d.net_corrections == pytest.approx(drift, abs=80), stats
+    steady = play.queued_log[500:]
+    assert min(steady) > 160 and max(steady) < 480, (min(steady), max(steady))
 
 
 def test_without_compensation_the_same_card_underruns() -> None:
