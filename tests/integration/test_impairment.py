@@ -61,7 +61,7 @@ from gateway.media.quality import mos, r_factor
 from .audio import read_wav
 from .conftest import BaresipFactory, KamailioFactory
 from .gateway_proc import GatewayProcess
-from .impair_relay import PathFigures, RelayProcess
+from .impair_relay import RelayProcess
 from .peers.baresip import Baresip
 from .peers.kamailio import KamailioTrunk
 from .peers.ports import free_port
@@ -95,6 +95,62 @@ def gaps_ms(samples: np.ndarray, rate: int) -> tuple[float, float]:
         run = run + 1 if q else 0
         longest = max(longest, run)
     return float(longest * WINDOW_MS), float(np.count_nonzero(quiet) * WINDOW_MS)
+
+
+@dataclass(frozen=True)
+class PathFigures:
+    """What the relay did to one direction of one call, and how well it kept its timing."""
+
+    received: int
+    dropped: int
+    reordered: int  # sent after a packet with a higher sequence number
+    loss_pct: float  # dropped / received
+    delay_mean_ms: float  # sent - kernel arrival, over the packets sent
+    delay_spread_ms: float  # 99.5th minus 0.5th percentile of those delays
+    relay_late_ms: float  # worst lateness of a send against its due time (relay stalls)
+    read_lag_ms: float  # worst wait in the socket before the relay read a packet
+    input_spread_ms: float  # spread of (arrival - RTP timestamp): the sender's own pacing
+
+    @classmethod
+    def of(cls, packets: list[dict[str, Any]], until: float | None = None) -> PathFigures:
+        """Figures from the relay's packet records; ``until`` (wall clock) leaves out the
+        packets that arrived after it, e.g. those still on their way at hang-up, which
+        the receiver can never count as lost."""
+        packets = [p for p in packets if not p.get("send_error")
+                   and (until is None or p["arrival"] <= until)]
+        if not packets:
+            raise ValueError("the relay saw no RTP in this direction")
+        ext: list[int] = []
+        for p in packets:  # unwrap sequence numbers and timestamps in arrival order
+            prev = ext[-1] if ext else p["seq"]
+            ext.append(prev + ((p["seq"] - prev + 0x8000) % 0x10000 - 0x8000))
+        t0 = packets[0]["ts"]
+        transit = [p["arrival"] - (((p["ts"] - t0 + 0x80000000) % 0x100000000) - 0x80000000)
+                   / 8000 for p in packets]
+        sent = sorted((p["sent"], e) for p, e in zip(packets, ext, strict=True)
+                      if p["sent"] is not None)
+        top, reordered = None, 0
+        for _, e in sent:
+            if top is not None and e < top:
+                reordered += 1
+            top = e if top is None else max(top, e)
+        delays: list[float] = sorted(p["sent"] - p["arrival"] for p in packets
+                                     if p["sent"] is not None)
+        late = [p["sent"] - p["due"] for p in packets if p["sent"] is not None]
+
+        def pct(q: float) -> float:
+            return delays[min(len(delays) - 1, round(q * (len(delays) - 1)))]
+
+        dropped = len(packets) - len(delays)
+        return cls(
+            received=len(packets), dropped=dropped, reordered=reordered,
+            loss_pct=100.0 * dropped / len(packets),
+            delay_mean_ms=1000 * sum(delays) / max(1, len(delays)),
+            delay_spread_ms=1000 * (pct(0.995) - pct(0.005)) if delays else 0.0,
+            relay_late_ms=1000 * max(late, default=0.0),
+            read_lag_ms=1000 * max(p["read_lag"] for p in packets),
+            input_spread_ms=1000 * (max(transit) - min(transit)),
+        )
 
 
 @dataclass
