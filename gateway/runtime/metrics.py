@@ -95,6 +95,7 @@ class GatewayCollector(Collector):
         yield from self._sip(gw)
         yield from self._security(gw, now)
         yield from self._modems(gw)
+        yield from self._sound_cards(gw)
         yield from self._phones(gw)
         yield from self._push(gw)
 
@@ -322,6 +323,38 @@ class GatewayCollector(Collector):
                     family.add_metric([name], found)
         yield registered
         yield from signal.values()
+
+    def _sound_cards(self, gw: Any) -> Iterator[Metric]:
+        """The ALSA cards under the hardware lines (hal/audio/alsa.py `AlsaAudio.stats`)."""
+        under = CounterMetricFamily("branchline_sound_card_underruns",
+                                    "Times the line's sound card ran dry on playback",
+                                    labels=["line"])
+        over = CounterMetricFamily("branchline_sound_card_overruns",
+                                   "Times the line's sound card overflowed on capture",
+                                   labels=["line"])
+        latency = GaugeMetricFamily("branchline_sound_card_latency_seconds",
+                                    "Audio queued in and for the card, by direction",
+                                    labels=["line", "direction"])
+        ppm = GaugeMetricFamily("branchline_sound_card_clock_ppm",
+                                "The card's clock against the loop clock (positive: fast)",
+                                labels=["line"])
+        fixed = CounterMetricFamily("branchline_sound_card_drift_samples",
+                                    "Samples added or dropped to follow the card's clock",
+                                    labels=["line", "kind"])
+        for name, lp in sorted((getattr(gw, "lines", None) or {}).items()):
+            stats = getattr(getattr(getattr(lp, "port", None), "codec", None), "stats", None)
+            if not callable(stats):
+                continue  # simulated or null lines have no sound card
+            st = stats()
+            under.add_metric([name], float(st.get("underruns", 0)))
+            over.add_metric([name], float(st.get("overruns", 0)))
+            latency.add_metric([name, "out"], float(st.get("playback_latency_ms", 0)) / 1000)
+            latency.add_metric([name, "in"], float(st.get("capture_latency_ms", 0)) / 1000)
+            if (card_ppm := _num(st.get("card_ppm"))) is not None:
+                ppm.add_metric([name], card_ppm)
+            fixed.add_metric([name, "added"], float(st.get("samples_added", 0)))
+            fixed.add_metric([name, "dropped"], float(st.get("samples_dropped", 0)))
+        yield from (under, over, latency, ppm, fixed)
 
     def _phones(self, gw: Any) -> Iterator[Metric]:
         local = getattr(gw, "local_registrar", None)
