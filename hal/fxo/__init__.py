@@ -60,6 +60,7 @@ FXO_OPTIONS: dict[str, dict[str, OptionSpec]] = {
         "reverse_on_answer": _BOOL,
         "answer_after_ms": _MS,
         "far_tone_hz": OptionSpec(("number",), "the tone the far party says, in Hz", minimum=1),
+        "dial_tone": OptionSpec(("bool",), "false: the simulated exchange gives no dial tone"),
     },
     "daa": {
         **FXO_LINE_OPTIONS,

@@ -24,7 +24,7 @@ caller ID timings follow the daemon's audio clock exactly.
 
 Options (all optional): ``country``, ``callerid`` (a method of
 :data:`gateway.dsp.callerid.METHODS`, default the country's), ``reverse_on_answer``,
-``answer_after_ms`` (default 1000), ``far_tone_hz``, ``ring_pin``, ``hook_pin``,
+``answer_after_ms`` (default 1000), ``far_tone_hz``, ``dial_tone`` (false: none), ``ring_pin``, ``hook_pin``,
 ``loop_pin``, ``polarity_pin`` (mock pin numbers), ``clock`` ("monotonic" or "frames").
 """
 
@@ -69,6 +69,7 @@ class SimExchange:
         reverse_on_answer: bool = False,
         answer_after: float = 1.0,
         far_tone_hz: float = 1000.0,
+        dial_tone: bool = True,
     ) -> None:
         self._ring_pin, self._hook_pin = ring, hook
         self._loop_pin, self._polarity_pin = loop, polarity
@@ -81,6 +82,8 @@ class SimExchange:
         self.reverse_on_answer = reverse_on_answer
         self.answer_after = answer_after
         self.far_tone_hz = far_tone_hz
+        self.dial_tone = dial_tone
+        """False: a seize gets silence (a dead or faulty line), the digits are still heard."""
         self.busy_numbers: set[str] = set()
         self._t = 0.0
         self._events: list[tuple[float, int, Callable[[], None]]] = []
@@ -226,7 +229,7 @@ class SimExchange:
                 self.state = "dialtone"
                 self.digits = ""
                 self._call = {"direction": "out", "number": ""}
-                self._tone = ToneGenerator(self.profile.dial)
+                self._tone = ToneGenerator(self.profile.dial) if self.dial_tone else None
         else:
             self._set_loop(False)
             self._set_polarity(False)
@@ -356,7 +359,7 @@ class SimExchange:
                 "digits": self.digits, "calls": list(self.calls)}
 
 
-_KNOWN = {"country", "callerid", "reverse_on_answer", "answer_after_ms", "far_tone_hz",
+_KNOWN = {"country", "callerid", "reverse_on_answer", "answer_after_ms", "far_tone_hz", "dial_tone",
           "ring_pin", "hook_pin", "loop_pin", "polarity_pin", "clock"}
 
 
@@ -387,6 +390,7 @@ class SimFxo(DaaFxo):
             reverse_on_answer=bool(opts.get("reverse_on_answer", False)),
             answer_after=float(opts.get("answer_after_ms", 1000)) / 1000.0,
             far_tone_hz=float(opts.get("far_tone_hz", 1000.0)),
+            dial_tone=bool(opts.get("dial_tone", True)),
         )
         self.exchange = exchange
         clock: Callable[[], float] = exchange.clock if clock_kind == "frames" else time.monotonic

@@ -213,3 +213,24 @@ def test_a_reload_reopens_the_exchange_line_with_its_new_inbound_target(
         assert gw.line("kitchen")["state"] == "idle"
     finally:
         assert gw.stop() == 0, gw.log_text()[-3000:]
+
+
+def test_no_dial_tone_on_the_exchange_line_passes_the_call_on(tmp_path: Path) -> None:
+    gw = GatewayProcess(tmp_path, config(tmp_path, to='["fxo:pstn", "line:kitchen"]',
+                                         fxo_options=", dial_tone: false"))
+    gw.start()
+    try:
+        gw.phone("hall", "offhook")
+        gw.wait_hears("hall", "dial")
+        gw.phone("hall", "dial", digits="5551234")
+        gw.wait_until("the exchange line is seized", lambda: exchange(gw)["off_hook"],
+                      timeout=5)
+        gw.wait_until("kitchen rings once the dial tone wait is over",
+                      lambda: gw.line("kitchen")["state"] == "ringing", timeout=8)
+        assert fxo(gw)["end_reason"] == "no dial tone" and not exchange(gw)["off_hook"]
+        assert exchange(gw)["digits"] == ""
+        [call] = [c for c in gw.status()["calls"] if c["line"] == "hall"]
+        assert [a["target"] for a in call["attempts"]] == ["fxo:pstn", "line:kitchen"]
+        gw.phone("hall", "onhook")
+    finally:
+        assert gw.stop() == 0, gw.log_text()[-3000:]
