@@ -282,6 +282,7 @@ def format_status(result: Mapping[str, Any]) -> str:
                 calls,
             ),
             *format_modems(result),
+            *format_fxo(result),
             *format_phones(result),
             *format_transport(result),
             *format_push(result),
@@ -354,6 +355,27 @@ def format_modems(result: Mapping[str, Any]) -> list[str]:
     return ["", "Modems", format_table(
         ["NAME", "STATE", "DEVICE", "IMEI", "SIM", "NETWORK", "OPERATOR", "TECH", "RSSI",
          "RSRP", "LAST ERROR"], rows)]
+
+
+def format_fxo(result: Mapping[str, Any]) -> list[str]:
+    """Exchange lines (FXO): state, hook, polarity, loop current, last caller ID and why the
+    last call ended (nothing when none is configured)."""
+    rows = []
+    for f in result.get("fxo") or []:
+        cid = f.get("last_caller_id") or {}
+        loop = f.get("loop")
+        rows.append([
+            _text(f.get("name")), _text(f.get("number")), _text(f.get("state")),
+            _hook(f.get("hook")), "reversed" if f.get("reversed") else "normal",
+            "-" if loop is None else ("yes" if loop else "no"),
+            _text(cid.get("number") or cid.get("name")) if cid else "-",
+            _text(f.get("end_reason")),
+        ])
+    if not rows:
+        return []
+    return ["", "Exchange lines", format_table(
+        ["NAME", "NUMBER", "STATE", "HOOK", "POLARITY", "LOOP", "LAST CALLER", "LAST END"],
+        rows)]
 
 
 def format_phones(result: Mapping[str, Any]) -> list[str]:

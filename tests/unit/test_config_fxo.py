@@ -81,3 +81,18 @@ def test_json_schema_takes_fxo_options_only_on_fxo_lines() -> None:
     del bad["lines"][1]["type"]  # now an FXS line with FXO options
     with pytest.raises(jsonschema.ValidationError):
         jsonschema.validate(bad, schema)
+
+
+def test_status_lists_exchange_lines() -> None:
+    from gateway.cli import format_fxo, format_status
+
+    line = {"name": "pstn", "number": "5550100", "state": "connected", "hook": "off",
+            "reversed": True, "loop": False, "call_id": "x",
+            "last_caller_id": {"number": "5551234", "name": "ALICE"},
+            "end_reason": "polarity reversal"}
+    text = "\n".join(format_fxo({"fxo": [line]}))
+    row = text.splitlines()[-1]
+    for word in ("pstn", "connected", "off-hook", "reversed", "5551234", "polarity reversal"):
+        assert word in row, row
+    assert format_fxo({"fxo": []}) == []
+    assert "Exchange lines" in format_status({"fxo": [line]})
