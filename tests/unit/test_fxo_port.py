@@ -115,3 +115,17 @@ def test_settings_from_options_take_milliseconds() -> None:
                        "answer": "polarity", "wait_callerid": False})
     assert (s.dial_mode, s.dial_delay, s.loop_drop, s.answer, s.wait_callerid) == \
         ("delay", 1.5, 0.4, "polarity", False)
+
+
+def test_etsi_dtmf_caller_id_before_the_ring_is_read_with_the_dtmf_detector() -> None:
+    rig = Rig()
+    rig.exchange.call_in("4930123456", None, method="etsi_dtmf_prering")
+    rig.run(3.5)
+    assert rig.offers == [IncomingOffer("4930123456", None)]
+
+
+def test_a_withheld_caller_is_offered_as_withheld() -> None:
+    rig = Rig()
+    rig.exchange.call_in(None, None, withheld=True, method="bellcore")
+    rig.run(4.0)
+    assert rig.offers == [IncomingOffer(None, None, True)]
