@@ -32,6 +32,7 @@ from gateway.runtime.control import ControlServer
 from gateway.runtime.dtmf_relay import DtmfRelay
 from gateway.runtime.edge import SipEdge, build_edge, build_route_guard
 from gateway.runtime.failover import FailoverCalls
+from gateway.runtime.forwarding import feature_code, forward_local, forward_port_idle, line_setup
 from gateway.runtime.fxo_calls import FxoCalls, fxo_policies
 from gateway.runtime.gsm_calls import GsmCalls, gsm_policies
 from gateway.runtime.line_calls import carry_out as carry_out_line_call
@@ -267,7 +268,8 @@ class Gateway(FailoverCalls, MediaWatchCalls, SipCalls, GsmCalls, FxoCalls, Phon
         if lc.backend == "sim":
             options.setdefault("country", self.config.gateway.country)
         port = create_fxs(lc.backend, lc.name, options)
-        line = FxsLine(lc.name, digit_map=digit_map, ring_cadence=tuple(profile.ring_cadence),
+        line = FxsLine(lc.name, ring_cadence=tuple(profile.ring_cadence),
+                       **line_setup(lc, digit_map),  # timers, flash window, star codes
                        **line_features(lc, profile))  # call waiting, three-way, transfer
         lp = LinePort(lc.name, lc.number, lc, port, line, profile)
         self.lines[lc.name] = lp
@@ -633,11 +635,14 @@ class Gateway(FailoverCalls, MediaWatchCalls, SipCalls, GsmCalls, FxoCalls, Phon
                     lp.call_id = None
                     self._record_port_idle(lp)
                     line_idle(self, lp)  # settings a reload left pending apply now
+                    forward_port_idle(self, lp)  # a forwarded call's port goes
             case _:
                 log.debug("line %s: %s not handled", lp.name, action)
 
     def _place_call(self, lp: Port, number: str, now: float) -> None:
         """Route what `lp` dialled over the route's ordered targets (gateway.runtime.failover)."""
+        if feature_code(self, lp, number, now):
+            return  # a star code (call forward, DND): gateway.runtime.forwarding
         self._route_call(lp, number, now)
 
     def _place_local_call(self, lp: Port, number: str, now: float,
@@ -648,6 +653,8 @@ class Gateway(FailoverCalls, MediaWatchCalls, SipCalls, GsmCalls, FxoCalls, Phon
         if target is None:
             lp.machine.call_ended("not found", 404, now)
             return
+        if forward_local(self, lp, target, now):
+            return  # the line is forwarded or in DND (gateway.runtime.forwarding)
         a = Call(f"local-{secrets.token_hex(8)}", lp, "out", target.number, "local", now)
         b = Call(f"local-{secrets.token_hex(8)}", target, "in", lp.number, "local", now)
         a.peer, b.peer = b, a

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from gateway.runtime.control import ControlError, Stream
+from gateway.runtime.forwarding import forwarding_status
 from gateway.runtime.process import process_info
 
 if TYPE_CHECKING:
@@ -69,6 +70,7 @@ def status(gw: Gateway) -> dict[str, Any]:
                 "ringing": lp.ringing,
                 "tone": lp.tone_name,
                 "call_id": lp.call_id,
+                "forwarding": forwarding_status(gw, lp.name),  # call forward and DND
                 # message waiting (gateway/runtime/mwi.py): waiting, counts, subscription
                 "mwi": gw.mwi.status(lp.name) if getattr(gw, "mwi", None) else None,
             }
@@ -139,6 +141,9 @@ def line_state(gw: Gateway, lp: LinePort) -> dict[str, Any]:
         "call": call.describe(gw.loop.time()) if call is not None else None,
         "calls": list(lp.line.call_ids()),  # current first, then a waiting or held one
         "conference": lp.line.conference,
+        "forwarding": forwarding_status(gw, lp.name),  # call forward and DND
+        # the simulated handset's last ring bursts, (start, end) in phone seconds
+        "rings": [list(r) for r in getattr(lp.simulated_phone, "rings", [])[-12:]],
     }
 
 
@@ -154,7 +159,10 @@ async def phone(gw: Gateway, request: dict[str, Any]) -> dict[str, Any]:
     elif action == "onhook":
         ph.on_hook()
     elif action == "flash":
-        ph.flash()
+        duration = float(request.get("duration_ms", 300))
+        if not 10 <= duration <= 3000:
+            raise ControlCommandError("flash duration_ms: 10 to 3000")
+        ph.flash(duration)
     elif action == "dial":
         digits = str(request.get("digits", ""))
         bad = [c for c in digits if c not in "0123456789*#ABCD"]

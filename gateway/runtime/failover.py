@@ -279,6 +279,9 @@ class FailoverCalls:
 
     def _call_source(self, lp: Port) -> CallSource:
         """Who is calling, for the route guard: a line of this box, or a local SIP user."""
+        forwarded_from = getattr(lp, "forwarded_from", None)
+        if forwarded_from:  # a call the line forwarded: the line's own permissions
+            return CallSource.line(forwarded_from)
         if lp.kind == "phone":
             return CallSource.local_user(getattr(lp.config, "user", lp.name))
         return CallSource.line(lp.name)

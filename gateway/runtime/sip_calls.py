@@ -460,6 +460,10 @@ class SipCalls:
             self._refuse_incoming(ev, lp, verdict.status if verdict is not None else 403,
                                   "not permitted", now)
             return
+        from gateway.runtime import forwarding
+
+        if await forwarding.forward_incoming(self, ev, lp, now):  # type: ignore[arg-type]
+            return  # DND (486) or call forward (gateway.runtime.forwarding)
         try:
             offer = SessionDescription.parse(ev.sdp)
         except SdpError:
@@ -484,8 +488,10 @@ class SipCalls:
                     sdp_id=sdp_id)
         self.calls[ev.call_id] = call
         self._attach_rtp(call)
-        result = lp.machine.incoming_call(ev.call_id, ev.from_uri, ev.from_display, now)
+        result = lp.machine.incoming_call(ev.call_id, ev.from_uri, ev.from_display, now,
+                                          **forwarding.ring_kwargs(lp, ev.alert_info))
         if result is lev.IncomingResult.ACCEPTED:
+            forwarding.arm_no_answer(self, call)  # type: ignore[arg-type]
             if lp.call_id is None or lp.machine.call_id == ev.call_id:
                 lp.call_id = ev.call_id  # not a call waiting behind the one in progress
             call.state = "ringing"

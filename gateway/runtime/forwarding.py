@@ -1,0 +1,369 @@
+"""Call forward, do-not-disturb, star codes and distinctive ring at run time.
+
+The decisions are gateway.lines.features' (pure); this module keeps each FXS line's
+`ForwardState` (from the config, changed from the handset, saved to
+``<state_dir>/forwarding.json`` with an atomic write so a restart keeps it) and carries
+them out:
+
+- **Star codes.** What a line dials is looked at before it is routed: a feature code
+  changes the state and the handset hears confirm tone (or reorder: no number, or a
+  forward target the line itself may not dial: the router and the route guard are asked
+  exactly as if the line dialled it).
+- **A SIP call for a line** (`forward_incoming`, from `SipCalls._incoming_call`): DND
+  answers 486 (or goes to the busy forward), forward always and forward busy (line not
+  idle) send it on at once, forward on no answer lets the line ring that long first.
+  A forwarded call is the box's own B2BUA leg: the caller's dialog becomes a transient
+  port (`ForwardPort`, a local-phone port whose dialog is the caller's) that dials the
+  forward number through the router, the route guard (with the *forwarding line's*
+  permissions: a forward to a premium or international number is refused as dialling it
+  would be) and ordered failover; its answer answers the caller.
+- **A line-to-line call** (`forward_local`): DND refuses with 486, forward always/busy
+  re-route the caller's own call to the forward number (one hop).
+- **Distinctive ring** (`ring_kwargs`): the call's Alert-Info names a cadence in the
+  line's country profile.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import secrets
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from gateway.lines import events as lev
+from gateway.lines.features import (
+    FeatureRequest,
+    Forward,
+    ForwardState,
+    Refuse,
+    Ring,
+    decide_incoming,
+    ring_name,
+)
+from gateway.lines.sip_phone import SipPhoneLine
+from gateway.runtime.phone_port import PhonePort
+from gateway.store.atomic import write_atomic
+
+if TYPE_CHECKING:
+    from gateway.routing.dialplan import DigitMap
+    from gateway.runtime.app import Gateway
+    from gateway.runtime.sip_calls import Call
+
+log = logging.getLogger("branchline")
+
+STATE_FILE = "forwarding.json"
+
+__all__ = ["ForwardPort", "feature_code", "forward_incoming", "forward_local",
+           "forwarding_status", "line_setup", "load_forwarding", "ring_kwargs"]
+
+
+@dataclass
+class ForwardPort(PhonePort):
+    """A forwarded caller's dialog as a port that dials the forward number."""
+
+    forwarded_from: str = ""
+    """The line that forwarded the call: its permissions apply to the number dialled."""
+
+
+# ------------------------------------------------------------------ line setup
+
+
+def line_setup(lc: Any, digit_map: DigitMap) -> dict[str, Any]:
+    """FxsLine keyword arguments from a line's `timers` and `features`: the digit map with
+    the line's star codes added, the digit and ringing timers, the hook-flash window."""
+    from gateway.config.line_features import LineFeatures, LineTimers
+
+    timers = getattr(lc, "timers", None) or LineTimers()
+    features = getattr(lc, "features", None) or LineFeatures()
+    out = timers.line_kwargs()
+    out["digit_map"] = with_star_codes(digit_map, features.star_codes.digit_map_alternatives())
+    return out
+
+
+def with_star_codes(digit_map: DigitMap, extra: tuple[str, ...]) -> DigitMap:
+    """`digit_map` with more alternatives (the line's feature codes)."""
+    from gateway.routing.dialplan import DigitMap
+
+    source = digit_map.source.strip()
+    inner = source[1:-1] if source.startswith("(") and source.endswith(")") else source
+    return DigitMap("(" + "|".join((inner, *extra)) + ")")
+
+
+# ------------------------------------------------------------------ state
+
+
+def load_forwarding(gw: Gateway) -> dict[str, ForwardState]:
+    """Each FXS line's forward state: what the handset set last, unless the config's own
+    settings changed since (then the config's)."""
+    path = Path(gw.config.gateway.state_dir) / STATE_FILE
+    stored: dict[str, Any] = {}
+    try:
+        data = json.loads(path.read_text("utf-8"))
+        stored = data.get("lines", {}) if isinstance(data, dict) else {}
+    except FileNotFoundError:
+        pass
+    except (OSError, ValueError) as exc:
+        log.warning("forwarding: %s unreadable (%s); using the config", path, exc)
+    out: dict[str, ForwardState] = {}
+    for lc in gw.config.lines:
+        if lc.type != "fxs":
+            continue
+        configured = lc.features.forward
+        entry = stored.get(lc.name)
+        state = configured
+        if isinstance(entry, dict) and entry.get("config") == configured.to_json():
+            try:
+                state = ForwardState.from_json(entry.get("state"))
+            except ValueError as exc:
+                log.warning("forwarding: line %s: stored state refused (%s)", lc.name, exc)
+        out[lc.name] = state
+    return out
+
+
+def _states(gw: Gateway) -> dict[str, ForwardState]:
+    states: dict[str, ForwardState] | None = getattr(gw, "forward_states", None)
+    if states is None:
+        states = load_forwarding(gw)
+        gw.__dict__["forward_states"] = states
+    return states
+
+
+def _save(gw: Gateway) -> None:
+    configured = {lc.name: lc.features.forward for lc in gw.config.lines}
+    lines = {name: {"config": configured[name].to_json() if name in configured else None,
+                    "state": state.to_json()}
+             for name, state in _states(gw).items()}
+    path = Path(gw.config.gateway.state_dir) / STATE_FILE
+    try:
+        write_atomic(path, json.dumps({"lines": lines}, indent=1).encode())
+    except OSError as exc:
+        log.warning("forwarding: cannot save %s (%s); kept until restart", path, exc)
+
+
+def forwarding_status(gw: Gateway, line: str) -> dict[str, Any] | None:
+    """A line's forward and DND state for `branchline status`."""
+    state = _states(gw).get(line)
+    return None if state is None else state.to_json()
+
+
+# ------------------------------------------------------------------ star codes
+
+
+def feature_code(gw: Gateway, lp: Any, number: str, now: float) -> bool:
+    """`number` (what `lp` dialled) is one of its feature codes: carry it out and answer
+    the handset (True); anything else is a number to route (False)."""
+    if getattr(lp, "kind", None) != "fxs":
+        return False
+    request = lp.config.features.star_codes.parse(number)
+    if request is None:
+        return False
+    ok = request.complete and _may_forward_to(gw, lp.name, request)
+    if ok:
+        states = _states(gw)
+        states[lp.name] = states.get(lp.name, ForwardState()).apply(request)
+        _save(gw)
+    log.info("line %s: feature %s %s%s: %s", lp.name, request.kind,
+             "on" if request.on else "off", f" {request.number}" if request.number else "",
+             "done" if ok else "refused")
+    lp.machine.feature_done(ok, now)
+    return True
+
+
+def _may_forward_to(gw: Gateway, line: str, request: FeatureRequest) -> bool:
+    """A forward target must be one the line could dial: routed, and allowed by the route
+    guard for that line (toll-fraud rules)."""
+    if not request.on or request.number is None:
+        return True
+    verdict = _guard(gw, line, request.number)
+    if verdict is not None:
+        log.warning("line %s: forward to %s refused: %s", line, request.number, verdict)
+        return False
+    return True
+
+
+def _guard(gw: Gateway, line: str, number: str) -> str | None:
+    """Why `line` may not send a call to `number` (None: it may)."""
+    from gateway.routing.router import NoRoute
+    from gateway.routing.targets import TrunkTarget
+    from gateway.security.permissions import CallSource, Denied
+    from gateway.security.routeguard import LOCAL_TARGET, trunk_target
+
+    try:
+        decision = gw.router.route(number)
+    except NoRoute:
+        return "no route"
+    if decision.emergency:
+        return None
+    dest = decision.target
+    target = trunk_target(dest.name) if isinstance(dest, TrunkTarget) else LOCAL_TARGET
+    verdict = gw.route_guard.check(CallSource.line(line), decision.number, target)
+    return verdict.reason if isinstance(verdict, Denied) else None
+
+
+# ------------------------------------------------------------------ incoming calls
+
+
+def ring_kwargs(lp: Any, alert_info: str | None) -> dict[str, Any]:
+    """`incoming_call` keywords for `lp`: a distinctive ring cadence from Alert-Info."""
+    if getattr(lp, "kind", None) != "fxs":
+        return {}
+    cadence = lp.profile.ring_for(ring_name(alert_info)) if alert_info else None
+    return {"ring_cadence": cadence} if cadence else {}
+
+
+def _decision(gw: Gateway, lp: Any) -> Ring | Forward | Refuse:
+    state = _states(gw).get(lp.name)
+    if state is None or getattr(lp, "kind", None) != "fxs":
+        return Ring()
+    return decide_incoming(state, lp.machine.state is not lev.LineState.IDLE)
+
+
+async def forward_incoming(gw: Gateway, ev: Any, lp: Any, now: float) -> bool:
+    """DND or a forward for a SIP call offered to `lp`: answered here (True), or the line
+    is to ring (False; `arm_no_answer` then starts the no-answer forward)."""
+    decision = _decision(gw, lp)
+    if isinstance(decision, Refuse):
+        log.info("line %s: call %s refused %d (%s)", lp.name, ev.call_id, decision.status,
+                 decision.why)
+        gw._refuse_incoming(ev, lp, decision.status, decision.why, now)
+        return True
+    if isinstance(decision, Forward):
+        await _forward_dialog(gw, ev, lp, decision.number, decision.why)
+        return True
+    return False
+
+
+def arm_no_answer(gw: Gateway, call: Call) -> None:
+    """The line rings `call`: with forward on no answer set, forward it when that runs out."""
+    decision = _decision(gw, call.port)
+    if isinstance(decision, Ring) and decision.forward_after and decision.number:
+        number = decision.number
+        gw.loop.call_later(decision.forward_after,
+                           lambda: _no_answer(gw, call.call_id, call.port.name, number))
+
+
+def _no_answer(gw: Gateway, call_id: str, line: str, number: str) -> None:
+    from gateway.runtime.call_end import CallEnd
+
+    call = gw.calls.get(call_id)
+    if call is None or call.state != "ringing" or call.port.name != line or call.rtp is None:
+        return
+    now = gw.loop.time()
+    lp = call.port
+    leg = _leg_from(call)
+    call.rtp = None  # the caller's media goes with the dialog to the forward leg
+    gw.end_call(call, CallEnd("forwarded", f"forwarded on no answer to {number}"), now)
+    lp.machine.incoming_cancelled(now)
+    log.info("line %s: call %s not answered; forwarded to %s", line, call_id, number)
+    _start_forward(gw, lp, leg, number, now)
+    gw._pump()
+
+
+def _leg_from(call: Call) -> Call:
+    from gateway.runtime.sip_calls import Call
+
+    return Call(call.call_id, call.port, "in", call.remote, "sip", call.started, rtp=call.rtp,
+                answer_sdp=call.answer_sdp, params=call.params, srtp=call.srtp,
+                srtp_policy=call.srtp_policy, sdp_id=call.sdp_id)
+
+
+async def _forward_dialog(gw: Gateway, ev: Any, lp: Any, number: str, why: str) -> None:
+    """Take the caller's INVITE as a forward leg: our SDP answer now, the forward call
+    placed through the router; its progress and answer go back to the caller."""
+    from gateway.runtime.rtp import RtpEndpoint
+    from gateway.runtime.sip_calls import Call
+    from gateway.sip.errors import SdpError
+    from gateway.sip.sdp import SessionDescription
+    from gateway.sip.sdp_secure import secure_answer
+
+    assert gw.ua is not None
+    cfg = gw.config
+    now = gw.loop.time()
+    try:
+        offer = SessionDescription.parse(ev.sdp)
+    except SdpError:
+        gw._refuse_incoming(ev, lp, 488, "unreadable SDP", now)
+        return
+    rtp = await RtpEndpoint.open(cfg.sip.listen.host,
+                                 (cfg.sip.rtp_ports.first, cfg.sip.rtp_ports.last))
+    now = gw.loop.time()
+    if gw.ua.call_state(ev.call_id) in (None, "ended"):
+        rtp.close()  # CANCELled while the socket was being opened
+        return
+    policy = gw._srtp_policy_for(ev.source)
+    sdp_id = secrets.randbits(31)
+    try:
+        answer, params, selection = secure_answer(
+            policy, offer, address=cfg.sip.public_host, port=rtp.port,
+            codecs=list(cfg.sip.codecs), session_id=sdp_id, session_version=1)
+    except SdpError:
+        rtp.close()
+        gw._refuse_incoming(ev, lp, 488, "no usable media", now)
+        return
+    leg = Call(ev.call_id, lp, "in", ev.from_uri, "sip", now, rtp=rtp, answer_sdp=bytes(answer),
+               params=params, srtp=selection, srtp_policy=policy, sdp_id=sdp_id)
+    log.info("line %s: call %s from %s forwarded (%s) to %s", lp.name, ev.call_id,
+             ev.from_uri, why, number)
+    _start_forward(gw, lp, leg, number, now)
+    gw._pump()
+
+
+def _start_forward(gw: Gateway, lp: Any, leg: Call, number: str, now: float) -> None:
+    name = f"fwd:{lp.name}:{secrets.token_hex(3)}"
+    port = ForwardPort(name, lp.number, lp.name, lp.config, SipPhoneLine(name), gw.loop.time,
+                       forwarded_from=lp.name)
+    leg.port = port
+    port.line.on_signal = lambda signal, port=port: _signal(gw, port, signal)
+    gw.ports[name] = port
+    gw._attach_phone_leg(port, leg)
+    port.line.phone_dialled(number, now)
+
+
+def _signal(gw: Gateway, port: ForwardPort, signal: Any) -> None:
+    gw._phone_signal(port, signal)
+    if port.leg is None and port.line.state is lev.LineState.IDLE:
+        gw.loop.call_soon(_drop_port, gw, port)
+
+
+def _drop_port(gw: Gateway, port: ForwardPort) -> None:
+    """The forwarded call is over: the transient port goes."""
+    if port.leg is None and port.line.state is lev.LineState.IDLE and \
+            gw.ports.get(port.name) is port:
+        del gw.ports[port.name]
+
+
+def forward_port_idle(gw: Gateway, port: Any) -> None:
+    """A port went idle: a forward port whose caller is gone is dropped."""
+    if isinstance(port, ForwardPort):
+        gw.loop.call_soon(_drop_port, gw, port)
+
+
+# ------------------------------------------------------------------ line to line
+
+
+def forward_local(gw: Gateway, lp: Any, target: Any, now: float) -> bool:
+    """A call from port `lp` to FXS line `target`: DND refuses it, forward always/busy
+    re-route the caller's call to the forward number (True: done here)."""
+    if getattr(target, "kind", None) != "fxs" or target is lp:
+        return False
+    decision = _decision(gw, target)
+    if isinstance(decision, Refuse):
+        log.info("line %s: call from %s refused %d (%s)", target.name, lp.name,
+                 decision.status, decision.why)
+        lp.machine.call_ended(decision.why, decision.status, now)
+        return True
+    if isinstance(decision, Forward):
+        hops: set[str] = gw.__dict__.setdefault("_forward_hops", set())
+        if target.name in hops:
+            return False  # a forward loop: the last line rings
+        log.info("line %s: call from %s forwarded (%s) to %s", target.name, lp.name,
+                 decision.why, decision.number)
+        hops.add(target.name)
+        try:
+            gw._route_call(lp, decision.number, now)
+        finally:
+            hops.discard(target.name)
+        return True
+    return False
