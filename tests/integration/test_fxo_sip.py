@@ -34,7 +34,7 @@ def config(tmp: Path, sip_port: int, dead_trunk: int) -> str:
 gateway: {{name: fxo-sip, country: US, state_dir: {tmp / 'state'}}}
 sip:
   listen: 127.0.0.1:{sip_port}
-  rtp_ports: 33000-33499
+  rtp_ports: 33500-33899
   codecs: [PCMU, PCMA]
 security:
   digest_algorithms: [MD5]
