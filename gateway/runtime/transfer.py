@@ -11,8 +11,9 @@ The SIP side is pure (gateway/sip/refer.py); this adapter decides and moves call
   gateway.runtime.line_calls does; a SIP leg and a local leg are joined here: the far
   phone of the local leg takes over the SIP call.
 - A REFER from a call's peer (`ReferReceived`, already checked to come from the peer) is
-  allowed only from a trunk, for a number the line may call through that trunk (the route
-  guard's toll-fraud rules), to a host of that trunk. We answer 202, place the new call from
+  carried out only for a call over a trunk, to a host of that trunk, for a number the line
+  may call through it (the route guard's toll-fraud rules); the new call goes to that
+  trunk. We answer 202, place the new call from
   the same line with Referred-By (and Replaces when the Refer-To carried one), NOTIFY its
   progress, and when it is answered it takes the line over and the old dialog is ended.
 - An INVITE with Replaces (RFC 3891) naming a call of ours is answered at once on that
@@ -96,13 +97,13 @@ class Transfers:
             if replaces is None:
                 self._result(lp, False, now)
                 return
-            refer_to = refer_to_value(_plain_uri(consult.remote), parse_replaces(replaces))
+            refer_to = refer_to_value(self._reachable(consult), parse_replaces(replaces))
         else:
             trunk = self._trunk_of(held)
             if trunk is None or not action.target:
                 self._result(lp, False, now)
                 return
-            refer_to = refer_to_value(f"sip:{action.target}@{trunk.domain}")
+            refer_to = refer_to_value(f"sip:{action.target}@{_trunk_hostport(trunk)}")
         if not gw.ua.refer(held.call_id, refer_to, now, referred_by=f"<{self._our_uri(lp)}>"):
             log.info("line %s: call %s cannot be transferred now", lp.name, held.call_id)
             self._result(lp, False, now)
@@ -186,15 +187,14 @@ class Transfers:
             return 501, "this port cannot be transferred"
         if any(old == call.call_id for old in self._new.values()):
             return 491, "a transfer of this call is in progress"
-        source = gw.edge.call_source(f"refer:{ev.call_id}", ev.source) if gw.edge else None
-        if source is None or source.kind != "trunk":
-            return 403, "only a trunk may transfer our calls"
-        trunk = gw.trunks.get(source.name)
+        trunk = self._trunk_of(call)
+        if trunk is None:
+            return 403, "the call runs over no trunk"
         try:
             uri = SipUri.parse(ev.refer_to)
         except SipError:
             return 400, "unreadable Refer-To"
-        if trunk is None or not uri.user:
+        if not uri.user:
             return 403, "no number in Refer-To"
         hosts = {trunk.domain, trunk.proxy.host, trunk.registrar.host,
                  *(t.host for t in gw.proxy_targets.get(trunk.name, ()))}
@@ -211,8 +211,7 @@ class Transfers:
         """The new call of a REFER we accepted, from the old call's port."""
         gw = self.gw
         cfg = gw.config
-        source = gw.edge.call_source(f"refer:{ev.call_id}", ev.source)
-        trunk = gw.trunks[source.name]
+        trunk = self._trunk_of(old)
         rtp = await RtpEndpoint.open(cfg.sip.listen.host,
                                      (cfg.sip.rtp_ports.first, cfg.sip.rtp_ports.last))
         now = gw.loop.time()
@@ -394,12 +393,35 @@ class Transfers:
                 return t
         return next(iter(gw.trunks.values())) if len(gw.trunks) == 1 else None
 
+    def _reachable(self, call: Call) -> str:
+        """The URI of a call's far party as a transferee can reach it: at its trunk's
+        domain, with the proxy's port where `_trunk_hostport` says so."""
+        uri = _plain_uri(call.remote)
+        trunk = self._trunk_of(call)
+        try:
+            parsed = SipUri.parse(uri)
+        except SipError:
+            return uri
+        if trunk is not None and parsed.user and parsed.host == trunk.domain \
+                and parsed.port is None:
+            return f"sip:{parsed.user}@{_trunk_hostport(trunk)}"
+        return uri
+
     def _our_uri(self, lp: Any) -> str:
         gw = self.gw
         lc = lp.config
         if lc.trunk is not None and lc.trunk.name in gw.trunks:
             return f"sip:{lc.trunk.username}@{gw.trunks[lc.trunk.name].domain}"
         return f"sip:{lp.number}@{gw.config.sip.public_host}"
+
+
+def _trunk_hostport(trunk: Any) -> str:
+    """Where the transferee should call: the trunk's domain, with the proxy's port when the
+    domain is the proxy itself on a port of its own (else the peer would try 5060)."""
+    proxy = trunk.proxy
+    if trunk.domain == proxy.host and proxy.port not in (None, 5060):
+        return f"{trunk.domain}:{proxy.port}"
+    return str(trunk.domain)
 
 
 def _plain_uri(value: str) -> str:

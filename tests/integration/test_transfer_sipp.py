@@ -2,7 +2,7 @@
 
 - blind: the handset calls sipp (300), flashes (hold, consultation dial tone), dials line 2
   (102) and hangs up while it rings: the gateway sends REFER with Refer-To
-  <sip:102@trunk>, no Replaces; sipp answers 202 and NOTIFYs sipfrag 100 then 200; the
+  <sip:102@trunk:port>, no Replaces; sipp answers 202 and NOTIFYs sipfrag 100 then 200; the
   gateway answers each NOTIFY 200, BYEs the transferred call, and line 2 stops ringing;
 - attended: the consultation call goes to sipp too (301) and is answered; hanging up sends
   REFER on the held call with Refer-To <sip:301@trunk?Replaces=...> naming the consultation
@@ -90,7 +90,7 @@ def test_blind_transfer_sends_refer_and_ends_the_call_on_sipfrag_200(rig: SippRi
     rig.gw.phone(LINE, "onhook")
     _ended_with_transfer(rig, peer)
     (refer,) = peer.received("REFER ")
-    assert _header(refer, "Refer-To") == "<sip:102@127.0.0.1>"
+    assert _header(refer, "Refer-To") == f"<sip:102@127.0.0.1:{rig.sipp_port}>"
     assert "Referred-By" in refer
     assert rig.gw.line("2")["state"] == "idle", "the consultation call was dropped"
 
@@ -111,7 +111,7 @@ def test_attended_transfer_refers_with_replaces_of_the_consultation(rig: SippRig
     (refer,) = peer.received("REFER ")
     assert _header(refer, "Call-ID") == _header(held, "Call-ID")
     target = _header(refer, "Refer-To")
-    found = re.fullmatch(r"<sip:301@127\.0\.0\.1\?Replaces=([^>]+)>", target)
+    found = re.fullmatch(rf"<sip:301@127\.0\.0\.1:{rig.sipp_port}\?Replaces=([^>]+)>", target)
     assert found, target
     replaces = unquote(found.group(1))
     answer = next(m for m in peer._trace("sent")
