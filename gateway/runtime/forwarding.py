@@ -56,7 +56,8 @@ log = logging.getLogger("branchline")
 STATE_FILE = "forwarding.json"
 
 __all__ = ["ForwardPort", "feature_code", "forward_incoming", "forward_local",
-           "forwarding_status", "line_setup", "load_forwarding", "ring_kwargs"]
+           "forwarding_status", "line_digit_map", "line_setup", "load_forwarding",
+           "ring_kwargs"]
 
 
 @dataclass
@@ -80,6 +81,11 @@ def line_setup(lc: Any, digit_map: DigitMap) -> dict[str, Any]:
     out = timers.line_kwargs()
     out["digit_map"] = with_star_codes(digit_map, features.star_codes.digit_map_alternatives())
     return out
+
+
+def line_digit_map(lc: Any, digit_map: DigitMap) -> DigitMap:
+    """The digit map of line `lc`: the dial plan's with the line's star codes."""
+    return line_setup(lc, digit_map)["digit_map"]  # type: ignore[no-any-return]
 
 
 def with_star_codes(digit_map: DigitMap, extra: tuple[str, ...]) -> DigitMap:
@@ -123,10 +129,21 @@ def load_forwarding(gw: Gateway) -> dict[str, ForwardState]:
 
 
 def _states(gw: Gateway) -> dict[str, ForwardState]:
+    """The lines' forward states, loaded on first use; a line whose configured forward
+    settings changed (a reload) starts again from them."""
     states: dict[str, ForwardState] | None = getattr(gw, "forward_states", None)
+    configured = {lc.name: lc.features.forward for lc in gw.config.lines if lc.type == "fxs"}
     if states is None:
         states = load_forwarding(gw)
         gw.__dict__["forward_states"] = states
+    elif configured != gw.__dict__.get("forward_configured"):
+        before: dict[str, ForwardState] = gw.__dict__.get("forward_configured") or {}
+        for name, forward in configured.items():
+            if before.get(name) != forward or name not in states:
+                states[name] = forward
+        for name in set(states) - set(configured):
+            del states[name]
+    gw.__dict__["forward_configured"] = configured
     return states
 
 

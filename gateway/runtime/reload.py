@@ -199,8 +199,10 @@ class Reloader:
         for name in (*plan.lines_changed, *plan.lines_removed):
             self.pending[name] = new_lines.get(name)
         if plan.digit_map:
+            from gateway.runtime.forwarding import line_digit_map
+
             for port in gw.lines.values():
-                port.line.digit_map = digit_map
+                port.line.digit_map = line_digit_map(port.config, digit_map)  # + star codes
         for name in list(self.pending):
             found = gw.lines.get(name)
             if found is None and name in getattr(gw, "fxo_lines", {}):
@@ -344,8 +346,10 @@ class Reloader:
 
 
 def _port_differs(old: Any, new: LineConfig) -> bool:
-    return (old.backend, old.type, dict(old.options)) != (new.backend, new.type,
-                                                          dict(new.options))
+    """The line is made again: another port, or other timers or features for its machine."""
+    return (old.backend, old.type, dict(old.options), getattr(old, "timers", None),
+            getattr(old, "features", None)) != (new.backend, new.type, dict(new.options),
+                                                new.timers, new.features)
 
 
 def reloader_of(gw: Gateway) -> Reloader:

@@ -299,3 +299,26 @@ def test_hook_flash_window_from_the_config(tmp_path: Path, gateway: Starter) -> 
     gw.wait_until("idle then dial tone",
                   lambda: gw.line("2")["state"] == "dial-tone", timeout=5)
     gw.phone("2", "onhook")
+
+
+def test_forward_on_no_answer_after_the_configured_time(
+    tmp_path: Path, trunk: KamailioTrunk, baresip_factory: BaresipFactory, gateway: Starter,
+) -> None:
+    gw = gateway(config(tmp_path, trunk.port, line1=(
+        f'    features: {{forward_no_answer: "{CAROL}", forward_no_answer_after: 2}}')))
+    carol = baresip_factory(CAROL, trunk=trunk, password=CAROL_PASS, answer_mode="auto")
+    bob = baresip_factory(BOB, trunk=trunk, password=BOB_PASS)
+    carol.wait_registered()
+    bob.wait_registered()
+    registered(gw)
+    bob.dial(f"sip:{LINE_USER}@127.0.0.1:{trunk.port}")
+    gw.wait_until("line 1 rings", lambda: gw.line(LINE)["state"] == "ringing", timeout=10)
+    rang_at = time.monotonic()
+    carol.wait_for_event("CALL_ESTABLISHED", timeout=10)
+    bob.wait_for_event("CALL_ESTABLISHED", timeout=10)
+    assert 1.5 <= time.monotonic() - rang_at <= 6.0
+    gw.wait_until("line 1 stops ringing", lambda: gw.line(LINE)["state"] == "idle", timeout=5)
+    assert gw.phone(LINE, "state")["rings"], "the line rang first"
+    bob.hangup()
+    carol.wait_for_event("CALL_CLOSED", timeout=10)
+    gw.wait_until("no calls", lambda: not gw.status()["calls"], timeout=5)
