@@ -583,7 +583,10 @@ class ModemDriver:
                     pass
             self._poll_now.clear()
             try:
-                await asyncio.wait_for(self._poll_now.wait(), NETWORK_POLL)
+                # asyncio.timeout: Python 3.11's wait_for can swallow a cancel that races
+                # the wait's completion, and this loop would then never stop
+                async with asyncio.timeout(NETWORK_POLL):
+                    await self._poll_now.wait()
                 await asyncio.sleep(0.2)  # let a burst of URCs settle into one poll
             except TimeoutError:
                 pass

@@ -279,8 +279,12 @@ class Pusher:
                 self._failed(f"internal error: {type(exc).__name__}")
                 wait = POLL
             if wait > 0:
+                # asyncio.timeout, not asyncio.wait_for: on Python 3.11 wait_for loses a
+                # cancel that arrives as the wait completes (a wake racing stop()), and this
+                # loop then ran on forever, stop() waiting for it (a unit test hung so).
                 try:
-                    await asyncio.wait_for(self._wake.wait(), wait)
+                    async with asyncio.timeout(wait):
+                        await self._wake.wait()
                 except TimeoutError:
                     pass
 

@@ -358,8 +358,9 @@ class SmsDelivery:
                 self._wake.clear()
                 deadline = await self.run_once()
                 wait = None if deadline is None else max(0.0, deadline - self.clock())
-                try:
-                    await asyncio.wait_for(self._wake.wait(), wait)
+                try:  # asyncio.timeout: 3.11's wait_for can swallow a racing cancel
+                    async with asyncio.timeout(wait):
+                        await self._wake.wait()
                 except TimeoutError:
                     pass
         finally:

@@ -154,8 +154,9 @@ class ModemSms:
 
     async def _run(self) -> None:
         while True:
-            try:
-                kind, arg = await asyncio.wait_for(self._work.get(), POLL)
+            try:  # asyncio.timeout: 3.11's wait_for can swallow a racing cancel
+                async with asyncio.timeout(POLL):
+                    kind, arg = await self._work.get()
             except TimeoutError:
                 kind, arg = "poll", None
             try:

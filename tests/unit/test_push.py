@@ -324,9 +324,6 @@ def test_max_queue_drops_oldest(receiver: Receiver, caplog: Any) -> None:
 
 
 @pytest.mark.timeout(30)
-@pytest.mark.xfail(reason="hung once in CI (2026-12-07, pytest-timeout 300 s, unit shard beside "
-                   "two others): a wake/start race in the pusher not yet found; kept running "
-                   "so an XPASS or a fix shows", strict=False)
 def test_wake_posts_a_new_record_at_once(receiver: Receiver) -> None:
     """The real run() loop: idle (polling every 5 s), woken by a record being added."""
     store = Outbox()
@@ -463,9 +460,6 @@ def test_status_text_shows_push() -> None:
 
 
 @pytest.mark.timeout(30)
-@pytest.mark.xfail(reason="hung once in CI (2026-12-07, pytest-timeout 300 s, unit shard beside "
-                   "two others): a wake/start race in the pusher not yet found; kept running "
-                   "so an XPASS or a fix shows", strict=False)
 def test_start_push_hooks_the_recorder_once_across_reloads(receiver: Receiver) -> None:
     """start_push chains the recorder's own hook and, started again (a reload changed
     push:), replaces the earlier pusher's wake instead of piling them up."""
