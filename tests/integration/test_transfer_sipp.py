@@ -193,3 +193,25 @@ def test_invite_with_replaces_takes_over_the_call(rig: SippRig, tmp_path: Path) 
         assert_sipp_passed(b, b.wait(10))
     finally:
         release(b_port, b_media)
+
+
+@pytest.mark.parametrize("refer_to", ["sip:011442079460000@127.0.0.1",
+                                      "sip:900555@127.0.0.1",
+                                      f"sip:{SIPP_USER}@192.0.2.1"],
+                         ids=["international", "premium", "foreign-host"])
+def test_refer_to_a_denied_target_gets_403_and_the_call_goes_on(
+        rig: SippRig, refer_to: str) -> None:
+    """Toll fraud through transfer: a REFER may not make the line call what the line itself
+    may not (international, premium rate) nor any host but the trunk's."""
+    rig.gw.start()
+    peer = rig.uac("uac_refer_refused.xml", rtp_echo=False,
+                   extra_args=["-key", "refer_to", refer_to])
+    rig.gw.wait_until("line rings", lambda: rig.gw.line(LINE)["state"] == "ringing")
+    rig.gw.phone(LINE, "offhook")
+    wait_call_state(rig.gw, "connected", timeout=10)
+    assert_sipp_passed(peer, peer.wait(10))  # 403 to the REFER, then sipp's own BYE
+    assert not peer.received("NOTIFY "), "nothing was called, nothing to report"
+    refusals = [line for line in rig.gw.log_text().splitlines()
+                if f"REFER to {refer_to}" in line and "refused" in line]
+    assert refusals, rig.gw.log_text()[-3000:]
+    rig.gw.phone(LINE, "onhook")
