@@ -201,6 +201,17 @@ def _mwi(value: Any) -> str:
     return text
 
 
+def _forward(value: Any) -> str:
+    """A line's call forward and DND: "dnd", "always>555", "busy>2001 noans>300", or "-"."""
+    if not isinstance(value, Mapping):
+        return "-"
+    parts = ["dnd"] if value.get("dnd") else []
+    for key, label in (("always", "always"), ("busy", "busy"), ("no_answer", "noans")):
+        if value.get(key):
+            parts.append(f"{label}>{value[key]}")
+    return " ".join(parts) or "-"
+
+
 def _hook(value: Any) -> str:
     if isinstance(value, bool):
         return "off-hook" if value else "on-hook"
@@ -249,6 +260,7 @@ def format_status(result: Mapping[str, Any]) -> str:
             _text(line.get("state")),
             "ringing" if line.get("ringing") else "-",
             _mwi(line.get("mwi")),
+            _forward(line.get("forwarding")),
         ]
         for line in result.get("lines") or []
     ]
@@ -273,7 +285,8 @@ def format_status(result: Mapping[str, Any]) -> str:
             *format_trunks(result),
             "",
             "Lines",
-            format_table(["NAME", "NUMBER", "HOOK", "STATE", "RINGING", "MWI"], lines),
+            format_table(["NAME", "NUMBER", "HOOK", "STATE", "RINGING", "MWI", "FORWARD"],
+                         lines),
             "",
             "Calls",
             format_table(

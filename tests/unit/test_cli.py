@@ -287,7 +287,8 @@ STATUS = {
     ],
     "lines": [
         {"name": "1", "number": "101", "hook": "off", "state": "connected", "ringing": False},
-        {"name": "2", "number": "102", "hook": "on", "state": "ringing", "ringing": True},
+        {"name": "2", "number": "102", "hook": "on", "state": "ringing", "ringing": True,
+         "forwarding": {"always": None, "busy": "2001", "no_answer": None, "dnd": True}},
     ],
     "calls": [],
 }
@@ -305,9 +306,12 @@ def test_status_tables_are_aligned() -> None:
         assert header.index(column) == first.index(value_1) == second.index(value_2)
     assert "587s" in first
     lines_header = lines.index("Lines") + 1
-    assert lines[lines_header].split() == ["NAME", "NUMBER", "HOOK", "STATE", "RINGING", "MWI"]
-    assert lines[lines_header + 1].split() == ["1", "101", "off-hook", "connected", "-", "-"]
-    assert lines[lines_header + 2].split() == ["2", "102", "on-hook", "ringing", "ringing", "-"]
+    assert lines[lines_header].split() == ["NAME", "NUMBER", "HOOK", "STATE", "RINGING", "MWI",
+                                           "FORWARD"]
+    assert lines[lines_header + 1].split() == ["1", "101", "off-hook", "connected", "-", "-",
+                                               "-"]
+    assert lines[lines_header + 2].split() == ["2", "102", "on-hook", "ringing", "ringing", "-",
+                                               "dnd", "busy>2001"]
     assert lines[lines.index("Calls") + 1] == "  (none)"
 
 
