@@ -23,7 +23,12 @@ from gateway.lines import events as lev
 from gateway.lines.fxo import FxoLine, FxoState, IncomingOffer
 from gateway.routing.targets import LineTarget, LocalTarget, TrunkTarget, parse_target
 from gateway.runtime import call_end
-from gateway.runtime.fxo_port import FxoLinePort, FxoMachine, settings_from
+from gateway.runtime.fxo_port import (
+    FxoLinePort,
+    FxoMachine,
+    echo_canceller_for,
+    settings_from,
+)
 from gateway.runtime.ports import LinePort, Port
 from gateway.runtime.rtp import RtpEndpoint
 from gateway.runtime.sip_calls import Call
@@ -94,7 +99,7 @@ class FxoCalls:
         port = create_fxo(lc.backend, lc.name, options)
         line = FxoLine(lc.name, settings_from(options))
         fp = FxoLinePort(lc.name, lc.number, lc, port, FxoMachine(line, port), profile,
-                         self.loop.time)
+                         self.loop.time, echo=echo_canceller_for(lc.backend, options))
         def offer(o: IncomingOffer) -> None:
             self._fxo_offer(fp, o)
 

@@ -67,6 +67,17 @@ def settings_from(options: Mapping[str, Any]) -> FxoSettings:
     )
 
 
+def echo_canceller_for(backend: str, options: Mapping[str, Any]) -> Any:
+    """The line's echo canceller: on by default on hardware and on a sim line that
+    simulates a hybrid (echo_delay_ms); `options.echo_canceller` decides."""
+    default = backend != "sim" or options.get("echo_delay_ms") is not None
+    if not options.get("echo_canceller", default):
+        return None
+    from gateway.dsp.echo import EchoCanceller
+
+    return EchoCanceller(int(options.get("echo_tail_ms", 64)))
+
+
 class FxoMachine:
     """`PortMachine` over an `FxoLine`; see the module docstring."""
 
@@ -169,6 +180,9 @@ class FxoLinePort:
     _reported: str | None = None
     _out: bytearray = field(default_factory=bytearray)
     _listening: FxoState | None = None
+    echo: Any = None
+    """The line's echo canceller (`echo_canceller_for`), None without one."""
+    _last_sent: bytes = SILENCE_FRAME
     wake: Callable[[], None] = lambda: None
     """Called after the port fed its machine from the audio (the runtime pumps soon)."""
 
@@ -196,6 +210,8 @@ class FxoLinePort:
             frame = SILENCE_FRAME
         now = self.clock()
         if self.line.off_hook:
+            if self.echo is not None:  # the DAA hybrid returns what we send: take it out
+                frame = self.echo.process(self._last_sent, frame)
             self._listen(frame, now)
             self.mic = frame
         else:
@@ -289,6 +305,7 @@ class FxoLinePort:
             out = frame
         else:
             out = SILENCE_FRAME
+        self._last_sent = out
         try:
             self.port.write_frame(out)
         except (OSError, HalError) as exc:

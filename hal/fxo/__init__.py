@@ -45,6 +45,10 @@ FXO_LINE_OPTIONS: dict[str, OptionSpec] = {
     "wait_callerid": _BOOL,
     "country": OptionSpec(("str",), "a country code for the tones heard on the line "
                           "(default gateway.country)"),
+    "echo_canceller": OptionSpec(("bool",), "true or false: cancel the DAA hybrid's echo "
+                                 "(default true on hardware)"),
+    "echo_tail_ms": OptionSpec(("int",), "the echo canceller's tail in ms, 8 to 256 "
+                               "(default 64)", minimum=8),
 }
 
 FXO_OPTIONS: dict[str, dict[str, OptionSpec]] = {
@@ -61,6 +65,9 @@ FXO_OPTIONS: dict[str, dict[str, OptionSpec]] = {
         "answer_after_ms": _MS,
         "far_tone_hz": OptionSpec(("number",), "the tone the far party says, in Hz", minimum=1),
         "dial_tone": OptionSpec(("bool",), "false: the simulated exchange gives no dial tone"),
+        "echo_delay_ms": OptionSpec(("number", "null"), "simulated hybrid echo delay in ms "
+                                    "(0 to 200), or null for none", minimum=0),
+        "echo_erl_db": OptionSpec(("number",), "simulated echo return loss in dB (default 6)"),
     },
     "daa": {
         **FXO_LINE_OPTIONS,

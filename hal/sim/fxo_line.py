@@ -25,7 +25,8 @@ caller ID timings follow the daemon's audio clock exactly.
 Options (all optional): ``country``, ``callerid`` (a method of
 :data:`gateway.dsp.callerid.METHODS`, default the country's), ``reverse_on_answer``,
 ``answer_after_ms`` (default 1000), ``far_tone_hz``, ``dial_tone`` (false: none), ``ring_pin``, ``hook_pin``,
-``loop_pin``, ``polarity_pin`` (mock pin numbers), ``clock`` ("monotonic" or "frames").
+``loop_pin``, ``polarity_pin`` (mock pin numbers), ``clock`` ("monotonic" or "frames"),
+``echo_delay_ms`` / ``echo_erl_db`` (the DAA hybrid's echo of what the port sends).
 """
 
 from __future__ import annotations
@@ -36,16 +37,19 @@ import time
 from collections import deque
 from collections.abc import Callable, Mapping
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from gateway.dsp import FRAME_BYTES, FRAME_MS, SILENCE_FRAME
 from gateway.dsp.callerid import METHODS, CallerId, plan
 from gateway.dsp.dtmf import DtmfDetector
 from gateway.dsp.tones import ToneGenerator, ToneProfile, ToneSpec, get_profile
 from hal.audio.memory import MemoryAudio
-from hal.base import HalError
+from hal.base import AudioPort, HalError
 from hal.fxo.daa import DaaFxo
 from hal.gpio.mock import ObservableMockPin, mock_factory
+
+if TYPE_CHECKING:
+    from hal.sim.hybrid import HybridEcho
 
 _FRAME_S = FRAME_MS / 1000.0
 DIGIT_TIMEOUT_S = 1.0
@@ -360,6 +364,7 @@ class SimExchange:
 
 
 _KNOWN = {"country", "callerid", "reverse_on_answer", "answer_after_ms", "far_tone_hz", "dial_tone",
+          "echo_delay_ms", "echo_erl_db",
           "ring_pin", "hook_pin", "loop_pin", "polarity_pin", "clock"}
 
 
@@ -394,9 +399,18 @@ class SimFxo(DaaFxo):
         )
         self.exchange = exchange
         clock: Callable[[], float] = exchange.clock if clock_kind == "frames" else time.monotonic
+        audio: AudioPort = exchange.line_audio
+        self.hybrid: HybridEcho | None = None
+        """The DAA's 2-wire hybrid echo, when echo_delay_ms asks for one."""
+        if opts.get("echo_delay_ms") is not None:
+            from hal.sim.hybrid import HybridAudio, HybridEcho
+
+            self.hybrid = HybridEcho(float(opts["echo_delay_ms"]),
+                                     float(opts.get("echo_erl_db", 6.0)))
+            audio = HybridAudio(exchange.line_audio, self.hybrid)
         super().__init__(
             name, ring_pin=numbers["ring_pin"], hook_pin=numbers["hook_pin"],
             loop_pin=numbers["loop_pin"], polarity_pin=numbers["polarity_pin"],
-            audio=exchange.line_audio, pin_factory=self.pin_factory,
+            audio=audio, pin_factory=self.pin_factory,
             ring_active_high=True, clock=clock, realtime=clock_kind == "monotonic",
         )

@@ -129,3 +129,35 @@ def test_a_withheld_caller_is_offered_as_withheld() -> None:
     rig.exchange.call_in(None, None, withheld=True, method="bellcore")
     rig.run(4.0)
     assert rig.offers == [IncomingOffer(None, None, True)]
+
+
+def test_the_daa_hybrid_echo_is_cancelled_on_a_held_line() -> None:
+    """What the port sends comes back 6 dB down after 8 ms (the sim's hybrid); with the
+    line's echo canceller the far party's tone is what the call hears, not our own."""
+    from gateway.dsp.analysis import component_levels
+    from gateway.dsp.tones import ToneGenerator, ToneSpec
+    from gateway.runtime.fxo_port import echo_canceller_for
+
+    results = {}
+    for cancel in (False, True):
+        rig = Rig(FxoSettings(dial_mode="delay", dial_delay=0.1), echo_delay_ms=8)
+        options = {"echo_delay_ms": 8, "echo_canceller": cancel}
+        rig.port.echo = echo_canceller_for("sim", options)
+        assert (rig.port.echo is not None) is cancel
+        rig.exchange.far_tone_hz = 1000.0
+        rig.port.fxo.place("o1", "42", 0.0)
+        rig.actions += rig.port.fxo.actions()
+        rig.run(3.5)
+        assert rig.exchange.state == "talking"
+        ours = ToneGenerator(ToneSpec((700.0,), level_dbfs=-12.0)).next_frame
+        mic = bytearray()
+        for _ in range(150):  # 3 s of our 700 Hz going out, the far party's 1000 Hz coming in
+            mic += rig.port.capture()
+            rig.port.play(ours())
+        levels = component_levels(bytes(mic[-320 * 50:]), (700.0, 1000.0))
+        results[cancel] = levels
+    echo_drop = results[False][700.0] - results[True][700.0]
+    print(f"\necho of our 700 Hz: {results[False][700.0]:.1f} dBFS without the canceller, "
+          f"{results[True][700.0]:.1f} with it; far party 1000 Hz {results[True][1000.0]:.1f}")
+    assert echo_drop >= 20.0
+    assert abs(results[True][1000.0] - results[False][1000.0]) <= 3.0
