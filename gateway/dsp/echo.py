@@ -151,7 +151,7 @@ class EchoCanceller:
         # per frame adapts, rotating through the four positions. The ERLE falling below
         # 30 dB (a new echo path) restores every sub-block at once.
         slow = self._converged >= CONVERGED_BLOCKS
-        for i, start in enumerate(range(0, FRAME_SAMPLES, BLOCK)):
+        for i in range(FRAME_SAMPLES // BLOCK):
             far_peak = tail_peaks[i]
             near_peak = near_peaks[i]
             if near_peak > GEIGEL * far_peak and near_peak > FAR_ACTIVE:
