@@ -268,6 +268,8 @@ class LinePort:
             self._bell(self.bell_queue.pop(0)[1])
         if self.caller_id and self.port.is_off_hook():
             self.caller_id.clear()  # picked up during the caller ID: the call is heard
+        if self.cw_alert is not None and not self.port.is_off_hook():
+            self.cw_alert = None  # hung up (or flashing): the alert is over
         alert = self.cw_alert.next_frame() if self.cw_alert is not None else None
         if alert is None:
             self.cw_alert = None

@@ -32,7 +32,8 @@ class Talk:
 
 
 def talk_and_wait(country: str, *, ack: str | None = "D", name: str | None = "BOB",
-                  seconds: float = 4.0, waiting_at: float = 1.0) -> Talk:
+                  seconds: float = 4.0, waiting_at: float = 1.0,
+                  hangup_at: float | None = None) -> Talk:
     profile = get_profile(country)
     port = SimFxs("1", {"country": country, "clock": "frames"})
     line = FxsLine("1", digit_map=DigitMap("x"), ring_cadence=profile.ring_cadence)
@@ -46,6 +47,8 @@ def talk_and_wait(country: str, *, ack: str | None = "D", name: str | None = "BO
     phone.off_hook()
     for k in range(round(seconds / FRAME_S)):
         now = k * FRAME_S
+        if hangup_at is not None and k == round(hangup_at / FRAME_S):
+            phone.on_hook()
         if k == round(waiting_at / FRAME_S):
             assert line.state is lev.LineState.CONNECTED
             assert line.incoming_call("in-2", "sip:5551234@192.0.2.1", name, now) \
@@ -116,3 +119,12 @@ def test_every_country_has_a_call_waiting_alert() -> None:
                       FxsLine("1", digit_map=DigitMap("x")), profile)
         lp.play_tone("call-waiting")  # the line's ToneName, the profile's call_waiting
         assert lp.tone is not None and lp.tone.spec == profile.call_waiting, country
+
+
+def test_hanging_up_during_the_alert_stops_it() -> None:
+    t = talk_and_wait("US", hangup_at=1.16, seconds=2.0)
+    assert frequencies_present(t.ear_between(1.06, 1.14), (440.0,)) == (440.0,)
+    # no more tone, no CAS, no data (the call's own audio goes on until the line decides
+    # the on-hook is no flash)
+    assert not frequencies_present(t.ear_between(1.2, 1.9), (440.0, 2130.0, 2750.0, 1200.0,
+                                                              2200.0))
