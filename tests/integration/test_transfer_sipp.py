@@ -8,6 +8,9 @@
   REFER on the held call with Refer-To <sip:301@trunk?Replaces=...> naming the consultation
   dialog as sipp sees it (Call-ID, to-tag = sipp's tag, from-tag = ours), and both legs are
   ended after the 200 sipfrag;
+- attended with the consultation on line 2 of this box: no REFER, the sipp call moves to
+  line 2 (resumed) and line 2's handset talks to sipp;
+- a REFER to an international or premium-rate number or a foreign host gets 403;
 - INVITE with Replaces (RFC 3891) from a second trunk naming the answered call: answered at
   once on the same line, the replaced call gets BYE, the handset talks to the new party;
 - we are transferred: sipp calls the line, the handset answers, sipp REFERs it to 300; the
@@ -215,3 +218,37 @@ def test_refer_to_a_denied_target_gets_403_and_the_call_goes_on(
                 if f"REFER to {refer_to}" in line and "refused" in line]
     assert refusals, rig.gw.log_text()[-3000:]
     rig.gw.phone(LINE, "onhook")
+
+
+def test_attended_transfer_of_a_sip_call_to_a_local_line_is_joined_here(
+        rig: SippRig) -> None:
+    """No REFER when the consultation party is a line of this box: line 1 holds its sipp
+    call, calls line 2, and hangs up once line 2 answered; the sipp call moves to line 2
+    (resumed with a=sendrecv), whose handset hears its own tone echoed by sipp."""
+    from .audio import write_tone_wav
+
+    gw = rig.gw
+    peer = rig.sipp("uas_hold_resume.xml", service=SIPP_USER).start()
+    gw.start()
+    handset_calls_sipp(rig)
+    _flash(rig)
+    gw.phone(LINE, "dial", digits="102")
+    gw.wait_until("line 2 rings", lambda: gw.line("2")["state"] == "ringing")
+    gw.phone("2", "offhook")
+    gw.wait_until("line 2 connected", lambda: gw.line("2")["state"] == "connected")
+    gw.phone(LINE, "onhook")
+    gw.wait_until("the sipp call is line 2's", lambda: [
+        (c["line"], c["kind"], c["held"]) for c in gw.status()["calls"]]
+        == [("2", "sip", False)], timeout=10)
+    assert gw.line(LINE)["state"] == "idle"
+    assert not peer.received("REFER "), "nothing to REFER: joined on the box"
+    gw.phone("2", "play", path=str(write_tone_wav(rig.tmp / "line2.wav", 660.0)))
+
+    def hears_660() -> bool:
+        report = gw.phone("2", "hears")
+        return abs((report.get("dominant_hz") or 0.0) - 660.0) <= 13.2 \
+            and (report.get("level_dbfs") or -99.0) > -40.0
+
+    gw.wait_until("line 2 hears its tone echoed by sipp", hears_660, timeout=10)
+    gw.phone("2", "onhook")
+    assert_sipp_passed(peer, peer.wait(10))
