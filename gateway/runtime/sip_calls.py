@@ -181,7 +181,8 @@ class SipCalls:
             address=cfg.sip.public_host, port=rtp.port, codecs=codecs,
             session_id=sdp_id, session_version=1,
         ))
-        account = lp.name if lp.config.trunk is not None and lp.config.trunk.name == trunk_name else None
+        owner = getattr(lp, "forwarded_from", None) or lp.name  # forwarded: the line's account
+        account = owner if lp.config.trunk is not None and lp.config.trunk.name == trunk_name else None
         user = lp.config.trunk.username if account and lp.config.trunk else lp.number
         call_id = self.ua.invite(
             target_uri=f"sip:{number}@{trunk.domain}",

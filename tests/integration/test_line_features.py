@@ -100,7 +100,9 @@ def gateway(tmp_path: Path) -> Iterator[Starter]:
 
 @pytest.fixture
 def trunk(kamailio_factory: KamailioFactory) -> KamailioTrunk:
-    return kamailio_factory(users={LINE_USER: LINE_PASS, BOB: BOB_PASS, CAROL: CAROL_PASS})
+    # INVITEs are challenged too: a forwarded call authenticates with the line's account
+    return kamailio_factory(users={LINE_USER: LINE_PASS, BOB: BOB_PASS, CAROL: CAROL_PASS},
+                            auth_invite=True)
 
 
 def registered(gw: GatewayProcess) -> None:
