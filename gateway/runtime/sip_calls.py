@@ -72,6 +72,7 @@ class Call:
     srtp_policy: str = "off"
     held: bool = False  # we put the far end on hold (hook flash)
     hold_pending: bool = False  # our hold/resume re-INVITE awaits its answer
+    hold_next: bool | None = None  # hold (True) or resume asked for meanwhile: sent next
     sdp_id: int = field(default_factory=lambda: secrets.randbits(31))
     sdp_version: int = 1  # RFC 3264 8: same o= id, version up by one for each new SDP
     route: str | None = None  # the route target this outgoing call went to, "trunk:main"
@@ -376,12 +377,14 @@ class SipCalls:
                 if call is not None and call.offer is not None:
                     call.hold_pending = False
                     self._apply_answer(call, ev.sdp, now)
+                    self._hold_next(call, now)
             case sev.ReinviteFailed():
                 log.info("call %s: re-INVITE refused (%s); media unchanged", ev.call_id, ev.status)
                 call = self.calls.get(ev.call_id)
                 if call is not None and call.hold_pending:
                     call.held = not call.held  # the hold (or resume) did not happen
                     call.hold_pending = False
+                    self._hold_next(call, now)
             case sev.MessageDropped():
                 log.debug("dropped SIP message from %s: %s", ev.source, ev.reason)
 
@@ -535,14 +538,23 @@ class SipCalls:
         if call is not None:
             self._set_hold(call, not call.held, now)
 
+    def _hold_next(self, call: Call, now: float) -> None:
+        """Our re-INVITE was answered or refused: send the hold or resume asked for since."""
+        wanted, call.hold_next = call.hold_next, None
+        if wanted is not None:
+            self._set_hold(call, wanted, now)
+
     def _set_hold(self, call: Call, hold: bool, now: float) -> None:
         """Hold the far end of a SIP call (re-INVITE a=inactive) or resume it (sendrecv)."""
         call_id = call.call_id
         if (call.kind != "sip" or call.state != "connected" or call.rtp is None
-                or call.params is None or self.ua is None or call.held == hold):
+                or call.params is None or self.ua is None):
             return
-        if call.hold_pending:
-            return  # one at a time; a flash during our re-INVITE is ignored
+        if call.hold_pending:  # one re-INVITE at a time: this one goes once it is answered
+            call.hold_next = None if hold == call.held else hold
+            return
+        if call.held == hold:
+            return
         offer, pending = secure_offer(call.srtp_policy, build_offer(
             address=self.config.sip.public_host, port=call.rtp.port,
             codecs=[call.params.codec], dtmf_pt=call.params.telephone_event_pt or 101,
