@@ -256,7 +256,10 @@ def test_howler_after_the_configured_offhook_warning(tmp_path: Path, gateway: St
 def test_pulse_dialled_number_is_called(
     tmp_path: Path, trunk: KamailioTrunk, baresip_factory: BaresipFactory, gateway: Starter,
 ) -> None:
-    gw = gateway(config(tmp_path, trunk.port))
+    # a worn dial: the hook switch bounces 4 times after every make and break (up to 2 ms),
+    # which the driver's 10 ms debounce must take out before the pulses are counted
+    gw = gateway(config(tmp_path, trunk.port,
+                        line1="    options: {bounce_count: 4, bounce_ms: 2}"))
     bob = baresip_factory(BOB, trunk=trunk, password=BOB_PASS, answer_mode="auto")
     bob.wait_registered()
     registered(gw)
