@@ -8,6 +8,8 @@
   REFER on the held call with Refer-To <sip:301@trunk?Replaces=...> naming the consultation
   dialog as sipp sees it (Call-ID, to-tag = sipp's tag, from-tag = ours), and both legs are
   ended after the 200 sipfrag;
+- a failed blind transfer (sipfrag 486): the phone rings with the held call, picking up
+  resumes it;
 - attended with the consultation on line 2 of this box: no REFER, the sipp call moves to
   line 2 (resumed) and line 2's handset talks to sipp;
 - a REFER to an international or premium-rate number or a foreign host gets 403;
@@ -251,4 +253,25 @@ def test_attended_transfer_of_a_sip_call_to_a_local_line_is_joined_here(
 
     gw.wait_until("line 2 hears its tone echoed by sipp", hears_660, timeout=10)
     gw.phone("2", "onhook")
+    assert_sipp_passed(peer, peer.wait(10))
+
+
+def test_failed_transfer_gives_the_call_back(rig: SippRig) -> None:
+    gw = rig.gw
+    peer = rig.sipp("uas_refer_fail.xml", service=SIPP_USER).start()
+    gw.start()
+    handset_calls_sipp(rig)
+    _flash(rig)
+    gw.phone(LINE, "dial", digits="102")
+    gw.wait_until("line 2 rings", lambda: gw.line("2")["state"] == "ringing")
+    gw.phone(LINE, "onhook")  # blind transfer to 102; sipp reports 486
+    gw.wait_until("the phone rings with the held call",
+                  lambda: gw.line(LINE)["state"] == "ringing", timeout=10)
+    assert [c["state"] for c in gw.status()["calls"]] == ["connected"]
+    gw.phone(LINE, "offhook")
+    gw.wait_until("resumed", lambda: [(c["held"], gw.line(LINE)["state"]) for c in
+                                      gw.status()["calls"]] == [(False, "connected")],
+                  timeout=10)
+    handset_talks(rig)
+    gw.phone(LINE, "onhook")
     assert_sipp_passed(peer, peer.wait(10))
