@@ -92,6 +92,7 @@ class CallFeatures:
         _caller: tuple[str, str | None] | None
         _callerid_sent: bool
         _cadence_index: int
+        _cadence: tuple[float, ...]
         _audio: bool
         _timers: dict[TimerKind, float]
 
@@ -369,9 +370,10 @@ class CallFeatures:
         self._recall = other.role == "held"
         self._callerid_sent = False
         self._cadence_index = 0
+        self._cadence = self.ring_cadence  # the line's own bell, whatever rang last
         self._goto(S.RINGING)
         self._set_ringing(True)
-        self._timers[TimerKind.RING_CADENCE] = now + self.ring_cadence[0]
+        self._timers[TimerKind.RING_CADENCE] = now + self._cadence[0]
         self._timers[TimerKind.NO_ANSWER] = now + self.no_answer_timeout
 
     def _answer_recall(self) -> None:

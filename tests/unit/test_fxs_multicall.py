@@ -343,3 +343,15 @@ def test_events_for_a_transferred_call_do_not_touch_the_next_call() -> None:
 def test_call_waiting_off_in_config_is_busy() -> None:
     line = connected(call_waiting=False)
     assert line.incoming_call("in-2", "200", None, 7.0) is IncomingResult.BUSY
+
+
+def test_recall_rings_with_the_line_cadence_after_a_distinctive_ring() -> None:
+    line = FxsLine("fxs1", digit_map=MAP, ring_cadence=(2.0, 4.0))
+    line.incoming_call("in-1", "300", None, 0.0, ring_cadence=(0.8, 0.4, 0.8, 4.0))
+    line.hook(True, 1.0)
+    run(line, 1.5)
+    waiting(line, 3.0)
+    flash(line, 4.0)  # in-2 answered, in-1 held
+    line.hook(False, 10.0)  # in-2 hung up on: the phone rings for in-1
+    run(line, 11.0)
+    assert line.state is S.RINGING and line.active_ring_cadence == (2.0, 4.0)
