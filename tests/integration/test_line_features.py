@@ -327,3 +327,22 @@ def test_forward_on_no_answer_after_the_configured_time(
     bob.hangup()
     carol.wait_for_event("CALL_CLOSED", timeout=10)
     gw.wait_until("no calls", lambda: not gw.status()["calls"], timeout=5)
+
+
+def test_forward_always_to_another_line_of_the_box(
+    tmp_path: Path, trunk: KamailioTrunk, baresip_factory: BaresipFactory, gateway: Starter,
+) -> None:
+    gw = gateway(config(tmp_path, trunk.port, line1='    features: {forward_always: "102"}'))
+    bob = baresip_factory(BOB, trunk=trunk, password=BOB_PASS, tone=600)
+    bob.wait_registered()
+    registered(gw)
+    bob.dial(f"sip:{LINE_USER}@127.0.0.1:{trunk.port}")
+    gw.wait_until("line 2 rings", lambda: gw.line("2")["state"] == "ringing", timeout=10)
+    assert gw.line(LINE)["state"] == "idle"  # line 1 never rang
+    gw.phone("2", "offhook")
+    bob.wait_for_event("CALL_ESTABLISHED", timeout=10)
+    gw.wait_until("line 2 hears bob", lambda: abs(
+        (gw.phone("2", "hears").get("dominant_hz") or 0) - 600.0) <= 12.0, timeout=5)
+    gw.phone("2", "onhook")
+    bob.wait_for_event("CALL_CLOSED", timeout=10)
+    gw.wait_until("no calls", lambda: not gw.status()["calls"], timeout=5)
