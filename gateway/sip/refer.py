@@ -14,8 +14,9 @@ Receiving (`on_refer`): only the dialog's peer may transfer us: a REFER from ano
 address gets 403 and is counted (`stats["refused_refer"]`). A REFER without a usable
 Refer-To gets 400; one while another is in progress gets 491. The rest is held and
 reported as `ReferReceived`; the runtime decides (toll-fraud rules for the new target)
-with `accept` (202, then the NOTIFY "100 Trying" RFC 3515 2.4.4 asks for) or `reject`,
-and reports the new call's progress with `notify` (the final one ends the subscription).
+with `accept` (202, then the NOTIFY "100 Trying" RFC 3515 2.4.4 asks for) or `reject`
+(unanswered for `ANSWER_TIMEOUT` s: 500), and reports the new call's progress with `notify`
+(the final one ends the subscription).
 
 Replaces values name a dialog as its receiver sees it: `to-tag` is the receiver's local
 tag, `from-tag` its remote tag (RFC 3891 3).
@@ -43,6 +44,8 @@ from gateway.sip.ua_core import Address, SipCore
 SIPFRAG = "message/sipfrag;version=2.0"
 #: How long the implicit subscription of a REFER we accept lasts (seconds, Subscription-State).
 REFER_SUBSCRIPTION = 60
+#: A REFER the runtime neither accepted nor refused within this many seconds gets 500.
+ANSWER_TIMEOUT = 8.0
 
 
 @dataclass(frozen=True)
@@ -124,6 +127,7 @@ class _Received:
     request: Request
     tx: ServerTransaction
     dest: Address
+    deadline: float
     answered: bool = False
     done: bool = False
 
@@ -234,7 +238,7 @@ class Referrals:
             return
         self.prune()
         tx = core.server_tx(req, dest, now)
-        self._received[call.call_id] = _Received(req, tx, dest)
+        self._received[call.call_id] = _Received(req, tx, dest, now + ANSWER_TIMEOUT)
         core.emit(ReferReceived(call.call_id, target, replaces,
                                 req.headers.get("Referred-By"), addr))
 
@@ -280,6 +284,19 @@ class Referrals:
             pending.done = True
         return True
 
+    def get_timer(self) -> float | None:
+        """When the oldest REFER nobody answered runs out of time."""
+        due = [r.deadline for r in self._received.values() if not r.answered]
+        return min(due) if due else None
+
+    def handle_timer(self, now: float) -> None:
+        """Answer 500 to REFERs the runtime left unanswered (the peer would wait for 32 s)."""
+        for call_id, pending in list(self._received.items()):
+            if not pending.answered and pending.deadline <= now:
+                del self._received[call_id]
+                self._core.respond(pending.request, 500, pending.dest, now, tx=pending.tx,
+                                   reason="Not Handled In Time")
+
     def prune(self) -> None:
         """Forget transfers whose call has ended: nothing more to report either way."""
         for table in (self._sent, self._received):
@@ -303,5 +320,5 @@ class Referrals:
         return call.dialog is not None and addr == self._table.dest(call)
 
 
-__all__ = ["REFER_SUBSCRIPTION", "SIPFRAG", "Referrals", "Replaces", "parse_refer_to",
+__all__ = ["ANSWER_TIMEOUT", "REFER_SUBSCRIPTION", "SIPFRAG", "Referrals", "Replaces", "parse_refer_to",
            "parse_replaces", "parse_sipfrag", "refer_to_value", "replaces_of", "sipfrag"]

@@ -248,7 +248,7 @@ class UserAgent(TransferAndMwi):
         """Earliest absolute deadline the runtime must call `handle_timer` at."""
         times = [self._core.txl.get_timer(), self._accounts.get_timer(),
                  self._table.get_timer(), self._messages.get_timer(),
-                 self._subs.get_timer(),
+                 self._subs.get_timer(), self._refers.get_timer(),
                  self.registrar.get_timer() if self.registrar is not None else None]
         due = [t for t in times if t is not None]
         return min(due) if due else None
@@ -261,6 +261,7 @@ class UserAgent(TransferAndMwi):
         self._table.handle_timer(now)
         self._messages.handle_timer(now)
         self._subs.handle_timer(now)
+        self._refers.handle_timer(now)
         if self.registrar is not None:
             self.registrar.expire(now)
             for event in self.registrar.events():

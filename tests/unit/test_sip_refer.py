@@ -154,3 +154,14 @@ def test_refer_outside_a_dialog_gets_481() -> None:
     out = [parse_message(o.data) for o in ua.messages_out()]
     assert [m.status for m in out if isinstance(m, Response)] == [481]
     assert not isinstance(out[0], Request)
+
+
+def test_refer_left_unanswered_gets_500() -> None:
+    net, a, b, call_id = _call()
+    a.refer(call_id, "<sip:300@127.0.0.1>", 1.0)
+    net.pump(1.0)
+    assert [e for e in events(b) if isinstance(e, ReferReceived)]
+    net.run(1.0, 1.0 + 9.0)
+    assert 500 in _answered(net, B, "REFER")
+    assert events(a)[-1] == ReferProgress(call_id, 500, True)
+    assert not b.accept_refer(call_id, 11.0), "too late"
