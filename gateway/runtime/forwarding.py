@@ -66,6 +66,13 @@ class ForwardPort(PhonePort):
 
     forwarded_from: str = ""
     """The line that forwarded the call: its permissions apply to the number dialled."""
+    invite_headers: tuple[tuple[str, str], ...] = ()
+    """Sent with the forwarded INVITE: Diversion (RFC 5806), the line and why."""
+
+
+#: Diversion reasons (RFC 5806) for `decide_incoming`'s `why`.
+DIVERSION_REASONS = {"always": "unconditional", "busy": "user-busy", "dnd": "do-not-disturb",
+                     "no-answer": "no-answer"}
 
 
 # ------------------------------------------------------------------ line setup
@@ -274,7 +281,7 @@ def _no_answer(gw: Gateway, call_id: str, line: str, number: str) -> None:
     gw.end_call(call, CallEnd("forwarded", f"forwarded on no answer to {number}"), now)
     lp.machine.incoming_cancelled(now)
     log.info("line %s: call %s not answered; forwarded to %s", line, call_id, number)
-    _start_forward(gw, lp, leg, number, now)
+    _start_forward(gw, lp, leg, number, now, "no-answer")
     gw._pump()
 
 
@@ -323,14 +330,18 @@ async def _forward_dialog(gw: Gateway, ev: Any, lp: Any, number: str, why: str) 
                params=params, srtp=selection, srtp_policy=policy, sdp_id=sdp_id)
     log.info("line %s: call %s from %s forwarded (%s) to %s", lp.name, ev.call_id,
              ev.from_uri, why, number)
-    _start_forward(gw, lp, leg, number, now)
+    _start_forward(gw, lp, leg, number, now, why)
     gw._pump()
 
 
-def _start_forward(gw: Gateway, lp: Any, leg: Call, number: str, now: float) -> None:
+def _start_forward(gw: Gateway, lp: Any, leg: Call, number: str, now: float,
+                   why: str) -> None:
     name = f"fwd:{lp.name}:{secrets.token_hex(3)}"
+    user = lp.config.trunk.username if lp.config.trunk is not None else lp.number
+    diversion = (f"<sip:{user}@{gw.config.sip.public_host}>"
+                 f";reason={DIVERSION_REASONS.get(why, 'unknown')};counter=1")
     port = ForwardPort(name, lp.number, lp.name, lp.config, SipPhoneLine(name), gw.loop.time,
-                       forwarded_from=lp.name)
+                       forwarded_from=lp.name, invite_headers=(("Diversion", diversion),))
     leg.port = port
     port.line.on_signal = lambda signal, port=port: _signal(gw, port, signal)
     gw.ports[name] = port

@@ -193,6 +193,7 @@ class SipCalls:
             account_id=account,
             display_name=lp.config.display_name,
             now=now,
+            extra=getattr(lp, "invite_headers", ()),  # a forwarded call's Diversion
         )
         call = Call(call_id, lp, "out", f"sip:{number}@{trunk.domain}", "sip", now, rtp=rtp,
                     offer=offer, srtp_pending=pending, srtp_policy=trunk.srtp, sdp_id=sdp_id)

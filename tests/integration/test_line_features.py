@@ -40,7 +40,7 @@ ROH_HZ = (1400.0, 2060.0, 2450.0, 2600.0)
 
 
 def config(tmp: Path, trunk_port: int | None, *, line1: str = "", line2: str = "",
-           digit_map: str = "(1xx|[2-9]xx|011x.T)") -> str:
+           digit_map: str = "(1xx|[2-9]xx|011x.T)", trace: bool = False) -> str:
     trunk = "" if trunk_port is None else f"""
 trunks:
   - name: main
@@ -58,6 +58,7 @@ gateway:
 sip:
   listen: 127.0.0.1:{free_port()}
   rtp_ports: 32000-32999
+  trace: {'true' if trace else 'false'}
 {trunk}
 lines:
   - name: "1"
@@ -141,7 +142,8 @@ def dial_code(gw: GatewayProcess, code: str, expect: str, tmp: Path) -> None:
 def test_forward_busy_lands_on_the_target(
     tmp_path: Path, trunk: KamailioTrunk, baresip_factory: BaresipFactory, gateway: Starter,
 ) -> None:
-    gw = gateway(config(tmp_path, trunk.port, line1=f"""    features: {{forward_busy: "{CAROL}"}}"""))
+    gw = gateway(config(tmp_path, trunk.port, line1=f"""    features: {{forward_busy: "{CAROL}"}}""",
+                        trace=True))
     carol = baresip_factory(CAROL, trunk=trunk, password=CAROL_PASS, tone=1000,
                             answer_mode="auto")
     bob = baresip_factory(BOB, trunk=trunk, password=BOB_PASS, tone=600)
@@ -165,6 +167,9 @@ def test_forward_busy_lands_on_the_target(
     assert abs(got_hz - 600.0) <= 12.0, got_hz  # carol heard bob
     got_hz, _ = wav_tone(bob.wait_recordings_closed()[-1])
     assert abs(got_hz - 1000.0) <= 20.0, got_hz  # and bob heard carol
+    # the forwarded INVITE said whose call it was and why (RFC 5806)
+    assert f"Diversion: <sip:{LINE_USER}@127.0.0.1>;reason=user-busy;counter=1" in \
+        gw.log_text(), gw.log_text()[-3000:]
 
 
 def test_star_codes_set_dnd_which_refuses_486_and_survives_a_restart(
