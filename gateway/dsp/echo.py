@@ -184,6 +184,9 @@ class EchoCanceller:
         passthrough = not self.nlp or all(
             t or p <= FAR_ACTIVE for t, p in zip(talking, far_peaks, strict=True))
         if passthrough and not any(adapt):
+            if self._w_zero:
+                self._hist = ext[FRAME_SAMPLES:]
+                return near  # no estimate to take out: the frame as it came
             out = e_frame  # double talk or nothing played: the linear residual as it is
         else:
             out = np.empty(FRAME_SAMPLES)
