@@ -287,7 +287,7 @@ def render(info: dict[str, Any], rows: Sequence[Row], boards: list[dict[str, Any
     return "\n".join(out)
 
 
-def write_plot(path: Path, outcomes: dict[str, Outcome]) -> str:
+def write_plot(path: Path, outcomes: dict[str, Outcome], title: str = "") -> str:
     """The PNG: pacing p50/p99/max and CPU per call against the call count. Returns what
     happened, for the report."""
     try:
@@ -335,6 +335,8 @@ def write_plot(path: Path, outcomes: dict[str, Outcome]) -> str:
         ax2.legend()
     else:
         ax2.text(0.5, 0.5, "media: no figures", ha="center", transform=ax2.transAxes)
+    if title:
+        fig.suptitle(title, fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
@@ -386,7 +388,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                         data.get("sip"))
     results = load_results()
     boards = board_table(host, host_hz, results)
-    plot_note = write_plot(args.out / "report.png", outcomes)
+    load = " ".join(f"{x:.2f}" for x in info["load_before"])
+    plot_note = write_plot(args.out / "report.png", outcomes,
+                           f"Branchline {'--quick' if args.quick else 'full'} report, "
+                           f"{info['date']}, commit {info['commit']}, {info['cpu_model']} "
+                           f"x{info['cores']}, load before {load}")
     text = render(info, rows, boards, outcomes, args.quick, host_hz)
     print(text)
     print(plot_note)
