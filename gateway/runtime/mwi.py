@@ -63,6 +63,7 @@ class MessageWaiting:
     def __init__(self, gw: Any) -> None:
         self.gw = gw
         self.lines: dict[str, LineMwi] = {}
+        self._subscribed: dict[str, tuple[Any, Any]] = {}  # line -> (its mwi, its trunk)
 
     def start(self, now: float) -> None:
         """Accept unsolicited NOTIFY from the trunks; subscribe every line that asks to."""
@@ -72,11 +73,28 @@ class MessageWaiting:
             if lc.mwi is not None and lc.mwi.subscribe and lc.name in self.gw.lines:
                 self._subscribe(lc, now)
 
+    def reconfigure(self, now: float) -> None:
+        """After a reload: subscribe lines whose `mwi` (or account) is new or changed, and
+        end the subscriptions of lines that no longer ask for one."""
+        gw = self.gw
+        wanted = {lc.name: lc for lc in gw.config.lines
+                  if lc.mwi is not None and lc.mwi.subscribe and lc.name in gw.lines}
+        for name in list(self._subscribed):
+            lc = wanted.get(name)
+            if lc is None or self._subscribed[name] != (lc.mwi, lc.trunk):
+                del self._subscribed[name]
+                gw.ua.unsubscribe_mwi(name, now)
+                state = self.lines.get(name)
+                if state is not None:
+                    state.server, state.subscribed, state.reason = None, False, "reload"
+        for name, lc in wanted.items():
+            if name not in self._subscribed:
+                self._subscribe(lc, now)
+
     def stop(self, now: float) -> None:
         """End the subscriptions (Expires: 0) before the accounts go."""
-        for name, state in self.lines.items():
-            if state.server is not None:
-                self.gw.ua.unsubscribe_mwi(name, now)
+        for name in self._subscribed:
+            self.gw.ua.unsubscribe_mwi(name, now)
 
     def status(self, line: str) -> dict[str, Any] | None:
         state = self.lines.get(line)
@@ -91,6 +109,7 @@ class MessageWaiting:
         from_uri = f"sip:{user}@{domain}"
         account = lc.name if lc.trunk is not None else None
         state = self.lines.setdefault(lc.name, LineMwi())
+        self._subscribed[lc.name] = (lc.mwi, lc.trunk)
         if lc.mwi.server == "trunk":
             assert trunk is not None  # the config refuses 'trunk' without an account
             dest = gw.proxy_targets.get(trunk.name) or (trunk.proxy.host, trunk.proxy.port)

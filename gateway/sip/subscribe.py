@@ -127,7 +127,7 @@ class Subscriptions:
         if expires <= 0:
             raise ValueError(f"expires must be positive, got {expires}")
         old = self._subs.pop(sub_id, None)
-        if old is not None and old.active:
+        if old is not None and old.active and not old.removing:
             self._send(old, now, expires=0)  # the replaced one ends at the server too
         if len(self._subs) >= MAX_SUBSCRIPTIONS:
             raise ValueError(f"more than {MAX_SUBSCRIPTIONS} subscriptions")

@@ -7,7 +7,8 @@ server, and the simulated phone listening:
   (0x00) and normal dial tone; `branchline status` shows it;
 - a subscription (lines[].mwi.server = the voicemail server): SUBSCRIBE Event:
   message-summary, the 401 challenge answered with the line account's digest (checked
-  here), 200, and the server's NOTIFY in that dialog lights the lamp.
+  here), 200, and the server's NOTIFY in that dialog lights the lamp;
+- `branchline reload` with another mwi.server moves the subscription there.
 """
 
 from __future__ import annotations
@@ -145,3 +146,32 @@ def test_subscription_with_digest_and_notify_in_its_dialog(rig: SippRig) -> None
         assert vmwi_message(True) in got, f"no VMWI in the on-hook audio: {got.hex()}"
     finally:
         release(vm_port, vm_media)
+
+
+@pytest.mark.parametrize("rig", [True], indirect=True, ids=["line-account"])
+def test_reload_moves_the_subscription_to_the_new_server(rig: SippRig) -> None:
+    """`branchline reload` with lines[].mwi.server changed: the new server gets the
+    SUBSCRIBE (with digest) and its NOTIFY lights the lamp, without a restart."""
+    gw = rig.gw
+    ports = [free_sip_port() for _ in range(3)]
+    old_port, vm_port, vm_media = ports
+    try:
+        text = gw.config_path.read_text()
+        anchor = '  - name: "2"\n'
+        line = '    mwi: {{server: "sip:*97@127.0.0.1:{}", expires: 120}}\n'
+        gw.config_path.write_text(text.replace(anchor, line.format(old_port) + anchor, 1))
+        gw.start()  # nobody listens at old_port: that subscription never becomes active
+        assert _mwi(rig).get("subscribed") is False
+        vm = Sipp("uas_mwi_subscribe.xml", sip_port=vm_port, media_port=vm_media,
+                  tmpdir=rig.tmp, rtp_echo=False)
+        rig.sipps.append(vm)
+        vm.start()
+        gw.config_path.write_text(text.replace(anchor, line.format(vm_port) + anchor, 1))
+        reply = gw.request("reload")
+        assert reply["reloaded"] is True, reply
+        assert_sipp_passed(vm, vm.wait(10))
+        poll("the lamp", lambda: _mwi(rig).get("waiting") is True, timeout=5,
+             detail=lambda: repr(_mwi(rig)))
+        assert _mwi(rig)["server"] == f"sip:*97@127.0.0.1:{vm_port}"
+    finally:
+        release(*ports)
