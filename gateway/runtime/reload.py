@@ -136,6 +136,8 @@ class Reloader:
         now = gw.loop.time()
         self._apply_lines(config, plan)
         self._apply_accounts(config, plan, now)
+        if gw.mwi is not None:
+            gw.mwi.reconfigure(now)  # lines[].mwi, after the accounts it authenticates with
         self._apply_phones(config, plan)
         await self._apply_settings(old, config, plan)
         gw._pump()
