@@ -72,7 +72,7 @@ def status(gw: Gateway) -> dict[str, Any]:
                 "call_id": lp.call_id,
                 "forwarding": forwarding_status(gw, lp.name),  # call forward and DND
                 # message waiting (gateway/runtime/mwi.py): waiting, counts, subscription
-                "mwi": gw.mwi.status(lp.name) if getattr(gw, "mwi", None) else None,
+                "mwi": gw.mwi.status(lp.name) if gw.mwi is not None else None,
             }
             for lp in gw.lines.values()
         ],
