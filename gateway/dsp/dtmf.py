@@ -360,19 +360,23 @@ class DtmfDetector:
         spec = blocks @ comb.basis
         spec *= spec
         power = (spec[:, :comb.bins] + spec[:, comb.bins:]).reshape(n, 8, len(_PROBE_K))
-        power *= comb.scale
-        peak = power.max(axis=2)  # (blocks, 8)
-        total = (blocks * blocks) @ comb.win_sq
-        # Gate, a few array operations: a digit's row and column peaks are each loud enough
-        # and carry most of the energy. Speech, tones and noise (nearly every loud block)
-        # stop here; the margin keeps the gate from refusing what the full test accepts.
-        pr = peak[:, :4].max(axis=1)
-        pc = peak[:, 4:].max(axis=1)
-        min_power = _FULL_SCALE_POWER * 10.0 ** (MIN_LEVEL_DBFS / 10.0)
-        gate = (pr + pc) >= (MIN_ENERGY_FRACTION * (1 - 1e-9)) * total
-        gate &= np.minimum(pr, pc) >= min_power
-        if not gate.any():
+        peak = power.max(axis=2)  # (blocks, 8), unscaled
+        # Gate, in plain Python over the few blocks of a frame: a digit's row and column
+        # peaks are each loud enough and carry most of the energy. Speech, tones and noise
+        # (nearly every loud block) stop here; the margin keeps the gate from refusing what
+        # the full test below accepts. Powers are compared unscaled (scale folded in).
+        floor = _GATE_MIN_POWER / comb.scale
+        share = MIN_ENERGY_FRACTION * (1 - 1e-9)
+        for row, tot in zip(peak.tolist(), ((blocks * blocks) @ comb.win_sq).tolist(),
+                            strict=True):
+            pr, pc = max(row[:4]), max(row[4:])
+            if pr + pc >= share * tot / comb.scale and min(pr, pc) >= floor:
+                break
+        else:
             return [None] * n
+        power *= comb.scale
+        peak *= comb.scale
+        min_power = _GATE_MIN_POWER
         total = np.mean((blocks * comb.window[None, :]) ** 2, axis=1) / comb.win_power
         half = BLOCK // 2
         sq = blocks * blocks
@@ -382,6 +386,8 @@ class DtmfDetector:
         rows = np.arange(n)
         r = peak[:, :4].argmax(axis=1)
         c = 4 + peak[:, 4:].argmax(axis=1)
+        pr = peak[rows, r]
+        pc = peak[rows, c]
         rel = 10.0 ** (RELATIVE_PEAK_DB / 10.0)
         others = centre.copy()
         others[rows, r] = 0.0
@@ -405,6 +411,7 @@ class DtmfDetector:
 
 
 _QUIET_PEAK = 32768.0 * 10.0 ** (MIN_LEVEL_DBFS / 20.0)
+_GATE_MIN_POWER = _FULL_SCALE_POWER * 10.0 ** (MIN_LEVEL_DBFS / 10.0)
 
 
 _BLOCK_INDEX: dict[int, npt.NDArray[np.intp]] = {}
