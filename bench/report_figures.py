@@ -151,7 +151,7 @@ def _num(v: Any) -> float | None:
 def _dig(data: Any, *path: str | int) -> Any:
     for key in path:
         if isinstance(data, dict):
-            data = data.get(key)  # type: ignore[call-overload]
+            data = data.get(key)
         elif isinstance(data, list) and isinstance(key, int) and -len(data) <= key < len(data):
             data = data[key]
         else:
