@@ -10,14 +10,15 @@ a leg that is told nothing (`write_frame(None)`) plays its own sound or silence.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from typing import Protocol
-
-import numpy as np
+from typing import TYPE_CHECKING, Protocol
 
 from gateway.dsp import SILENCE_FRAME
 from gateway.media.stream import MediaStream
 from gateway.runtime.ports import Port
 from gateway.runtime.rtp import RtpEndpoint
+
+if TYPE_CHECKING:  # numpy is loaded by the conference mix, not by an idle gateway
+    import numpy as np
 
 
 class Leg(Protocol):
@@ -91,6 +92,8 @@ class MixLeg:
         return self._heard
 
     def write_frame(self, frame: bytes | None, now: float) -> None:
+        import numpy as np
+
         far = [np.frombuffer(leg.read_frame(now), dtype="<i2").astype(np.int32)
                for leg in self.legs]
         total = np.sum(far, axis=0) if far else np.zeros(len(SILENCE_FRAME) // 2, np.int32)
@@ -102,6 +105,8 @@ class MixLeg:
 
 
 def _pcm(samples: np.ndarray) -> bytes:
+    import numpy as np
+
     return bytes(np.clip(samples, -32768, 32767).astype("<i2").tobytes())
 
 

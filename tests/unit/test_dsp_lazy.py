@@ -34,6 +34,7 @@ def test_idle_lines_and_simulated_phones_never_import_numpy() -> None:
         from gateway.dsp import SILENCE_FRAME, g711, dtmf, tones
         from gateway.dsp.analysis import ToneClassifier, level_dbfs
         from gateway.runtime.ports import LinePort
+        import gateway.cli, gateway.runtime.app, gateway.runtime.bridge  # the whole daemon
         from hal.sim.fxs import SimFxs
 
         port = SimFxs("1")
