@@ -132,9 +132,11 @@ async def post_json(url: str, body: bytes, headers: Sequence[tuple[str, str]], *
                     now: float | None = None) -> Answer:
     """POST `body` to `url` with `headers`; never raises (a failure is an Answer, status None)."""
     try:
-        return await asyncio.wait_for(
-            _post(url, body, headers, ssl_context, time.time() if now is None else now),
-            timeout)
+        # asyncio.timeout, not wait_for: on 3.11 wait_for drops a cancel (stop()) that
+        # arrives as the POST completes, and the pusher's loop then never ends
+        async with asyncio.timeout(timeout):
+            return await _post(url, body, headers, ssl_context,
+                               time.time() if now is None else now)
     except TimeoutError:
         return Answer(None, f"no answer within {timeout:g} s")
     except (OSError, ssl.SSLError, ValueError, asyncio.IncompleteReadError,
@@ -245,12 +247,15 @@ class Pusher:
 
     async def stop(self) -> None:
         """Cancel the request in progress (its row stays queued) and release the thread."""
-        if self._task is not None:
-            self._task.cancel()
-            try:
-                await self._task
-            except asyncio.CancelledError:
-                pass
+        task = self._task
+        if task is not None:
+            # cancel until it is done: a cancel can still be lost inside library code that
+            # catches it while finishing, and stop() must never wait on a live loop
+            while not task.done():
+                task.cancel()
+                await asyncio.wait({task}, timeout=1.0)
+            if not task.cancelled() and task.exception() is not None:
+                log.error("push: loop ended with %r", task.exception())
             self._task = None
         if self._own_executor:
             self._executor.shutdown(wait=True)

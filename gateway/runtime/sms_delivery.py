@@ -99,7 +99,8 @@ async def post_webhook(url: str, payload: dict[str, object], *,
                        ssl_context: ssl.SSLContext | None = None) -> Outcome:
     """POST `payload` as JSON to `url`; delivered on a 2xx status, never raises."""
     try:
-        return await asyncio.wait_for(_post(url, payload, ssl_context), timeout)
+        async with asyncio.timeout(timeout):  # 3.11's wait_for can drop a racing cancel
+            return await _post(url, payload, ssl_context)
     except TimeoutError:
         return Outcome(False, f"no answer within {timeout:g} s")
     except (OSError, ssl.SSLError, ValueError, asyncio.IncompleteReadError) as exc:
