@@ -124,3 +124,27 @@ def test_each_packet_carries_the_frame_captured_one_tick_before(box: Any) -> Non
     levels = [int.from_bytes(g711.decode(p, "PCMU")[:2], "little") for p in sent]
     assert levels[0] == 0 and streams[0].stats()["frames_missing"] == 1
     assert [round(v / 1000) for v in levels[1:]] == [1, 2, 3, 4, 5]
+
+
+def test_send_first_reaches_the_rtp_legs_of_a_conference() -> None:
+    from gateway.runtime.bridge import MixLeg, PortLeg, RtpLeg, send_first
+
+    ticked: list[str] = []
+
+    class Rtp:
+        def __init__(self, name: str) -> None:
+            self.name = name
+
+        def tick(self, now: float) -> None:
+            ticked.append(self.name)
+
+    port = PlainPort("p", "200", "fxs", SimpleNamespace(options={}),
+                     LoggedAudio("p", []), Machine())  # type: ignore[arg-type]
+    legs = [RtpLeg(cast_any(None), cast_any(Rtp(n))) for n in ("a", "b")]
+    send_first([(PortLeg(port, True), MixLeg(list(legs))),
+                (PortLeg(port, True), RtpLeg(cast_any(None), cast_any(Rtp("c"))))], 0.0)
+    assert ticked == ["a", "b", "c"]
+
+
+def cast_any(value: object) -> Any:
+    return value
