@@ -28,3 +28,19 @@ def test_net_per_call_leaves_out_the_idle_lines() -> None:
     step = Step(calls=4, up=4, gw_cpu_pct=6.0, idle_pct=2.0, sipp_cpu_pct=1.0, lost=0, late=0,
                 concealed=0, p99_ms=0.4, streams=4)
     assert step.gw_per_call == 1.5 and step.net_per_call == 1.0 and step.passed
+
+
+def test_cpu_seconds_agrees_with_the_kernels_tick_count() -> None:
+    import os
+    from pathlib import Path
+
+    from bench.media import TICK, cpu_seconds
+
+    x = 0
+    for i in range(2_000_000):  # some CPU time of our own to count
+        x += i
+    fields = Path(f"/proc/{os.getpid()}/stat").read_text().rsplit(")", 1)[1].split()
+    ticks = (int(fields[11]) + int(fields[12])) / TICK
+    precise = cpu_seconds(os.getpid())
+    assert precise > 0.0
+    assert abs(precise - ticks) < 0.05 + 0.02 * ticks  # same quantity, finer grain
