@@ -16,8 +16,10 @@ the first ring (Bellcore) or, at the latest, when the second ring starts. No rin
 `ring_timeout`: the caller gave up. The line is seized only when the other leg answers.
 
 Outgoing (`place`): seize, wait for dial tone (or `dial_delay` in "delay" mode), send the
-digits as DTMF, then the call counts as answered either at once ("dialled") or at the
-polarity reversal the exchange sends on answer ("polarity").
+digits as DTMF, then the call counts as answered at once ("dialled": most exchange lines
+say nothing about the answer), at the polarity reversal the exchange sends on answer
+("polarity"), or when sound that is no call-progress tone follows the ringback ("voice":
+the port's energy detector reports it as the tone "voice").
 
 Disconnect supervision while the line is held: busy or reorder tone, loop current gone for
 longer than `loop_drop`, or a polarity reversal (the one after the answer reversal). After
@@ -44,6 +46,8 @@ __all__ = [
 ]
 
 DIGITS = frozenset("0123456789*#ABCD")
+ANSWER_MODES = ("dialled", "polarity", "voice")
+"""How an outgoing call counts as answered; see `FxoSettings.answer`."""
 
 
 class FxoState(Enum):
@@ -86,7 +90,7 @@ class FxoSettings:
     dial_delay: float = 2.0
     digit_on: float = 0.1
     digit_off: float = 0.1
-    answer: Literal["dialled", "polarity"] = "dialled"
+    answer: Literal["dialled", "polarity", "voice"] = "dialled"
     answer_timeout: float = 60.0
     loop_drop: float = 0.25
     """Loop current must be gone this long to count as the far end hanging up (CPC)."""
@@ -103,8 +107,8 @@ class FxoSettings:
                 raise ValueError(f"FxoSettings.{name}: expected seconds >= 0")
         if self.dial_mode not in ("tone", "delay"):
             raise ValueError("FxoSettings.dial_mode: expected 'tone' or 'delay'")
-        if self.answer not in ("dialled", "polarity"):
-            raise ValueError("FxoSettings.answer: expected 'dialled' or 'polarity'")
+        if self.answer not in ANSWER_MODES:
+            raise ValueError("FxoSettings.answer: expected 'dialled', 'polarity' or 'voice'")
         if self.digit_on < 0.04:
             raise ValueError("FxoSettings.digit_on: expected >= 0.04 s (DTMF needs 40 ms)")
 
@@ -135,7 +139,7 @@ class IncomingOffer:
 
 FxoAction = lev.Action | SetHook | DialDigit | IncomingOffer
 
-_TONES = frozenset({"dial", "busy", "reorder"})
+_TONES = frozenset({"dial", "busy", "reorder", "ringback", "voice"})
 
 
 class FxoLine:
@@ -164,6 +168,7 @@ class FxoLine:
         self._next_digit = 0
         self._seized_at = 0.0
         self._seize_polarity = False
+        self._ringback_heard = False
         self.end_reason: str | None = None
         """Why the last call ended on the line's side (for logs and tests)."""
 
@@ -288,8 +293,16 @@ class FxoLine:
             self._timers.setdefault("loop_drop", start + self.settings.loop_drop)
 
     def tone(self, name: str, now: float) -> None:
-        """A call-progress tone recognised on the line's audio (with its cadence)."""
+        """A call-progress tone recognised on the line's audio (with its cadence): dial,
+        busy, reorder, ringback, or "voice" (sound that is none of them, held)."""
         if name not in _TONES:
+            return
+        if name in ("ringback", "voice"):
+            if self._state is FxoState.CALLING and self.settings.answer == "voice":
+                if name == "ringback":
+                    self._ringback_heard = True
+                elif self._ringback_heard:
+                    self._answered()  # sound after the ringback stopped: someone answered
             return
         if name == "dial" and self._state is FxoState.SEIZED:
             self._timers.pop("dial_tone", None)

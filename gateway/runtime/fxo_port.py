@@ -45,6 +45,15 @@ CID_END_FRAMES = 10
 CID_MAX_FRAMES = 200
 TONE_HOLD_S = {"dial": 0.3, "busy": 1.2, "reorder": 0.8}
 """How long a classification must hold before it counts: over one cadence period."""
+SOUND_DBFS = -45.0
+"""`answer: voice`: a frame at least this loud carries sound (ringback or an answer)."""
+RINGBACK_FRAMES = 15
+"""300 ms of ringback frames: the exchange is ringing the callee."""
+VOICE_FRAMES = 20
+RINGBACK_FFT = 512
+RINGBACK_BAND_HZ = 80.0
+"""A frame is ringback when over half its power lies this close to the ringback's tones."""
+"""400 ms of sound that is not ringback, after it: the callee answered."""
 
 
 def settings_from(options: Mapping[str, Any]) -> FxoSettings:
@@ -59,12 +68,17 @@ def settings_from(options: Mapping[str, Any]) -> FxoSettings:
         dial_mode=options.get("dial_mode", d.dial_mode),
         dial_tone_timeout=s("dial_tone_timeout_ms", d.dial_tone_timeout),
         dial_delay=s("dial_delay_ms", d.dial_delay),
-        answer=options.get("answer", d.answer),
+        answer=_answer_mode(options.get("answer", d.answer)),
         answer_timeout=s("answer_timeout_ms", d.answer_timeout),
         loop_drop=s("loop_drop_ms", d.loop_drop),
         reversal_disconnect=bool(options.get("reversal_disconnect", d.reversal_disconnect)),
         release_guard=s("release_guard_ms", d.release_guard),
     )
+
+
+def _answer_mode(value: Any) -> Any:
+    """`answer: immediate` is another name for the default, "dialled"."""
+    return "dialled" if value == "immediate" else value
 
 
 def echo_canceller_for(backend: str, options: Mapping[str, Any]) -> Any:
@@ -156,6 +170,48 @@ class FxoMachine:
                 out.append(action)
 
 
+class VoiceAnswer:
+    """`answer: voice`: tells the exchange's ringback from the callee's voice by energy and
+    make-up, frame by frame. Reports "ringback" once it held `RINGBACK_FRAMES`, then "voice"
+    once sound that is not ringback (its tones under half of the frame's power) held
+    `VOICE_FRAMES` after it; nothing else. Silence between ringback bursts resets the run."""
+
+    def __init__(self, ringback_hz: list[float]) -> None:
+        self.ringback_hz = ringback_hz
+        self.ringback = False
+        self._run = 0
+        self._kind = "quiet"
+        self.done = False
+
+    def feed(self, frame: bytes) -> str | None:
+        import numpy as np
+
+        from gateway.dsp.analysis import level_dbfs
+
+        if self.done:
+            return None
+        if level_dbfs(frame) < SOUND_DBFS:
+            kind = "quiet"
+        else:
+            x = np.frombuffer(frame, dtype="<i2").astype(np.float64)
+            power = np.abs(np.fft.rfft(x * np.hanning(len(x)), RINGBACK_FFT)) ** 2
+            hz = np.fft.rfftfreq(RINGBACK_FFT, 1.0 / 8000.0)
+            band = np.zeros(len(hz), dtype=bool)
+            for f in self.ringback_hz:
+                band |= np.abs(hz - f) <= RINGBACK_BAND_HZ
+            share = float(power[band].sum() / max(float(power.sum()), 1e-9))
+            kind = "ringback" if share >= 0.5 else "voice"
+        self._run = self._run + 1 if kind == self._kind else 1
+        self._kind = kind
+        if kind == "ringback" and not self.ringback and self._run >= RINGBACK_FRAMES:
+            self.ringback = True
+            return "ringback"
+        if kind == "voice" and self.ringback and self._run >= VOICE_FRAMES:
+            self.done = True
+            return "voice"
+        return None
+
+
 @dataclass
 class FxoLinePort:
     """One exchange line as a runtime port (kind "fxo")."""
@@ -180,6 +236,7 @@ class FxoLinePort:
     _reported: str | None = None
     _out: bytearray = field(default_factory=bytearray)
     _listening: FxoState | None = None
+    _answer: VoiceAnswer | None = None
     echo: Any = None
     """The line's echo canceller (`echo_canceller_for`), None without one."""
     _last_sent: bytes = SILENCE_FRAME
@@ -271,8 +328,16 @@ class FxoLinePort:
             self._listening = self.line.fxo_state
             self._classifier.reset()
             self._heard, self._heard_since, self._reported = "silence", now, None
+            if self.line.settings.answer == "voice":
+                self._answer = VoiceAnswer([*self.profile.ringback.frequencies])
         self._classifier.feed(frame)
         what = self._classifier.classify()
+        if self._answer is not None and self.line.fxo_state is FxoState.CALLING:
+            heard = self._answer.feed(frame)
+            if heard is not None:
+                log.info("fxo %s: hears %s", self.name, heard)
+                self.line.tone(heard, now)
+                self.wake()
         if what != self._heard:
             self._heard, self._heard_since = what, now
         hold = TONE_HOLD_S.get(what)

@@ -35,8 +35,10 @@ FXO_LINE_OPTIONS: dict[str, OptionSpec] = {
                             choices=("tone", "delay")),
     "dial_delay_ms": _MS,
     "dial_tone_timeout_ms": _MS,
-    "answer": OptionSpec(("str",), "'dialled' (answered once dialled) or 'polarity' (at the "
-                         "exchange's answer reversal)", choices=("dialled", "polarity")),
+    "answer": OptionSpec(("str",), "'dialled' (or 'immediate': answered once dialled, the "
+                         "default), 'polarity' (at the exchange's answer reversal) or 'voice' "
+                         "(sound after the ringback)",
+                         choices=("dialled", "immediate", "polarity", "voice")),
     "answer_timeout_ms": _MS,
     "reversal_disconnect": _BOOL,
     "loop_drop_ms": _MS,
