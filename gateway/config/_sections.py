@@ -75,6 +75,11 @@ class _Reader(_TrunkReader, _ModemReader, _DialPlanReader, _PhoneReader, _Servic
         modems = self.modems(top.values.get("modems"), groups, group_names)
         # gsm:<group> targets are checked once a gsm_groups section is written
         known_groups = list(group_names) if top.has("gsm_groups") else None
+        fxo_names = [ln.name for ln in lines or () if ln.type == "fxo"]
+        for node, path, name in self.allow_fxo_lines:  # trunks[i].allow_fxo.lines
+            if lines is not None and name not in fxo_names:
+                self.issue(node, path, f"no line of type fxo named {name!r}",
+                           f"an FXO line's name ({', '.join(fxo_names) or 'none are defined'})")
         for node, path, group in self.allow_gsm_groups:  # trunks[i].allow_gsm.groups
             if group not in group_names:
                 known = ", ".join(group_names) or "none are defined"

@@ -21,7 +21,14 @@ from gateway.config._convert import (
 )
 from gateway.config._reader import RouteProbe, _NodeReader
 from gateway.config.modems import MODEM_NAME_PATTERN, PREFIX_PATTERN
-from gateway.config.schema import HostPort, TrunkAllowGsm, TrunkConfig, TrunkRateLimit, TrunkTls
+from gateway.config.schema import (
+    HostPort,
+    TrunkAllowFxo,
+    TrunkAllowGsm,
+    TrunkConfig,
+    TrunkRateLimit,
+    TrunkTls,
+)
 from gateway.routing.health import HealthSettings
 
 
@@ -33,6 +40,9 @@ class _TrunkReader(_NodeReader):
         #: (node, path, group) of every `trunks[i].allow_gsm.groups` item, checked against
         #: gsm_groups once that section is read.
         self.allow_gsm_groups: list[tuple[Node, str, str]] = []
+        #: (node, path, line) of every `trunks[i].allow_fxo.lines` item, checked against
+        #: the lines of type fxo once lines are read.
+        self.allow_fxo_lines: list[tuple[Node, str, str]] = []
 
     def trunks(self, node: Node | None) -> tuple[list[TrunkConfig] | None, dict[str, Node]]:
         """The `trunks:` list, plus every trunk name seen (even in an otherwise bad trunk)."""
@@ -95,6 +105,7 @@ class _TrunkReader(_NodeReader):
         tls = self.trunk_tls(f.values.get("tls"), f.child("tls"))
         rate_limit = self.trunk_rate_limit(f.values.get("rate_limit"), f.child("rate_limit"))
         allow_gsm = self.trunk_allow_gsm(f.values.get("allow_gsm"), f.child("allow_gsm"))
+        allow_fxo = self.trunk_allow_fxo(f.values.get("allow_fxo"), f.child("allow_fxo"))
         health = self.trunk_health(f.values.get("health"), f.child("health"))
         srtp = self.take(f, "srtp", _choice(s.SRTP_MODES), s.DEFAULT_SRTP)
         mode = self.take(f, "keepalive", _choice(s.KEEPALIVE_MODES), s.DEFAULT_KEEPALIVE_MODE)
@@ -132,6 +143,7 @@ class _TrunkReader(_NodeReader):
             rate_limit,
             allow_gsm,
             health,
+            allow_fxo,
         )
 
     def trunk_tls(self, node: Node | None, path: str) -> TrunkTls | None:
@@ -162,14 +174,30 @@ class _TrunkReader(_NodeReader):
 
     def trunk_allow_gsm(self, node: Node | None, path: str) -> TrunkAllowGsm | None:
         """A trunk's `allow_gsm:` (absent or null: calls from this trunk never use a modem)."""
+        lists = self._trunk_allow(node, path, "groups", MODEM_NAME_PATTERN, "a gsm_groups name",
+                                  self.allow_gsm_groups)
+        return None if lists is None else TrunkAllowGsm(lists["groups"], lists["prefixes"])
+
+    def trunk_allow_fxo(self, node: Node | None, path: str) -> TrunkAllowFxo | None:
+        """A trunk's `allow_fxo:` (absent or null: calls from this trunk never use an
+        exchange line)."""
+        lists = self._trunk_allow(node, path, "lines", s.LINE_NAME_PATTERN,
+                                  "the name of a line of type fxo", self.allow_fxo_lines)
+        return None if lists is None else TrunkAllowFxo(lists["lines"], lists["prefixes"])
+
+    def _trunk_allow(self, node: Node | None, path: str, names: str, name_pattern: str,
+                     name_expected: str, seen: list[tuple[Node, str, str]]
+                     ) -> dict[str, tuple[str, ...]] | None:
+        """`{<names>: [...], prefixes: [...]}` of an allow_gsm / allow_fxo mapping."""
         if node is None or (isinstance(node, ScalarNode) and node.tag == _NULL):
             return None
-        f = self.mapping(node, path, s.TRUNK_ALLOW_GSM_KEYS)
+        keys = (names, "prefixes")
+        f = self.mapping(node, path, keys)
         if f is None:
             return None
         lists: dict[str, tuple[str, ...]] = {}
         for key, pattern, expected in (
-            ("groups", MODEM_NAME_PATTERN, "a gsm_groups name"),
+            (names, name_pattern, name_expected),
             ("prefixes", PREFIX_PATTERN, "digits, optionally after '+' (e.g. '+447', '07')"),
         ):
             where = f.child(key)
@@ -185,13 +213,13 @@ class _TrunkReader(_NodeReader):
                            f"a non-empty list, each {expected}")
                 continue
             lists[key] = items
-            if key == "groups":
-                self.allow_gsm_groups.extend(
+            if key == names:
+                seen.extend(
                     (item, f"{where}[{i}]", name)
                     for i, (item, name) in enumerate(zip(value.value, items, strict=False)))
-        if set(lists) != {"groups", "prefixes"}:
+        if set(lists) != set(keys):
             return None
-        return TrunkAllowGsm(lists["groups"], lists["prefixes"])
+        return lists
 
     def trunk_health(self, node: Node | None, path: str) -> HealthSettings | None:
         """A trunk's `health:` mapping: how it is probed and judged (absent/null: defaults)."""

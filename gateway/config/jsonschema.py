@@ -327,6 +327,27 @@ def export_json_schema() -> dict[str, Any]:
                 )
             ),
             "health": health_schema(),
+            "allow_fxo": _nullable(
+                _obj(
+                    {
+                        "lines": {"type": "array", "minItems": 1,
+                                  "items": {"type": "string",
+                                            "pattern": f"^{s.LINE_NAME_PATTERN}$"},
+                                  "description": "Lines of type fxo this trunk's calls may "
+                                  "use."},
+                        "prefixes": {"type": "array", "minItems": 1,
+                                     "items": {"type": "string", "pattern": r"^\+?[0-9*#]+$"},
+                                     "description": "Numbers they may call (longest prefix "
+                                     "wins; international and premium stay closed unless "
+                                     "listed)."},
+                    },
+                    s.TRUNK_ALLOW_FXO_KEYS,
+                    required=("lines", "prefixes"),
+                    description="Off by default: calls arriving on this trunk (a DID routed "
+                    "fxo:<name>, a PBX using the box as its PSTN gateway) may leave on the "
+                    "exchange lines only on these lines and to these number prefixes.",
+                )
+            ),
         },
         s.TRUNK_KEYS,
         required=("name", "registrar"),

@@ -151,8 +151,10 @@ TRUNK_KEYS: tuple[str, ...] = (
     "rate_limit",
     "allow_gsm",
     "health",
+    "allow_fxo",
 )
 TRUNK_ALLOW_GSM_KEYS: tuple[str, ...] = ("groups", "prefixes")
+TRUNK_ALLOW_FXO_KEYS: tuple[str, ...] = ("lines", "prefixes")
 TRUNK_RATE_LIMIT_KEYS: tuple[str, ...] = (
     "requests_per_second",
     "request_burst",
@@ -257,6 +259,18 @@ class TrunkAllowGsm:
 
 
 @dataclass(frozen=True)
+class TrunkAllowFxo:
+    """Calls arriving on a trunk that may leave on the box's exchange lines (opt-in, narrow).
+
+    Only on `lines` (names of `type: fxo` lines) and only numbers starting with one of
+    `prefixes`; international and premium-rate prefixes stay closed unless one is listed.
+    """
+
+    lines: tuple[str, ...]
+    prefixes: tuple[str, ...]
+
+
+@dataclass(frozen=True)
 class PortRange:
     """An inclusive UDP port range for RTP; `first` is even so RTP/RTCP pairs line up."""
 
@@ -332,6 +346,7 @@ class TrunkConfig:
     rate_limit: TrunkRateLimit = field(default_factory=TrunkRateLimit)
     allow_gsm: TrunkAllowGsm | None = None
     health: HealthSettings = field(default_factory=HealthSettings)
+    allow_fxo: TrunkAllowFxo | None = None
 
     def effective_codecs(self, sip: SipSettings) -> tuple[str, ...]:
         """Codecs offered on this trunk: its own override, else the global list."""
@@ -643,6 +658,10 @@ def _config_dict(config: Config, *, redact: bool) -> dict[str, Any]:
                     "prefixes": list(t.allow_gsm.prefixes),
                 },
                 "health": health_dict(t.health),
+                "allow_fxo": None if t.allow_fxo is None else {
+                    "lines": list(t.allow_fxo.lines),
+                    "prefixes": list(t.allow_fxo.prefixes),
+                },
             }
             for t in config.trunks
         ],

@@ -9,6 +9,13 @@ Outgoing, the line is seized and dials; a line that is ringing, held or resting 
 "busy" (503) and a line that gives no dial tone or loop current fails (503): both pass the
 call to the route's next target. Busy tone from the exchange is the callee's verdict (486)
 and ends the call.
+
+An INVITE for no line of the box whose number the dial plan routes to `fxo:<name>` (a DID
+meant for the exchange line, a PBX using the box as its PSTN gateway) is one SIP leg whose
+port is the exchange line: 180 while it dials and rings, 200 at the line's answer (its
+`answer` mode), the line's failures as SIP statuses. Toll fraud: the box's own lines and
+local phones may use FXO; a call from a trunk only with that trunk's `allow_fxo` (lines and
+number prefixes), else 403, logged and counted as ``call-denied``.
 """
 
 from __future__ import annotations
@@ -21,7 +28,8 @@ from typing import TYPE_CHECKING, Any
 from gateway.config.schema import Config, LineConfig, TrunkConfig
 from gateway.lines import events as lev
 from gateway.lines.fxo import FxoLine, FxoState, IncomingOffer
-from gateway.routing.targets import LineTarget, LocalTarget, TrunkTarget, parse_target
+from gateway.routing.router import NoRoute, Router
+from gateway.routing.targets import FxoTarget, LineTarget, LocalTarget, TrunkTarget, parse_target
 from gateway.runtime import call_end
 from gateway.runtime.fxo_port import (
     FxoLinePort,
@@ -33,9 +41,12 @@ from gateway.runtime.ports import LinePort, Port
 from gateway.runtime.rtp import RtpEndpoint
 from gateway.runtime.sip_calls import Call
 from gateway.security.permissions import LOCAL_USERS, CallSource, Denied, TargetPolicy
+from gateway.security.routeguard import RouteGuard, trunk_fxo_guard
+from gateway.sip import events as sev
 from gateway.sip.dns import is_ip
-from gateway.sip.sdp import build_offer
-from gateway.sip.sdp_secure import secure_offer
+from gateway.sip.errors import SdpError
+from gateway.sip.sdp import SessionDescription, build_offer
+from gateway.sip.sdp_secure import secure_answer, secure_offer
 from gateway.sip.target import Target
 from gateway.sip.ua import UserAgent
 from hal.registry import create_fxo
@@ -66,6 +77,10 @@ class FxoCalls:
 
     if TYPE_CHECKING:  # provided by Gateway and the other mixins
         route_guard: Any
+        router: Router
+        edge: Any
+
+        def _srtp_policy_for(self, source: tuple[str, int]) -> str: ...
 
         def _pump(self) -> None: ...
 
@@ -200,15 +215,113 @@ class FxoCalls:
         log.info("fxo %s: call %s failed: %s (%s)", fp.name, call_id, why, status)
         if b is None:
             return
+        if b.kind == "sip" and b.direction == "in" and self.ua is not None:
+            self.ua.reject(call_id, status, now)  # an INVITE routed to the line (from SIP)
         self.end_call(b, call_end.rejected(status, why), now)
         a = b.peer
         if a is None:
+            self._pump()
             return
         if b.direction == "in" and a.direction == "out" and self.end_call(
                 a, call_end.rejected(status, f"fxo {fp.name}: {why}"), now):
             # no dial tone / no loop current (503) passes to the route's next target
             reason = "fxo busy" if status == 503 else ("busy" if status == 486 else why)
             self._port_call_failed(a.port, reason, status, now)
+
+    # ------------------------------------------------------------------ out: from SIP
+
+    def _trunk_fxo_guard(self) -> RouteGuard:
+        """The narrow opt-in (trunks[].allow_fxo) for calls that came in on a trunk; its
+        refusals are logged and counted with the main route guard's."""
+        return trunk_fxo_guard(
+            {t.name: (t.allow_fxo.lines, t.allow_fxo.prefixes)
+             for t in self.config.trunks if t.allow_fxo is not None}, like=self.route_guard)
+
+    async def _incoming_to_fxo(self, ev: sev.IncomingCall) -> bool:
+        """An INVITE for no line of this box whose number the dial plan routes to
+        `fxo:<name>`: the exchange line dials it (False: not an FXO call, not handled)."""
+        from gateway.sip.uri import SipUri
+
+        try:
+            user = SipUri.parse(ev.request_uri).user or ""
+            decision = self.router.route(user)
+        except NoRoute:
+            return False
+        except Exception:  # noqa: BLE001  an unreadable Request-URI is not ours to route
+            return False
+        dest = decision.target
+        if not isinstance(dest, FxoTarget):
+            return False
+        assert self.ua is not None
+        number, target = decision.number, f"fxo:{dest.name}"
+        now = self.loop.time()
+        source = self.edge.call_source(ev.call_id, ev.source) if self.edge else None
+        if source is None:
+            self._refuse_to_fxo(ev, 403, "caller not known", now)
+            return True
+        guard = self._trunk_fxo_guard() if source.kind == "trunk" else self.route_guard
+        verdict = guard.check(source, number, target, src_addr=ev.source, call_id=ev.call_id)
+        if isinstance(verdict, Denied):
+            log.warning("call %s from %s to %s via %s refused: %s", ev.call_id, source, number,
+                        target, verdict.reason)
+            self._refuse_to_fxo(ev, verdict.status, "not permitted", now)
+            return True
+        fp = self.fxo_lines.get(dest.name)
+        if fp is None:
+            self._refuse_to_fxo(ev, 503, f"no exchange line {dest.name}", now)
+            return True
+        try:
+            offer = SessionDescription.parse(ev.sdp)
+        except SdpError:
+            self._refuse_to_fxo(ev, 488, "unreadable SDP", now)
+            return True
+        cfg = self.config
+        rtp = await RtpEndpoint.open(cfg.sip.listen.host,
+                                     (cfg.sip.rtp_ports.first, cfg.sip.rtp_ports.last))
+        now = self.loop.time()
+        if self.ua.call_state(ev.call_id) in (None, "ended"):
+            rtp.close()  # CANCELled while the socket was being opened: never seize
+            return True
+        policy = self._srtp_policy_for(ev.source)
+        sdp_id = secrets.randbits(31)
+        try:
+            answer, params, selection = secure_answer(
+                policy, offer, address=cfg.sip.public_host, port=rtp.port,
+                codecs=list(cfg.sip.codecs), session_id=sdp_id, session_version=1)
+        except SdpError as exc:
+            rtp.close()
+            self._refuse_to_fxo(ev, 488, f"no usable media ({exc})", now)
+            return True
+        call = Call(ev.call_id, fp, "in", ev.from_uri, "sip", now, rtp=rtp,
+                    answer_sdp=bytes(answer), params=params, srtp=selection,
+                    srtp_policy=policy, sdp_id=sdp_id)
+        self.calls[ev.call_id] = call
+        self._attach_rtp(call)
+        try:
+            result = fp.fxo.place(ev.call_id, number, now)
+        except ValueError as exc:
+            log.info("fxo %s: %s", fp.name, exc)
+            result = lev.IncomingResult.BUSY
+        if result is not lev.IncomingResult.ACCEPTED:
+            log.info("call %s: fxo %s is %s; not dialling %s", ev.call_id, fp.name,
+                     fp.line.fxo_state.value, number)
+            self.ua.reject(ev.call_id, 503, now)
+            self.end_call(call, call_end.rejected(503, f"fxo {fp.name} busy"), now)
+            self._pump()
+            return True
+        fp.call_id = ev.call_id
+        call.state = "ringing"
+        self.ua.ringing(ev.call_id, now)
+        log.info("call %s from %s: calling %s via fxo %s", ev.call_id, source, number, fp.name)
+        self._pump()
+        return True
+
+    def _refuse_to_fxo(self, ev: sev.IncomingCall, status: int, why: str, now: float) -> None:
+        """Answer `status` to an INVITE routed to an exchange line; the line was not seized."""
+        assert self.ua is not None
+        self.ua.reject(ev.call_id, status, now)
+        log.info("call %s (%s) ended: rejected %s (%s)", ev.call_id, ev.request_uri, status, why)
+        self._pump()
 
     # ------------------------------------------------------------------ in: the line rings
 

@@ -122,10 +122,12 @@ class Reloader:
         gw.trunks = {t.name: t for t in config.trunks}
         if plan.routing:
             from gateway.runtime.edge import build_route_guard
+            from gateway.runtime.fxo_calls import fxo_policies
             from gateway.runtime.gsm_calls import gsm_policies
 
             gw.router = Router.from_config(config)
-            gw.route_guard = build_route_guard(config, extra=gsm_policies(config))
+            gw.route_guard = build_route_guard(
+                config, extra=gsm_policies(config) + fxo_policies(config))
             if hasattr(gw, "_gsm_trunk_guard"):
                 del gw._gsm_trunk_guard  # rebuilt from the new trunks on first use
         if plan.security:

@@ -133,7 +133,8 @@ def plan_reload(old: Config, new: Config) -> ReloadPlan:
     routing = (old.dialplan != new.dialplan or old.emergency != new.emergency
                or bool(t_added or t_removed or l_added or l_removed)
                or old.gsm_groups != new.gsm_groups
-               or any(old_trunks[n].allow_gsm != new_trunks[n].allow_gsm for n in t_changed))
+               or any(old_trunks[n].allow_gsm != new_trunks[n].allow_gsm for n in t_changed)
+               or any(old_trunks[n].allow_fxo != new_trunks[n].allow_fxo for n in t_changed))
     security = (old.security != new.security or bool(t_added or t_removed or t_changed)
                 or old.sip_phones != new.sip_phones)
     settings = tuple(name for name, a, b in (

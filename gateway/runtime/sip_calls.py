@@ -447,6 +447,11 @@ class SipCalls:
             self, "_incoming_to_gsm", None)
         if lp is None and to_gsm is not None and await to_gsm(ev):
             return
+        # FxoCalls._incoming_to_fxo: likewise for a number routed to fxo:<line>.
+        to_fxo: Callable[[sev.IncomingCall], Awaitable[bool]] | None = getattr(
+            self, "_incoming_to_fxo", None)
+        if lp is None and to_fxo is not None and await to_fxo(ev):
+            return
         if lp is None:
             self.ua.reject(ev.call_id, 404, now)
             unplaced: Callable[..., None] | None = getattr(self, "_record_unplaced", None)

@@ -15,7 +15,8 @@ Default policy, until the config grows a section for it:
 - the ``local`` target (ringing a line of this box) is open to everyone the SIP edge let in;
 - GSM and FXO have no policy, so they carry no calls until someone writes one (pass it in
   `extra`); calls from a trunk reach a modem only through `trunk_gsm_guard` (a trunk's
-  `allow_gsm`: named groups, listed prefixes, everything else closed).
+  `allow_gsm`: named groups, listed prefixes, everything else closed) and an exchange line
+  only through `trunk_fxo_guard` (`allow_fxo`: named lines, listed prefixes).
 
 Pure: no I/O, no clock; `log_event` is the only side effect.
 """
@@ -94,12 +95,27 @@ def trunk_gsm_policies(
     (or equal) allowed prefix opens part of them (``+447`` opens UK mobiles, not ``+``).
     The target of each policy is ``trunk:<name>>gsm:<group>``, see `trunk_gsm_target`.
     """
+    return _trunk_scoped_policies(allow, "gsm")
+
+
+def trunk_fxo_policies(
+    allow: Mapping[str, tuple[Iterable[str], Iterable[str]]],
+) -> list[TargetPolicy]:
+    """Policies for calls that came in on a trunk and leave on an exchange line: `allow`
+    maps a trunk name to (FXO line names, prefixes) from its `allow_fxo`; the same rules as
+    `trunk_gsm_policies` (default deny, international and premium closed unless listed)."""
+    return _trunk_scoped_policies(allow, "fxo")
+
+
+def _trunk_scoped_policies(
+    allow: Mapping[str, tuple[Iterable[str], Iterable[str]]], kind: str,
+) -> list[TargetPolicy]:
     policies: list[TargetPolicy] = []
     for trunk in sorted(allow):
-        groups, prefixes = allow[trunk]
-        for group in dict.fromkeys(groups):
+        names, prefixes = allow[trunk]
+        for name in dict.fromkeys(names):
             policies.append(TargetPolicy(
-                trunk_gsm_target(trunk, f"gsm:{group}"), sources=(trunk_target(trunk),),
+                trunk_gsm_target(trunk, f"{kind}:{name}"), sources=(trunk_target(trunk),),
                 allow=tuple(prefixes), deny=DEFAULT_DENIED_PREFIXES, default="deny"))
     return policies
 
@@ -183,6 +199,14 @@ class TrunkGsmGuard(RouteGuard):
         scoped = trunk_gsm_target(source.name, target) if source.kind == "trunk" else target
         return self._logged(self.permissions.check(source, number, scoped), source, number,
                             src_addr, call_id)
+
+
+def trunk_fxo_guard(allow: Mapping[str, tuple[Iterable[str], Iterable[str]]], *,
+                    like: RouteGuard) -> RouteGuard:
+    """The guard for calls from a trunk to ``fxo:<line>`` (a trunk's `allow_fxo`), logging
+    like `like` and counting its refusals in the same `denied` table."""
+    return TrunkGsmGuard(Permissions(trunk_fxo_policies(allow)), logger=like.logger,
+                         denied=like.denied)
 
 
 def trunk_gsm_guard(allow: Mapping[str, tuple[Iterable[str], Iterable[str]]], *,
