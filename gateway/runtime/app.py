@@ -681,6 +681,8 @@ class Gateway(FailoverCalls, MediaWatchCalls, SipCalls, GsmCalls, FxoCalls, Phon
         call.state = "connected"
         call.answered_at = now
         if call.kind == "local":
+            if self.transfers.local.answered(call, now):
+                return  # a blind transfer's target answered (gateway/runtime/transfer_local.py)
             peer = call.peer
             if peer is not None:
                 peer.state = "connected"
@@ -697,6 +699,8 @@ class Gateway(FailoverCalls, MediaWatchCalls, SipCalls, GsmCalls, FxoCalls, Phon
         if call is None:
             return
         if call.kind == "local":
+            if self.transfers.local.refused(call, status, now):
+                return  # a blind transfer's target refused: recall (transfer_local.py)
             self.end_call(call, call_end.rejected(status), now)
             peer = call.peer
             if peer is not None and self.end_call(

@@ -299,6 +299,9 @@ class SipCalls:
         if record is not None:
             record(call, cause, now)
         self._release_media(call)
+        transfers = getattr(self, "transfers", None)
+        if transfers is not None:  # a transferee hanging up while its target rings
+            transfers.local.leg_ended(call, now)
         talked = (f"{now - call.answered_at:.1f} s" if call.answered_at is not None
                   else "not answered")
         log.info("call %s (line %s) ended: %s, %s", call.call_id, call.port.name, cause, talked,

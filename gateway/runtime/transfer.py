@@ -7,7 +7,8 @@ The SIP side is pure (gateway/sip/refer.py); this adapter decides and moves call
   trunk; attended: Refer-To the consultation party with Replaces naming that dialog). The
   REFER's NOTIFYs say how it went: a 2xx ends both our legs (BYE) and tells the line
   `transfer_result(True)`; a failure or no final word within `TRANSFER_TIMEOUT` gives the
-  user the call back (`transfer_result(False)`). Two local legs are joined as
+  user the call back (`transfer_result(False)`). A blind transfer of a local call is
+  done on the box (gateway/runtime/transfer_local.py). Two local legs are joined as
   gateway.runtime.line_calls does; a SIP leg and a local leg are joined here: the far
   phone of the local leg takes over the SIP call.
 - A REFER from a call's peer (`ReferReceived`, already checked to come from the peer) is
@@ -32,6 +33,7 @@ from gateway.runtime import call_end
 from gateway.runtime.call_end import CallEnd
 from gateway.runtime.rtp import RtpEndpoint
 from gateway.runtime.sip_calls import Call, route_trunk
+from gateway.runtime.transfer_local import LocalBlindTransfers
 from gateway.security.permissions import CallSource, Denied
 from gateway.security.routeguard import trunk_target
 from gateway.sip import events as sev
@@ -69,6 +71,7 @@ class Transfers:
         self.gw = gw
         self._out: dict[str, _Outgoing] = {}  # held call id -> our REFER in progress
         self._new: dict[str, str] = {}  # the call a REFER made us place -> the old call
+        self.local = LocalBlindTransfers(gw)  # blind transfer to a port of this box
 
     # -- the handset transfers (TransferCall) --------------------------------------------
 
@@ -88,6 +91,10 @@ class Transfers:
             return
         if consult is not None and "local" in (held.kind, consult.kind):
             self._join_mixed(lp, held, consult, now)
+            return
+        if consult is None and held.kind == "local":  # blind, joined on the box
+            if not action.target or not self.local.start(lp, held, action.target, now):
+                self._result(lp, False, now)
             return
         if held.kind != "sip" or gw.ua is None:
             self._result(lp, False, now)
