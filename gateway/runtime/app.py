@@ -32,7 +32,14 @@ from gateway.runtime.control import ControlServer
 from gateway.runtime.dtmf_relay import DtmfRelay
 from gateway.runtime.edge import SipEdge, build_edge, build_route_guard
 from gateway.runtime.failover import FailoverCalls
-from gateway.runtime.forwarding import feature_code, forward_local, forward_port_idle, line_setup
+from gateway.runtime.forwarding import (
+    arm_local_no_answer,
+    caller_of,
+    feature_code,
+    forward_local,
+    forward_port_idle,
+    line_setup,
+)
 from gateway.runtime.fxo_calls import FxoCalls, fxo_policies
 from gateway.runtime.gsm_calls import GsmCalls, gsm_policies
 from gateway.runtime.line_calls import carry_out as carry_out_line_call
@@ -655,8 +662,9 @@ class Gateway(FailoverCalls, MediaWatchCalls, SipCalls, GsmCalls, FxoCalls, Phon
             return
         if forward_local(self, lp, target, now):
             return  # the line is forwarded or in DND (gateway.runtime.forwarding)
+        caller, caller_name = caller_of(lp)  # a forwarded call: its original caller
         a = Call(f"local-{secrets.token_hex(8)}", lp, "out", target.number, "local", now)
-        b = Call(f"local-{secrets.token_hex(8)}", target, "in", lp.number, "local", now)
+        b = Call(f"local-{secrets.token_hex(8)}", target, "in", caller, "local", now)
         a.peer, b.peer = b, a
         self.calls[a.call_id] = a
         lp.call_id = a.call_id
@@ -666,13 +674,13 @@ class Gateway(FailoverCalls, MediaWatchCalls, SipCalls, GsmCalls, FxoCalls, Phon
             self.end_call(a, call_end.rejected(486), now)
             return
         self.calls[b.call_id] = b
-        result = target.machine.incoming_call(b.call_id, lp.number,
-                                              getattr(lp.config, "display_name", None), now)
+        result = target.machine.incoming_call(b.call_id, caller, caller_name, now)
         if result is lev.IncomingResult.ACCEPTED:
             if target.call_id is None or target.machine.call_id == b.call_id:
                 target.call_id = b.call_id  # else it waits behind the target's call
             a.state = b.state = "ringing"
             lp.machine.call_progress(180, now, early_media=False)
+            arm_local_no_answer(self, a, b)  # forward on no answer (forwarding.py)
 
     def _answer(self, call_id: str, now: float) -> None:
         call = self.calls.get(call_id)

@@ -44,6 +44,7 @@ from gateway.lines.features import (
 )
 from gateway.lines.sip_phone import SipPhoneLine
 from gateway.runtime.phone_port import PhonePort
+from gateway.runtime.ports import machine_for
 from gateway.store.atomic import write_atomic
 
 if TYPE_CHECKING:
@@ -62,12 +63,29 @@ __all__ = ["ForwardPort", "feature_code", "forward_incoming", "forward_local",
 
 @dataclass
 class ForwardPort(PhonePort):
-    """A forwarded caller's dialog as a port that dials the forward number."""
+    """A forwarded call as a port that dials the forward number: its leg is the caller's
+    SIP dialog, or (a caller on this box) none, its caller being `caller_port`'s call."""
 
     forwarded_from: str = ""
     """The line that forwarded the call: its permissions apply to the number dialled."""
     invite_headers: tuple[tuple[str, str], ...] = ()
-    """Sent with the forwarded INVITE: Diversion (RFC 5806), the line and why."""
+    """Sent with the forwarded INVITE: Diversion (RFC 5806), the line and why, newest
+    first (a call forwarded again carries every line it passed)."""
+    caller: str = ""
+    """Who called (a SIP URI or a line's number): shown to the forward target."""
+    caller_name: str | None = None
+    hops: int = 1
+    """How many times this call was forwarded (the Diversion headers it carries)."""
+    caller_port: str | None = None
+    """A caller on this box: its port, whose call `caller_call` waits for this one."""
+    caller_call: str | None = None
+    handed_over: bool = False
+    """The forward target answered and the caller's port took the call over."""
+
+
+MAX_FORWARD_HOPS = 5
+"""A call forwarded this many times is not forwarded again (A -> B -> A loops): the line
+it reached rings as if it had no forward set."""
 
 
 #: Diversion reasons (RFC 5806) for `decide_incoming`'s `why`.
@@ -259,13 +277,26 @@ async def forward_incoming(gw: Gateway, ev: Any, lp: Any, now: float) -> bool:
     return False
 
 
+def no_answer_forward(gw: Gateway, lp: Any) -> tuple[float, str] | None:
+    """(seconds, number) when a call `lp` rings is forwarded if not answered by then.
+
+    Asked once the line rings, so the line is no longer idle: its busy forward (set too)
+    must not hide the no-answer one (the call was offered as to an idle line)."""
+    state = _states(gw).get(lp.name)
+    if state is None or getattr(lp, "kind", None) != "fxs":
+        return None
+    decision = decide_incoming(state, False)
+    if isinstance(decision, Ring) and decision.forward_after and decision.number:
+        return decision.forward_after, decision.number
+    return None
+
+
 def arm_no_answer(gw: Gateway, call: Call) -> None:
     """The line rings `call`: with forward on no answer set, forward it when that runs out."""
-    decision = _decision(gw, call.port)
-    if isinstance(decision, Ring) and decision.forward_after and decision.number:
-        number = decision.number
-        gw.loop.call_later(decision.forward_after,
-                           lambda: _no_answer(gw, call.call_id, call.port.name, number))
+    armed = no_answer_forward(gw, call.port)
+    if armed is not None:
+        after, number = armed
+        gw.loop.call_later(after, lambda: _no_answer(gw, call.call_id, call.port.name, number))
 
 
 def _no_answer(gw: Gateway, call_id: str, line: str, number: str) -> None:
@@ -279,9 +310,10 @@ def _no_answer(gw: Gateway, call_id: str, line: str, number: str) -> None:
     leg = _leg_from(call)
     call.rtp = None  # the caller's media goes with the dialog to the forward leg
     gw.end_call(call, CallEnd("forwarded", f"forwarded on no answer to {number}"), now)
-    lp.machine.incoming_cancelled(now)
+    machine_for(lp, call_id).incoming_cancelled(now)  # that call, not a waiting one
     log.info("line %s: call %s not answered; forwarded to %s", line, call_id, number)
-    _start_forward(gw, lp, leg, number, now, "no-answer")
+    _start_forward(gw, lp, leg, number, now, "no-answer", caller=call.remote,
+                   caller_name=None)
     gw._pump()
 
 
@@ -330,23 +362,82 @@ async def _forward_dialog(gw: Gateway, ev: Any, lp: Any, number: str, why: str) 
                params=params, srtp=selection, srtp_policy=policy, sdp_id=sdp_id)
     log.info("line %s: call %s from %s forwarded (%s) to %s", lp.name, ev.call_id,
              ev.from_uri, why, number)
-    _start_forward(gw, lp, leg, number, now, why)
+    _start_forward(gw, lp, leg, number, now, why, caller=ev.from_uri,
+                   caller_name=ev.from_display)
     gw._pump()
 
 
-def _start_forward(gw: Gateway, lp: Any, leg: Call, number: str, now: float,
-                   why: str) -> None:
+def forward_port(gw: Gateway, lp: Any, why: str, *, caller: str,
+                 caller_name: str | None, hops: int = 1,
+                 before: tuple[tuple[str, str], ...] = ()) -> ForwardPort:
+    """A transient port for a call line `lp` forwards (`why`): it dials with the line's
+    permissions and account, shows `caller` to the target and names the line in a
+    Diversion header (before the `before` ones of earlier forwards)."""
     name = f"fwd:{lp.name}:{secrets.token_hex(3)}"
     user = lp.config.trunk.username if lp.config.trunk is not None else lp.number
     diversion = (f"<sip:{user}@{gw.config.sip.public_host}>"
                  f";reason={DIVERSION_REASONS.get(why, 'unknown')};counter=1")
-    port = ForwardPort(name, lp.number, lp.name, lp.config, SipPhoneLine(name), gw.loop.time,
-                       forwarded_from=lp.name, invite_headers=(("Diversion", diversion),))
+    return ForwardPort(name, lp.number, lp.name, lp.config, SipPhoneLine(name), gw.loop.time,
+                       forwarded_from=lp.name,
+                       invite_headers=(("Diversion", diversion), *before),
+                       caller=caller, caller_name=caller_name, hops=hops)
+
+
+def _start_forward(gw: Gateway, lp: Any, leg: Call, number: str, now: float,
+                   why: str, *, caller: str, caller_name: str | None) -> None:
+    port = forward_port(gw, lp, why, caller=caller, caller_name=caller_name)
     leg.port = port
     port.line.on_signal = lambda signal, port=port: _signal(gw, port, signal)
-    gw.ports[name] = port
+    gw.ports[port.name] = port
     gw._attach_phone_leg(port, leg)
     port.line.phone_dialled(number, now)
+
+
+# ------------------------------------------------------------------ caller identity
+
+
+def caller_of(lp: Any) -> tuple[str, str | None]:
+    """Who a call from port `lp` is from, for the target's caller ID: a forwarded call's
+    original caller, else the port's own number and name."""
+    if isinstance(lp, ForwardPort) and lp.caller:
+        return lp.caller, lp.caller_name
+    return lp.number, getattr(lp.config, "display_name", None)
+
+
+def _withheld(caller: str, name: str | None) -> bool:
+    user = _user_part(caller).lower()
+    return user in ("", "anonymous") or "anonymous.invalid" in caller.lower() or \
+        (name or "").lower() in ("anonymous", "withheld")
+
+
+def _user_part(uri: str) -> str:
+    text = uri.strip().strip("<>")
+    for scheme in ("sip:", "sips:", "tel:"):
+        if text.lower().startswith(scheme):
+            text = text[len(scheme):]
+            break
+    return text.split("@", 1)[0].split(";", 1)[0]
+
+
+def invite_identity(lp: Any, user: str, domain: str) -> dict[str, Any]:
+    """`UserAgent.invite` keywords naming the caller of a call port `lp` places on a trunk
+    as `user` (its account there).
+
+    A forwarded call shows its original caller, as an ATA does: From is the caller's
+    number (with the caller's name), P-Asserted-Identity (RFC 3325) the forwarding line's
+    account (the identity a trunk that screens callers checks and bills), and the
+    Diversion header names the line. A withheld caller stays withheld (anonymous From,
+    Privacy: id). A line set to ``forwarded_caller_id: line`` sends its own identity."""
+    own = f"sip:{user}@{domain}"
+    if not isinstance(lp, ForwardPort) or not lp.caller or \
+            getattr(getattr(lp.config, "features", None), "forwarded_caller_id",
+                    "original") == "line":
+        return {"from_uri": own, "display_name": lp.config.display_name}
+    if _withheld(lp.caller, lp.caller_name):
+        return {"from_uri": "sip:anonymous@anonymous.invalid", "display_name": "Anonymous",
+                "asserted_identity": own, "privacy": True}
+    return {"from_uri": f"sip:{_user_part(lp.caller)}@{domain}",
+            "display_name": lp.caller_name, "asserted_identity": own}
 
 
 def _signal(gw: Gateway, port: ForwardPort, signal: Any) -> None:
@@ -363,9 +454,13 @@ def _drop_port(gw: Gateway, port: ForwardPort) -> None:
 
 
 def forward_port_idle(gw: Gateway, port: Any) -> None:
-    """A port went idle: a forward port whose caller is gone is dropped."""
+    """A port went idle: a forward port whose caller is gone is dropped, and a forward
+    placed for a caller of this box that hung up is given up."""
+    from gateway.runtime.forward_local import caller_left
+
     if isinstance(port, ForwardPort):
         gw.loop.call_soon(_drop_port, gw, port)
+    caller_left(gw, port)
 
 
 # ------------------------------------------------------------------ line to line
@@ -373,25 +468,15 @@ def forward_port_idle(gw: Gateway, port: Any) -> None:
 
 def forward_local(gw: Gateway, lp: Any, target: Any, now: float) -> bool:
     """A call from port `lp` to FXS line `target`: DND refuses it, forward always/busy
-    re-route the caller's call to the forward number (True: done here)."""
-    if getattr(target, "kind", None) != "fxs" or target is lp:
-        return False
-    decision = _decision(gw, target)
-    if isinstance(decision, Refuse):
-        log.info("line %s: call from %s refused %d (%s)", target.name, lp.name,
-                 decision.status, decision.why)
-        lp.machine.call_ended(decision.why, decision.status, now)
-        return True
-    if isinstance(decision, Forward):
-        hops: set[str] = gw.__dict__.setdefault("_forward_hops", set())
-        if target.name in hops:
-            return False  # a forward loop: the last line rings
-        log.info("line %s: call from %s forwarded (%s) to %s", target.name, lp.name,
-                 decision.why, decision.number)
-        hops.add(target.name)
-        try:
-            gw._route_call(lp, decision.number, now)
-        finally:
-            hops.discard(target.name)
-        return True
-    return False
+    send it on at once (True: done here); else the target is to ring (False)."""
+    from gateway.runtime.forward_local import forward_local as local
+
+    return local(gw, lp, target, now)
+
+
+def arm_local_no_answer(gw: Gateway, caller: Call, ringing: Call) -> None:
+    """Line-to-line: the target line rings `ringing` (for the caller's leg `caller`): with
+    forward on no answer set, the call goes to the forward number when that runs out."""
+    from gateway.runtime.forward_local import arm_no_answer as arm
+
+    arm(gw, caller, ringing)

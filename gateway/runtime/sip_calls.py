@@ -161,6 +161,8 @@ class SipCalls:
 
     async def _place_sip_call(self, lp: Port, number: str, trunk_name: str,
                               attempt: Attempt | None = None) -> None:
+        from gateway.runtime.forwarding import invite_identity
+
         cfg = self.config
         trunk = self.trunks[trunk_name]
         # Kept fresh from DNS by the trunk trust's lookups (and through a DNS outage). A
@@ -187,13 +189,13 @@ class SipCalls:
         user = lp.config.trunk.username if account and lp.config.trunk else lp.number
         call_id = self.ua.invite(
             target_uri=f"sip:{number}@{trunk.domain}",
-            from_uri=f"sip:{user}@{trunk.domain}",
             dest=targets or (trunk.proxy.host, trunk.proxy.port),
             sdp=bytes(offer),
             account_id=account,
-            display_name=lp.config.display_name,
             now=now,
             extra=getattr(lp, "invite_headers", ()),  # a forwarded call's Diversion
+            # From (and a forwarded call's P-Asserted-Identity): gateway.runtime.forwarding
+            **invite_identity(lp, user, trunk.domain),
         )
         call = Call(call_id, lp, "out", f"sip:{number}@{trunk.domain}", "sip", now, rtp=rtp,
                     offer=offer, srtp_pending=pending, srtp_policy=trunk.srtp, sdp_id=sdp_id)
