@@ -39,6 +39,7 @@ from typing import Literal
 
 __all__ = [
     "CallerId", "CallerIdMethod", "CallerIdPlan", "METHODS", "Modem", "BELL202", "V23",
+    "vmwi_plan",
     "mdmf_message", "sdmf_message", "vmwi_message", "fsk", "bell202_fsk", "dtas", "dtmf_callerid", "plan",
 ]
 
@@ -297,3 +298,24 @@ def plan(method: CallerIdMethod | str, cid: CallerId, when: datetime) -> CallerI
         lead = _silence(REVERSAL_TO_DTMF)
     pcm = lead + data
     return CallerIdPlan(m, pcm, True, m.reversal, len(pcm) / (2 * RATE) + DATA_TO_RING)
+
+
+def vmwi_plan(method: CallerIdMethod | str, on: bool) -> CallerIdPlan:
+    """On-hook VMWI (the lamp), sent without ringing, for a line whose caller ID is `method`.
+
+    ETSI FSK lines (V.23) follow EN 300 659-1 for data not associated with ringing: the
+    display is woken first by a line reversal, DT-AS at least 100 ms later, and the data
+    45-75 ms after DT-AS; the port reverses the line when ``reversal`` and restores it
+    once the data is over. A network that alerts with DT-AS alone (``etsi_fsk_dtas``)
+    gets DT-AS without the reversal. Bellcore lines get the Bell 202 FSK alone (GR-30);
+    a line without FSK caller ID (DTMF, off) likewise. SDMF (0x06) when the method is.
+    """
+    m = METHODS[method] if isinstance(method, str) else method
+    fsk_method = m.signal == "fsk"
+    modem = m.modem if fsk_method else BELL202
+    data = fsk(vmwi_message(on, sdmf=fsk_method and m.format == "sdmf"), modem)
+    if modem is not V23:
+        return CallerIdPlan(m, data, False, False, 0.0)
+    reversal = m.reversal or not m.alert  # etsi_fsk_dtas: a network that never reverses
+    lead = _silence(REVERSAL_TO_ALERT if reversal else 0.0) + dtas() + _silence(ALERT_TO_DATA)
+    return CallerIdPlan(m, lead + data, False, reversal, 0.0)

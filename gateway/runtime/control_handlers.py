@@ -144,6 +144,8 @@ def line_state(gw: Gateway, lp: LinePort) -> dict[str, Any]:
         "forwarding": forwarding_status(gw, lp.name),  # call forward and DND
         # the simulated handset's last ring bursts, (start, end) in phone seconds
         "rings": [list(r) for r in getattr(lp.simulated_phone, "rings", [])[-12:]],
+        # its loop polarity changes outside ringing, (t, "normal" | "reversed")
+        "polarity": [list(p) for p in getattr(lp.simulated_phone, "polarity_log", [])[-12:]],
     }
 
 

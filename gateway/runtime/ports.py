@@ -209,6 +209,8 @@ class LinePort:
     """A call-waiting alert sounding over the call (gateway.dsp.cidcw)."""
     mic_heard: bytes = SILENCE_FRAME
     """The mouthpiece as captured, for DTMF detection; `mic` is muted during an alert."""
+    vmwi_reversed: bool = False
+    """The line is reversed for an ETSI VMWI still being sent (normal again after it)."""
 
     @property
     def machine(self) -> PortMachine:
@@ -286,6 +288,9 @@ class LinePort:
             ear = SILENCE_FRAME
         self.port.write_frame(ear)
         self.last_ear = ear
+        if self.vmwi_reversed and not self.caller_id:  # the VMWI is over (or cut short)
+            self.vmwi_reversed = False
+            self.port.set_polarity(False)
         if ear != SILENCE_FRAME:
             self.ear_recent = 8  # the echo canceller runs while an echo can still come back
         elif self.ear_recent > 0:
@@ -355,17 +360,17 @@ class LinePort:
     def send_vmwi(self, on: bool) -> None:
         """The message waiting lamp, as on-hook FSK now: MDMF 0x82 (SDMF 0x06 when the
         line's caller ID is SDMF), in the modem of its caller-ID method (Bell 202 when that
-        is not FSK)."""
-        from gateway.dsp.callerid import BELL202, METHODS, fsk, vmwi_message
+        is not FSK); on an ETSI FSK line after a reversal and DT-AS, the polarity restored
+        when the data is over (gateway.dsp.callerid.vmwi_plan)."""
+        from gateway.dsp.callerid import METHODS, vmwi_plan
 
         if self.port.is_off_hook() or self.caller_id:
             return  # someone is on the line, or caller ID is being sent: not now
-        method = METHODS.get(self.callerid_method)
-        fsk_method = method is not None and method.signal == "fsk"
-        message = vmwi_message(on, sdmf=fsk_method and method is not None
-                               and method.format == "sdmf")
-        self.caller_id[:] = fsk(message, method.modem if method is not None and fsk_method
-                                else BELL202)
+        plan = vmwi_plan(METHODS.get(self.callerid_method) or METHODS["bellcore"], on)
+        if plan.reversal:  # ETSI: reversal, DT-AS, data (EN 300 659-1, without ringing)
+            self.port.set_polarity(True)
+            self.vmwi_reversed = True
+        self.caller_id[:] = plan.pcm
 
     def alert_call_waiting(self, caller: str, name: str | None, with_caller_id: bool) -> None:
         """Sound the call-waiting tone over the call; with caller ID, the CAS and (once the

@@ -90,6 +90,9 @@ class VirtualPhone:
         """(start, end) of every ring burst seen, in phone time."""
         self.hook_log: list[tuple[bool, float]] = []
         """(off_hook, t) of every hook change the phone made."""
+        self.polarity_log: list[tuple[float, str]] = []
+        """(t, "normal" | "reversed") at every loop polarity change outside ringing."""
+        self._polarity_seen = self.polarity
         self.cidcw_ack: str | None = "D"
         """The DTMF digit this phone answers a call-waiting CAS with (a CIDCW set); None:
         a phone without off-hook caller ID, which ignores the CAS."""
@@ -393,6 +396,9 @@ class VirtualPhone:
         fr = float(self._fr.state)
         toggling = self._fr.frequency is not None and 0.0 < fr < 1.0
         ringing = rm_high and toggling
+        if not rm_high and not toggling and self.polarity != self._polarity_seen:
+            self._polarity_seen = self.polarity
+            self.polarity_log = [*self.polarity_log[-31:], (self.now, self.polarity)]
         if ringing == self._ringing:
             return
         self._ringing = ringing
