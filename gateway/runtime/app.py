@@ -286,6 +286,8 @@ class Gateway(FailoverCalls, MediaWatchCalls, SipCalls, GsmCalls, FxoCalls, Phon
             self.loop.call_soon_threadsafe(self._hook_edge, lp, offhook, t)
 
         port.start(on_hook)
+        if self.mwi is not None:
+            self.mwi.line_added(lp)  # made again by a reload: its lamp and stutter tone
 
     def _server_name(self, t: TrunkConfig) -> str | None:
         return (t.tls.server_name or t.domain) if t.transport == "tls" else None

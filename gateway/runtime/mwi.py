@@ -5,21 +5,32 @@ The SIP side is pure (gateway/sip/subscribe.py); this adapter only decides, per 
 to subscribe (`lines[].mwi`), feeds what the server says to the line's state machine
 (`FxsLine.set_message_waiting`, which sends VMWI when the line is idle) and keeps what
 `branchline status` shows.
+
+What each line was last told is kept: a line made again by a reload gets its lamp and
+stutter tone back at once (`line_added`), and the state is written to
+``<state_dir>/mwi.json`` (an atomic write) so a restart keeps it too. That matters for a
+line that only gets unsolicited NOTIFYs: the trunk sends the next one only when the
+mailbox changes. A subscribed line's server NOTIFYs its state anew when subscribed.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import socket
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from gateway.config.schema import LineConfig
 from gateway.sip import events as sev
 from gateway.sip.dns import is_ip
 from gateway.sip.uri import SipUri
+from gateway.store.atomic import write_atomic
 
 log = logging.getLogger("branchline")
+
+STATE_FILE = "mwi.json"
 
 
 class TrunkHosts:
@@ -66,9 +77,13 @@ class MessageWaiting:
         self._subscribed: dict[str, tuple[Any, Any]] = {}  # line -> (its mwi, its trunk)
 
     def start(self, now: float) -> None:
-        """Accept unsolicited NOTIFY from the trunks; subscribe every line that asks to."""
+        """Accept unsolicited NOTIFY from the trunks; subscribe every line that asks to.
+        The lamps stored by the last run are lit again first."""
         ua = self.gw.ua
         ua.notify_sources = TrunkHosts(self.gw)
+        self._load()
+        for lp in self.gw.lines.values():
+            self.line_added(lp)
         for lc in self.gw.config.lines:
             if lc.mwi is not None and lc.mwi.subscribe and lc.name in self.gw.lines:
                 self._subscribe(lc, now)
@@ -95,6 +110,44 @@ class MessageWaiting:
         """End the subscriptions (Expires: 0) before the accounts go."""
         for name in self._subscribed:
             self.gw.ua.unsubscribe_mwi(name, now)
+
+    def line_added(self, lp: Any) -> None:
+        """A line (made again by a reload, or at start) gets the message waiting state
+        last known for it: stutter dial tone, and the lamp (VMWI) sent again."""
+        state = self.lines.get(lp.name)
+        if state is not None and state.waiting:
+            lp.line.set_message_waiting(True)
+
+    def _path(self) -> Path:
+        return Path(self.gw.config.gateway.state_dir) / STATE_FILE
+
+    def _load(self) -> None:
+        path = self._path()
+        try:
+            data = json.loads(path.read_text("utf-8"))
+        except FileNotFoundError:
+            return
+        except (OSError, ValueError) as exc:
+            log.warning("mwi: %s unreadable (%s); lamps start off", path, exc)
+            return
+        lines = data.get("lines") if isinstance(data, dict) else None
+        for name, entry in (lines.items() if isinstance(lines, dict) else ()):
+            if name not in self.gw.lines or not isinstance(entry, dict):
+                continue
+            new, old = entry.get("new"), entry.get("old")
+            self.lines[name] = LineMwi(
+                waiting=entry.get("waiting") is True,
+                new=new if isinstance(new, int) else None,
+                old=old if isinstance(old, int) else None, reason="stored")
+
+    def _save(self) -> None:
+        lines = {name: {"waiting": st.waiting, "new": st.new, "old": st.old}
+                 for name, st in self.lines.items()}
+        path = self._path()
+        try:
+            write_atomic(path, json.dumps({"lines": lines}, indent=1).encode())
+        except OSError as exc:
+            log.warning("mwi: cannot save %s (%s); kept until restart", path, exc)
 
     def status(self, line: str) -> dict[str, Any] | None:
         state = self.lines.get(line)
@@ -161,7 +214,10 @@ class MessageWaiting:
                 log.info("MWI NOTIFY from %s:%s for %r: no such line", *ev.source, ev.user)
                 return True
             state = self.lines.setdefault(lp.name, LineMwi())
+            changed = (state.waiting, state.new, state.old) != (ev.waiting, ev.new, ev.old)
             state.waiting, state.new, state.old = ev.waiting, ev.new, ev.old
+            if changed:
+                self._save()
             log.info("line %s: messages waiting: %s%s", lp.name, "yes" if ev.waiting else "no",
                      f" ({ev.new} new, {ev.old} old)" if ev.new is not None else "")
             lp.line.set_message_waiting(ev.waiting)
@@ -180,4 +236,4 @@ class MessageWaiting:
         return None
 
 
-__all__ = ["LineMwi", "MessageWaiting", "TrunkHosts"]
+__all__ = ["STATE_FILE", "LineMwi", "MessageWaiting", "TrunkHosts"]
