@@ -25,7 +25,8 @@ def add_parser(sub: Any, common: argparse.ArgumentParser) -> None:
     """Add ``line-test`` to the subcommands."""
     p = sub.add_parser(
         "line-test", parents=[common],
-        help="test an idle FXS line: ring, hook, dial tone, DTMF, caller ID, audio level",
+        help="test an idle line: FXS ring, hook, dial tone, DTMF, caller ID, audio level; "
+        "FXO loop current, dial tone, DTMF out, release",
         description="Runs on the running daemon. Lift the handset when the phone rings "
         "(a simulated phone answers by itself) and keep it lifted until the report.",
     )
@@ -50,7 +51,8 @@ def format_report(result: Mapping[str, Any]) -> str:
     """The report as a table: one row per check, then the verdict."""
     checks = result.get("checks") or []
     width = max([len(str(c.get("name", ""))) for c in checks] + [5])
-    where = "simulated phone" if result.get("simulated") else "hardware"
+    where = result.get("where") or ("simulated phone" if result.get("simulated")
+                                    else "hardware")
     lines = [f"line {result.get('line')} ({result.get('backend')}, {where})"]
     for c in checks:
         verdict = "PASS" if c.get("ok") else "FAIL"

@@ -11,7 +11,7 @@ from gateway.runtime.control import ControlError
 if TYPE_CHECKING:
     from gateway.runtime.app import Gateway
 
-ACTIONS = "state, ring, cancel, hangup, busy-number, heard"
+ACTIONS = "state, ring, cancel, hangup, busy-number, heard, unplug, plug"
 
 
 async def fxo(gw: Gateway, request: dict[str, Any]) -> dict[str, Any]:
@@ -39,6 +39,10 @@ async def fxo(gw: Gateway, request: dict[str, Any]) -> dict[str, Any]:
             ex.cancel()
         elif action == "hangup":
             ex.far_hang_up(str(request.get("how", "busy")))
+        elif action == "unplug":
+            ex.unplug()
+        elif action == "plug":
+            ex.plug()
         elif action == "busy-number":
             ex.busy_numbers.add(str(request.get("number", "")))
         elif action == "heard":

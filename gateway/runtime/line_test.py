@@ -395,7 +395,18 @@ async def line_test(gw: Gateway, request: dict[str, Any]) -> dict[str, Any]:
     """The control command: ``{"cmd": "line-test", "line": NAME, "answer_s": 10,
     "answer": true}``."""
     from gateway.runtime.control_handlers import ControlCommandError, _line
+    from gateway.runtime.line_test_fxo import FxoLineTest, find_fxo_line
 
+    fp = find_fxo_line(gw, request.get("line"))
+    if fp is not None:  # an exchange line: its own checks (gateway/runtime/line_test_fxo.py)
+        digits = request.get("digits")
+        if digits is not None and (not str(digits) or any(
+                c not in "0123456789*#ABCD" for c in str(digits))):
+            raise ControlCommandError(f"digits {digits!r}: expected 0-9, *, #, A-D")
+        try:
+            return await FxoLineTest(gw, fp, None if digits is None else str(digits)).run()
+        except LineTestError as exc:
+            raise ControlCommandError(str(exc)) from exc
     lp = _line(gw, request.get("line"))
     if getattr(lp, "kind", "fxs") != "fxs":
         raise ControlCommandError(f"line {lp.name} is not an FXS line")

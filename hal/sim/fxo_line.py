@@ -17,7 +17,9 @@ What it does, as an exchange would:
 - the far party says a steady tone (``far_tone_hz``, default 1000 Hz) or what
   :meth:`SimExchange.play` gives, and everything the gateway sends is kept for `heard`;
 - the far end hangs up (:meth:`SimExchange.far_hang_up`) with busy tone, by dropping the
-  loop current, or by reversing the polarity.
+  loop current, or by reversing the polarity;
+- the line can be unplugged (:meth:`SimExchange.unplug`): no loop current, no dial tone, no
+  ringing and no sound until it is plugged back in (what `line-test` must catch).
 
 Time in the exchange advances with audio frames (20 ms per frame written), so cadences and
 caller ID timings follow the daemon's audio clock exactly.
@@ -89,6 +91,8 @@ class SimExchange:
         self.dial_tone = dial_tone
         """False: a seize gets silence (a dead or faulty line), the digits are still heard."""
         self.busy_numbers: set[str] = set()
+        self.plugged = True
+        """False: the pair is cut (unplugged at the wall): nothing reaches the gateway."""
         self._t = 0.0
         self._events: list[tuple[float, int, Callable[[], None]]] = []
         self._seq = itertools.count()
@@ -171,6 +175,8 @@ class SimExchange:
     def call_in(self, caller: str | None, name: str | None = None, *,
                 withheld: bool = False, method: str | None = None) -> None:
         """A call for this line: ring with caller ID until it is answered or cancelled."""
+        if not self.plugged:
+            raise HalError("sim exchange: the line is unplugged, cannot ring it")
         if self.state != "idle" or self.off_hook:
             raise HalError(f"sim exchange: line is {self.state}, cannot ring it")
         how = method or self.callerid
@@ -223,6 +229,8 @@ class SimExchange:
     # -- outgoing calls -------------------------------------------------------------------
 
     def _hook_changed(self, _pin: ObservableMockPin) -> None:
+        if not self.plugged:
+            return  # nobody at the other end of the pair
         if self.off_hook:
             self._set_ring(False)
             self._set_loop(True)
@@ -295,6 +303,26 @@ class SimExchange:
         """Send this down the line, on hook or off, over any tone (None: back to normal)."""
         self._manual = source
 
+    # -- the pair itself -------------------------------------------------------------------
+
+    def unplug(self) -> None:
+        """Cut the pair: any call ends, loop current, ringing and polarity go, and nothing
+        is heard either way until `plug`."""
+        if self.state != "idle":
+            self._end_call("line unplugged")
+        self._set_ring(False)
+        self._set_loop(False)
+        self._set_polarity(False)
+        self.plugged = False
+
+    def plug(self) -> None:
+        """Reconnect the pair; a gateway already off hook gets loop current and dial tone."""
+        if self.plugged:
+            return
+        self.plugged = True
+        if self.off_hook:
+            self._hook_changed(self._hook_pin)
+
     # -- the far end hangs up -------------------------------------------------------------
 
     def far_hang_up(self, how: str = "busy") -> None:
@@ -332,6 +360,8 @@ class SimExchange:
 
     def _speak(self) -> bytes:
         """The next 20 ms the exchange sends down the line."""
+        if not self.plugged:
+            return SILENCE_FRAME
         if self._out:
             frame = bytes(self._out[:FRAME_BYTES]).ljust(FRAME_BYTES, b"\0")
             del self._out[:FRAME_BYTES]
@@ -347,7 +377,7 @@ class SimExchange:
     def _hear(self, frame: bytes) -> None:
         """20 ms the gateway sent: kept, listened to for digits; the clock moves on."""
         self._history.append(frame)
-        if self.off_hook:
+        if self.off_hook and self.plugged:
             for digit in self._detector.feed(frame):
                 self._digit(digit)
         self._advance()
@@ -358,7 +388,8 @@ class SimExchange:
         return b"".join(list(self._history)[-n:])
 
     def describe(self) -> dict[str, Any]:
-        return {"state": self.state, "off_hook": self.off_hook, "ringing": self.ringing,
+        return {"state": self.state, "plugged": self.plugged, "off_hook": self.off_hook,
+                "ringing": self.ringing,
                 "reversed": self.reversed, "loop": bool(self._loop_pin.state),
                 "digits": self.digits, "calls": list(self.calls)}
 
