@@ -16,10 +16,13 @@
 from __future__ import annotations
 
 import time
+import wave
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+
+from gateway.dsp.callerid_rx import decode_fsk
 
 from .conftest import BaresipFactory, KamailioFactory, require_binary
 from .gateway_proc import GatewayProcess
@@ -155,7 +158,7 @@ def test_forward_busy_lands_on_the_target(
     gw.phone(LINE, "offhook")  # busy: dial tone
     gw.wait_hears(LINE, "dial")
     bob.dial(f"sip:{LINE_USER}@127.0.0.1:{trunk.port}")
-    carol.wait_for_event("CALL_ESTABLISHED", timeout=10)
+    established = carol.wait_for_event("CALL_ESTABLISHED", timeout=10)
     bob.wait_for_event("CALL_ESTABLISHED", timeout=10)
     assert gw.line(LINE)["state"] == "dial-tone"  # the busy line was never rung
     assert not gw.phone(LINE, "state")["rings"]
@@ -170,6 +173,9 @@ def test_forward_busy_lands_on_the_target(
     # the forwarded INVITE said whose call it was and why (RFC 5806)
     assert f"Diversion: <sip:{LINE_USER}@127.0.0.1>;reason=user-busy;counter=1" in \
         gw.log_text(), gw.log_text()[-3000:]
+    # carol saw bob calling, not the line; the line's account is asserted for the trunk
+    assert f"sip:{BOB}@" in str(established.get("peeruri", "")), established
+    assert f"P-Asserted-Identity: <sip:{LINE_USER}@127.0.0.1>" in gw.log_text()
 
 
 def test_star_codes_set_dnd_which_refuses_486_and_survives_a_restart(
@@ -347,6 +353,12 @@ def test_forward_always_to_another_line_of_the_box(
     bob.dial(f"sip:{LINE_USER}@127.0.0.1:{trunk.port}")
     gw.wait_until("line 2 rings", lambda: gw.line("2")["state"] == "ringing", timeout=10)
     assert gw.line(LINE)["state"] == "idle"  # line 1 never rang
+    # line 2's display shows bob, the original caller (Bellcore FSK after the first ring)
+    ear = tmp_path / "line2-ear.wav"
+    gw.phone("2", "record", path=str(ear), seconds=4.0)
+    with wave.open(str(ear)) as w:
+        shown = decode_fsk(w.readframes(w.getnframes()), "bell202")
+    assert shown is not None and shown.number == BOB, shown
     gw.phone("2", "offhook")
     bob.wait_for_event("CALL_ESTABLISHED", timeout=10)
     gw.wait_until("line 2 hears bob", lambda: abs(
