@@ -8,6 +8,7 @@ relay); a trunk opts in with `allow_fxo: {lines, prefixes}`.
   meanwhile, 200 only once the far party speaks (`answer: voice`); the far party's tone goes
   exchange -> RTP -> sipp, which echoes it -> RTP -> exchange, where it is heard at its
   frequency and level; sipp's BYE releases the line;
+- the exchange gives busy tone: 486 (the callee's verdict), the line released;
 - a number outside the trunk's prefixes, and any number from a trunk without `allow_fxo`:
   403, the line never seized, ``call-denied`` logged and counted in the metrics.
 """
@@ -161,6 +162,15 @@ def test_pbx_calls_out_on_the_exchange_line_with_audio(rig: Rig) -> None:
     assert isinstance(calls, list) and calls[-1]["number"] == "5551234", calls
     assert calls[-1]["ended"] == "gateway hung up"
     assert "calling 5551234 via fxo pstn" in rig.gw.log_text()
+
+
+def test_busy_tone_on_the_exchange_line_is_486_to_the_pbx(rig: Rig) -> None:
+    rig.gw.request("fxo", line="pstn", action="busy-number", number="5550199")
+    peer = rig.expect("5550199", 486)
+    assert_sipp_passed(peer, peer.wait(12))
+    wait("the line released", lambda: not rig.exchange()["off_hook"], timeout=3)
+    assert rig.exchange()["calls"][-1]["number"] == "5550199"  # type: ignore[index]
+    rig.gw.wait_until("calls gone", lambda: not rig.gw.status()["calls"], timeout=3)
 
 
 def test_a_number_outside_the_trunks_prefixes_is_refused_without_seizing(rig: Rig) -> None:
