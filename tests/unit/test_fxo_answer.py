@@ -13,7 +13,6 @@ from gateway.lines import events as lev
 from gateway.lines.fxo import FxoLine, FxoSettings, FxoState
 from gateway.runtime.fxo_port import VoiceAnswer, settings_from
 from hal.fxo import check_fxo_options
-
 from tests.unit.test_fxo_port import Rig
 
 
