@@ -5,9 +5,10 @@ Off by default (a trunk's calls leaving on the exchange line would make the box 
 relay); a trunk opts in with `allow_fxo: {lines, prefixes}`.
 
 - allowed: the line is seized and dials the number (the exchange hears the digits), 180
-  meanwhile, 200 only once the far party speaks (`answer: voice`); the far party's tone goes
-  exchange -> RTP -> sipp, which echoes it -> RTP -> exchange, where it is heard at its
-  frequency and level; sipp's BYE releases the line;
+  meanwhile, 200 only once the far party speaks (`answer: voice`; the exchange answers 2 s
+  after the number is complete); the far party's tone goes exchange -> RTP -> sipp, which
+  echoes it -> RTP -> exchange, where it is heard at its frequency and level; sipp's BYE
+  releases the line;
 - the exchange gives busy tone: 486 (the callee's verdict), the line released;
 - a number outside the trunk's prefixes, and any number from a trunk without `allow_fxo`:
   403, the line never seized, ``call-denied`` logged and counted in the metrics.
@@ -59,7 +60,7 @@ trunks:
     type: fxo
     backend: sim
     number: "5550100"
-    options: {{answer: voice, far_tone_hz: {FAR_HZ:g}}}
+    options: {{answer: voice, answer_after_ms: 2000, far_tone_hz: {FAR_HZ:g}}}
 dialplan:
   digit_map: "(1xx)"
   routes:
