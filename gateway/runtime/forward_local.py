@@ -34,6 +34,7 @@ from gateway.runtime.forwarding import (
     ForwardPort,
     _decision,
     caller_of,
+    caller_status,
     forward_port,
     no_answer_forward,
 )
@@ -152,6 +153,7 @@ def _signal(gw: Gateway, port: ForwardPort, signal: Any) -> None:
                 port.line.phone_hung_up(now)  # the caller is gone: hang up the target
         case RefusePhone(status=status) if live and not port.handed_over:
             assert caller is not None and waiting is not None
+            status = caller_status(status)
             gw.end_call(waiting, call_end.rejected(status, f"forwarded by line "
                                                            f"{port.forwarded_from}"), now)
             machine_for(caller, waiting.call_id).call_ended(
@@ -191,7 +193,8 @@ def caller_left(gw: Gateway, port: Any) -> None:
     """Port `port` went idle: a forward still placed for its call is given up."""
     for fp in [p for p in gw.ports.values() if isinstance(p, ForwardPort)
                and p.caller_port == port.name and not p.handed_over
-               and p.caller_call not in gw.calls]:
+               and p.caller_call not in gw.calls
+               and p.line.state is not lev.LineState.IDLE]:
         log.info("line %s: caller %s hung up; forward %s given up", fp.forwarded_from,
                  port.name, fp.name)
         fp.line.phone_hung_up(gw.loop.time())

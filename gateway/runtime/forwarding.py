@@ -440,7 +440,18 @@ def invite_identity(lp: Any, user: str, domain: str) -> dict[str, Any]:
             "display_name": lp.caller_name, "asserted_identity": own}
 
 
+def caller_status(status: int) -> int:
+    """The status a forwarded call's caller is given for the forward leg's `status`: a
+    trunk's challenge (401/407) was for this box's credentials, never the caller's (its
+    phone would answer it and call again): 480."""
+    return 480 if status in (401, 407) else status
+
+
 def _signal(gw: Gateway, port: ForwardPort, signal: Any) -> None:
+    from gateway.lines.sip_phone import RefusePhone
+
+    if isinstance(signal, RefusePhone) and caller_status(signal.status) != signal.status:
+        signal = RefusePhone(caller_status(signal.status))
     gw._phone_signal(port, signal)
     if port.leg is None and port.line.state is lev.LineState.IDLE:
         gw.loop.call_soon(_drop_port, gw, port)

@@ -15,6 +15,7 @@
 
 from __future__ import annotations
 
+import re
 import time
 import wave
 from collections.abc import Callable, Iterator
@@ -39,6 +40,7 @@ LINE_USER = "gateway"
 LINE_PASS = "gateway-secret"
 BOB, BOB_PASS = "300", "bob-pass-300"
 CAROL, CAROL_PASS = "400", "carol-pass-400"
+LINE2_USER, LINE2_PASS = "gateway2", "gateway2-secret"
 ROH_HZ = (1400.0, 2060.0, 2450.0, 2600.0)
 
 
@@ -105,7 +107,8 @@ def gateway(tmp_path: Path) -> Iterator[Starter]:
 @pytest.fixture
 def trunk(kamailio_factory: KamailioFactory) -> KamailioTrunk:
     # INVITEs are challenged too: a forwarded call authenticates with the line's account
-    return kamailio_factory(users={LINE_USER: LINE_PASS, BOB: BOB_PASS, CAROL: CAROL_PASS},
+    return kamailio_factory(users={LINE_USER: LINE_PASS, BOB: BOB_PASS, CAROL: CAROL_PASS,
+                                   LINE2_USER: LINE2_PASS},
                             auth_invite=True)
 
 
@@ -366,3 +369,43 @@ def test_forward_always_to_another_line_of_the_box(
     gw.phone("2", "onhook")
     bob.wait_for_event("CALL_CLOSED", timeout=10)
     gw.wait_until("no calls", lambda: not gw.status()["calls"], timeout=5)
+
+
+def test_forward_on_no_answer_twice_line_to_line_then_to_the_trunk(
+    tmp_path: Path, trunk: KamailioTrunk, baresip_factory: BaresipFactory, gateway: Starter,
+) -> None:
+    # bob -> line 1 (no answer 1 s) -> line 2 (no answer 1 s) -> carol on the trunk
+    gw = gateway(config(
+        tmp_path, trunk.port,
+        line1='    features: {forward_no_answer: "102", forward_no_answer_after: 1}',
+        line2=(f"    trunk: {{name: main, username: {LINE2_USER}, password: {LINE2_PASS}}}\n"
+               f'    features: {{forward_no_answer: "{CAROL}", forward_no_answer_after: 1}}'),
+        trace=True))
+    carol = baresip_factory(CAROL, trunk=trunk, password=CAROL_PASS, tone=1000,
+                            answer_mode="auto")
+    bob = baresip_factory(BOB, trunk=trunk, password=BOB_PASS, tone=600)
+    carol.wait_registered()
+    bob.wait_registered()
+    registered(gw)
+    bob.dial(f"sip:{LINE_USER}@127.0.0.1:{trunk.port}")
+    gw.wait_until("line 1 rings", lambda: gw.line(LINE)["state"] == "ringing", timeout=10)
+    gw.wait_until("line 2 rings", lambda: gw.line("2")["state"] == "ringing", timeout=5)
+    assert gw.line(LINE)["state"] == "idle"
+    [call] = [c for c in gw.status()["calls"] if c["line"] == "2"]
+    assert f"sip:{BOB}@" in call["remote"]  # line 2 is shown bob, not line 1
+    established = carol.wait_for_event("CALL_ESTABLISHED", timeout=10)
+    bob.wait_for_event("CALL_ESTABLISHED", timeout=10)
+    assert gw.line("2")["state"] == "idle"  # line 2 stopped ringing too
+    assert f"sip:{BOB}@" in str(established.get("peeruri", "")), established
+    # both forwarding lines named, newest first (RFC 5806), the caller is bob
+    assert re.search(rf"Diversion: <sip:{LINE2_USER}@127\.0\.0\.1>;reason=no-answer;"
+                     rf"counter=1\s+Diversion: <sip:{LINE_USER}@127\.0\.0\.1>;"
+                     "reason=no-answer;counter=1", gw.log_text()), gw.log_text()[-4000:]
+    time.sleep(1.5)  # audio both ways through the box
+    bob.hangup()
+    carol.wait_for_event("CALL_CLOSED", timeout=10)
+    gw.wait_until("no calls", lambda: not gw.status()["calls"], timeout=5)
+    got_hz, _ = wav_tone(carol.wait_recordings_closed()[-1])
+    assert abs(got_hz - 600.0) <= 12.0, got_hz  # carol heard bob
+    got_hz, _ = wav_tone(bob.wait_recordings_closed()[-1])
+    assert abs(got_hz - 1000.0) <= 20.0, got_hz  # and bob heard carol

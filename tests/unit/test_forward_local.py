@@ -242,3 +242,18 @@ def test_forwarded_withheld_caller_stays_withheld(tmp_path: Path, boxes: list[An
     assert sent["from_uri"] == "sip:anonymous@anonymous.invalid"
     assert sent["privacy"] is True
     assert sent["asserted_identity"] == "sip:office1@127.0.0.1"
+
+
+def test_a_trunk_challenge_on_the_forward_leg_is_not_passed_to_the_caller() -> None:
+    from types import SimpleNamespace
+
+    from gateway.lines.sip_phone import RefusePhone
+    from gateway.runtime import forwarding
+
+    told: list[Any] = []
+    gw = SimpleNamespace(_phone_signal=lambda port, signal: told.append(signal))
+    port = SimpleNamespace(leg=object(), line=SimpleNamespace(state=lev.LineState.CALLING))
+    forwarding._signal(gw, port, RefusePhone(407))  # type: ignore[arg-type]
+    forwarding._signal(gw, port, RefusePhone(486))  # type: ignore[arg-type]
+    # the caller's phone would answer a 407 with its own credentials and call again
+    assert told == [RefusePhone(480), RefusePhone(486)]
