@@ -21,6 +21,7 @@ YAML::
           forward_no_answer: null
           forward_no_answer_after: 20   # s of ringing first
           dnd: false
+          forwarded_caller_id: original   # or "line": what a forward target is shown
           star_codes: {forward_always_on: "*72", dnd_on: "*78"}   # any of gateway.lines.features.StarCodes
 
 The forward settings are where a line starts; the handset changes them with star codes
@@ -54,10 +55,15 @@ TIMER_KEYS: tuple[str, ...] = ("first_digit", "long_inter_digit", "short_inter_d
                                "flash_max_ms")
 FEATURE_KEYS: tuple[str, ...] = ("forward_always", "forward_busy", "forward_no_answer",
                                  "forward_no_answer_after", "dnd", "star_codes",
+                                 "forwarded_caller_id",
                                  *("call_waiting", "three_way", "transfer_on_hangup"))
 CALL_FEATURES = ("call_waiting", "three_way", "transfer_on_hangup")
 """Two-call features of gateway/lines/fxs_calls.py, each on unless set false."""
 STAR_CODE_KEYS: tuple[str, ...] = tuple(f.name for f in fields(StarCodes))
+FORWARDED_CALLER_ID = ("original", "line")
+"""Who a call this line forwards is shown as: its original caller (From; the line's
+account as P-Asserted-Identity, Diversion naming the line), or the line itself (for a
+trunk that refuses a From that is not one of its accounts)."""
 
 #: (low, high, default) for each timer.
 TIMER_RANGES: dict[str, tuple[float, float, float]] = {
@@ -107,6 +113,7 @@ class LineFeatures:
     call_waiting: bool = True
     three_way: bool = True
     transfer_on_hangup: bool = True
+    forwarded_caller_id: str = "original"
 
 
 def with_features(reader: Any, node: Any, path: str, line: Any) -> Any:
@@ -151,7 +158,7 @@ def read_timers(reader: Any, f: _Fields) -> LineTimers:
 
 def read_features(reader: Any, f: _Fields) -> LineFeatures:
     """`features:` of one line (issues recorded on `reader`, defaults for what is bad)."""
-    from gateway.config._convert import _bool, _float_range, _optional, _pattern
+    from gateway.config._convert import _bool, _choice, _float_range, _optional, _pattern
 
     if not f.has("features"):
         return LineFeatures()
@@ -180,7 +187,8 @@ def read_features(reader: Any, f: _Fields) -> LineFeatures:
                 reader.issue(x.node_of("star_codes"), x.child("star_codes"), str(exc),
                              "distinct codes, none the start of another")
     calls = {k: reader.take(x, k, _bool, True) for k in CALL_FEATURES}  # fxs_calls.py
-    return LineFeatures(forward, codes, **calls)
+    shown = reader.take(x, "forwarded_caller_id", _choice(FORWARDED_CALLER_ID), "original")
+    return LineFeatures(forward, codes, **calls, forwarded_caller_id=shown)
 
 
 def line_features_dict(timers: LineTimers, features: LineFeatures) -> dict[str, Any]:
@@ -199,6 +207,7 @@ def line_features_dict(timers: LineTimers, features: LineFeatures) -> dict[str, 
             "forward_no_answer_after": features.forward.no_answer_after,
             "dnd": features.forward.dnd, "star_codes": features.star_codes.by_name(),
             **{k: getattr(features, k) for k in CALL_FEATURES},
+            "forwarded_caller_id": features.forwarded_caller_id,
         },
     }
 
@@ -228,6 +237,11 @@ def json_schema() -> dict[str, dict[str, Any]]:
                 "forward_no_answer_after": {"type": "number", "minimum": 1, "maximum": 300,
                                             "default": DEFAULT_NO_ANSWER_AFTER},
                 "dnd": {"type": "boolean", "default": False},
+                "forwarded_caller_id": {
+                    "enum": list(FORWARDED_CALLER_ID), "default": "original",
+                    "description": "What the target of a call this line forwards is shown: "
+                                   "the original caller (its number in From, the line's "
+                                   "account in P-Asserted-Identity) or the line itself."},
                 "star_codes": {"type": "object", "additionalProperties": False,
                                "properties": star},
                 "call_waiting": {"type": "boolean", "default": True, "description":

@@ -77,6 +77,7 @@ def test_timers_and_features_are_read() -> None:
         ("features: {star_codes: {dnd_on: '78'}}", "star_codes.dnd_on: invalid value"),
         ("features: {star_codes: {dnd_on: '*7'}}", "lines[0].features.star_codes: star codes"),
         ("features: {star_codes: {forward_on: '*7'}}", "star_codes.forward_on"),
+        ("features: {forwarded_caller_id: caller}", "lines[0].features.forwarded_caller_id"),
     ],
 )
 def test_bad_values_are_refused_by_name_and_line(extra: str, words: str) -> None:
@@ -89,8 +90,10 @@ def test_bad_values_are_refused_by_name_and_line(extra: str, words: str) -> None
 def test_round_trip_and_json_schema() -> None:
     config = load("""\
         timers: {flash_min_ms: 150, flash_max_ms: 700}
-        features: {forward_always: "555", dnd: true}
+        features: {forward_always: "555", dnd: true, forwarded_caller_id: line}
         """)
+    assert config.lines[0].features.forwarded_caller_id == "line"
+    assert load("").lines[0].features.forwarded_caller_id == "original"
     again = load_config_text(yaml.safe_dump(config.to_dict()), "again.yaml")
     assert again == config
     line_schema = export_json_schema()["properties"]["lines"]["anyOf"][0]["items"]
@@ -98,3 +101,5 @@ def test_round_trip_and_json_schema() -> None:
     assert props["timers"]["properties"]["flash_max_ms"]["maximum"] == 2000
     assert props["features"]["properties"]["star_codes"]["properties"]["dnd_on"]["default"] \
         == "*78"
+    assert props["features"]["properties"]["forwarded_caller_id"]["enum"] == \
+        ["original", "line"]

@@ -257,3 +257,12 @@ def test_a_trunk_challenge_on_the_forward_leg_is_not_passed_to_the_caller() -> N
     forwarding._signal(gw, port, RefusePhone(486))  # type: ignore[arg-type]
     # the caller's phone would answer a 407 with its own credentials and call again
     assert told == [RefusePhone(480), RefusePhone(486)]
+
+
+def test_a_line_set_to_show_itself_forwards_with_its_own_identity(tmp_path: Path,
+                                                                  boxes: list[Any]) -> None:
+    gw = box(boxes, tmp_path, "    features: {forwarded_caller_id: line}", trunk=True)
+    sent = _sip_forward(gw, "sip:300@192.0.2.7", "Bob")
+    assert sent["from_uri"] == "sip:office1@127.0.0.1"  # for a trunk that screens From
+    assert "asserted_identity" not in sent
+    assert sent["extra"][0][0] == "Diversion"  # still says it was forwarded
