@@ -203,6 +203,7 @@ HISTORY_S = 12.0
 _LABEL_FRAMES = 25  # analyse at most 0.5 s of each burst
 _YOUNG_FRAMES = 5  # bursts shorter than this borrow the previous burst's label
 _HANGOVER_S = 0.3  # non-cadenced sounds (dtmf, speech) persist over short pauses
+_SWITCH_FRAMES = 10  # a long burst's last 200 ms, checked for a change of sound
 _TONE_ORDER = ("dial", "ringback", "busy", "reorder", "stutter", "call_waiting")
 
 
@@ -292,6 +293,7 @@ class ToneClassifier:
         self._tones += [(n, s) for n, s in tones.items() if n not in _TONE_ORDER]
         sets = {tuple(sorted(s.frequencies)) for _, s in self._tones}
         self._sets = sorted(sets, key=lambda s: (-len(s), s))
+        self._set_labels = {"+".join(f"{f:g}" for f in fs) for fs in sets}
         self._all_freqs = sorted({f for s in sets for f in s})
         self.reset()
 
@@ -305,6 +307,7 @@ class ToneClassifier:
         self._since_frame = 0
         self._recent: list[bytes] = []
         self._last_on_audio: list[bytes] = []
+        self._tail: list[bytes] = []  # the current burst's last frames (_SWITCH_FRAMES)
 
     @property
     def digits(self) -> str:
@@ -321,9 +324,14 @@ class ToneClassifier:
                 self._finish(cur)
             cur = _Segment(on=on)
             self._segs.append(cur)
+            self._tail = []
         cur.frames += 1
         if on and len(cur.audio) < _LABEL_FRAMES + 1:
             cur.audio.append(frame)
+        if on:
+            self._tail = [*self._tail[-(_SWITCH_FRAMES - 1):], frame]
+            if cur.frames >= _SWITCH_FRAMES + _YOUNG_FRAMES and self._frames % 5 == 0:
+                cur = self._split_on_change(cur)
         self._recent = (self._recent + [frame])[-5:]
         if on:
             self._last_on_audio = (self._last_on_audio + [frame])[-25:]
@@ -364,6 +372,26 @@ class ToneClassifier:
             if seg.on:
                 return seg
         return None
+
+    def _split_on_change(self, cur: _Segment) -> _Segment:
+        """A burst whose last 200 ms are a tone of the profile other than what the burst
+        was labelled (from its first 0.5 s) becomes two bursts there: one sound turned
+        into another with no silence between, as the far party's audio does into dial
+        tone when flash holds a call. Anything else (speech, a tone of no profile, a
+        window straddling the change) leaves the burst whole."""
+        label = self._label_of(cur)
+        if label is None or label == "dtmf":
+            return cur
+        recent = self._label(self._tail)
+        if recent == label or recent not in self._set_labels:
+            return cur
+        n = len(self._tail)
+        cur.frames -= n
+        del cur.audio[cur.frames:]
+        self._finish(cur)
+        new = _Segment(on=True, frames=n, audio=list(self._tail))
+        self._segs.append(new)
+        return new
 
     def _finish(self, seg: _Segment) -> None:
         if seg.frames < _YOUNG_FRAMES and seg.label is None:
