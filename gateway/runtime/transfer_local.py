@@ -9,9 +9,10 @@ that far leg. Meanwhile:
   phone hears silence) and line 1 is idle with the transfer pending;
 - line 3 answers: the transferee's leg is joined to it, line 1's old leg ends
   ("transferred") and line 1 hears `transfer_result(True)`;
-- line 3 is busy, refuses, or rings out (its `timers.ring_no_answer`): the new leg ends
-  and line 1 hears `transfer_result(False)`, so it rings with the held call (recall, as
-  Cisco SPA and Grandstream ATAs do): picking up talks to the transferee again;
+- line 3 is busy, refuses, or rings out (its `timers.ring_no_answer`, or `RECALL_AFTER`
+  if that comes first): the new leg ends and line 1 hears `transfer_result(False)`, so it
+  rings with the held call (recall, as Cisco SPA and Grandstream ATAs do): picking up
+  talks to the transferee again;
 - the transferee hangs up first: line 3 stops ringing and line 1 forgets the transfer.
 
 Only a target that is a port of this box (the "local" target: an FXS line's or local
@@ -33,7 +34,10 @@ from gateway.runtime.sip_calls import Call
 
 log = logging.getLogger("branchline")
 
-__all__ = ["LocalBlindTransfers"]
+__all__ = ["RECALL_AFTER", "LocalBlindTransfers"]
+
+RECALL_AFTER = 60.0
+"""Seconds the target of a blind transfer may ring before line 1 gets the call back."""
 
 
 def _transferred() -> CallEnd:
@@ -48,6 +52,7 @@ class _Ringing:
     held: Call  # the transferor's leg of the held call
     far: Call  # the transferee's leg of it (its peer)
     target: Call  # the new leg ringing the target, whose peer is `far`
+    timer: Any = None  # RECALL_AFTER
 
 
 class LocalBlindTransfers:
@@ -80,7 +85,8 @@ class LocalBlindTransfers:
         if target.call_id is None or target.machine.call_id == leg.call_id:
             target.call_id = leg.call_id
         leg.state = "ringing"
-        self._ringing[leg.call_id] = _Ringing(lp, held, far, leg)
+        ringing = self._ringing[leg.call_id] = _Ringing(lp, held, far, leg)
+        ringing.timer = gw.loop.call_later(RECALL_AFTER, self._ring_out, leg.call_id)
         _tone(far.port, "ringback")
         log.info("line %s: blind transfer of %s: ringing line %s for line %s", lp.name,
                  held.call_id, target.name, far.port.name)
@@ -88,9 +94,27 @@ class LocalBlindTransfers:
 
     # -- the target's answer, refusal, and the transferee giving up ----------------------
 
+    def _pop(self, key: str) -> _Ringing | None:
+        ringing = self._ringing.pop(key, None)
+        if ringing is not None and ringing.timer is not None:
+            ringing.timer.cancel()
+        return ringing
+
+    def _ring_out(self, key: str) -> None:
+        """Nobody answered within RECALL_AFTER: stop the target ringing, recall line 1."""
+        ringing = self._ringing.get(key)
+        if ringing is None:
+            return
+        gw = self.gw
+        now = gw.loop.time()
+        leg = ringing.target
+        self.refused(leg, 480, now)
+        self.gw_machine(leg).incoming_cancelled(now)
+        gw._pump()
+
     def answered(self, leg: Call, now: float) -> bool:
         """The target answered `leg`: join the transferee to it. False: not ours."""
-        ringing = self._ringing.pop(leg.call_id, None)
+        ringing = self._pop(leg.call_id)
         if ringing is None:
             return False
         gw = self.gw
@@ -107,7 +131,7 @@ class LocalBlindTransfers:
 
     def refused(self, leg: Call, status: int, now: float) -> bool:
         """The target is busy, refused or rang out: line 1 gets the call back (recall)."""
-        ringing = self._ringing.pop(leg.call_id, None)
+        ringing = self._pop(leg.call_id)
         if ringing is None:
             return False
         gw = self.gw
@@ -126,7 +150,7 @@ class LocalBlindTransfers:
         for key, ringing in list(self._ringing.items()):
             if call is not ringing.far:
                 continue
-            del self._ringing[key]
+            self._pop(key)
             _tone(call.port, None)
             leg = ringing.target
             if self.gw.end_call(leg, call_end.peer_hangup(call.port.name), now):
