@@ -7,7 +7,10 @@
   (tones checked at each end);
 - a forward loop (line 1 always to 102, line 2 always to 101): the call stops being
   forwarded after the hop limit with one log line, a line rings with the original caller,
-  and answering it connects the caller.
+  and answering it connects the caller;
+- a local SIP phone (baresip registered to the box) calls line 1, which forwards on no
+  answer to line 2: line 2 rings showing the phone's user, the phone keeps ringing, line 2
+  answers and the two talk (tones checked at each end).
 """
 
 from __future__ import annotations
@@ -23,21 +26,31 @@ from gateway.dsp.tones import ToneGenerator, ToneSpec
 from gateway.runtime.forwarding import MAX_FORWARD_HOPS
 from hal.audio.wav import write_wav
 
+from .conftest import BaresipFactory
 from .gateway_proc import GatewayProcess
 from .peers.ports import free_port
+from .test_first_call import wav_tone
 
 pytestmark = pytest.mark.slow
 
+PHONE_USER, PHONE_PASS = "201", "phone-201-Secret"
 
-def config(tmp: Path, line1: str, line2: str = "") -> str:
+
+def config(tmp: Path, line1: str, line2: str = "", sip_port: int | None = None) -> str:
     return f"""
 gateway:
   name: fwd-gw
   country: US
   state_dir: {tmp / 'state'}
 sip:
-  listen: 127.0.0.1:{free_port()}
+  listen: 127.0.0.1:{sip_port or free_port()}
   rtp_ports: 32000-32999
+security:
+  digest_algorithms: [MD5]
+sip_phones:
+  - user: "{PHONE_USER}"
+    password: {PHONE_PASS}
+    display_name: ALICE
 trunks: []
 lines:
   - name: "1"
@@ -53,9 +66,9 @@ lines:
     number: "103"
     display_name: "FRONT DESK"
 dialplan:
-  digit_map: "(1xx)"
+  digit_map: "(1xx|2xx)"
   routes:
-    - pattern: "1\\\\d\\\\d"
+    - pattern: "[12]\\\\d\\\\d"
       to: local
 """
 
@@ -149,5 +162,39 @@ def test_a_forward_loop_ends_at_the_hop_limit(tmp_path: Path) -> None:
         gw.phone("3", "onhook")
         gw.phone(ringing, "onhook")
         gw.wait_until("no calls", lambda: not gw.status()["calls"], timeout=5)
+    finally:
+        stop(gw)
+
+
+@pytest.mark.peers
+def test_local_phone_call_forwarded_on_no_answer_to_another_line(
+        tmp_path: Path, baresip_factory: BaresipFactory) -> None:
+    sip_port = free_port()
+    gw = started(tmp_path, config(
+        tmp_path, '    features: {forward_no_answer: "102", forward_no_answer_after: 1}',
+        sip_port=sip_port))
+    try:
+        phone = baresip_factory(PHONE_USER, registrar=f"127.0.0.1:{sip_port}",
+                                password=PHONE_PASS, tone=600)
+        phone.wait_registered(timeout=10)
+        phone.dial(f"sip:101@127.0.0.1:{sip_port}")
+        gw.wait_until("line 1 rings", lambda: gw.line("1")["state"] == "ringing", timeout=5)
+        gw.wait_until("line 2 rings", lambda: gw.line("2")["state"] == "ringing", timeout=5)
+        assert gw.line("1")["state"] == "idle"
+        [call] = [c for c in gw.status()["calls"] if c["line"] == "2"]
+        assert call["remote"] == PHONE_USER  # the phone's user, not line 1
+        phone.wait_for_event("CALL_RINGING", timeout=2)  # the phone hears it ring
+        gw.phone("2", "offhook")
+        phone.wait_for_event("CALL_ESTABLISHED", timeout=5)
+        say(gw, "2", 1000.0, tmp_path)
+        gw.wait_until("line 2 hears the phone", lambda: hears(gw, "2", 600.0), timeout=5)
+        time.sleep(1.0)
+        phone.hangup()
+        gw.wait_until("line 2 hears the hang-up",
+                      lambda: gw.line("2")["state"] != "connected", timeout=5)
+        gw.phone("2", "onhook")
+        gw.wait_until("no calls", lambda: not gw.status()["calls"], timeout=5)
+        got_hz, _ = wav_tone(phone.wait_recordings_closed()[-1])
+        assert abs(got_hz - 1000.0) <= 20.0, got_hz  # the phone heard line 2
     finally:
         stop(gw)
