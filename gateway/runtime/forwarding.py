@@ -291,15 +291,18 @@ def no_answer_forward(gw: Gateway, lp: Any) -> tuple[float, str] | None:
     return None
 
 
-def arm_no_answer(gw: Gateway, call: Call) -> None:
-    """The line rings `call`: with forward on no answer set, forward it when that runs out."""
+def arm_no_answer(gw: Gateway, call: Call, caller_name: str | None = None) -> None:
+    """The line rings `call` (from `caller_name`, the INVITE's display name): with forward
+    on no answer set, forward it when that runs out."""
     armed = no_answer_forward(gw, call.port)
     if armed is not None:
         after, number = armed
-        gw.loop.call_later(after, lambda: _no_answer(gw, call.call_id, call.port.name, number))
+        gw.loop.call_later(after, lambda: _no_answer(gw, call.call_id, call.port.name, number,
+                                                     caller_name))
 
 
-def _no_answer(gw: Gateway, call_id: str, line: str, number: str) -> None:
+def _no_answer(gw: Gateway, call_id: str, line: str, number: str,
+               caller_name: str | None = None) -> None:
     from gateway.runtime.call_end import CallEnd
 
     call = gw.calls.get(call_id)
@@ -313,7 +316,7 @@ def _no_answer(gw: Gateway, call_id: str, line: str, number: str) -> None:
     machine_for(lp, call_id).incoming_cancelled(now)  # that call, not a waiting one
     log.info("line %s: call %s not answered; forwarded to %s", line, call_id, number)
     _start_forward(gw, lp, leg, number, now, "no-answer", caller=call.remote,
-                   caller_name=None)
+                   caller_name=caller_name)
     gw._pump()
 
 

@@ -506,7 +506,7 @@ class SipCalls:
         result = lp.machine.incoming_call(ev.call_id, ev.from_uri, ev.from_display, now,
                                           **forwarding.ring_kwargs(lp, ev.alert_info))
         if result is lev.IncomingResult.ACCEPTED:
-            forwarding.arm_no_answer(self, call)  # type: ignore[arg-type]
+            forwarding.arm_no_answer(self, call, ev.from_display)  # type: ignore[arg-type]
             if lp.call_id is None or lp.machine.call_id == ev.call_id:
                 lp.call_id = ev.call_id  # not a call waiting behind the one in progress
             call.state = "ringing"

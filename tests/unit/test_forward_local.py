@@ -94,6 +94,7 @@ dialplan:
     digit_map = DigitMap(effective_digit_map(config))
     for lc in config.lines:
         gw._add_line(lc, profile, digit_map)
+    gw._add_phones()  # none configured: the tables a forwarded SIP caller's leg goes in
     return gw, loop
 
 
@@ -266,3 +267,27 @@ def test_a_line_set_to_show_itself_forwards_with_its_own_identity(tmp_path: Path
     assert sent["from_uri"] == "sip:office1@127.0.0.1"  # for a trunk that screens From
     assert "asserted_identity" not in sent
     assert sent["extra"][0][0] == "Diversion"  # still says it was forwarded
+
+
+def test_sip_call_forwarded_on_no_answer_keeps_the_callers_name(tmp_path: Path,
+                                                                boxes: list[Any]) -> None:
+    from types import SimpleNamespace
+
+    from gateway.runtime import forwarding
+    from gateway.runtime.sip_calls import Call
+
+    gw = box(boxes, tmp_path, '    features: {forward_no_answer: "102", '
+                              'forward_no_answer_after: 1}')
+    line1 = gw.lines["1"]
+    rtp = SimpleNamespace(on_event=None, close=lambda: None, send_bye=lambda now: None)
+    call = Call("trunk-call-1", line1, "in", "sip:300@192.0.2.7", "sip", gw.loop.time(),
+                rtp=rtp)  # type: ignore[arg-type]
+    gw.calls[call.call_id] = call
+    line1.machine.incoming_call(call.call_id, call.remote, "Bob", gw.loop.time())
+    call.state = "ringing"
+    forwarding.arm_no_answer(gw, call, "Bob")
+    gw._pump()
+    run(gw, 1.2)
+    assert state(gw, "1") is lev.LineState.IDLE
+    assert state(gw, "2") is lev.LineState.RINGING
+    assert gw.lines["2"].line._caller == ("sip:300@192.0.2.7", "Bob")  # number and name
