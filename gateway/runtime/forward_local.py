@@ -203,3 +203,4 @@ def caller_left(gw: Gateway, port: Any) -> None:
 def _drop(gw: Gateway, port: ForwardPort) -> None:
     if port.line.state is lev.LineState.IDLE and gw.ports.get(port.name) is port:
         del gw.ports[port.name]
+        getattr(gw, "attempts", {}).pop(port.name, None)  # its route attempt goes too

@@ -465,6 +465,7 @@ def _drop_port(gw: Gateway, port: ForwardPort) -> None:
     if port.leg is None and port.line.state is lev.LineState.IDLE and \
             gw.ports.get(port.name) is port:
         del gw.ports[port.name]
+        getattr(gw, "attempts", {}).pop(port.name, None)  # its route attempt goes too
 
 
 def forward_port_idle(gw: Gateway, port: Any) -> None:

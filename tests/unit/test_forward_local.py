@@ -168,7 +168,8 @@ def test_line_to_line_forward_on_no_answer(tmp_path: Path, boxes: list[Any]) -> 
     assert call3.peer is not None and call3.peer.port is gw.lines["2"]  # they talk
     assert call3.audio and call3.peer.audio
     run(gw, 0.05)
-    assert not forward_ports(gw)  # the transient port went
+    assert not forward_ports(gw)  # the transient port went, with its route attempt
+    assert not [name for name in getattr(gw, "attempts", {}) if name.startswith("fwd:")]
 
 
 def test_caller_hanging_up_stops_the_forward_target_ringing(tmp_path: Path,
