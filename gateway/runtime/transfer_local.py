@@ -72,11 +72,12 @@ class LocalBlindTransfers:
         if far is None or target is None or target is lp or target is far.port \
                 or far.state != "connected" or far.call_id not in gw.calls:
             return False
-        leg = Call(f"local-{secrets.token_hex(8)}", target, "in", far.port.number, "local", now)
+        caller = str(getattr(far.port, "number", "") or "")  # the transferee port's number
+        leg = Call(f"local-{secrets.token_hex(8)}", target, "in", caller, "local", now)
         leg.peer = far
         gw.calls[leg.call_id] = leg
-        name = getattr(far.port.config, "display_name", None)
-        offered = target.machine.incoming_call(leg.call_id, far.port.number, name, now)
+        name = getattr(getattr(far.port, "config", None), "display_name", None)
+        offered = target.machine.incoming_call(leg.call_id, caller, name, now)
         if offered is not lev.IncomingResult.ACCEPTED:
             gw.end_call(leg, call_end.rejected(486), now)  # its RejectCall finds nothing
             log.info("line %s: transfer of %s to %s: line %s is busy", lp.name,
