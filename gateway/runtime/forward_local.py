@@ -7,7 +7,8 @@ permissions, its trunk account, a Diversion header), showing the original caller
 caller's own leg waits meanwhile (`ForwardPort.caller_call`), the handset hearing
 ringback. The forward port's machine says what became of the forward:
 
-- alerting: the caller hears ringback (it may be hearing it already: no answer);
+- alerting: the caller hears ringback (it may be hearing it already: no answer); early
+  media (a trunk's 183 with SDP) is handed over as an answer is, for the caller to hear;
 - answered: the caller's port takes the forward port's call over (the target line's leg
   or the trunk's dialog now talks to the caller), the waiting leg ends as "forwarded";
 - refused or failed: the caller hears it (busy, reorder).
@@ -142,6 +143,9 @@ def _signal(gw: Gateway, port: ForwardPort, signal: Any) -> None:
     waiting = gw.calls.get(port.caller_call or "")
     live = caller is not None and waiting is not None and waiting.port is caller
     match signal:
+        case AlertPhone(early_media=True) if live and not port.handed_over:
+            assert caller is not None and waiting is not None
+            _hand_over(gw, port, caller, waiting, now, answered=False)  # its announcement
         case AlertPhone() if live:
             assert caller is not None and waiting is not None
             machine_for(caller, waiting.call_id).call_progress(180, now)
@@ -169,8 +173,9 @@ def _signal(gw: Gateway, port: ForwardPort, signal: Any) -> None:
 
 
 def _hand_over(gw: Gateway, port: ForwardPort, caller: Any, waiting: Call,
-               now: float) -> None:
-    """The forward target answered: the caller's port takes the call over."""
+               now: float, *, answered: bool = True) -> None:
+    """The forward target answered (or sent early media: its ringback or announcement is
+    the caller's to hear): the caller's port takes the call over."""
     call = gw.calls.get(port.line.call_id or port.call_id or "")
     if call is None:
         port.line.phone_hung_up(now)
@@ -183,9 +188,12 @@ def _hand_over(gw: Gateway, port: ForwardPort, caller: Any, waiting: Call,
     replace = getattr(caller.machine, "replace_call", None)
     if replace is None or not replace(waiting.call_id, call.call_id):
         caller.machine.set_call_id(call.call_id)
-    log.info("line %s: forwarded call from %s answered (%s)", port.forwarded_from,
-             caller.name, call.call_id)
-    machine_for(caller, call.call_id).call_answered(now)
+    log.info("line %s: forwarded call from %s %s (%s)", port.forwarded_from, caller.name,
+             "answered" if answered else "hears the target's early media", call.call_id)
+    if answered:
+        machine_for(caller, call.call_id).call_answered(now)
+    else:
+        machine_for(caller, call.call_id).call_progress(183, now, early_media=True)
     port.line.call_ended("handed over", None, now)  # the forward port is done
 
 

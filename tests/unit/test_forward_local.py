@@ -37,9 +37,10 @@ class RecordingUa:
 
     def __init__(self) -> None:
         self.invites: list[dict[str, Any]] = []
+        self.events: list[Any] = []  # what the test has the far end say
 
-    def next_event(self) -> None:
-        return None
+    def next_event(self) -> Any:
+        return self.events.pop(0) if self.events else None
 
     def get_timer(self) -> None:
         return None
@@ -292,3 +293,26 @@ def test_sip_call_forwarded_on_no_answer_keeps_the_callers_name(tmp_path: Path,
     assert state(gw, "1") is lev.LineState.IDLE
     assert state(gw, "2") is lev.LineState.RINGING
     assert gw.lines["2"].line._caller == ("sip:300@192.0.2.7", "Bob")  # number and name
+
+
+def test_early_media_of_a_forward_to_the_trunk_reaches_the_caller(tmp_path: Path,
+                                                                   boxes: list[Any]) -> None:
+    from gateway.sip import events as sev
+    from gateway.sip.sdp import build_offer
+
+    answer = bytes(build_offer(address="127.0.0.1", port=41000, codecs=["PCMU"],
+                               session_id=7, session_version=1))
+    gw = box(boxes, tmp_path, '    features: {forward_always: "5551234"}', trunk=True)
+    ua: RecordingUa = gw.ua  # type: ignore[assignment]
+    dial(gw, "3", "101")
+    run(gw, 0.05)  # the forward port's INVITE goes
+    assert ua.invites and ua.invites[-1]["from_uri"] == "sip:103@127.0.0.1"
+    ua.events.append(sev.CallProgress("sip-1", 183, answer))  # an announcement, say
+    gw._pump()
+    assert state(gw, "3") is lev.LineState.EARLY_MEDIA  # the handset hears it
+    assert gw.lines["3"].call_id == "sip-1" and gw.calls["sip-1"].port is gw.lines["3"]
+    ua.events.append(sev.CallAnswered("sip-1", answer))
+    gw._pump()
+    assert state(gw, "3") is lev.LineState.CONNECTED
+    run(gw, 0.05)
+    assert not forward_ports(gw)
