@@ -127,15 +127,17 @@ class GatewayProcess:
 
     def wait_hears(self, line: str, what: str, timeout: float = 10.0) -> dict[str, Any]:
         seen: list[Any] = []
+        last: list[Any] = [None]
 
         def check() -> bool:
             report = self.phone(line, "hears")
             seen.append(report.get("what"))
+            last[0] = report
             return bool(report.get("what") == what)
 
         try:
             self.wait_until(f"line {line} to hear {what}", check, timeout, interval=0.2)
         except AssertionError as exc:
-            raise AssertionError(f"{exc}\nheard: {seen[-10:]}") from None
+            raise AssertionError(f"{exc}\nheard: {seen[-10:]}\nlast report: {last[0]}") from None
         result: dict[str, Any] = self.phone(line, "hears")
         return result
