@@ -305,7 +305,7 @@ def test_hook_flash_holds_and_resumes_the_far_end(
     gw.phone("1", "flash")
     gw.wait_until("call held", held, timeout=5)
     # Held (a=inactive) and dial tone for a consultation call (issue 12: three-way calling)
-    gw.wait_hears("1", "dial", timeout=5)
+    gw.wait_dial_tone("1")
     assert gw.line("1")["state"] == "dial-tone"
     gw.phone("1", "flash")  # nothing dialled: back to the held call
     gw.wait_until("call resumed", lambda: not held(), timeout=5)

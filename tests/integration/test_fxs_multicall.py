@@ -84,20 +84,6 @@ def bob_connected(trunk: KamailioTrunk, gw: GatewayProcess, factory: BaresipFact
     return bob
 
 
-def wait_dial_tone(gw: GatewayProcess, line: str = "1", timeout: float = 5.0) -> None:
-    """The line plays dial tone and the handset's earpiece carries it (350 + 440 Hz, US).
-
-    Checked on the earpiece's frequencies, not only on the simulated phone's tone label:
-    after a flash that label sometimes stays "tone" for seconds over a clean 350 + 440 Hz
-    (recorded: -16.1 dBFS, nothing else in the spectrum), a classifier defect in the test
-    phone that is not the gateway's (noted on issue 12)."""
-    def ok() -> bool:
-        report = gw.phone(line, "hears")
-        return (gw.line(line)["tone"] == "dial" and report.get("what") in ("dial", "tone")
-                and {350.0, 440.0} <= set(report.get("frequencies") or ()))
-    gw.wait_until(f"line {line}: dial tone in the earpiece", ok, timeout=timeout)
-
-
 def held_calls(gw: GatewayProcess) -> list[str]:
     return [c["remote"] for c in gw.status()["calls"] if c["held"]]
 
@@ -145,7 +131,7 @@ def test_three_way_conference_every_party_hears_the_other_two(
     bob = bob_connected(trunk, gw, baresip_factory)
     carol = phone(trunk, baresip_factory, "301", CAROL_HZ, answer="auto")
     gw.phone("1", "flash")  # bob held, dial tone
-    wait_dial_tone(gw, "1")
+    gw.wait_dial_tone("1")
     gw.phone("1", "dial", digits="301")
     carol.wait_for_event("CALL_ESTABLISHED", timeout=10)
     wait_heard(gw, tmp_path, "consult", (CAROL_HZ,))
@@ -194,7 +180,7 @@ def test_three_way_conference_with_a_local_line_every_ear_checked(
     gw.phone("2", "play", path=str(write_tone_wav(tmp_path / "l2.wav", CAROL_HZ, -12.0)))
     wait_heard(gw, tmp_path, "line2", (CAROL_HZ,))
     gw.phone("1", "flash")
-    wait_dial_tone(gw, "1")
+    gw.wait_dial_tone("1")
     wait_heard(gw, tmp_path, "line2-held", (), line="2")  # held: line 2 hears nothing
     gw.phone("1", "dial", digits="300")
     bob.wait_for_event("CALL_ESTABLISHED", timeout=10)
@@ -229,7 +215,7 @@ def test_waiting_caller_gives_up_the_call_carries_on(
                   timeout=5)
     wait_heard(gw, tmp_path, "bob", (BOB_HZ,))
     gw.phone("1", "flash")  # nothing waits any more: a consultation dial tone, bob held
-    wait_dial_tone(gw, "1")
+    gw.wait_dial_tone("1")
     assert len(gw.status()["calls"]) == 1
 
 
@@ -260,7 +246,7 @@ def test_attended_transfer_of_two_local_lines_joins_them(tmp_path: Path) -> None
         gw.phone("2", "play", path=str(write_tone_wav(tmp_path / "2.wav", CAROL_HZ, -12.0)))
         wait_heard(gw, tmp_path, "l2", (CAROL_HZ,))
         gw.phone("1", "flash")
-        wait_dial_tone(gw, "1")
+        gw.wait_dial_tone("1")
         gw.phone("1", "dial", digits="103")
         gw.wait_until("line 3 rings", lambda: gw.line("3")["state"] == "ringing", timeout=5)
         gw.phone("3", "offhook")
@@ -285,7 +271,7 @@ def test_held_party_hangs_up_during_the_consultation(
     trunk, gw = setup
     bob = bob_connected(trunk, gw, baresip_factory)
     gw.phone("1", "flash")  # bob held, dial tone
-    wait_dial_tone(gw, "1")
+    gw.wait_dial_tone("1")
     gw.wait_until("bob held", lambda: len(held_calls(gw)) == 1, timeout=5)
     bob.hangup()  # BYE for the held call, not the line's current one
     bob.wait_for_event("CALL_CLOSED", timeout=10)

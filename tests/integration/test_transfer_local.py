@@ -43,7 +43,7 @@ def _blind_transfer_to_line_3(gw: GatewayProcess, tmp: Path) -> None:
     gw.phone("2", "play", path=str(write_tone_wav(tmp / "2.wav", CAROL_HZ, -12.0)))
     wait_heard(gw, tmp, "l2", (CAROL_HZ,))
     gw.phone("1", "flash")
-    gw.wait_hears("1", "dial", timeout=5)
+    gw.wait_dial_tone("1")
     gw.phone("1", "dial", digits="103")
     gw.wait_until("line 3 rings", lambda: gw.line("3")["ringing"], timeout=5)
     gw.phone("1", "onhook")  # while line 3 rings: blind transfer

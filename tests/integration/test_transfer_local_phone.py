@@ -50,7 +50,7 @@ def test_phone_call_transferred_blind_to_another_line(
     gw.phone("1", "offhook")
     alice.wait_for_event("CALL_ESTABLISHED", timeout=10)
     gw.phone("1", "flash")
-    gw.wait_hears("1", "dial", timeout=5)
+    gw.wait_dial_tone("1")
     gw.phone("1", "dial", digits="102")
     gw.wait_until("line 2 rings", lambda: gw.line("2")["ringing"], timeout=5)
     gw.phone("1", "onhook")  # blind transfer of the phone's call to line 2
