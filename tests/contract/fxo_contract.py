@@ -165,7 +165,9 @@ class FxoContract(ABC):
     def test_loop_current_changes_are_reported(self) -> None:
         with self.rig() as r:
             if not r.port.senses_loop_current:
-                pytest.skip("this port has no loop-current input")
+                # a board wired without the optional input (hardware-tests/); the sim
+                # backend always senses it, so this never skips in CI
+                pytest.skip("not on this platform: this board wires no loop-current input")
             r.port.set_off_hook(True)
             r.exchange.set_loop_current(True)
             self.pump(r.port, 0.1)
