@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 from gateway.config.schema import Config, LineConfig, TrunkConfig
 from gateway.lines import events as lev
 from gateway.lines.fxo import FxoLine, FxoState, IncomingOffer
-from gateway.routing.router import NoRoute, Router
+from gateway.routing.router import Router
 from gateway.routing.targets import FxoTarget, LineTarget, LocalTarget, TrunkTarget, parse_target
 from gateway.runtime import call_end
 from gateway.runtime.fxo_port import (
@@ -37,6 +37,7 @@ from gateway.runtime.fxo_port import (
     echo_canceller_for,
     settings_from,
 )
+from gateway.runtime.incoming_route import admit_incoming, route_incoming
 from gateway.runtime.ports import LinePort, Port
 from gateway.runtime.rtp import RtpEndpoint
 from gateway.runtime.sip_calls import Call
@@ -240,14 +241,8 @@ class FxoCalls:
     async def _incoming_to_fxo(self, ev: sev.IncomingCall) -> bool:
         """An INVITE for no line of this box whose number the dial plan routes to
         `fxo:<name>`: the exchange line dials it (False: not an FXO call, not handled)."""
-        from gateway.sip.uri import SipUri
-
-        try:
-            user = SipUri.parse(ev.request_uri).user or ""
-            decision = self.router.route(user)
-        except NoRoute:
-            return False
-        except Exception:  # noqa: BLE001  an unreadable Request-URI is not ours to route
+        decision = route_incoming(self.router, ev)
+        if decision is None:
             return False
         dest = decision.target
         if not isinstance(dest, FxoTarget):
@@ -255,17 +250,12 @@ class FxoCalls:
         assert self.ua is not None
         number, target = decision.number, f"fxo:{dest.name}"
         now = self.loop.time()
-        source = self.edge.call_source(ev.call_id, ev.source) if self.edge else None
+        source = admit_incoming(
+            self.edge, ev, number, target,
+            lambda kind: self._trunk_fxo_guard() if kind == "trunk" else self.route_guard,
+            self._refuse_to_fxo, now)
         if source is None:
-            self._refuse_to_fxo(ev, 403, "caller not known", now)
-            return True
-        guard = self._trunk_fxo_guard() if source.kind == "trunk" else self.route_guard
-        verdict = guard.check(source, number, target, src_addr=ev.source, call_id=ev.call_id)
-        if isinstance(verdict, Denied):
-            log.warning("call %s from %s to %s via %s refused: %s", ev.call_id, source, number,
-                        target, verdict.reason)
-            self._refuse_to_fxo(ev, verdict.status, "not permitted", now)
-            return True
+            return True  # refused and answered
         fp = self.fxo_lines.get(dest.name)
         if fp is None:
             self._refuse_to_fxo(ev, 503, f"no exchange line {dest.name}", now)

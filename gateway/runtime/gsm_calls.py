@@ -20,11 +20,12 @@ from typing import TYPE_CHECKING, Any
 from gateway.config.schema import Config, TrunkConfig
 from gateway.lines import events as lev
 from gateway.routing.gsm_groups import GsmGroupRouter, MinuteLedger, ModemChosen, ModemState
-from gateway.routing.router import NoRoute, Router
+from gateway.routing.router import Router
 from gateway.routing.targets import GsmTarget, LineTarget, TrunkTarget, parse_target
 from gateway.runtime import call_end
 from gateway.runtime.edge import SipEdge
 from gateway.runtime.gsm_port import GsmPort
+from gateway.runtime.incoming_route import admit_incoming, route_incoming
 from gateway.runtime.modem import ModemDriver
 from gateway.runtime.ports import LinePort, Port
 from gateway.runtime.rtp import RtpEndpoint
@@ -311,14 +312,8 @@ class GsmCalls:
         From a trunk only with that trunk's `allow_gsm` (groups and number prefixes);
         otherwise the route guard refuses it (403, logged and counted) and nothing is dialled.
         """
-        from gateway.sip.uri import SipUri
-
-        try:
-            user = SipUri.parse(ev.request_uri).user or ""
-            decision = self.router.route(user)
-        except NoRoute:
-            return False
-        except Exception:  # noqa: BLE001  an unreadable Request-URI is not ours to route
+        decision = route_incoming(self.router, ev)
+        if decision is None:
             return False
         dest = decision.target
         if not isinstance(dest, GsmTarget):
@@ -326,17 +321,12 @@ class GsmCalls:
         assert self.ua is not None
         number, target = decision.number, f"gsm:{dest.group}"
         now = self.loop.time()
-        source = self.edge.call_source(ev.call_id, ev.source) if self.edge else None
+        source = admit_incoming(
+            self.edge, ev, number, target,
+            lambda kind: self._trunk_gsm_guard() if kind == "trunk" else self.route_guard,
+            self._refuse_to_gsm, now)
         if source is None:
-            self._refuse_to_gsm(ev, 403, "caller not known", now)
-            return True
-        guard = self._trunk_gsm_guard() if source.kind == "trunk" else self.route_guard
-        verdict = guard.check(source, number, target, src_addr=ev.source, call_id=ev.call_id)
-        if isinstance(verdict, Denied):
-            log.warning("call %s from %s to %s via %s refused: %s", ev.call_id, source, number,
-                        target, verdict.reason)
-            self._refuse_to_gsm(ev, verdict.status, "not permitted", now)
-            return True
+            return True  # refused and answered
         try:
             offer = SessionDescription.parse(ev.sdp)
         except SdpError:
