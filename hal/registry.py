@@ -167,19 +167,24 @@ def did_you_mean(word: str, choices: Iterable[str]) -> str:
     return f" (did you mean {close[0]!r}?)" if close else ""
 
 
-def check_fxs_options(backend: str, options: Mapping[str, Any]) -> list[OptionProblem]:
-    """Every problem with `options` for a known FXS backend (unknown keys, types, missing)."""
-    specs = FXS_OPTIONS.get(backend, {})
+def check_options(
+    specs: Mapping[str, Any], backend: str, options: Mapping[str, Any], *, what: str = "backend",
+    extra: Callable[[str, Any], str | None] | None = None,
+) -> list[OptionProblem]:
+    """Every problem with a backend's `options` against its `specs` (unknown keys, types,
+    missing); `extra(key, value)` adds checks a kind needs beyond the spec's type."""
     problems: list[OptionProblem] = []
     for key, value in options.items():
         spec = specs.get(key)
         if spec is None:
             known = ", ".join(sorted(specs)) or "none"
             problems.append(OptionProblem(
-                key, f"unknown option {key!r} for backend {backend!r}{did_you_mean(key, specs)}",
+                key, f"unknown option {key!r} for {what} {backend!r}{did_you_mean(key, specs)}",
                 f"one of {known}", unknown=True))
             continue
         why = spec.problem(value)
+        if why is None and extra is not None:
+            why = extra(key, value)
         if why is not None:
             problems.append(OptionProblem(key, f"option {key!r}: {why}", spec.expected))
     missing = [k for k, spec in specs.items() if spec.required and k not in options]
@@ -188,6 +193,11 @@ def check_fxs_options(backend: str, options: Mapping[str, Any]) -> list[OptionPr
             None, f"backend {backend!r} needs option(s) {', '.join(missing)}",
             ", ".join(f"{k}: {specs[k].expected}" for k in missing)))
     return problems
+
+
+def check_fxs_options(backend: str, options: Mapping[str, Any]) -> list[OptionProblem]:
+    """Every problem with `options` for a known FXS backend (unknown keys, types, missing)."""
+    return check_options(FXS_OPTIONS.get(backend, {}), backend, options)
 
 _PACKAGES = {
     "alsaaudio": "pyalsaaudio (apt install python3-alsaaudio)",

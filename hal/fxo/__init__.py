@@ -13,7 +13,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from hal.base import FxoPort, HalError
-from hal.registry import OptionProblem, OptionSpec, did_you_mean
+from hal.registry import OptionProblem, OptionSpec, check_options, did_you_mean
 
 FXO_BACKENDS: dict[str, tuple[str, str, str]] = {
     "sim": ("hal.sim.fxo_line", "SimFxo", "branchline (the simulated backend ships with it)"),
@@ -96,29 +96,16 @@ def known_fxo_backends() -> tuple[str, ...]:
 
 def check_fxo_options(backend: str, options: Mapping[str, Any]) -> list[OptionProblem]:
     """Every problem with `options` for a known FXO backend (unknown keys, types, missing)."""
-    specs = FXO_OPTIONS.get(backend, {})
-    problems: list[OptionProblem] = []
-    for key, value in options.items():
-        spec = specs.get(key)
-        if spec is None:
-            known = ", ".join(sorted(specs)) or "none"
-            problems.append(OptionProblem(
-                key, f"unknown option {key!r} for FXO backend {backend!r}"
-                f"{did_you_mean(key, specs)}", f"one of {known}", unknown=True))
-            continue
-        why = spec.problem(value)
-        if why is None and key == "inbound":
-            why = _inbound_problem(str(value))
-        if why is None and key == "inbound_number" and not str(value).isdigit():
-            why = f"got {value!r}"
-        if why is not None:
-            problems.append(OptionProblem(key, f"option {key!r}: {why}", spec.expected))
-    missing = [k for k, spec in specs.items() if spec.required and k not in options]
-    if missing:
-        problems.append(OptionProblem(
-            None, f"backend {backend!r} needs option(s) {', '.join(missing)}",
-            ", ".join(f"{k}: {specs[k].expected}" for k in missing)))
-    return problems
+
+    def extra(key: str, value: Any) -> str | None:
+        if key == "inbound":
+            return _inbound_problem(str(value))
+        if key == "inbound_number" and not str(value).isdigit():
+            return f"got {value!r}"
+        return None
+
+    return check_options(FXO_OPTIONS.get(backend, {}), backend, options,
+                         what="FXO backend", extra=extra)
 
 
 def _inbound_problem(text: str) -> str | None:
