@@ -1,15 +1,13 @@
 """Loopback port allocation for test peers.
 
-Ports are drawn at random from a span outside the kernel's ephemeral range and checked
-free, so parallel test runs do not collide on hard-coded numbers and no other socket's
-ephemeral port lands on one. A port handed out once is remembered for the life of the process,
+The kernel picks the ports (bind to port 0), so parallel test runs do not collide on
+hard-coded numbers. A port handed out once is remembered for the life of the process,
 so two peers started in the same test never receive the same port before either of
 them has bound it.
 """
 
 from __future__ import annotations
 
-import random
 import socket
 import threading
 
@@ -34,22 +32,19 @@ def _can_bind(port: int, kind: socket.SocketKind) -> bool:
         return True
 
 
-#: Where test ports come from: above the kernel's ephemeral range (32768-60999 here), clear
-#: of the test baresips' RTP (20000-29999) and the gateway's (30000-35999). A port taken
-#: from the ephemeral range could be
-#: handed to any other socket (a DNS query's source port, a peer's RTP) between the test
-#: choosing it and the daemon binding it: CI saw "address already in use" on a SIP port
-#: while the daemon spent 6 s on DNS at start with three other test processes running.
-TEST_PORT_SPAN = range(61000, 65536)
-
-_random = random.SystemRandom()
+def _kernel_port(kind: socket.SocketKind) -> int:
+    """Ask the kernel for an unused port of the given kind on loopback."""
+    with socket.socket(socket.AF_INET, kind) as s:
+        s.bind((LOOPBACK, 0))
+        port: int = s.getsockname()[1]
+        return port
 
 
 def _allocate(span: int, attempts: int = 200) -> int:
     """Find `span` consecutive ports free for both UDP and TCP and reserve them."""
     with _lock:
         for _ in range(attempts):
-            base = _random.randrange(TEST_PORT_SPAN.start, TEST_PORT_SPAN.stop - span)
+            base = _kernel_port(socket.SOCK_DGRAM)
             ports = range(base, base + span)
             if base + span - 1 > 65535 or any(p in _handed_out or p in TEST_RTP_SPAN
                                               for p in ports):
