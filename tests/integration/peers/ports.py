@@ -1,25 +1,43 @@
 """Loopback port allocation for test peers.
 
-The kernel picks the ports (bind to port 0), so parallel test runs do not collide on
-hard-coded numbers. A port handed out once is remembered for the life of the process,
-so two peers started in the same test never receive the same port before either of
-them has bound it.
+Ports come from a pool below the kernel's ephemeral range (Linux: 32768-60999) and away
+from every range a peer binds by itself (baresip's test RTP 20000-29999, the gateway's test
+RTP 30000-35999). A port taken from the ephemeral range could be given by the kernel to any
+other socket (a DNS query, a peer's RTP) between the moment a test picks it and the moment
+the peer binds it; CI saw that as "Address already in use" from Kamailio and the daemon.
+
+Ports are handed out in aligned blocks of four, so a peer may also use the next three
+(baresip's TLS listener on SIP port + 1, sipp's media on -mp and -mp + 2). Each block is
+reserved for the whole process with an exclusive lock on a file under the temp directory,
+so parallel pytest processes (tools/dev's shards, the benches) never receive the same block;
+the kernel drops the lock when the process ends, however it ends.
 """
 
 from __future__ import annotations
 
+import fcntl
+import os
+import random
 import socket
+import tempfile
 import threading
+from pathlib import Path
 
 LOOPBACK = "127.0.0.1"
 
-#: The gateway's RTP ranges in the integration tests (`rtp_ports:` 30000-35999). Linux hands
-#: out ephemeral ports from 32768, so a SIP port taken from the kernel could land inside one
-#: of them, and the daemon rightly refuses a config whose RTP range holds its SIP port.
+#: Where test ports come from: below the ephemeral range, above the well-known services.
+POOL = range(10000, 20000)
+#: Ports per block: a peer may use base .. base + 3.
+BLOCK = 4
+
+#: The gateway's RTP ranges in the integration tests (`rtp_ports:` 30000-35999); kept out
+#: of the pool so the daemon never sees its SIP port inside its own RTP range.
 TEST_RTP_SPAN = range(30000, 36000)
 
+_LOCK_DIR = Path(tempfile.gettempdir()) / "branchline-test-ports"
+
 _lock = threading.Lock()
-_handed_out: set[int] = set()
+_held: dict[int, int] = {}  # block base -> fd of its lock file
 
 
 def _can_bind(port: int, kind: socket.SocketKind) -> bool:
@@ -32,54 +50,64 @@ def _can_bind(port: int, kind: socket.SocketKind) -> bool:
         return True
 
 
-def _kernel_port(kind: socket.SocketKind) -> int:
-    """Ask the kernel for an unused port of the given kind on loopback."""
-    with socket.socket(socket.AF_INET, kind) as s:
-        s.bind((LOOPBACK, 0))
-        port: int = s.getsockname()[1]
-        return port
+def _lock_block(base: int) -> int | None:
+    """Take the cross-process lock for the block at `base`; None if another process has it."""
+    _LOCK_DIR.mkdir(mode=0o1777, exist_ok=True)
+    fd = os.open(_LOCK_DIR / str(base), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o666)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        os.close(fd)
+        return None
+    return fd
 
 
-def _allocate(span: int, attempts: int = 200) -> int:
-    """Find `span` consecutive ports free for both UDP and TCP and reserve them."""
+def _allocate() -> int:
+    """Reserve a block of BLOCK ports free for both UDP and TCP and return its base."""
+    bases = list(range(POOL.start, POOL.stop, BLOCK))
+    start = random.randrange(len(bases))
     with _lock:
-        for _ in range(attempts):
-            base = _kernel_port(socket.SOCK_DGRAM)
-            ports = range(base, base + span)
-            if base + span - 1 > 65535 or any(p in _handed_out or p in TEST_RTP_SPAN
-                                              for p in ports):
+        for base in bases[start:] + bases[:start]:
+            if base in _held:
                 continue
-            if all(
-                _can_bind(p, socket.SOCK_DGRAM) and _can_bind(p, socket.SOCK_STREAM)
-                for p in ports
-            ):
-                _handed_out.update(ports)
+            fd = _lock_block(base)
+            if fd is None:
+                continue
+            ports = range(base, base + BLOCK)
+            if all(_can_bind(p, socket.SOCK_DGRAM) and _can_bind(p, socket.SOCK_STREAM)
+                   for p in ports):
+                _held[base] = fd
                 return base
-    raise RuntimeError(f"no {span} consecutive free UDP+TCP ports found on {LOOPBACK}")
+            os.close(fd)
+    raise RuntimeError(
+        f"no block of {BLOCK} free UDP+TCP ports left in {POOL.start}-{POOL.stop - 1} "
+        f"on {LOOPBACK}")
 
 
 def free_port() -> int:
     """A port free for both UDP and TCP on 127.0.0.1 (SIP listens on both)."""
-    return _allocate(1)
+    return _allocate()
 
 
 def free_sip_port() -> int:
     """A SIP port whose successor is free too, because baresip puts TLS on port + 1."""
-    return _allocate(2)
+    return _allocate()
 
 
 def free_udp_port() -> int:
     """A UDP port on 127.0.0.1, e.g. for an RTP relay or a probe."""
-    return free_port()
+    return _allocate()
 
 
 def free_tcp_port() -> int:
     """A TCP port on 127.0.0.1, e.g. for baresip's ctrl_tcp listener."""
-    return free_port()
+    return _allocate()
 
 
 def release(*ports: int) -> None:
-    """Forget ports that are no longer needed so a long session can reuse them."""
+    """Give back the blocks holding `ports` so a long session can reuse them."""
     with _lock:
         for p in ports:
-            _handed_out.discard(p)
+            fd = _held.pop(p - (p - POOL.start) % BLOCK, None)
+            if fd is not None:
+                os.close(fd)
