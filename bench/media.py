@@ -20,6 +20,11 @@ While all N calls are up, for `--window` seconds, it measures:
 - pacing of what the daemon sends: p99 of the interval deviation, worst stream (the
   loopback capture of bench/capture.py).
 
+The daemon runs with the scheduling systemd gives it (`CPUSchedulingPolicy=` and
+`CPUSchedulingPriority=` of systemd/branchline.service, read from the file: SCHED_RR 10),
+through `chrt`; `--no-realtime` runs it with normal scheduling instead, to compare. Which one
+was used is printed and is in the JSON.
+
 Prints a table, the largest N that passed (no loss and p99 < 1 ms) and the calls one core
 would carry at the measured CPU per call; the last line is one JSON object. Goals: at most
 1 % of a core per call and at least 64 calls per core (printed as met / not met).
@@ -49,6 +54,8 @@ from bench.capture import (
     pacing_stats,
 )
 
+ROOT = Path(__file__).resolve().parents[1]
+UNIT = ROOT / "systemd" / "branchline.service"
 GATEWAY_RTP: PortSpan = (32000, 33999)
 FIRST_NUMBER = 2000
 GOAL_CPU_PCT_PER_CALL = 1.0
@@ -105,6 +112,31 @@ def cpu_seconds(pid: int) -> float:
         return (int(fields[11]) + int(fields[12])) / TICK  # utime, stime (fields 14, 15)
 
 
+def unit_scheduling(unit: Path = UNIT) -> tuple[str, int] | None:
+    """(policy, priority) from the unit's CPUSchedulingPolicy= and CPUSchedulingPriority=,
+    or None when it sets no real-time policy."""
+    values = dict(re.findall(r"^(CPUScheduling(?:Policy|Priority))=(\S+)\s*$",
+                             unit.read_text(), re.M))
+    policy = values.get("CPUSchedulingPolicy")
+    if policy not in ("rr", "fifo"):
+        return None
+    return policy, int(values.get("CPUSchedulingPriority", "1"))
+
+
+def scheduling(realtime: bool) -> tuple[list[str], str]:
+    """The command prefix that runs the daemon as the unit does, and a label for it."""
+    wanted = unit_scheduling() if realtime else None
+    if wanted is None:
+        return [], "normal" + (" (--no-realtime)" if realtime is False else "")
+    policy, priority = wanted
+    argv = ["chrt", f"--{policy}", str(priority)]
+    probe = subprocess.run([*argv, "true"], capture_output=True, text=True, check=False)
+    if probe.returncode != 0:
+        raise SystemExit(f"bench.media: cannot run the daemon as the unit does ({' '.join(argv)}"
+                         f"): {probe.stderr.strip()}; run as root, or pass --no-realtime")
+    return argv, f"SCHED_{policy.upper()} {priority} (systemd/branchline.service)"
+
+
 def gateway_config(n: int, sip_port: int, sipp_port: int, state_dir: Path) -> str:
     lines = "".join(
         f"""  - name: "n{i}"
@@ -158,14 +190,16 @@ def daemon_streams(datagrams: Iterable[UdpDatagram], sipp_media: int) -> list[Rt
             and len(s.packets) > 10]
 
 
-def run_step(n: int, hold: float, window: float, workdir: Path) -> Step:
+def run_step(n: int, hold: float, window: float, workdir: Path,
+             prefix: list[str] | None = None) -> Step:
     from tests.integration.gateway_proc import GatewayProcess
     from tests.integration.peers.ports import free_port, free_sip_port
 
     step_dir = workdir / f"n{n}"
     step_dir.mkdir()
     sipp_port, gw_port, sipp_media = free_sip_port(), free_port(), free_port()
-    gw = GatewayProcess(step_dir, gateway_config(n, gw_port, sipp_port, step_dir / "state"))
+    gw = GatewayProcess(step_dir, gateway_config(n, gw_port, sipp_port, step_dir / "state"),
+                        prefix=prefix or ())
     csv = step_dir / "lines.csv"
     csv.write_text("SEQUENTIAL\n" + "".join(f"{FIRST_NUMBER + i}\n" for i in range(n)))
     sipp_argv = [
@@ -261,12 +295,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--hold", type=float, default=10.0, help="seconds each call lasts")
     parser.add_argument("--window", type=float, default=4.0, help="seconds measured")
     parser.add_argument("--keep", action="store_true", help="keep the work directory")
+    parser.add_argument("--no-realtime", dest="realtime", action="store_false",
+                        help="run the daemon with normal scheduling, not the unit's SCHED_RR")
     args = parser.parse_args(argv)
     counts = [int(c) for c in re.split(r"[ ,]+", args.calls) if c]
     if args.window + 6 > args.hold:
         parser.error("--hold must leave room for set-up and the window (hold >= window + 6)")
     workdir = Path(tempfile.mkdtemp(prefix="bench-media-"))
-    steps = [run_step(n, args.hold, args.window, workdir) for n in counts]
+    prefix, sched = scheduling(args.realtime)
+    print(f"daemon scheduling: {sched}", flush=True)
+    steps = [run_step(n, args.hold, args.window, workdir, prefix) for n in counts]
     baresip_pct = baresip_reference(args.window, workdir)
     # idle %core: the daemon with the same N lines on hook, before the calls; net %/call:
     # (gw - idle) / calls, what one more call costs (the goal is judged on gw %/call)
@@ -297,7 +335,7 @@ def main(argv: list[str] | None = None) -> int:
                                              "passed": s.passed} for s in steps],
                       "largest_passed": max(passed) if passed else 0,
                       "baresip_pct_per_call": baresip_pct,
-                      "calls_per_core": per_core}))
+                      "calls_per_core": per_core, "scheduling": sched}))
     if not args.keep:
         subprocess.run(["rm", "-rf", str(workdir)], check=False)
     return 0

@@ -9,10 +9,13 @@ accumulate into drift.
 from __future__ import annotations
 
 import math
+import struct
 
-from gateway.media.rtp import SEQ_MOD, TS_MOD, RtpPacket
+from gateway.media.rtp import SEQ_MOD, TS_MOD
 
 __all__ = ["PacingSchedule", "RtpSender"]
+
+_PLAIN_HEADER = struct.Struct("!BBHII")  # V=2 P X CC, M PT, sequence, timestamp, SSRC
 
 
 class RtpSender:
@@ -46,18 +49,18 @@ class RtpSender:
         self.timestamp = (self.timestamp + samples) % TS_MOD
 
     def _emit(self, payload: bytes, payload_type: int, timestamp: int, marker: bool) -> bytes:
-        packet = RtpPacket(
-            payload_type=payload_type,
-            sequence=self.seq,
-            timestamp=timestamp,
-            ssrc=self.ssrc,
-            payload=payload,
-            marker=marker,
-        )
+        # A plain header (version 2, no padding, extension or CSRC): packed directly, as
+        # this runs for every packet of every call in the tick's send pass. The fields are
+        # in range by construction (checked in __init__, kept modulo by skip()), but for a
+        # payload type a re-INVITE may have set.
+        if not 0 <= payload_type <= 127:
+            raise ValueError(f"RTP payload type must be 0..127, got {payload_type}")
+        data = _PLAIN_HEADER.pack(0x80, payload_type | (0x80 if marker else 0), self.seq,
+                                  timestamp, self.ssrc) + payload
         self.seq = (self.seq + 1) % SEQ_MOD
         self.packets_sent += 1
         self.octets_sent += len(payload)
-        return bytes(packet)
+        return data
 
 
 class PacingSchedule:

@@ -102,7 +102,7 @@ class MediaStream:
         self._latched = False  # a first packet has fixed (or confirmed) the peer's address
         self._candidate: tuple[tuple[str, int], int, int] | None = None  # addr, seq, count
         self._direction: Direction = "sendrecv"
-        self._frames: deque[bytes] = deque()
+        self._frames: deque[tuple[bytes, str, bytes]] = deque()  # (pcm, codec, payload)
         self._marker_next = True
         self._silence_payload = g711.encode(SILENCE_FRAME, self._codec)
         self.packets_sent = 0
@@ -243,12 +243,17 @@ class MediaStream:
     # ----------------------------------------------------------------- sending
 
     def push_frame(self, pcm: bytes) -> None:
-        """Queue a 20 ms mouthpiece frame for the next free send slot."""
+        """Queue a 20 ms mouthpiece frame for the next free send slot.
+
+        The frame is encoded here, when the bridge hands it over, so the send at the
+        slot only numbers and sends it: the send pass at the start of each tick then
+        costs the same few microseconds per call whatever the audio (issue 11, pacing).
+        """
         if len(pcm) != FRAME_BYTES:
             raise ValueError(f"audio frame must be {FRAME_BYTES} bytes, got {len(pcm)}")
         if not self._sending():
             return
-        self._frames.append(pcm)
+        self._frames.append((pcm, self._codec, g711.encode(pcm, self._codec)))
         while len(self._frames) > MAX_QUEUED_FRAMES:
             self._frames.popleft()  # the producer runs ahead of the clock: keep the newest
             self.frames_dropped += 1
@@ -300,7 +305,9 @@ class MediaStream:
             elif self.mute_audio:
                 payload = self._silence_payload
             else:
-                payload = g711.encode(frame, self._codec)
+                pcm, codec, payload = frame
+                if codec != self._codec:  # queued before a re-INVITE changed the codec
+                    payload = g711.encode(pcm, self._codec)
             out.append(self._sender.packetize(payload, FRAME_SAMPLES, marker=self._marker_next))
             self._marker_next = False
         if self._srtp is not None:

@@ -124,11 +124,13 @@ def send_first(pairs: Iterable[tuple[Leg, Leg]], now: float) -> None:
     depends on how many calls share the tick. The price: one frame (20 ms) more delay from
     the port to the RTP stream; the far end to port direction is unchanged.
     """
-    for pair in pairs:
-        for leg in pair:
-            for one in leg.legs if isinstance(leg, MixLeg) else (leg,):
-                if isinstance(one, RtpLeg):
-                    one.rtp.tick(now)
+    endpoints = [one.rtp for pair in pairs for leg in pair
+                 for one in (leg.legs if isinstance(leg, MixLeg) else (leg,))
+                 if isinstance(one, RtpLeg)]
+    for rtp in endpoints:  # the RTP alone first: every stream at a steady offset in the tick
+        rtp.send_rtp(now)
+    for rtp in endpoints:
+        rtp.after_rtp(now)
 
 
 def bridge(pairs: Iterable[tuple[Leg, Leg]], idle: Iterable[Leg], now: float) -> None:

@@ -7,10 +7,16 @@ skipped and counted rather than run back to back.
 
 Landing on the deadline: asyncio waits in epoll, whose timeout is whole milliseconds rounded
 up, so a timer armed for the deadline itself runs 0-1 ms late (plus scheduler noise), and the
-RTP every tick sends inherits that jitter. The timer is therefore armed `lead` (1.2 ms) before
-the deadline, and a tick that wakes early finishes with a short blocking sleep to the
-deadline (`time.sleep` has ~60 us slack, epoll 1 ms). The loop is blocked for that sleep,
-about 0.5 ms per 20 ms tick on average, and no CPU is spent in it.
+RTP every tick sends inherits that jitter. The timer is therefore armed `lead` before the
+deadline, and a tick that wakes early finishes with a short blocking sleep to the deadline
+(`time.sleep` has ~60 us slack, epoll 1 ms). No CPU is spent in that sleep; the loop is
+blocked for it, about `lead` minus half a millisecond per 20 ms tick on average.
+
+The lead adapts: it is the largest overshoot of the timer in the last 10 s (how late epoll
+woke past the time asked for) plus a margin, between `lead` (1.2 ms) and
+`max_lead` (4 ms). On a quiet board the wake is 0-1 ms late and the lead stays near 1.2 ms;
+on a loaded 2-core VM (the media bench at 8 calls) epoll woke up to 2 ms late on 40 % of the
+ticks, and a fixed 1.2 ms lead let those ticks start 0.5-1 ms after their deadline.
 """
 
 from __future__ import annotations
@@ -19,6 +25,7 @@ import asyncio
 import logging
 import math
 import time
+from collections import deque
 from collections.abc import Callable
 
 from gateway.media.session import PacingSchedule
@@ -28,6 +35,9 @@ log = logging.getLogger("branchline.clock")
 TickCallback = Callable[[float], None]
 ANCHOR_MARGIN = 1e-6  # seconds a stream's slots lead the clock's ticks (float rounding only)
 LEAD = 0.0012  # seconds the timer is armed before each deadline (epoll rounds up to 1 ms)
+MAX_LEAD = 0.004  # the most the lead grows to when the timer keeps waking late
+LEAD_MARGIN = 0.0003  # lead = recent worst overshoot + this
+LEAD_WINDOW = 10  # the lead covers the worst overshoot of the last 10 s (in 1 s buckets)
 
 
 class AudioClock:
@@ -45,19 +55,30 @@ class AudioClock:
         interval: float = 0.020,
         max_burst: int = 5,
         lead: float = LEAD,
+        max_lead: float = MAX_LEAD,
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         if not 0 <= lead < interval / 2:
             raise ValueError(f"clock lead must be 0 <= lead < interval/2, got {lead}")
+        if not lead <= max_lead < interval / 2:
+            raise ValueError(f"clock max_lead must be lead <= max_lead < interval/2, got "
+                             f"{max_lead}")
         self._loop = loop
         self.interval = interval
         self.max_burst = max_burst
-        self.lead = lead
+        self.min_lead = lead
+        self.max_lead = max_lead
+        self.lead = lead  # the lead in use: min_lead .. max_lead, from the overshoot seen
+        self.overshoot_peak = 0.0  # worst lateness of the timer past its armed time, last 10 s
+        self._second_peak = 0.0  # the worst in the bucket being filled
+        self._second_ticks = 0
+        self._peaks: deque[float] = deque(maxlen=LEAD_WINDOW)  # one per earlier second
         self._sleep = sleep
         self._callbacks: list[TickCallback] = []
         self._schedule: PacingSchedule | None = None
         self._handle: asyncio.TimerHandle | None = None
         self._armed_for = 0.0
+        self._armed_lead = lead
         self.ticks = 0  # slots run
         self.late = 0  # slots run later than their own deadline's slot (caught up)
         self.skipped = 0  # slots dropped after a stall
@@ -117,6 +138,7 @@ class AudioClock:
     def _arm(self) -> None:
         assert self._schedule is not None and self._loop is not None
         self._armed_for = self._schedule.next_deadline()
+        self._armed_lead = self.lead
         self._handle = self._loop.call_at(self._armed_for - self.lead, self._tick)
 
     def _tick(self) -> None:
@@ -125,10 +147,21 @@ class AudioClock:
         if schedule is None or self._loop is None:
             return
         now = self._loop.time()
+        # how late the timer came past the time it was armed for (epoll, scheduler, a busy
+        # loop): the lead for the next tick covers the worst of it seen lately
+        overshoot = now - (self._armed_for - self._armed_lead)
+        self._second_peak = max(self._second_peak, overshoot)
+        self._second_ticks += 1
+        if self._second_ticks * self.interval >= 1.0:
+            self._peaks.append(self._second_peak)
+            self._second_peak = 0.0
+            self._second_ticks = 0
+        self.overshoot_peak = max(self._second_peak, max(self._peaks, default=0.0))
+        self.lead = min(self.max_lead, max(self.min_lead, self.overshoot_peak + LEAD_MARGIN))
         wait = self._armed_for - now
         if wait > 0:
             # woke before the deadline (as armed): the last stretch in a precise sleep
-            self._sleep(min(wait, self.lead))
+            self._sleep(min(wait, self._armed_lead))
             now = self._loop.time()
         # a sleep or timer may still end a hair early: the slot still counts
         slots = schedule.due(max(now, self._armed_for))

@@ -151,10 +151,20 @@ class RtpEndpoint:
 
     def tick(self, now: float) -> None:
         """One audio tick: send the RTP and RTCP that are due, and report digit timeouts."""
+        self.send_rtp(now)
+        self.after_rtp(now)
+
+    def send_rtp(self, now: float) -> None:
+        """Only the RTP that is due: the bridge's send pass does this for every call first."""
+        stream = self.stream
+        if stream is not None:
+            self.send(stream.send_due(now))
+
+    def after_rtp(self, now: float) -> None:
+        """The rest of a tick, once every call's RTP is out: RTCP and digit timeouts."""
         stream = self.stream
         if stream is None:
             return
-        self.send(stream.send_due(now))
         report = stream.rtcp_due(now)
         if report is not None:
             self._send_rtcp(report)

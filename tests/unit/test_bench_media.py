@@ -1,5 +1,7 @@
 """bench/media.py's figures: which streams count, and the per-call columns."""
 
+from pathlib import Path
+
 from bench.capture import UdpDatagram
 from bench.media import GATEWAY_RTP, Step, daemon_streams
 from gateway.media.rtp import RtpPacket
@@ -44,3 +46,12 @@ def test_cpu_seconds_agrees_with_the_kernels_tick_count() -> None:
     precise = cpu_seconds(os.getpid())
     assert precise > 0.0
     assert abs(precise - ticks) < 0.05 + 0.02 * ticks  # same quantity, finer grain
+
+
+def test_the_bench_runs_the_daemon_with_the_units_real_time_scheduling(tmp_path: Path) -> None:
+    from bench.media import UNIT, unit_scheduling
+
+    assert unit_scheduling(UNIT) == ("rr", 10)  # what systemd/branchline.service sets
+    plain = tmp_path / "plain.service"
+    plain.write_text("[Service]\nExecStart=/bin/true\n")
+    assert unit_scheduling(plain) is None

@@ -71,13 +71,37 @@ def test_ticks_start_within_100us_of_their_deadline_despite_epoll_rounding(seed:
     # Armed at the deadline itself these land 0.03-1.03 ms late (epoll's rounding).
     assert max(lateness) < 100e-6
     assert min(lateness) >= 0.0
-    # and the loop is blocked for at most `lead` per tick, about half of it on average
-    assert max(loop.slept) <= clock.lead
-    assert sum(loop.slept) / len(loop.slept) < 0.8 * clock.lead
+    # epoll's rounding is the timer's only error here: the lead stays near its 1.2 ms
+    # minimum, and the loop is blocked for under 1 ms per tick on average
+    assert clock.min_lead <= clock.lead < 1.5e-3
+    assert max(loop.slept) < 1.5e-3
+    assert sum(loop.slept) / len(loop.slept) < 1.0e-3
 
 
-def test_a_timer_that_fires_late_is_not_slept_on() -> None:
-    loop = EpollLoop(0.0, wake_latency=0.003)  # a busy host: the wake-up comes 3 ms late
+def test_a_timer_that_keeps_waking_late_gets_a_longer_lead_and_lands_on_time_again() -> None:
+    # A loaded host: every epoll wake comes 2.5 ms past the time asked for (the media bench
+    # on this 2-core VM saw up to 2 ms). The first ticks are late; the lead then grows to
+    # cover the overshoot and the rest land on their deadline.
+    loop = EpollLoop(0.0, wake_latency=0.0025)
+    clock = AudioClock(loop, sleep=loop.sleep)  # type: ignore[arg-type]
+    lateness: list[float] = []
+    start = loop.t
+
+    def tick(now: float) -> None:
+        lateness.append(loop.time() - (start + len(lateness) * clock.interval))
+
+    clock.add(tick)
+    clock.start()
+    for _ in range(200):
+        loop.run_next()
+    assert max(lateness[:2]) > 1e-3  # armed 1.2 ms early, woken 2.5-3.5 ms later
+    assert max(lateness[10:]) < 100e-6  # a few ticks to see the worst of the rounding too
+    assert 2.5e-3 < clock.lead <= clock.max_lead
+    assert clock.late == 0 and clock.ticks == 200
+
+
+def test_a_timer_later_than_the_longest_lead_is_not_slept_on() -> None:
+    loop = EpollLoop(0.0, wake_latency=0.006)  # 6 ms late: more than the 4 ms lead can cover
     clock = AudioClock(loop, sleep=loop.sleep)  # type: ignore[arg-type]
     seen: list[float] = []
     clock.add(seen.append)
@@ -85,9 +109,26 @@ def test_a_timer_that_fires_late_is_not_slept_on() -> None:
     for _ in range(50):
         loop.run_next()
     assert loop.slept == [] and len(seen) == 50
-    assert clock.late == 0  # 3 ms late is late, but still one slot per tick
+    assert clock.lead == clock.max_lead
+    assert clock.late == 0  # late, but still one slot per tick
+
+
+def test_the_lead_comes_back_down_once_the_host_is_quiet_again() -> None:
+    loop = EpollLoop(0.0, wake_latency=0.003)
+    clock = AudioClock(loop, sleep=loop.sleep)  # type: ignore[arg-type]
+    clock.add(lambda now: None)
+    clock.start()
+    for _ in range(100):
+        loop.run_next()
+    assert clock.lead > 3e-3
+    loop.wake_latency = 30e-6
+    for _ in range(3000):  # a minute of quiet ticks
+        loop.run_next()
+    assert clock.lead < 1.5e-3
 
 
 def test_lead_must_leave_room_in_the_interval() -> None:
     with pytest.raises(ValueError, match="lead"):
         AudioClock(lead=0.015)
+    with pytest.raises(ValueError, match="max_lead"):
+        AudioClock(lead=0.002, max_lead=0.001)

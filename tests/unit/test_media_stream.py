@@ -266,3 +266,28 @@ def test_stats_report_loss_and_quality() -> None:
         clean.receive(audio_packet(seq), A_ADDR, seq * SLOT)
     assert clean.stats()["mos"] > 4.3
     assert len(b.pull_frame(3.0)) == FRAME_BYTES
+
+
+def test_a_frame_queued_before_a_codec_change_goes_out_in_the_new_codec() -> None:
+    # push_frame encodes at once (the tick's send pass only numbers and sends); a re-INVITE
+    # that switches PCMU -> PCMA between the push and the send must not leak a PCMU payload
+    from gateway.dsp import g711
+
+    a = make(codec="PCMU", pt=0)
+    frame = tone(440.0, 6000.0, 1)[0]
+    a.push_frame(frame)
+    a.update_remote(B_ADDR, "PCMA", 8, 101)
+    (packet,) = a.send_due(0.0)
+    parsed = RtpPacket.parse(packet)
+    assert parsed.payload_type == 8
+    assert parsed.payload == g711.encode(frame, "PCMA") != g711.encode(frame, "PCMU")
+
+
+def test_sent_headers_are_plain_rtp_version_2_with_the_marker_on_the_first() -> None:
+    a = make(seq=65535, ts=2**32 - FRAME_SAMPLES)
+    for frame in tone(1000.0, 8000.0, 2):
+        a.push_frame(frame)
+    first, second = (RtpPacket.parse(p) for now in (0.0, SLOT) for p in a.send_due(now))
+    assert (first.marker, first.sequence, first.timestamp) == (True, 65535, 2**32 - FRAME_SAMPLES)
+    assert (second.marker, second.sequence, second.timestamp) == (False, 0, 0)
+    assert first.ssrc == second.ssrc == 0x1234ABCD and first.csrc == () and first.padding == 0

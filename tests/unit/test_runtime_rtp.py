@@ -13,7 +13,7 @@ import pytest
 from gateway.dsp import SILENCE_FRAME
 from gateway.media.stream import MediaEvent, MediaStream, RemoteLatched
 from gateway.media.telephone_event import DigitReceived
-from gateway.runtime.clock import AudioClock
+from gateway.runtime.clock import LEAD, AudioClock
 from gateway.runtime.rtp import RtpEndpoint
 
 # ---------------------------------------------------------------- AudioClock on a fake loop
@@ -58,7 +58,7 @@ class FakeLoop:
 
 def test_clock_deadlines_are_anchored_and_never_drift() -> None:
     loop = FakeLoop(1000.0)
-    clock = AudioClock(loop, sleep=loop.sleep)  # type: ignore[arg-type]
+    clock = AudioClock(loop, sleep=loop.sleep, max_lead=LEAD)  # type: ignore[arg-type]
     seen: list[float] = []
     clock.add(seen.append)
     clock.start()
@@ -74,7 +74,8 @@ def test_clock_deadlines_are_anchored_and_never_drift() -> None:
 
 def test_clock_catches_up_short_stalls_and_skips_long_ones() -> None:
     loop = FakeLoop(0.0)
-    clock = AudioClock(loop, max_burst=5, sleep=loop.sleep)  # type: ignore[arg-type]
+    clock = AudioClock(loop, max_burst=5, sleep=loop.sleep,  # type: ignore[arg-type]
+                       max_lead=LEAD)  # a fixed lead: these check the anchoring
     calls: list[float] = []
     clock.add(calls.append)
     clock.start()
@@ -91,7 +92,7 @@ def test_clock_catches_up_short_stalls_and_skips_long_ones() -> None:
 
 def test_stream_on_the_clock_keeps_one_frame_per_packet_through_a_stall() -> None:
     loop = FakeLoop(0.0)
-    clock = AudioClock(loop, sleep=loop.sleep)  # type: ignore[arg-type]
+    clock = AudioClock(loop, sleep=loop.sleep, max_lead=LEAD)  # type: ignore[arg-type]
     media = stream(("127.0.0.1", 9), 1)
     sent: list[bytes] = []
     voice = b"\x10\x00" * 160  # not silence, so a stand-in silence packet would show
@@ -110,7 +111,7 @@ def test_stream_on_the_clock_keeps_one_frame_per_packet_through_a_stall() -> Non
 
 def test_clock_survives_a_failing_callback_and_stops_cleanly() -> None:
     loop = FakeLoop(0.0)
-    clock = AudioClock(loop, sleep=loop.sleep)  # type: ignore[arg-type]
+    clock = AudioClock(loop, sleep=loop.sleep, max_lead=LEAD)  # type: ignore[arg-type]
     good: list[float] = []
 
     def bad(now: float) -> None:

@@ -46,7 +46,7 @@ class LoggedAudio:
 
 
 class LoggedRtp:
-    """Stands in for RtpEndpoint: `tick` sends what the stream has due, logged."""
+    """Stands in for RtpEndpoint: `send_rtp` sends what the stream has due, logged."""
 
     def __init__(self, name: str, stream: MediaStream, log: list[tuple[str, str, int]]) -> None:
         self.name = name
@@ -54,8 +54,15 @@ class LoggedRtp:
         self.log = log
 
     def tick(self, now: float) -> None:
+        self.send_rtp(now)
+        self.after_rtp(now)
+
+    def send_rtp(self, now: float) -> None:
         for data in self.stream.send_due(now):
             self.log.append(("send", self.name, RtpPacket.parse(data).sequence))
+
+    def after_rtp(self, now: float) -> None:
+        pass  # RTCP and digit timeouts: not what these tests look at
 
 
 class Machine:
@@ -135,15 +142,19 @@ def test_send_first_reaches_the_rtp_legs_of_a_conference() -> None:
         def __init__(self, name: str) -> None:
             self.name = name
 
-        def tick(self, now: float) -> None:
+        def send_rtp(self, now: float) -> None:
             ticked.append(self.name)
+
+        def after_rtp(self, now: float) -> None:
+            ticked.append(self.name + " rtcp")
 
     port = PlainPort("p", "200", "fxs", SimpleNamespace(options={}),
                      LoggedAudio("p", []), Machine())  # type: ignore[arg-type]
     legs = [RtpLeg(cast_any(None), cast_any(Rtp(n))) for n in ("a", "b")]
     send_first([(PortLeg(port, True), MixLeg(list(legs))),
                 (PortLeg(port, True), RtpLeg(cast_any(None), cast_any(Rtp("c"))))], 0.0)
-    assert ticked == ["a", "b", "c"]
+    # every stream's RTP first, then each one's RTCP and digit timeouts
+    assert ticked == ["a", "b", "c", "a rtcp", "b rtcp", "c rtcp"]
 
 
 def cast_any(value: object) -> Any:
