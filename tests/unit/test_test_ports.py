@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+from gateway.config.schema import DEFAULT_RTP_PORTS
 from tests.integration.peers import ports
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -38,9 +39,12 @@ def test_ports_are_outside_the_ephemeral_range_and_not_shared_between_processes(
     assert len(blocks(ours)) == 200 and len(blocks(theirs)) == 200
     assert not blocks(ours) & blocks(theirs)
     ephemeral = _ephemeral()
+    first, last = (int(x) for x in DEFAULT_RTP_PORTS.split("-"))
+    default_rtp = range(first, last + 1)  # daemons started without rtp_ports: bind here
     for p in ours + theirs:
-        assert p not in ephemeral and p not in ports.TEST_RTP_SPAN
-        assert p + ports.BLOCK - 1 not in ephemeral
+        for q in range(p, p + ports.BLOCK):
+            assert q not in ephemeral and q not in ports.TEST_RTP_SPAN
+            assert q not in default_rtp and not 20000 <= q <= 29999  # baresip's test RTP
     ports.release(*ours)
 
 

@@ -1,8 +1,9 @@
 """Loopback port allocation for test peers.
 
 Ports come from a pool below the kernel's ephemeral range (Linux: 32768-60999) and away
-from every range a peer binds by itself (baresip's test RTP 20000-29999, the gateway's test
-RTP 30000-35999). A port taken from the ephemeral range could be given by the kernel to any
+from every range a peer binds by itself (the gateway's default RTP range 10000-10999, which
+daemons started without `rtp_ports:` use; baresip's test RTP 20000-29999; the gateway's
+test RTP 30000-35999). A port taken from the ephemeral range could be given by the kernel to any
 other socket (a DNS query, a peer's RTP) between the moment a test picks it and the moment
 the peer binds it; CI saw that as "Address already in use" from Kamailio and the daemon.
 
@@ -25,8 +26,9 @@ from pathlib import Path
 
 LOOPBACK = "127.0.0.1"
 
-#: Where test ports come from: below the ephemeral range, above the well-known services.
-POOL = range(10000, 20000)
+#: Where test ports come from: below the ephemeral range, above the gateway's default RTP
+#: range (gateway.config.schema.DEFAULT_RTP_PORTS, 10000-10999).
+POOL = range(11000, 20000)
 #: Ports per block: a peer may use base .. base + 3.
 BLOCK = 4
 
