@@ -192,7 +192,8 @@ def rows_media(data: dict[str, Any]) -> list[Row]:
     tried = max((s.get("calls", 0) for s in data.get("steps") or []), default=0)
     rows.append(Row("media", "most calls on one core, no loss, pacing p99 < 1 ms",
                     _num(data.get("largest_passed")), "calls", goal="calls_per_core",
-                    note=f"largest step tried {tried}"))
+                    note=_join(f"largest step tried {tried}",
+                               f"daemon scheduling {data.get('scheduling') or 'normal'}")))
     rows.append(Row("media", "calls one core carries at the measured CPU/call",
                     _num(data.get("calls_per_core")), "calls",
                     note="extrapolated from the largest step"))

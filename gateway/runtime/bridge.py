@@ -52,8 +52,9 @@ class RtpLeg:
 
     def write_frame(self, frame: bytes | None, now: float) -> None:
         if frame is not None:
-            self.media.push_frame(frame)
-        self.rtp.tick(now)  # the RTP and RTCP that are due, digit timeouts
+            self.media.push_frame(frame)  # sent by the next tick's send_first
+        # This tick's RTP, RTCP and digit timeouts were done by send_first, which runs on the
+        # same pairs before any leg is written.
 
 
 class PortLeg:

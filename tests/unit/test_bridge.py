@@ -11,7 +11,7 @@ from collections import deque
 from gateway.dsp import FRAME_BYTES, FRAME_SAMPLES, SAMPLE_RATE, SILENCE_FRAME
 from gateway.dsp.dtmf import generate as dtmf_generate
 from gateway.media.stream import MediaStream
-from gateway.runtime.bridge import PortLeg, RtpLeg, bridge, move, plan
+from gateway.runtime.bridge import PortLeg, RtpLeg, bridge, move, plan, send_first
 from gateway.runtime.ports import PlainPort
 from gateway.runtime.sip_calls import Call
 from hal.base import AudioPort
@@ -78,8 +78,15 @@ class LoopbackRtp:
         self.ours, self.far = ours, far
 
     def tick(self, now: float) -> None:
+        self.send_rtp(now)
+        self.after_rtp(now)
+
+    def send_rtp(self, now: float) -> None:
         for packet in self.ours.send_due(now):
             self.far.receive(packet, ("127.0.0.1", 4000), now)
+
+    def after_rtp(self, now: float) -> None:
+        pass  # no RTCP over this stand-in
 
 
 def stream(ssrc: int, port: int) -> MediaStream:
@@ -136,6 +143,7 @@ def test_port_and_rtp_legs_carry_tones_both_ways() -> None:
         p.capture()
         pairs, idle = plan([p], {"c1": call})  # type: ignore[dict-item]
         assert idle == [] and isinstance(pairs[0][1], RtpLeg)
+        send_first(pairs, now)  # as Gateway._tick: the RTP that is due, then the bridge
         bridge(pairs, idle, now)
         far.push_frame(far_tone[n])
         back.tick(now)
