@@ -132,3 +132,22 @@ def test_lead_must_leave_room_in_the_interval() -> None:
         AudioClock(lead=0.015)
     with pytest.raises(ValueError, match="max_lead"):
         AudioClock(lead=0.002, max_lead=0.001)
+
+
+def test_a_timer_late_because_the_loop_was_busy_does_not_lengthen_the_lead() -> None:
+    # The loop's thread spends the time up to the timer and past it on other callbacks (a
+    # burst of SIP): the timer runs 3 ms late, but a longer lead would not have helped, and
+    # every tick would then sleep (blocking the loop) for longer.
+    loop = EpollLoop(0.0)
+    cpu = [0.0]
+    clock = AudioClock(loop, sleep=loop.sleep, cpu_clock=lambda: cpu[0])  # type: ignore[arg-type]
+    clock.add(lambda now: None)
+    clock.start()
+    for _ in range(100):
+        timer = loop.pending
+        assert timer is not None
+        busy_until = timer.fire_at + 0.003
+        cpu[0] += busy_until - loop.t  # on the CPU the whole while
+        loop.t = busy_until
+        loop.run_next()
+    assert clock.lead == clock.min_lead
