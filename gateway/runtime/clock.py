@@ -41,6 +41,18 @@ LEAD_MARGIN = 0.0003  # lead = recent worst overshoot + this
 LEAD_WINDOW = 10  # the lead covers the worst overshoot of the last 10 s (in 1 s buckets)
 
 
+def scheduling_summary() -> str:
+    """How the kernel schedules this thread (the one that runs the tick), for the log."""
+    import os
+
+    policy = os.sched_getscheduler(0)
+    if policy in (os.SCHED_RR, os.SCHED_FIFO):
+        name = "SCHED_RR" if policy == os.SCHED_RR else "SCHED_FIFO"
+        return f"{name} priority {os.sched_getparam(0).sched_priority}"
+    return ("normal scheduling (the unit runs it SCHED_RR 10: without it, RTP pacing suffers "
+            "when other processes load the cores)")
+
+
 class AudioClock:
     """Runs registered callbacks once per 20 ms slot with `now = loop.time()`.
 

@@ -151,3 +151,20 @@ def test_a_timer_late_because_the_loop_was_busy_does_not_lengthen_the_lead() -> 
         loop.t = busy_until
         loop.run_next()
     assert clock.lead == clock.min_lead
+
+
+def test_the_log_names_the_ticks_scheduling() -> None:
+    import subprocess
+    import sys
+
+    from gateway.runtime.clock import scheduling_summary
+
+    assert scheduling_summary().startswith("normal scheduling")  # pytest is not real-time
+    probe = subprocess.run(
+        ["chrt", "--rr", "10", sys.executable, "-c",
+         "from gateway.runtime.clock import scheduling_summary as s; print(s())"],
+        capture_output=True, text=True, check=False)
+    if probe.returncode == 0:  # as root (CI): the policy the unit gives is named
+        assert probe.stdout.strip() == "SCHED_RR priority 10"
+    else:
+        assert "Operation not permitted" in probe.stderr

@@ -104,3 +104,12 @@ def test_quiet_path_gives_the_same_digits_as_the_numpy_path() -> None:
         found += det.feed(pcm[pos : pos + size])
         pos += size
     assert found == ["7", "#"]
+
+
+def test_the_daemon_loads_the_metrics_exporter_only_for_metrics_listen() -> None:
+    out = run_fresh("""
+        import sys
+        import gateway.cli, gateway.runtime.app  # the whole daemon, as `branchline run` loads it
+        print("prometheus_client" in sys.modules, "gateway.runtime.metrics" in sys.modules)
+    """)
+    assert out == "False False"  # app.run() imports it when the config sets metrics.listen
