@@ -55,6 +55,7 @@ from gateway.runtime.ports import LinePort, Port, PortTable, machine_for
 from gateway.runtime.push import Pusher, start_push
 from gateway.runtime.reload import Reloader, line_idle, reloader_of
 from gateway.runtime.resolver import SipResolver
+from gateway.runtime.selector import PreciseEpollSelector
 from gateway.runtime.sip_calls import Call, Registration, SipCalls
 from gateway.runtime.sms_service import SmsService
 from gateway.runtime.systemd import Notifier, gateway_summary
@@ -803,4 +804,7 @@ def run(config: Config, *, config_path: str | None = None,
         await gw.stop()
         return 0
 
-    return asyncio.run(main())
+    # epoll with waits that end on the millisecond asked for (gateway/runtime/selector.py)
+    with asyncio.Runner(loop_factory=lambda: asyncio.SelectorEventLoop(
+            PreciseEpollSelector())) as runner:
+        return runner.run(main())
