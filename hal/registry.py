@@ -199,6 +199,7 @@ def check_fxs_options(backend: str, options: Mapping[str, Any]) -> list[OptionPr
     """Every problem with `options` for a known FXS backend (unknown keys, types, missing)."""
     return check_options(FXS_OPTIONS.get(backend, {}), backend, options)
 
+
 _PACKAGES = {
     "alsaaudio": "pyalsaaudio (apt install python3-alsaaudio)",
     "gpiozero": "gpiozero (apt install python3-gpiozero)",

@@ -10,7 +10,7 @@ import logging
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from gateway.routing.router import NoRoute, RouteDecision, Router
+from gateway.routing.router import RouteDecision, Router
 from gateway.security.permissions import CallSource, Denied
 from gateway.security.routeguard import RouteGuard
 from gateway.sip import events as sev
@@ -30,9 +30,7 @@ def route_incoming(router: Router, ev: sev.IncomingCall) -> RouteDecision | None
 
     try:
         return router.route(SipUri.parse(ev.request_uri).user or "")
-    except NoRoute:
-        return None
-    except Exception:  # noqa: BLE001  an unreadable Request-URI is not ours to route
+    except Exception:  # noqa: BLE001  NoRoute, or an unreadable Request-URI: not ours
         return None
 
 

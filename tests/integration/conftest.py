@@ -15,7 +15,7 @@ import os
 import shutil
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import pytest
 
@@ -48,7 +48,12 @@ def require_binary(name: str, found: str | None) -> str:
     """Return the binary path, or skip (fail under BRANCHLINE_REQUIRE_PEERS=1)."""
     if found:
         return found
-    message = f"{name} is not installed; {_INSTALL_HINT}"
+    missing(f"{name} is not installed; {_INSTALL_HINT}")
+
+
+def missing(message: str) -> NoReturn:
+    """Something a test needs is not here (a peer, data, a privilege): skip, or fail under
+    BRANCHLINE_REQUIRE_PEERS=1."""
     if os.environ.get("BRANCHLINE_REQUIRE_PEERS") == "1":
         pytest.fail(f"BRANCHLINE_REQUIRE_PEERS=1 but {message}", pytrace=False)
     pytest.skip(message)
