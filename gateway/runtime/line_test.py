@@ -314,7 +314,9 @@ class LineTest:
         start, end = bursts[0]
         length = (end if end is not None else self.phone.now) - start
         hz_ok = expected_hz <= 0 or abs(seen_hz - expected_hz) <= 0.1 * expected_hz
-        len_ok = abs(length - on_s) <= 0.1 or (answered_at is not None and length < on_s)
+        # cadence tolerance: 10 % of the burst (0.1 s at least), as ring cadences are specified
+        len_ok = (abs(length - on_s) <= max(0.1, 0.1 * on_s)
+                  or (answered_at is not None and length < on_s))
         return Check("ring", hz_ok and len_ok,
                      f"{seen_hz:g} Hz, first burst {length:.2f} s (cadence on {on_s:g} s), "
                      f"{len(bursts)} burst(s)")
